@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Install (idempotently) everything tests/compat needs, cached outside the repo in
+#   ${STRATA_CACHE:-$HOME/.cache/strata-testbed}:
+#     venv/          Python venv: pytest, kafka-python 3, confluent-kafka, codec libs
+#     kafka-libs/    Apache Kafka 3.9.x jars (reference broker + tools), see kafka/pom.xml
+#   ~/.m2            Maven's own cache of the jars
+#   tests/java/target/strata-compat.jar + target/libs/   Java client CLI (gitignored)
+#   kcat             Debian package, installed only if missing
+# A warm run takes a few seconds and touches no network.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TESTS="$(dirname "$HERE")"
+CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
+mkdir -p "$CACHE"
+
+log() { echo "[install] $*" >&2; }
+sha() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# Maven: offline first (warm cache), online if something is missing.
+mvn_run() {
+  mvn -q -B -o "$@" >/dev/null 2>&1 || mvn -q -B "$@"
+}
+
+# ---- Python venv -------------------------------------------------------------------------
+PY="${STRATA_PYTHON:-python3}"
+want="$(sha "$HERE/requirements.txt")-$("$PY" -c 'import sys; print(sys.version.split()[0])')"
+if [[ ! -x "$CACHE/venv/bin/python" || "$(cat "$CACHE/venv/.stamp" 2>/dev/null)" != "$want" ]]; then
+  log "python venv -> $CACHE/venv"
+  [[ -x "$CACHE/venv/bin/python" ]] || "$PY" -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$CACHE/venv/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+  echo "$want" > "$CACHE/venv/.stamp"
+fi
+
+# ---- kcat ---------------------------------------------------------------------------------
+if ! command -v kcat >/dev/null 2>&1; then
+  log "kcat (apt)"
+  SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
+fi
+
+# ---- Apache Kafka reference broker jars --------------------------------------------------
+want="$(sha "$HERE/kafka/pom.xml")"
+if [[ "$(cat "$CACHE/kafka-libs/.stamp" 2>/dev/null)" != "$want" ]]; then
+  log "apache kafka jars -> $CACHE/kafka-libs"
+  rm -rf "$CACHE/kafka-libs"
+  (cd "$HERE/kafka" && mvn_run dependency:copy-dependencies \
+      -DoutputDirectory="$CACHE/kafka-libs" -DincludeScope=runtime)
+  echo "$want" > "$CACHE/kafka-libs/.stamp"
+fi
+
+# ---- Java client CLI ---------------------------------------------------------------------
+JAVA_DIR="$TESTS/java"
+JAR="$JAVA_DIR/target/strata-compat.jar"
+if [[ ! -f "$JAR" || ! -d "$JAVA_DIR/target/libs" ]] \
+   || [[ -n "$(find "$JAVA_DIR/pom.xml" "$JAVA_DIR/src" -newer "$JAR" -print -quit)" ]]; then
+  log "java client CLI -> $JAR"
+  (cd "$JAVA_DIR" && mvn_run package)
+fi
+
+log "ok (cache: $CACHE)"
