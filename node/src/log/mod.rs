@@ -1,0 +1,13 @@
+//! The durable segmented log: batches stored as received, indexes, retention, compaction.
+
+pub mod batch;
+pub mod compaction;
+pub mod config;
+pub mod index;
+pub mod partition;
+pub mod producer_state;
+pub mod retention;
+pub mod segment;
+
+pub use config::LogConfig;
+pub use partition::{AppendInfo, PartitionLog, ReadPlan};

@@ -1,0 +1,805 @@
+//! The log of one partition: an ordered set of segments with offsets, epochs, producer
+//! state, retention and recovery.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{self, BatchHeader, BatchSpan};
+use super::config::LogConfig;
+use super::producer_state::{
+    snapshot_name, ProducerStateTable, SequenceCheck, Snapshot, SNAPSHOT_VERSION,
+};
+use super::retention::{self, SegmentSummary};
+use super::segment::{self, Segment};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Result of appending one produce record set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// LogAppendTime used, or -1 for CreateTime topics.
+    pub log_append_time: i64,
+    /// Whether the whole set was a retried duplicate and nothing was written.
+    pub duplicate: bool,
+}
+
+/// A planned read: bytes `[position, position+len)` of `file`, taken outside the lock.
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl ReadPlan {
+    /// Perform the read.
+    pub fn read(&self) -> Result<Vec<u8>> {
+        segment::read_at(&self.file, self.position, self.len)
+    }
+}
+
+/// Persistent per-partition metadata (beside the segments).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartitionMeta {
+    version: u32,
+    topic_id: uuid::Uuid,
+    log_start_offset: i64,
+    /// (leader epoch, first offset written in it), ascending.
+    epochs: Vec<(i32, i64)>,
+}
+
+const META_FILE: &str = "partition.json";
+const META_VERSION: u32 = 1;
+
+/// One partition's log.
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    producers: ProducerStateTable,
+    topic_id: uuid::Uuid,
+    epochs: Vec<(i32, i64)>,
+    /// Offset below which everything is fsynced.
+    durable_offset: i64,
+    /// Set after a failed write or fsync: the log refuses further appends.
+    poisoned: Option<String>,
+    /// Bytes appended since the last compaction, for the dirty ratio.
+    dirty_bytes: u64,
+}
+
+impl PartitionLog {
+    /// Open or create the partition directory `dir`. With `recover`, the active segment is
+    /// checked batch by batch and a torn or corrupt tail is truncated.
+    pub fn open(dir: &Path, topic_id: uuid::Uuid, config: LogConfig, recover: bool) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir.display().to_string(), e))? {
+            let entry = entry.map_err(|e| Error::io(dir.display().to_string(), e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".cleaned") || name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some(b) = segment::parse_log_name(&name) {
+                bases.push(b);
+            }
+        }
+        bases.sort_unstable();
+        let meta_path = dir.join(META_FILE);
+        let meta = if meta_path.exists() {
+            let raw = std::fs::read(&meta_path).map_err(|e| Error::io(meta_path.display().to_string(), e))?;
+            let m: PartitionMeta = serde_json::from_slice(&raw).map_err(|e| Error::CorruptMetadata {
+                path: meta_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            if m.version > META_VERSION {
+                return Err(Error::UnknownFormatVersion {
+                    path: meta_path.display().to_string(),
+                    found: m.version,
+                    supported: META_VERSION,
+                });
+            }
+            Some(m)
+        } else {
+            None
+        };
+        let mut segments = BTreeMap::new();
+        let n = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
+            let last = i + 1 == n;
+            let seg = Segment::open(dir, base, config.index_interval_bytes, recover && last)?;
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes)?);
+        }
+        let first_base = *segments.keys().next().expect("one segment");
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: first_base,
+            producers: ProducerStateTable::default(),
+            topic_id,
+            epochs: Vec::new(),
+            durable_offset: 0,
+            poisoned: None,
+            dirty_bytes: 0,
+        };
+        if let Some(m) = meta {
+            log.topic_id = m.topic_id;
+            log.log_start_offset = m.log_start_offset.max(first_base);
+            log.epochs = m.epochs;
+        }
+        let leo = log.log_end_offset();
+        log.log_start_offset = log.log_start_offset.min(leo);
+        log.epochs.retain(|(_, start)| *start < leo || leo == 0);
+        log.durable_offset = leo;
+        log.load_producer_state()?;
+        log.write_meta()?;
+        Ok(log)
+    }
+
+    fn write_meta(&self) -> Result<()> {
+        let m = PartitionMeta {
+            version: META_VERSION,
+            topic_id: self.topic_id,
+            log_start_offset: self.log_start_offset,
+            epochs: self.epochs.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&m).expect("serializable");
+        fsutil::write_atomic(&self.dir.join(META_FILE), &bytes)
+    }
+
+    fn snapshot_offsets(&self) -> Result<Vec<i64>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| Error::io(self.dir.display().to_string(), e))? {
+            let entry = entry.map_err(|e| Error::io(self.dir.display().to_string(), e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_suffix(".snapshot") {
+                if let Ok(o) = stem.parse::<i64>() {
+                    out.push(o);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Load the newest usable producer-state snapshot, then replay batch headers after it.
+    fn load_producer_state(&mut self) -> Result<()> {
+        let leo = self.log_end_offset();
+        let mut from = self.log_start_offset.min(self.first_segment_base());
+        let mut table = ProducerStateTable::default();
+        for off in self.snapshot_offsets()?.into_iter().rev() {
+            let path = self.dir.join(snapshot_name(off));
+            if off > leo {
+                // The log was truncated below this snapshot: it describes batches that are gone.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let parsed = std::fs::read(&path)
+                .ok()
+                .and_then(|raw| serde_json::from_slice::<Snapshot>(&raw).ok())
+                .filter(|s| s.version <= SNAPSHOT_VERSION);
+            match parsed {
+                Some(s) => {
+                    table = s.table;
+                    from = s.offset;
+                    break;
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "ignoring unreadable producer snapshot");
+                }
+            }
+        }
+        for seg in self.segments.values() {
+            if seg.next_offset <= from {
+                continue;
+            }
+            for loc in seg.batches()? {
+                if loc.header.last_offset() >= from {
+                    table.record(&loc.header);
+                }
+            }
+        }
+        self.producers = table;
+        Ok(())
+    }
+
+    /// Write a producer-state snapshot at the current log end, keeping the two newest.
+    pub fn snapshot_producers(&self) -> Result<()> {
+        let leo = self.log_end_offset();
+        let snap = Snapshot { version: SNAPSHOT_VERSION, offset: leo, table: self.producers.clone() };
+        let bytes = serde_json::to_vec(&snap).expect("serializable");
+        fsutil::write_atomic(&self.dir.join(snapshot_name(leo)), &bytes)?;
+        let offsets = self.snapshot_offsets()?;
+        if offsets.len() > 2 {
+            for off in &offsets[..offsets.len() - 2] {
+                let _ = std::fs::remove_file(self.dir.join(snapshot_name(*off)));
+            }
+        }
+        Ok(())
+    }
+
+    fn first_segment_base(&self) -> i64 {
+        *self.segments.keys().next().expect("at least one segment")
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("at least one segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("at least one segment")
+    }
+
+    /// The topic id this partition belongs to.
+    pub fn topic_id(&self) -> uuid::Uuid {
+        self.topic_id
+    }
+
+    /// One past the last offset written.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// First offset still readable.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Total bytes on disk in segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The effective config.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replace the effective config (takes effect on the next append or retention pass).
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// Offset below which data is known to be fsynced.
+    pub fn durable_offset(&self) -> i64 {
+        self.durable_offset
+    }
+
+    /// The latest leader epoch written to this log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.last().map(|(e, _)| *e)
+    }
+
+    /// Check a validated record set against topic limits and producer state, assign offsets,
+    /// and append it. `data` is patched in place.
+    pub fn append(
+        &mut self,
+        data: &mut [u8],
+        spans: &[BatchSpan],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::StorageFailed(reason.clone()));
+        }
+        for s in spans {
+            let size = s.header.total_len();
+            if size > self.config.max_message_bytes {
+                return Err(Error::MessageTooLarge { size, max: self.config.max_message_bytes });
+            }
+            if s.header.is_control() || s.header.attributes & batch::ATTR_TRANSACTIONAL != 0 {
+                return Err(Error::InvalidRecord("transactional batches are not supported".into()));
+            }
+        }
+        if self.config.compact {
+            for s in spans {
+                let mut buf = Bytes::copy_from_slice(&data[s.position..s.position + s.header.total_len()]);
+                let set = RecordBatchDecoder::decode(&mut buf)
+                    .map_err(|e| Error::CorruptBatch(format!("cannot decode records: {e}")))?;
+                if set.records.iter().any(|r| r.key.is_none()) {
+                    return Err(Error::InvalidRecord(
+                        "compacted topic cannot accept a record without a key".into(),
+                    ));
+                }
+            }
+        }
+        // Idempotence: all batches of a request share one producer in practice; check each.
+        let mut duplicate_of = None;
+        for s in spans {
+            match self.producers.check(&s.header)? {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(meta) => duplicate_of = Some(meta),
+            }
+        }
+        if let Some(meta) = duplicate_of {
+            if spans.len() == 1 {
+                return Ok(AppendInfo {
+                    base_offset: meta.first_offset,
+                    last_offset: meta.last_offset,
+                    log_append_time: if self.config.log_append_time { meta.timestamp } else { -1 },
+                    duplicate: true,
+                });
+            }
+            return Err(Error::InvalidRecord("duplicate batch inside a multi-batch request".into()));
+        }
+
+        let total: usize = spans.iter().map(|s| s.header.total_len()).sum();
+        let first_max_ts = if self.config.log_append_time {
+            now_ms
+        } else {
+            spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(now_ms)
+        };
+        if self.should_roll(total, first_max_ts) {
+            self.roll()?;
+        }
+
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let mut headers = Vec::with_capacity(spans.len());
+        for s in spans {
+            let len = s.header.total_len();
+            let b = &mut data[s.position..s.position + len];
+            batch::assign_offset(b, next, leader_epoch);
+            if self.config.log_append_time {
+                batch::set_log_append_time(b, now_ms);
+            }
+            let h = batch::parse_header(b)?.expect("validated header");
+            headers.push((h, s.position));
+            next = h.last_offset() + 1;
+        }
+        let contiguous = spans.first().map(|s| s.position).unwrap_or(0);
+        let end = spans.last().map(|s| s.position + s.header.total_len()).unwrap_or(0);
+        let slice = &data[contiguous..end];
+        let rel: Vec<(BatchHeader, usize)> =
+            headers.iter().map(|(h, p)| (*h, p - contiguous)).collect();
+        if let Err(e) = self.active_mut().append(slice, &rel) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "append failed; partition refuses writes until restart");
+            if !matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)) {
+                self.poisoned = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        for (h, _) in &headers {
+            self.producers.record(h);
+        }
+        if self.epochs.last().map(|(e, _)| *e) != Some(leader_epoch) {
+            self.epochs.push((leader_epoch, base_offset));
+            self.write_meta()?;
+        }
+        self.dirty_bytes += total as u64;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: if self.config.log_append_time { now_ms } else { -1 },
+            duplicate: false,
+        })
+    }
+
+    fn should_roll(&self, incoming: usize, incoming_max_ts: i64) -> bool {
+        let a = self.active();
+        if a.is_empty() {
+            return false;
+        }
+        if a.size() + incoming as u64 > self.config.segment_bytes {
+            return true;
+        }
+        if let Some(first) = a.first_batch_timestamp {
+            if incoming_max_ts - first > self.config.segment_ms {
+                return true;
+            }
+        }
+        // Relative offsets in the index are u32.
+        self.log_end_offset() - a.base_offset > (u32::MAX / 2) as i64
+    }
+
+    /// Close the active segment (fsync it) and start a new one at the log end.
+    pub fn roll(&mut self) -> Result<()> {
+        let leo = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active().sync()?;
+        let seg = Segment::create(&self.dir, leo, self.config.index_interval_bytes)?;
+        fsutil::sync_dir(&self.dir)?;
+        self.segments.insert(leo, seg);
+        self.snapshot_producers()?;
+        self.durable_offset = self.durable_offset.max(leo);
+        Ok(())
+    }
+
+    /// Handle for an fsync of the active segment taken outside the partition lock; returns
+    /// the file and the offset it makes durable.
+    pub fn sync_handle(&self) -> (Arc<File>, i64) {
+        (self.active().file(), self.log_end_offset())
+    }
+
+    /// Record that everything below `offset` is fsynced.
+    pub fn mark_durable(&mut self, offset: i64) {
+        self.durable_offset = self.durable_offset.max(offset);
+    }
+
+    /// Mark the log failed (after an fsync error): appends are refused from now on.
+    pub fn poison(&mut self, reason: String) {
+        self.poisoned = Some(reason);
+    }
+
+    /// Plan a fetch read from `offset`, up to `max_bytes` (always at least one whole batch when
+    /// `min_one`), not past `upper` (exclusive).
+    pub fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        upper: i64,
+    ) -> Result<Option<ReadPlan>> {
+        let leo = self.log_end_offset();
+        if offset < self.log_start_offset || offset > leo {
+            return Err(Error::OffsetOutOfRange { offset, start: self.log_start_offset, end: leo });
+        }
+        if offset >= upper {
+            return Ok(None);
+        }
+        let mut iter = self.segments.range(..=offset).next_back().into_iter().chain(
+            self.segments.range(offset + 1..).map(|(k, v)| (k, v)),
+        );
+        while let Some((_, seg)) = iter.next() {
+            let Some(first) = seg.locate(offset)? else { continue };
+            let start = first.position;
+            let mut end = start;
+            let mut pos = start;
+            while let Some(h) = seg.header_at(pos)? {
+                if h.base_offset >= upper {
+                    break;
+                }
+                let len = h.total_len() as u64;
+                if pos + len > seg.size() {
+                    break;
+                }
+                let taken = (end - start) as usize;
+                if taken + len as usize > max_bytes && !(min_one && taken == 0) {
+                    break;
+                }
+                end = pos + len;
+                pos = end;
+            }
+            if end == start {
+                return Ok(None);
+            }
+            return Ok(Some(ReadPlan { file: seg.file(), position: start, len: (end - start) as usize }));
+        }
+        Ok(None)
+    }
+
+    /// Decode the batch holding the first record with timestamp >= `ts`; returns
+    /// (offset, timestamp) of that record.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp < ts {
+                continue;
+            }
+            let Some(loc) = seg.locate_time(ts)? else { continue };
+            let raw = seg.read(loc.position, loc.header.total_len())?;
+            let mut buf = Bytes::from(raw);
+            let set = RecordBatchDecoder::decode(&mut buf)
+                .map_err(|e| Error::CorruptBatch(format!("decode for timestamp lookup: {e}")))?;
+            let log_append = loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0;
+            for r in set.records {
+                let rts = if log_append { loc.header.max_timestamp } else { r.timestamp };
+                if rts >= ts && r.offset >= self.log_start_offset {
+                    return Ok(Some((r.offset, rts)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// (offset, timestamp) of the record with the largest timestamp.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>> {
+        let Some(seg) = self
+            .segments
+            .values()
+            .filter(|s| !s.is_empty())
+            .max_by_key(|s| s.max_timestamp)
+        else {
+            return Ok(None);
+        };
+        let Some(loc) = seg.locate(seg.offset_of_max_timestamp)? else { return Ok(None) };
+        let raw = seg.read(loc.position, loc.header.total_len())?;
+        let mut buf = Bytes::from(raw);
+        let set = RecordBatchDecoder::decode(&mut buf)
+            .map_err(|e| Error::CorruptBatch(format!("decode for max timestamp: {e}")))?;
+        if loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
+            return Ok(Some((loc.header.last_offset(), loc.header.max_timestamp)));
+        }
+        Ok(set.records.iter().max_by_key(|r| r.timestamp).map(|r| (r.offset, r.timestamp)))
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer: the largest epoch <= `epoch` and its end offset.
+    pub fn epoch_end_offset(&self, epoch: i32) -> (i32, i64) {
+        let leo = self.log_end_offset();
+        match self.epochs.iter().rposition(|(e, _)| *e <= epoch) {
+            None => (-1, -1),
+            Some(i) => {
+                let end = self.epochs.get(i + 1).map(|(_, start)| *start).unwrap_or(leo);
+                (self.epochs[i].0, end)
+            }
+        }
+    }
+
+    /// Advance the log start offset (DeleteRecords); returns the new start.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        let leo = self.log_end_offset();
+        if offset > leo || offset < 0 {
+            return Err(Error::OffsetOutOfRange { offset, start: self.log_start_offset, end: leo });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            self.write_meta()?;
+            self.delete_segments_below_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<()> {
+        let start = self.log_start_offset;
+        let doomed: Vec<i64> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.next_offset <= start && !s.is_empty())
+            .map(|(b, _)| *b)
+            .collect();
+        let active_base = self.active().base_offset;
+        for b in doomed {
+            if b == active_base {
+                self.roll()?;
+            }
+            if let Some(s) = self.segments.remove(&b) {
+                s.delete();
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply time and size retention; returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        if !self.config.delete {
+            return Ok(0);
+        }
+        let summaries: Vec<SegmentSummary> = self
+            .segments
+            .values()
+            .map(|s| SegmentSummary {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size: s.size(),
+                max_timestamp: s.max_timestamp,
+            })
+            .collect();
+        let n = retention::deletable_prefix(
+            &summaries,
+            retention::Limits {
+                retention_ms: self.config.retention_ms,
+                retention_bytes: self.config.retention_bytes,
+                now_ms,
+                log_start_offset: self.log_start_offset,
+            },
+        );
+        if n == 0 {
+            return Ok(0);
+        }
+        if n == summaries.len() {
+            self.roll()?;
+        }
+        for s in &summaries[..n] {
+            if let Some(seg) = self.segments.remove(&s.base_offset) {
+                seg.delete();
+            }
+        }
+        let new_start = self.first_segment_base().max(self.log_start_offset);
+        if new_start != self.log_start_offset {
+            self.log_start_offset = new_start;
+        }
+        self.write_meta()?;
+        tracing::info!(dir = %self.dir.display(), deleted = n, log_start = self.log_start_offset, "retention deleted segments");
+        Ok(n)
+    }
+
+    /// Bytes written since the last compaction and the total size of closed segments.
+    pub fn dirty_ratio(&self) -> f64 {
+        let closed: u64 = self.segments.values().rev().skip(1).map(|s| s.size()).sum();
+        if closed == 0 {
+            return 0.0;
+        }
+        (self.dirty_bytes as f64 / closed as f64).min(1.0)
+    }
+
+    /// Closed segments (everything but the active one), for the compactor.
+    pub(crate) fn closed_segments(&self) -> impl Iterator<Item = &Segment> {
+        let n = self.segments.len();
+        self.segments.values().take(n.saturating_sub(1))
+    }
+
+    /// Swap a compacted segment file in place of the segment at `base`.
+    pub(crate) fn replace_segment(&mut self, base: i64, cleaned: &Path) -> Result<()> {
+        let target = self.dir.join(segment::log_name(base));
+        let _ = std::fs::remove_file(self.dir.join(format!("{base:020}.index")));
+        let _ = std::fs::remove_file(self.dir.join(format!("{base:020}.timeindex")));
+        std::fs::rename(cleaned, &target).map_err(|e| Error::io(target.display().to_string(), e))?;
+        fsutil::sync_dir(&self.dir)?;
+        let seg = Segment::open(&self.dir, base, self.config.index_interval_bytes, true)?;
+        seg.sync()?;
+        self.segments.insert(base, seg);
+        Ok(())
+    }
+
+    /// Drop a closed segment that compaction emptied.
+    pub(crate) fn remove_segment(&mut self, base: i64) -> Result<()> {
+        if let Some(seg) = self.segments.remove(&base) {
+            seg.delete();
+        }
+        fsutil::sync_dir(&self.dir)
+    }
+
+    /// Reset the dirty counter after a compaction pass.
+    pub(crate) fn mark_clean(&mut self) {
+        self.dirty_bytes = 0;
+    }
+
+    /// Directory of this partition.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// fsync everything and snapshot producer state (clean shutdown).
+    pub fn close(&mut self) -> Result<()> {
+        self.active().sync()?;
+        self.snapshot_producers()?;
+        self.write_meta()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::{make_batch, make_batch_keyed};
+
+    fn cfg() -> LogConfig {
+        LogConfig { segment_bytes: 400, index_interval_bytes: 100, ..LogConfig::default() }
+    }
+
+    fn append(log: &mut PartitionLog, mut b: Vec<u8>) -> Result<AppendInfo> {
+        let spans = batch::validate_produce_records(&b)?;
+        log.append(&mut b, &spans, 0, fsutil::now_ms())
+    }
+
+    fn read_all(log: &PartitionLog, from: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut off = from;
+        while let Some(plan) = log.plan_read(off, 1 << 20, true, log.log_end_offset()).unwrap() {
+            let bytes = plan.read().unwrap();
+            let spans = batch::validate_produce_records(&bytes).unwrap();
+            for s in spans {
+                for o in s.header.base_offset..=s.header.last_offset() {
+                    if o >= from {
+                        out.push(o);
+                    }
+                }
+                off = s.header.last_offset() + 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn append_roll_read_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let mut log = PartitionLog::open(dir.path(), id, cfg(), false).unwrap();
+        let now = fsutil::now_ms();
+        for i in 0..40 {
+            let info = append(&mut log, make_batch(&[b"0123456789", b"abcdefghij"], now, -1, -1)).unwrap();
+            assert_eq!(info.base_offset, i * 2);
+        }
+        assert!(log.segment_count() > 3, "rolled by segment.bytes");
+        assert_eq!(read_all(&log, 0), (0..80).collect::<Vec<_>>());
+        assert_eq!(read_all(&log, 33), (33..80).collect::<Vec<_>>());
+        log.close().unwrap();
+        drop(log);
+        let log = PartitionLog::open(dir.path(), id, cfg(), true).unwrap();
+        assert_eq!(log.log_end_offset(), 80);
+        assert_eq!(read_all(&log, 0).len(), 80);
+        assert!(matches!(log.plan_read(81, 100, true, 80), Err(Error::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn idempotent_duplicates_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let mut log = PartitionLog::open(dir.path(), id, cfg(), false).unwrap();
+        append(&mut log, make_batch(&[b"a", b"b"], 1, 5, 0)).unwrap();
+        append(&mut log, make_batch(&[b"c"], 1, 5, 2)).unwrap();
+        drop(log); // no clean close: state must be rebuilt from the log
+        let mut log = PartitionLog::open(dir.path(), id, cfg(), true).unwrap();
+        let dup = append(&mut log, make_batch(&[b"c"], 1, 5, 2)).unwrap();
+        assert!(dup.duplicate);
+        assert_eq!(dup.base_offset, 2);
+        assert!(matches!(
+            append(&mut log, make_batch(&[b"x"], 1, 5, 9)),
+            Err(Error::OutOfOrderSequence(_))
+        ));
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn timestamps_and_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), cfg(), false).unwrap();
+        append(&mut log, make_batch(&[b"a", b"b", b"c"], 1000, -1, -1)).unwrap(); // ts 1000..1002
+        append(&mut log, make_batch(&[b"d"], 5000, -1, -1)).unwrap();
+        assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((1, 1001)));
+        assert_eq!(log.offset_for_timestamp(1003).unwrap(), Some((3, 5000)));
+        assert_eq!(log.offset_for_timestamp(6000).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((3, 5000)));
+        assert_eq!(log.epoch_end_offset(0), (0, 4));
+        assert_eq!(log.epoch_end_offset(5), (0, 4));
+    }
+
+    #[test]
+    fn delete_records_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), cfg(), false).unwrap();
+        for _ in 0..30 {
+            append(&mut log, make_batch(&[b"0123456789012345678901234567890123456789"], 1000, -1, -1)).unwrap();
+        }
+        let segs = log.segment_count();
+        assert_eq!(log.delete_records_before(10).unwrap(), 10);
+        assert!(log.segment_count() < segs);
+        assert!(matches!(log.plan_read(5, 100, true, 30), Err(Error::OffsetOutOfRange { .. })));
+        assert_eq!(read_all(&log, 10).first(), Some(&10));
+        // Everything is older than retention.ms: all segments go and the log restarts at the end.
+        let mut c = cfg();
+        c.retention_ms = 1000;
+        log.set_config(c);
+        log.apply_retention(10_000_000_000_000).unwrap();
+        assert_eq!(log.log_start_offset(), 30);
+        assert_eq!(log.log_end_offset(), 30);
+        assert_eq!(append(&mut log, make_batch(&[b"x"], 1, -1, -1)).unwrap().base_offset, 30);
+    }
+
+    #[test]
+    fn message_too_large_and_compact_needs_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        c.max_message_bytes = 100;
+        c.compact = true;
+        let mut log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), c, false).unwrap();
+        let big = vec![b'x'; 200];
+        assert!(matches!(
+            append(&mut log, make_batch_keyed(vec![(Some(b"k"), Some(&big))], 1, -1, -1)),
+            Err(Error::MessageTooLarge { .. })
+        ));
+        assert!(matches!(
+            append(&mut log, make_batch(&[b"v"], 1, -1, -1)),
+            Err(Error::InvalidRecord(_))
+        ));
+        append(&mut log, make_batch_keyed(vec![(Some(b"k"), Some(b"v"))], 1, -1, -1)).unwrap();
+    }
+}
