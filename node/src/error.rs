@@ -28,7 +28,11 @@ pub enum Error {
     #[error("invalid topic name {0:?}: {1}")]
     InvalidTopic(String, String),
     #[error("invalid config {key}={value}: {reason}")]
-    InvalidConfig { key: String, value: String, reason: String },
+    InvalidConfig {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("invalid partitions: {0}")]
     InvalidPartitions(String),
     #[error("invalid replication factor: {0}")]
@@ -44,7 +48,11 @@ pub enum Error {
     #[error("corrupt metadata file {path}: {reason}")]
     CorruptMetadata { path: String, reason: String },
     #[error("unknown format version {found} in {path} (this build reads up to {supported})")]
-    UnknownFormatVersion { path: String, found: u32, supported: u32 },
+    UnknownFormatVersion {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
 }
 
 /// Result alias for the node.
@@ -53,7 +61,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wrap an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The Kafka error this maps to at the protocol boundary.

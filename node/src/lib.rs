@@ -1,3 +1,10 @@
+//! strata-node: a Kafka-compatible storage node.
+
+pub mod alloc;
+pub mod broker;
+pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod log;
+pub mod protocol;
+pub mod server;

@@ -1,1 +1,98 @@
-fn main() {}
+//! strata-node binary: parse config, open the broker, serve until SIGTERM/SIGINT.
+
+use std::time::Duration;
+
+use clap::Parser;
+use strata_node::broker::Broker;
+use strata_node::config::{Args, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: strata_node::alloc::LazyLargeAlloc = strata_node::alloc::LazyLargeAlloc;
+
+fn main() -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let config = args
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(config, started))
+}
+
+async fn run(
+    config: strata_node::config::NodeConfig,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        advertise = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+        data_dir = %broker.config.data_dir.display(),
+        node_id = broker.config.node_id,
+        flush_policy = ?broker.config.flush_policy,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "strata-node ready"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let b = broker.clone();
+    let retention_every = Duration::from_millis(b.config.retention_check_interval_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(retention_every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = b.clone();
+            let _ = tokio::task::spawn_blocking(move || b.run_retention()).await;
+        }
+    });
+    let b = broker.clone();
+    let compaction_every = Duration::from_millis(b.config.compaction_interval_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(compaction_every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = b.clone();
+            let _ = tokio::task::spawn_blocking(move || b.run_compaction()).await;
+        }
+    });
+
+    let server = tokio::spawn(strata_node::server::serve(
+        broker.clone(),
+        listener,
+        stop_rx,
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    broker.shutdown()?;
+    tracing::info!("clean shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -123,10 +123,15 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<BatchHeader>> {
         return Err(Error::UnsupportedMagic(h.magic));
     }
     if (h.batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
-        return Err(Error::CorruptBatch(format!("batch length {} too small", h.batch_length)));
+        return Err(Error::CorruptBatch(format!(
+            "batch length {} too small",
+            h.batch_length
+        )));
     }
     if h.last_offset_delta < 0 || h.record_count < 0 {
-        return Err(Error::CorruptBatch("negative record count or offset delta".into()));
+        return Err(Error::CorruptBatch(
+            "negative record count or offset delta".into(),
+        ));
     }
     Ok(Some(h))
 }
@@ -187,9 +192,14 @@ pub fn validate_produce_records(buf: &[u8]) -> Result<Vec<BatchSpan>> {
         }
         // Each record needs at least 7 bytes (length, attributes, deltas, key, value, headers varints).
         if h.record_count as usize > (len - HEADER_LEN) / 7 + 1 {
-            return Err(Error::CorruptBatch("record count exceeds batch size".into()));
+            return Err(Error::CorruptBatch(
+                "record count exceeds batch size".into(),
+            ));
         }
-        spans.push(BatchSpan { header: h, position: pos });
+        spans.push(BatchSpan {
+            header: h,
+            position: pos,
+        });
         pos += len;
     }
     if spans.is_empty() {
@@ -223,11 +233,21 @@ pub(crate) mod tests {
 
     /// Build a real v2 batch with the crate's encoder.
     pub fn make_batch(values: &[&[u8]], ts: i64, pid: i64, seq: i32) -> Vec<u8> {
-        make_batch_keyed(values.iter().map(|v| (None, Some(*v))).collect(), ts, pid, seq)
+        make_batch_keyed(
+            values.iter().map(|v| (None, Some(*v))).collect(),
+            ts,
+            pid,
+            seq,
+        )
     }
 
     /// Build a batch of (key, value) records.
-    pub fn make_batch_keyed(kv: Vec<(Option<&[u8]>, Option<&[u8]>)>, ts: i64, pid: i64, seq: i32) -> Vec<u8> {
+    pub fn make_batch_keyed(
+        kv: Vec<(Option<&[u8]>, Option<&[u8]>)>,
+        ts: i64,
+        pid: i64,
+        seq: i32,
+    ) -> Vec<u8> {
         let records: Vec<Record> = kv
             .iter()
             .enumerate()
@@ -240,7 +260,11 @@ pub(crate) mod tests {
                 producer_epoch: if pid >= 0 { 0 } else { -1 },
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: if seq >= 0 { seq + i as i32 } else { i as i32 - 1 },
+                sequence: if seq >= 0 {
+                    seq + i as i32
+                } else {
+                    i as i32 - 1
+                },
                 timestamp: ts + i as i64,
                 key: k.map(|k| bytes::Bytes::copy_from_slice(k)),
                 value: v.map(|v| bytes::Bytes::copy_from_slice(v)),
@@ -251,7 +275,10 @@ pub(crate) mod tests {
         RecordBatchEncoder::encode(
             &mut buf,
             &records,
-            &RecordEncodeOptions { version: 2, compression: Compression::None },
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
         )
         .unwrap();
         buf.to_vec()
@@ -295,7 +322,10 @@ pub(crate) mod tests {
         let mut b = make_batch(&[b"hello"], 5, -1, -1);
         let n = b.len();
         b[n - 1] ^= 0xff;
-        assert!(matches!(validate_produce_records(&b), Err(Error::CorruptBatch(_))));
+        assert!(matches!(
+            validate_produce_records(&b),
+            Err(Error::CorruptBatch(_))
+        ));
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
         let seg = log
             .closed_segments()
             .find(|s| s.base_offset == base)
-            .ok_or_else(|| Error::StorageFailed(format!("segment {base} vanished during compaction")))?;
+            .ok_or_else(|| {
+                Error::StorageFailed(format!("segment {base} vanished during compaction"))
+            })?;
         let mut out: Vec<u8> = Vec::with_capacity(size_before as usize);
         let mut removed = 0usize;
         for loc in seg.batches()? {
@@ -95,7 +97,10 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
                 RecordBatchEncoder::encode(
                     &mut buf,
                     &keep,
-                    &RecordEncodeOptions { version: 2, compression: set.compression },
+                    &RecordEncodeOptions {
+                        version: 2,
+                        compression: set.compression,
+                    },
                 )
                 .map_err(|e| Error::CorruptBatch(format!("compaction encode: {e}")))?;
                 out.extend_from_slice(&buf);
@@ -110,9 +115,12 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
         stats.bytes_after += out.len() as u64;
         let cleaned = log.dir().join(format!("{base:020}.log.cleaned"));
         {
-            let mut f = std::fs::File::create(&cleaned).map_err(|e| Error::io(cleaned.display().to_string(), e))?;
-            f.write_all(&out).map_err(|e| Error::io(cleaned.display().to_string(), e))?;
-            f.sync_all().map_err(|e| Error::io(cleaned.display().to_string(), e))?;
+            let mut f = std::fs::File::create(&cleaned)
+                .map_err(|e| Error::io(cleaned.display().to_string(), e))?;
+            f.write_all(&out)
+                .map_err(|e| Error::io(cleaned.display().to_string(), e))?;
+            f.sync_all()
+                .map_err(|e| Error::io(cleaned.display().to_string(), e))?;
         }
         if out.is_empty() && base != first_base {
             let _ = std::fs::remove_file(&cleaned);
@@ -139,7 +147,10 @@ mod tests {
     fn collect(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
         let mut out = Vec::new();
         let mut off = log.log_start_offset();
-        while let Some(plan) = log.plan_read(off, 1 << 20, true, log.log_end_offset()).unwrap() {
+        while let Some(plan) = log
+            .plan_read(off, 1 << 20, true, log.log_end_offset())
+            .unwrap()
+        {
             let mut raw = Bytes::from(plan.read().unwrap());
             let mut last = off;
             while !raw.is_empty() {
@@ -185,16 +196,26 @@ mod tests {
         let stats = compact(&mut log, now).unwrap();
         assert!(stats.records_removed >= 3, "{stats:?}");
         let after = collect(&log);
-        let keys: Vec<_> = after.iter().map(|(o, k, _)| (*o, k.clone().unwrap())).collect();
+        let keys: Vec<_> = after
+            .iter()
+            .map(|(o, k, _)| (*o, k.clone().unwrap()))
+            .collect();
         assert!(keys.contains(&(2, Bytes::from_static(b"a"))));
-        assert!(!keys.iter().any(|(o, _)| *o == 0 || *o == 1 || *o == 3 || *o == 4));
+        assert!(!keys
+            .iter()
+            .any(|(o, _)| *o == 0 || *o == 1 || *o == 3 || *o == 4));
         assert!(keys.contains(&(5, Bytes::from_static(b"c"))));
         // Offsets are preserved and increasing.
         let offs: Vec<i64> = after.iter().map(|(o, _, _)| *o).collect();
         assert!(offs.windows(2).all(|w| w[0] < w[1]));
         // Survives reopen with recovery.
         drop(log);
-        let cfg2 = LogConfig { compact: true, delete: false, segment_bytes: 200, ..LogConfig::default() };
+        let cfg2 = LogConfig {
+            compact: true,
+            delete: false,
+            segment_bytes: 200,
+            ..LogConfig::default()
+        };
         let log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), cfg2, true).unwrap();
         assert_eq!(collect(&log).len(), after.len());
         assert_eq!(log.log_end_offset(), 8);

@@ -48,39 +48,201 @@ const fn def(
     enforced: bool,
     doc: &'static str,
 ) -> ConfigDef {
-    ConfigDef { name, kind, default, enforced, doc }
+    ConfigDef {
+        name,
+        kind,
+        default,
+        enforced,
+        doc,
+    }
 }
 
 use ConfigType::{Boolean, Double, Int, List, Long};
 
 /// Every topic config Strata accepts. Unknown names are refused with INVALID_CONFIG, as Kafka does.
 pub static TOPIC_CONFIGS: &[ConfigDef] = &[
-    def("cleanup.policy", List, "delete", true, "delete, compact, or both"),
-    def("compression.type", ConfigType::String, "producer", false, "Stored batches keep the producer's codec"),
-    def("delete.retention.ms", Long, "86400000", true, "How long tombstones survive compaction"),
-    def("file.delete.delay.ms", Long, "60000", false, "Delay before deleting a file"),
-    def("flush.messages", Long, "9223372036854775807", false, "See the node's --flush-policy"),
-    def("flush.ms", Long, "9223372036854775807", false, "See the node's --flush-policy"),
-    def("index.interval.bytes", Int, "4096", true, "Bytes between offset index entries"),
-    def("local.retention.bytes", Long, "-2", false, "Local tier retention (tiering)"),
-    def("local.retention.ms", Long, "-2", false, "Local tier retention (tiering)"),
-    def("max.compaction.lag.ms", Long, "9223372036854775807", false, "Maximum compaction lag"),
-    def("max.message.bytes", Int, "1048588", true, "Largest record batch accepted"),
-    def("message.timestamp.after.max.ms", Long, "9223372036854775807", false, "Future timestamp bound"),
-    def("message.timestamp.before.max.ms", Long, "9223372036854775807", false, "Past timestamp bound"),
-    def("message.timestamp.type", ConfigType::String, "CreateTime", true, "CreateTime or LogAppendTime"),
-    def("min.cleanable.dirty.ratio", Double, "0.5", true, "Dirty ratio that triggers compaction"),
-    def("min.compaction.lag.ms", Long, "0", true, "Minimum age before a record may be compacted"),
-    def("min.insync.replicas", Int, "1", true, "Replicas that must acknowledge acks=all"),
-    def("preallocate", Boolean, "false", false, "Preallocate segment files"),
-    def("remote.storage.enable", Boolean, "false", false, "Tier closed segments to object storage"),
-    def("retention.bytes", Long, "-1", true, "Bytes kept per partition (-1: unbounded)"),
-    def("retention.ms", Long, "604800000", true, "Time records are kept (-1: forever)"),
-    def("segment.bytes", Int, "1073741824", true, "Segment size before a roll"),
-    def("segment.index.bytes", Int, "10485760", false, "Index size per segment"),
-    def("segment.jitter.ms", Long, "0", false, "Jitter on time-based rolls"),
-    def("segment.ms", Long, "604800000", true, "Age before a segment rolls"),
-    def("unclean.leader.election.enable", Boolean, "false", false, "Elect out-of-sync replicas"),
+    def(
+        "cleanup.policy",
+        List,
+        "delete",
+        true,
+        "delete, compact, or both",
+    ),
+    def(
+        "compression.type",
+        ConfigType::String,
+        "producer",
+        false,
+        "Stored batches keep the producer's codec",
+    ),
+    def(
+        "delete.retention.ms",
+        Long,
+        "86400000",
+        true,
+        "How long tombstones survive compaction",
+    ),
+    def(
+        "file.delete.delay.ms",
+        Long,
+        "60000",
+        false,
+        "Delay before deleting a file",
+    ),
+    def(
+        "flush.messages",
+        Long,
+        "9223372036854775807",
+        false,
+        "See the node's --flush-policy",
+    ),
+    def(
+        "flush.ms",
+        Long,
+        "9223372036854775807",
+        false,
+        "See the node's --flush-policy",
+    ),
+    def(
+        "index.interval.bytes",
+        Int,
+        "4096",
+        true,
+        "Bytes between offset index entries",
+    ),
+    def(
+        "local.retention.bytes",
+        Long,
+        "-2",
+        false,
+        "Local tier retention (tiering)",
+    ),
+    def(
+        "local.retention.ms",
+        Long,
+        "-2",
+        false,
+        "Local tier retention (tiering)",
+    ),
+    def(
+        "max.compaction.lag.ms",
+        Long,
+        "9223372036854775807",
+        false,
+        "Maximum compaction lag",
+    ),
+    def(
+        "max.message.bytes",
+        Int,
+        "1048588",
+        true,
+        "Largest record batch accepted",
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        Long,
+        "9223372036854775807",
+        false,
+        "Future timestamp bound",
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        Long,
+        "9223372036854775807",
+        false,
+        "Past timestamp bound",
+    ),
+    def(
+        "message.timestamp.type",
+        ConfigType::String,
+        "CreateTime",
+        true,
+        "CreateTime or LogAppendTime",
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        Double,
+        "0.5",
+        true,
+        "Dirty ratio that triggers compaction",
+    ),
+    def(
+        "min.compaction.lag.ms",
+        Long,
+        "0",
+        true,
+        "Minimum age before a record may be compacted",
+    ),
+    def(
+        "min.insync.replicas",
+        Int,
+        "1",
+        true,
+        "Replicas that must acknowledge acks=all",
+    ),
+    def(
+        "preallocate",
+        Boolean,
+        "false",
+        false,
+        "Preallocate segment files",
+    ),
+    def(
+        "remote.storage.enable",
+        Boolean,
+        "false",
+        false,
+        "Tier closed segments to object storage",
+    ),
+    def(
+        "retention.bytes",
+        Long,
+        "-1",
+        true,
+        "Bytes kept per partition (-1: unbounded)",
+    ),
+    def(
+        "retention.ms",
+        Long,
+        "604800000",
+        true,
+        "Time records are kept (-1: forever)",
+    ),
+    def(
+        "segment.bytes",
+        Int,
+        "1073741824",
+        true,
+        "Segment size before a roll",
+    ),
+    def(
+        "segment.index.bytes",
+        Int,
+        "10485760",
+        false,
+        "Index size per segment",
+    ),
+    def(
+        "segment.jitter.ms",
+        Long,
+        "0",
+        false,
+        "Jitter on time-based rolls",
+    ),
+    def(
+        "segment.ms",
+        Long,
+        "604800000",
+        true,
+        "Age before a segment rolls",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        Boolean,
+        "false",
+        false,
+        "Elect out-of-sync replicas",
+    ),
 ];
 
 /// Look up a config definition by name.
@@ -109,7 +271,10 @@ pub fn validate_entry(key: &str, value: &str) -> Result<()> {
             }
         }
         Double => {
-            value.trim().parse::<f64>().map_err(|_| bad("not a number"))?;
+            value
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| bad("not a number"))?;
         }
         ConfigType::String | List => {}
     }
@@ -232,7 +397,10 @@ impl LogConfig {
         if let Some(v) = node_defaults.get(key) {
             return (v.clone(), ConfigSource::Node);
         }
-        (config_def(key).map(|d| d.default).unwrap_or("").to_string(), ConfigSource::Default)
+        (
+            config_def(key).map(|d| d.default).unwrap_or("").to_string(),
+            ConfigSource::Default,
+        )
     }
 }
 

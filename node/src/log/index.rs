@@ -78,10 +78,18 @@ impl<E: IndexEntry> Index<E> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(ctx(), e))?;
         let whole = bytes.len() / E::WIDTH * E::WIDTH;
         if whole != bytes.len() {
-            file.set_len(whole as u64).map_err(|e| Error::io(ctx(), e))?;
+            file.set_len(whole as u64)
+                .map_err(|e| Error::io(ctx(), e))?;
         }
-        let entries = bytes[..whole].chunks_exact(E::WIDTH).map(E::read_from).collect();
-        Ok(Index { file, entries, path: path.to_path_buf() })
+        let entries = bytes[..whole]
+            .chunks_exact(E::WIDTH)
+            .map(E::read_from)
+            .collect();
+        Ok(Index {
+            file,
+            entries,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Create an empty index, discarding any previous file.
@@ -99,7 +107,9 @@ impl<E: IndexEntry> Index<E> {
     pub fn append(&mut self, e: E) -> Result<()> {
         let mut buf = Vec::with_capacity(E::WIDTH);
         e.write_to(&mut buf);
-        self.file.write_all(&buf).map_err(|err| Error::io(self.path.display().to_string(), err))?;
+        self.file
+            .write_all(&buf)
+            .map_err(|err| Error::io(self.path.display().to_string(), err))?;
         self.entries.push(e);
         Ok(())
     }
@@ -119,7 +129,9 @@ impl<E: IndexEntry> Index<E> {
 
     /// Flush the file to stable storage.
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| Error::io(self.path.display().to_string(), e))
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(self.path.display().to_string(), e))
     }
 
     /// Remove the file from disk.
@@ -155,16 +167,28 @@ mod tests {
     #[test]
     fn floor_lookups() {
         let e = vec![
-            OffsetEntry { relative_offset: 10, position: 100 },
-            OffsetEntry { relative_offset: 20, position: 200 },
+            OffsetEntry {
+                relative_offset: 10,
+                position: 100,
+            },
+            OffsetEntry {
+                relative_offset: 20,
+                position: 200,
+            },
         ];
         assert_eq!(floor_offset(&e, 5), None);
         assert_eq!(floor_offset(&e, 10).unwrap().position, 100);
         assert_eq!(floor_offset(&e, 19).unwrap().position, 100);
         assert_eq!(floor_offset(&e, 25).unwrap().position, 200);
         let t = vec![
-            TimeEntry { timestamp: 100, relative_offset: 1 },
-            TimeEntry { timestamp: 200, relative_offset: 5 },
+            TimeEntry {
+                timestamp: 100,
+                relative_offset: 1,
+            },
+            TimeEntry {
+                timestamp: 200,
+                relative_offset: 5,
+            },
         ];
         assert_eq!(floor_time(&t, 100), None);
         assert_eq!(floor_time(&t, 150).unwrap().relative_offset, 1);
@@ -177,15 +201,29 @@ mod tests {
         let p = dir.path().join("x.index");
         {
             let mut i = Index::<OffsetEntry>::open(&p).unwrap();
-            i.append(OffsetEntry { relative_offset: 1, position: 2 }).unwrap();
-            i.append(OffsetEntry { relative_offset: 3, position: 4 }).unwrap();
+            i.append(OffsetEntry {
+                relative_offset: 1,
+                position: 2,
+            })
+            .unwrap();
+            i.append(OffsetEntry {
+                relative_offset: 3,
+                position: 4,
+            })
+            .unwrap();
         }
         // Tear the file mid-entry.
         let f = OpenOptions::new().append(true).open(&p).unwrap();
         (&f).write_all(&[1, 2, 3]).unwrap();
         let i = Index::<OffsetEntry>::open(&p).unwrap();
         assert_eq!(i.entries().len(), 2);
-        assert_eq!(i.entries()[1], OffsetEntry { relative_offset: 3, position: 4 });
+        assert_eq!(
+            i.entries()[1],
+            OffsetEntry {
+                relative_offset: 3,
+                position: 4
+            }
+        );
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 16);
     }
 }

@@ -79,7 +79,12 @@ pub struct PartitionLog {
 impl PartitionLog {
     /// Open or create the partition directory `dir`. With `recover`, the active segment is
     /// checked batch by batch and a torn or corrupt tail is truncated.
-    pub fn open(dir: &Path, topic_id: uuid::Uuid, config: LogConfig, recover: bool) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        topic_id: uuid::Uuid,
+        config: LogConfig,
+        recover: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir.display().to_string(), e))? {
@@ -96,11 +101,13 @@ impl PartitionLog {
         bases.sort_unstable();
         let meta_path = dir.join(META_FILE);
         let meta = if meta_path.exists() {
-            let raw = std::fs::read(&meta_path).map_err(|e| Error::io(meta_path.display().to_string(), e))?;
-            let m: PartitionMeta = serde_json::from_slice(&raw).map_err(|e| Error::CorruptMetadata {
-                path: meta_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let raw = std::fs::read(&meta_path)
+                .map_err(|e| Error::io(meta_path.display().to_string(), e))?;
+            let m: PartitionMeta =
+                serde_json::from_slice(&raw).map_err(|e| Error::CorruptMetadata {
+                    path: meta_path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             if m.version > META_VERSION {
                 return Err(Error::UnknownFormatVersion {
                     path: meta_path.display().to_string(),
@@ -162,7 +169,9 @@ impl PartitionLog {
 
     fn snapshot_offsets(&self) -> Result<Vec<i64>> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| Error::io(self.dir.display().to_string(), e))? {
+        for entry in std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(self.dir.display().to_string(), e))?
+        {
             let entry = entry.map_err(|e| Error::io(self.dir.display().to_string(), e))?;
             let name = entry.file_name().to_string_lossy().to_string();
             if let Some(stem) = name.strip_suffix(".snapshot") {
@@ -219,7 +228,11 @@ impl PartitionLog {
     /// Write a producer-state snapshot at the current log end, keeping the two newest.
     pub fn snapshot_producers(&self) -> Result<()> {
         let leo = self.log_end_offset();
-        let snap = Snapshot { version: SNAPSHOT_VERSION, offset: leo, table: self.producers.clone() };
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            offset: leo,
+            table: self.producers.clone(),
+        };
         let bytes = serde_json::to_vec(&snap).expect("serializable");
         fsutil::write_atomic(&self.dir.join(snapshot_name(leo)), &bytes)?;
         let offsets = self.snapshot_offsets()?;
@@ -236,11 +249,17 @@ impl PartitionLog {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("at least one segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("at least one segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("at least one segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("at least one segment")
     }
 
     /// The topic id this partition belongs to.
@@ -303,15 +322,21 @@ impl PartitionLog {
         for s in spans {
             let size = s.header.total_len();
             if size > self.config.max_message_bytes {
-                return Err(Error::MessageTooLarge { size, max: self.config.max_message_bytes });
+                return Err(Error::MessageTooLarge {
+                    size,
+                    max: self.config.max_message_bytes,
+                });
             }
             if s.header.is_control() || s.header.attributes & batch::ATTR_TRANSACTIONAL != 0 {
-                return Err(Error::InvalidRecord("transactional batches are not supported".into()));
+                return Err(Error::InvalidRecord(
+                    "transactional batches are not supported".into(),
+                ));
             }
         }
         if self.config.compact {
             for s in spans {
-                let mut buf = Bytes::copy_from_slice(&data[s.position..s.position + s.header.total_len()]);
+                let mut buf =
+                    Bytes::copy_from_slice(&data[s.position..s.position + s.header.total_len()]);
                 let set = RecordBatchDecoder::decode(&mut buf)
                     .map_err(|e| Error::CorruptBatch(format!("cannot decode records: {e}")))?;
                 if set.records.iter().any(|r| r.key.is_none()) {
@@ -334,18 +359,28 @@ impl PartitionLog {
                 return Ok(AppendInfo {
                     base_offset: meta.first_offset,
                     last_offset: meta.last_offset,
-                    log_append_time: if self.config.log_append_time { meta.timestamp } else { -1 },
+                    log_append_time: if self.config.log_append_time {
+                        meta.timestamp
+                    } else {
+                        -1
+                    },
                     duplicate: true,
                 });
             }
-            return Err(Error::InvalidRecord("duplicate batch inside a multi-batch request".into()));
+            return Err(Error::InvalidRecord(
+                "duplicate batch inside a multi-batch request".into(),
+            ));
         }
 
         let total: usize = spans.iter().map(|s| s.header.total_len()).sum();
         let first_max_ts = if self.config.log_append_time {
             now_ms
         } else {
-            spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(now_ms)
+            spans
+                .iter()
+                .map(|s| s.header.max_timestamp)
+                .max()
+                .unwrap_or(now_ms)
         };
         if self.should_roll(total, first_max_ts) {
             self.roll()?;
@@ -366,13 +401,17 @@ impl PartitionLog {
             next = h.last_offset() + 1;
         }
         let contiguous = spans.first().map(|s| s.position).unwrap_or(0);
-        let end = spans.last().map(|s| s.position + s.header.total_len()).unwrap_or(0);
+        let end = spans
+            .last()
+            .map(|s| s.position + s.header.total_len())
+            .unwrap_or(0);
         let slice = &data[contiguous..end];
         let rel: Vec<(BatchHeader, usize)> =
             headers.iter().map(|(h, p)| (*h, p - contiguous)).collect();
         if let Err(e) = self.active_mut().append(slice, &rel) {
             tracing::error!(dir = %self.dir.display(), error = %e, "append failed; partition refuses writes until restart");
-            if !matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)) {
+            if !matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+            {
                 self.poisoned = Some(e.to_string());
             }
             return Err(e);
@@ -388,7 +427,11 @@ impl PartitionLog {
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
-            log_append_time: if self.config.log_append_time { now_ms } else { -1 },
+            log_append_time: if self.config.log_append_time {
+                now_ms
+            } else {
+                -1
+            },
             duplicate: false,
         })
     }
@@ -452,16 +495,25 @@ impl PartitionLog {
     ) -> Result<Option<ReadPlan>> {
         let leo = self.log_end_offset();
         if offset < self.log_start_offset || offset > leo {
-            return Err(Error::OffsetOutOfRange { offset, start: self.log_start_offset, end: leo });
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: leo,
+            });
         }
         if offset >= upper {
             return Ok(None);
         }
-        let mut iter = self.segments.range(..=offset).next_back().into_iter().chain(
-            self.segments.range(offset + 1..).map(|(k, v)| (k, v)),
-        );
+        let mut iter = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(offset + 1..).map(|(k, v)| (k, v)));
         while let Some((_, seg)) = iter.next() {
-            let Some(first) = seg.locate(offset)? else { continue };
+            let Some(first) = seg.locate(offset)? else {
+                continue;
+            };
             let start = first.position;
             let mut end = start;
             let mut pos = start;
@@ -483,7 +535,11 @@ impl PartitionLog {
             if end == start {
                 return Ok(None);
             }
-            return Ok(Some(ReadPlan { file: seg.file(), position: start, len: (end - start) as usize }));
+            return Ok(Some(ReadPlan {
+                file: seg.file(),
+                position: start,
+                len: (end - start) as usize,
+            }));
         }
         Ok(None)
     }
@@ -495,14 +551,20 @@ impl PartitionLog {
             if seg.max_timestamp < ts {
                 continue;
             }
-            let Some(loc) = seg.locate_time(ts)? else { continue };
+            let Some(loc) = seg.locate_time(ts)? else {
+                continue;
+            };
             let raw = seg.read(loc.position, loc.header.total_len())?;
             let mut buf = Bytes::from(raw);
             let set = RecordBatchDecoder::decode(&mut buf)
                 .map_err(|e| Error::CorruptBatch(format!("decode for timestamp lookup: {e}")))?;
             let log_append = loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0;
             for r in set.records {
-                let rts = if log_append { loc.header.max_timestamp } else { r.timestamp };
+                let rts = if log_append {
+                    loc.header.max_timestamp
+                } else {
+                    r.timestamp
+                };
                 if rts >= ts && r.offset >= self.log_start_offset {
                     return Ok(Some((r.offset, rts)));
                 }
@@ -521,7 +583,9 @@ impl PartitionLog {
         else {
             return Ok(None);
         };
-        let Some(loc) = seg.locate(seg.offset_of_max_timestamp)? else { return Ok(None) };
+        let Some(loc) = seg.locate(seg.offset_of_max_timestamp)? else {
+            return Ok(None);
+        };
         let raw = seg.read(loc.position, loc.header.total_len())?;
         let mut buf = Bytes::from(raw);
         let set = RecordBatchDecoder::decode(&mut buf)
@@ -529,7 +593,11 @@ impl PartitionLog {
         if loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
             return Ok(Some((loc.header.last_offset(), loc.header.max_timestamp)));
         }
-        Ok(set.records.iter().max_by_key(|r| r.timestamp).map(|r| (r.offset, r.timestamp)))
+        Ok(set
+            .records
+            .iter()
+            .max_by_key(|r| r.timestamp)
+            .map(|r| (r.offset, r.timestamp)))
     }
 
     /// Kafka's OffsetForLeaderEpoch answer: the largest epoch <= `epoch` and its end offset.
@@ -538,7 +606,11 @@ impl PartitionLog {
         match self.epochs.iter().rposition(|(e, _)| *e <= epoch) {
             None => (-1, -1),
             Some(i) => {
-                let end = self.epochs.get(i + 1).map(|(_, start)| *start).unwrap_or(leo);
+                let end = self
+                    .epochs
+                    .get(i + 1)
+                    .map(|(_, start)| *start)
+                    .unwrap_or(leo);
                 (self.epochs[i].0, end)
             }
         }
@@ -548,7 +620,11 @@ impl PartitionLog {
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
         let leo = self.log_end_offset();
         if offset > leo || offset < 0 {
-            return Err(Error::OffsetOutOfRange { offset, start: self.log_start_offset, end: leo });
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: leo,
+            });
         }
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
@@ -642,7 +718,8 @@ impl PartitionLog {
         let target = self.dir.join(segment::log_name(base));
         let _ = std::fs::remove_file(self.dir.join(format!("{base:020}.index")));
         let _ = std::fs::remove_file(self.dir.join(format!("{base:020}.timeindex")));
-        std::fs::rename(cleaned, &target).map_err(|e| Error::io(target.display().to_string(), e))?;
+        std::fs::rename(cleaned, &target)
+            .map_err(|e| Error::io(target.display().to_string(), e))?;
         fsutil::sync_dir(&self.dir)?;
         let seg = Segment::open(&self.dir, base, self.config.index_interval_bytes, true)?;
         seg.sync()?;
@@ -682,7 +759,11 @@ mod tests {
     use crate::log::batch::tests::{make_batch, make_batch_keyed};
 
     fn cfg() -> LogConfig {
-        LogConfig { segment_bytes: 400, index_interval_bytes: 100, ..LogConfig::default() }
+        LogConfig {
+            segment_bytes: 400,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        }
     }
 
     fn append(log: &mut PartitionLog, mut b: Vec<u8>) -> Result<AppendInfo> {
@@ -693,7 +774,10 @@ mod tests {
     fn read_all(log: &PartitionLog, from: i64) -> Vec<i64> {
         let mut out = Vec::new();
         let mut off = from;
-        while let Some(plan) = log.plan_read(off, 1 << 20, true, log.log_end_offset()).unwrap() {
+        while let Some(plan) = log
+            .plan_read(off, 1 << 20, true, log.log_end_offset())
+            .unwrap()
+        {
             let bytes = plan.read().unwrap();
             let spans = batch::validate_produce_records(&bytes).unwrap();
             for s in spans {
@@ -715,7 +799,11 @@ mod tests {
         let mut log = PartitionLog::open(dir.path(), id, cfg(), false).unwrap();
         let now = fsutil::now_ms();
         for i in 0..40 {
-            let info = append(&mut log, make_batch(&[b"0123456789", b"abcdefghij"], now, -1, -1)).unwrap();
+            let info = append(
+                &mut log,
+                make_batch(&[b"0123456789", b"abcdefghij"], now, -1, -1),
+            )
+            .unwrap();
             assert_eq!(info.base_offset, i * 2);
         }
         assert!(log.segment_count() > 3, "rolled by segment.bytes");
@@ -726,7 +814,10 @@ mod tests {
         let log = PartitionLog::open(dir.path(), id, cfg(), true).unwrap();
         assert_eq!(log.log_end_offset(), 80);
         assert_eq!(read_all(&log, 0).len(), 80);
-        assert!(matches!(log.plan_read(81, 100, true, 80), Err(Error::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.plan_read(81, 100, true, 80),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
     }
 
     #[test]
@@ -767,12 +858,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), cfg(), false).unwrap();
         for _ in 0..30 {
-            append(&mut log, make_batch(&[b"0123456789012345678901234567890123456789"], 1000, -1, -1)).unwrap();
+            append(
+                &mut log,
+                make_batch(&[b"0123456789012345678901234567890123456789"], 1000, -1, -1),
+            )
+            .unwrap();
         }
         let segs = log.segment_count();
         assert_eq!(log.delete_records_before(10).unwrap(), 10);
         assert!(log.segment_count() < segs);
-        assert!(matches!(log.plan_read(5, 100, true, 30), Err(Error::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.plan_read(5, 100, true, 30),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
         assert_eq!(read_all(&log, 10).first(), Some(&10));
         // Everything is older than retention.ms: all segments go and the log restarts at the end.
         let mut c = cfg();
@@ -781,7 +879,12 @@ mod tests {
         log.apply_retention(10_000_000_000_000).unwrap();
         assert_eq!(log.log_start_offset(), 30);
         assert_eq!(log.log_end_offset(), 30);
-        assert_eq!(append(&mut log, make_batch(&[b"x"], 1, -1, -1)).unwrap().base_offset, 30);
+        assert_eq!(
+            append(&mut log, make_batch(&[b"x"], 1, -1, -1))
+                .unwrap()
+                .base_offset,
+            30
+        );
     }
 
     #[test]
@@ -793,13 +896,20 @@ mod tests {
         let mut log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), c, false).unwrap();
         let big = vec![b'x'; 200];
         assert!(matches!(
-            append(&mut log, make_batch_keyed(vec![(Some(b"k"), Some(&big))], 1, -1, -1)),
+            append(
+                &mut log,
+                make_batch_keyed(vec![(Some(b"k"), Some(&big))], 1, -1, -1)
+            ),
             Err(Error::MessageTooLarge { .. })
         ));
         assert!(matches!(
             append(&mut log, make_batch(&[b"v"], 1, -1, -1)),
             Err(Error::InvalidRecord(_))
         ));
-        append(&mut log, make_batch_keyed(vec![(Some(b"k"), Some(b"v"))], 1, -1, -1)).unwrap();
+        append(
+            &mut log,
+            make_batch_keyed(vec![(Some(b"k"), Some(b"v"))], 1, -1, -1),
+        )
+        .unwrap();
     }
 }

@@ -181,14 +181,26 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A gap is out of order.
-        assert!(matches!(t.check(&hdr(7, 0, 20, -1, 1)), Err(Error::OutOfOrderSequence(_))));
+        assert!(matches!(
+            t.check(&hdr(7, 0, 20, -1, 1)),
+            Err(Error::OutOfOrderSequence(_))
+        ));
         // An old epoch is fenced.
         let mut t2 = t.clone();
         t2.record(&hdr(7, 1, 0, 10, 1));
-        assert!(matches!(t2.check(&hdr(7, 0, 10, -1, 1)), Err(Error::InvalidProducerEpoch(_))));
+        assert!(matches!(
+            t2.check(&hdr(7, 0, 10, -1, 1)),
+            Err(Error::InvalidProducerEpoch(_))
+        ));
         // A new epoch must start at 0.
-        assert!(matches!(t.check(&hdr(7, 1, 3, -1, 1)), Err(Error::OutOfOrderSequence(_))));
-        assert_eq!(t.check(&hdr(7, 1, 0, -1, 1)).unwrap(), SequenceCheck::Append);
+        assert!(matches!(
+            t.check(&hdr(7, 1, 3, -1, 1)),
+            Err(Error::OutOfOrderSequence(_))
+        ));
+        assert_eq!(
+            t.check(&hdr(7, 1, 0, -1, 1)).unwrap(),
+            SequenceCheck::Append
+        );
     }
 
     #[test]
@@ -200,12 +212,18 @@ mod tests {
         assert_eq!(t.producers[&1].batches.len(), DEDUP_WINDOW);
         // The oldest two fell out of the window: a retry of seq 0 is now out of order.
         assert!(t.check(&hdr(1, 0, 0, -1, 1)).is_err());
-        assert!(matches!(t.check(&hdr(1, 0, 3, -1, 1)).unwrap(), SequenceCheck::Duplicate(_)));
+        assert!(matches!(
+            t.check(&hdr(1, 0, 3, -1, 1)).unwrap(),
+            SequenceCheck::Duplicate(_)
+        ));
     }
 
     #[test]
     fn unknown_producer_accepts_any_sequence() {
         let t = ProducerStateTable::default();
-        assert_eq!(t.check(&hdr(9, 0, 42, -1, 1)).unwrap(), SequenceCheck::Append);
+        assert_eq!(
+            t.check(&hdr(9, 0, 42, -1, 1)).unwrap(),
+            SequenceCheck::Append
+        );
     }
 }

@@ -56,16 +56,30 @@ mod tests {
     use super::*;
 
     fn seg(base: i64, next: i64, size: u64, ts: i64) -> SegmentSummary {
-        SegmentSummary { base_offset: base, next_offset: next, size, max_timestamp: ts }
+        SegmentSummary {
+            base_offset: base,
+            next_offset: next,
+            size,
+            max_timestamp: ts,
+        }
     }
 
     fn lim(ms: i64, bytes: i64, now: i64, start: i64) -> Limits {
-        Limits { retention_ms: ms, retention_bytes: bytes, now_ms: now, log_start_offset: start }
+        Limits {
+            retention_ms: ms,
+            retention_bytes: bytes,
+            now_ms: now,
+            log_start_offset: start,
+        }
     }
 
     #[test]
     fn time_retention_stops_at_first_live_segment() {
-        let s = [seg(0, 10, 100, 1000), seg(10, 20, 100, 5000), seg(20, 30, 100, 1500)];
+        let s = [
+            seg(0, 10, 100, 1000),
+            seg(10, 20, 100, 5000),
+            seg(20, 30, 100, 1500),
+        ];
         // now 6000, retention 2000: cutoff 4000. First expires; second is live, so stop.
         assert_eq!(deletable_prefix(&s, lim(2000, -1, 6000, 0)), 1);
     }
@@ -81,7 +95,12 @@ mod tests {
 
     #[test]
     fn size_retention_keeps_at_least_the_limit() {
-        let s = [seg(0, 10, 100, 1), seg(10, 20, 100, 1), seg(20, 30, 100, 1), seg(30, 35, 50, 1)];
+        let s = [
+            seg(0, 10, 100, 1),
+            seg(10, 20, 100, 1),
+            seg(20, 30, 100, 1),
+            seg(30, 35, 50, 1),
+        ];
         // 350 total, limit 200: deleting the first leaves 250 >= 200, second leaves 150 < 200.
         assert_eq!(deletable_prefix(&s, lim(-1, 200, 0, 0)), 1);
         assert_eq!(deletable_prefix(&s, lim(-1, 0, 0, 0)), 3);

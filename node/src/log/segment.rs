@@ -95,7 +95,10 @@ impl Segment {
             .write(true)
             .open(&lp)
             .map_err(|e| Error::io(lp.display().to_string(), e))?;
-        let size = file.metadata().map_err(|e| Error::io(lp.display().to_string(), e))?.len();
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io(lp.display().to_string(), e))?
+            .len();
         let indexes_present = ip.exists() && tp.exists();
         let mut seg = Segment {
             base_offset: base,
@@ -112,8 +115,18 @@ impl Segment {
             index_interval,
         };
         let index_sane = indexes_present
-            && seg.index.entries().last().map(|e| (e.position as u64) < size).unwrap_or(true)
-            && seg.time_index.entries().last().map(|e| e.timestamp >= 0).unwrap_or(true);
+            && seg
+                .index
+                .entries()
+                .last()
+                .map(|e| (e.position as u64) < size)
+                .unwrap_or(true)
+            && seg
+                .time_index
+                .entries()
+                .last()
+                .map(|e| e.timestamp >= 0)
+                .unwrap_or(true);
         if recover || !index_sane {
             seg.rebuild(true)?;
         } else {
@@ -134,7 +147,12 @@ impl Segment {
             self.max_timestamp = t.timestamp;
             self.offset_of_max_timestamp = self.base_offset + t.relative_offset as i64;
         }
-        let start = self.index.entries().last().map(|e| e.position as u64).unwrap_or(0);
+        let start = self
+            .index
+            .entries()
+            .last()
+            .map(|e| e.position as u64)
+            .unwrap_or(0);
         let mut pos = start;
         while pos < self.size {
             let h = match self.header_at(pos)? {
@@ -261,18 +279,27 @@ impl Segment {
         let start = self.size;
         if let Err(e) = self.file.write_all_at(data, start) {
             let _ = self.file.set_len(start);
-            return Err(Error::io(format!("append to segment {}", self.base_offset), e));
+            return Err(Error::io(
+                format!("append to segment {}", self.base_offset),
+                e,
+            ));
         }
         self.size += data.len() as u64;
         for (h, rel_pos) in headers {
             let pos = start + *rel_pos as u64;
             let rel = (h.base_offset - self.base_offset) as u32;
             if self.bytes_since_index >= self.index_interval {
-                self.index.append(OffsetEntry { relative_offset: rel, position: pos as u32 })?;
+                self.index.append(OffsetEntry {
+                    relative_offset: rel,
+                    position: pos as u32,
+                })?;
                 self.bytes_since_index = 0;
             }
             if h.max_timestamp > self.max_timestamp {
-                self.time_index.append(TimeEntry { timestamp: h.max_timestamp, relative_offset: rel })?;
+                self.time_index.append(TimeEntry {
+                    timestamp: h.max_timestamp,
+                    relative_offset: rel,
+                })?;
             }
             self.observe(h);
             self.bytes_since_index += h.total_len() as u64;
@@ -283,10 +310,15 @@ impl Segment {
     /// Position of the first batch whose last offset is at least `offset`.
     pub fn locate(&self, offset: i64) -> Result<Option<Located>> {
         let rel = (offset - self.base_offset).max(0) as u32;
-        let mut pos = floor_offset(self.index.entries(), rel).map(|e| e.position as u64).unwrap_or(0);
+        let mut pos = floor_offset(self.index.entries(), rel)
+            .map(|e| e.position as u64)
+            .unwrap_or(0);
         while let Some(h) = self.header_at(pos)? {
             if h.last_offset() >= offset {
-                return Ok(Some(Located { header: h, position: pos }));
+                return Ok(Some(Located {
+                    header: h,
+                    position: pos,
+                }));
             }
             pos += h.total_len() as u64;
         }
@@ -295,7 +327,9 @@ impl Segment {
 
     /// First batch whose max timestamp is at least `ts`.
     pub fn locate_time(&self, ts: i64) -> Result<Option<Located>> {
-        let start_rel = floor_time(self.time_index.entries(), ts).map(|e| e.relative_offset).unwrap_or(0);
+        let start_rel = floor_time(self.time_index.entries(), ts)
+            .map(|e| e.relative_offset)
+            .unwrap_or(0);
         let start = match self.locate(self.base_offset + start_rel as i64)? {
             Some(l) => l.position,
             None => return Ok(None),
@@ -303,7 +337,10 @@ impl Segment {
         let mut pos = start;
         while let Some(h) = self.header_at(pos)? {
             if h.max_timestamp >= ts {
-                return Ok(Some(Located { header: h, position: pos }));
+                return Ok(Some(Located {
+                    header: h,
+                    position: pos,
+                }));
             }
             pos += h.total_len() as u64;
         }
@@ -315,7 +352,10 @@ impl Segment {
         let mut out = Vec::new();
         let mut pos = 0u64;
         while let Some(h) = self.header_at(pos)? {
-            out.push(Located { header: h, position: pos });
+            out.push(Located {
+                header: h,
+                position: pos,
+            });
             pos += h.total_len() as u64;
         }
         Ok(out)
@@ -377,7 +417,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(dir.path(), 100, 64).unwrap();
         for i in 0..50 {
-            append_one(&mut seg, 100 + i * 2, &[b"aaaaaaaaaa", b"bbbbbbbbbb"], 1000 + i);
+            append_one(
+                &mut seg,
+                100 + i * 2,
+                &[b"aaaaaaaaaa", b"bbbbbbbbbb"],
+                1000 + i,
+            );
         }
         assert_eq!(seg.next_offset, 200);
         let l = seg.locate(151).unwrap().unwrap();

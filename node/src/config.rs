@@ -1,0 +1,236 @@
+//! Command-line and environment configuration, validated into an immutable `NodeConfig`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::log::config::validate_entry;
+
+/// When appended data is fsynced before a produce is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlushPolicy {
+    /// fsync (group-committed) before acknowledging acks=all produces; acks=0/1 rely on the
+    /// page cache. Survives process crashes always and power loss for acks=all.
+    AcksAll,
+    /// fsync before acknowledging every produce, whatever its acks.
+    Always,
+    /// Never fsync on the produce path (Apache Kafka's default): survives process crashes,
+    /// not power loss. Segments are still fsynced when they roll and at shutdown.
+    Never,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// strata-node: a Kafka-compatible storage node.
+///
+/// With no flags it is a complete single-node broker on 127.0.0.1:9092 keeping data in ./data.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "strata-node", version, about, long_about = None)]
+pub struct Args {
+    /// Address the Kafka listener binds to.
+    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// Address advertised to clients in Metadata (HOST:PORT); defaults to the listen address.
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Directory holding partition logs and metadata.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// This node's id in the cluster.
+    #[arg(long, env = "STRATA_NODE_ID", default_value_t = 1)]
+    pub node_id: i32,
+
+    /// When produced data is fsynced before the produce is acknowledged.
+    #[arg(long, env = "STRATA_FLUSH_POLICY", value_enum, default_value_t = FlushPolicy::AcksAll)]
+    pub flush_policy: FlushPolicy,
+
+    /// Largest request frame accepted; larger frames close the connection before any
+    /// allocation (Kafka's socket.request.max.bytes).
+    #[arg(long, env = "STRATA_MAX_REQUEST_BYTES", default_value_t = 104_857_600)]
+    pub max_request_bytes: usize,
+
+    /// Most client connections served at once.
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Create unknown topics on Metadata and Produce (Kafka's auto.create.topics.enable).
+    #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+
+    /// Partitions of auto-created topics and of CreateTopics with -1 (Kafka's num.partitions).
+    #[arg(long, env = "STRATA_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: i32,
+
+    /// Partitions of the internal __consumer_offsets topic (offsets.topic.num.partitions).
+    #[arg(long, env = "STRATA_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50)]
+    pub offsets_topic_partitions: i32,
+
+    /// Node-wide default for a topic config, KEY=VALUE with Kafka's topic config names
+    /// (repeatable; comma-separated in the environment variable).
+    #[arg(
+        long = "topic-default",
+        env = "STRATA_TOPIC_DEFAULT",
+        value_delimiter = ','
+    )]
+    pub topic_defaults: Vec<String>,
+
+    /// How often retention runs (Kafka's log.retention.check.interval.ms).
+    #[arg(
+        long,
+        env = "STRATA_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub retention_check_interval_ms: u64,
+
+    /// How often the compactor looks for dirty compacted logs (log.cleaner.backoff.ms).
+    #[arg(long, env = "STRATA_COMPACTION_INTERVAL_MS", default_value_t = 15_000)]
+    pub compaction_interval_ms: u64,
+
+    /// Log output format.
+    #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Validated, immutable node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub flush_policy: FlushPolicy,
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub offsets_topic_partitions: i32,
+    pub topic_defaults: BTreeMap<String, String>,
+    pub retention_check_interval_ms: u64,
+    pub compaction_interval_ms: u64,
+}
+
+impl Args {
+    /// Validate into a `NodeConfig`, explaining the first problem found.
+    pub fn validate(self) -> Result<NodeConfig, String> {
+        let (host, port) = match &self.advertise {
+            Some(a) => {
+                let (h, p) = a
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("--advertise {a:?} must be HOST:PORT"))?;
+                let p: u16 = p
+                    .parse()
+                    .map_err(|_| format!("--advertise {a:?}: bad port"))?;
+                (
+                    h.trim_matches(|c| c == '[' || c == ']').to_string(),
+                    p as i32,
+                )
+            }
+            None => {
+                let ip = self.listen.ip();
+                let host = if ip.is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    ip.to_string()
+                };
+                (host, self.listen.port() as i32)
+            }
+        };
+        if self.node_id < 0 {
+            return Err("--node-id must be 0 or more".into());
+        }
+        if self.num_partitions < 1 || self.offsets_topic_partitions < 1 {
+            return Err(
+                "--num-partitions and --offsets-topic-partitions must be at least 1".into(),
+            );
+        }
+        if self.max_request_bytes < 1024 {
+            return Err("--max-request-bytes must be at least 1024".into());
+        }
+        let mut defaults = BTreeMap::new();
+        for kv in &self.topic_defaults {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--topic-default {kv:?} must be KEY=VALUE"))?;
+            validate_entry(k, v).map_err(|e| format!("--topic-default: {e}"))?;
+            defaults.insert(k.to_string(), v.to_string());
+        }
+        Ok(NodeConfig {
+            listen: self.listen,
+            advertised_host: host,
+            advertised_port: port,
+            data_dir: self.data_dir,
+            node_id: self.node_id,
+            flush_policy: self.flush_policy,
+            max_request_bytes: self.max_request_bytes,
+            max_connections: self.max_connections.max(1),
+            auto_create_topics: self.auto_create_topics,
+            num_partitions: self.num_partitions,
+            offsets_topic_partitions: self.offsets_topic_partitions,
+            topic_defaults: defaults,
+            retention_check_interval_ms: self.retention_check_interval_ms.max(10),
+            compaction_interval_ms: self.compaction_interval_ms.max(10),
+        })
+    }
+}
+
+impl NodeConfig {
+    /// A config for tests: loopback on port 0, data in `dir`.
+    pub fn for_tests(dir: PathBuf) -> NodeConfig {
+        Args::parse_from(["strata-node", "--listen", "127.0.0.1:0"])
+            .validate()
+            .map(|mut c| {
+                c.data_dir = dir;
+                c
+            })
+            .expect("valid test config")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_single_node_localhost() {
+        let c = Args::parse_from(["strata-node"]).validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("127.0.0.1", 9092)
+        );
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.flush_policy, FlushPolicy::AcksAll);
+    }
+
+    #[test]
+    fn advertise_and_topic_defaults() {
+        let c = Args::parse_from([
+            "strata-node",
+            "--advertise",
+            "broker-0.example:19092",
+            "--topic-default",
+            "retention.ms=1000",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.advertised_host, "broker-0.example");
+        assert_eq!(c.advertised_port, 19092);
+        assert_eq!(c.topic_defaults["retention.ms"], "1000");
+        assert!(
+            Args::parse_from(["strata-node", "--topic-default", "bogus=1"])
+                .validate()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,397 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics; broker configs are
+//! described (read-only: they come from the node's flags).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::*;
+
+use super::s;
+use crate::broker::Broker;
+use crate::error::Error;
+use crate::log::config::{config_def, ConfigSource, ConfigType, LogConfig, TOPIC_CONFIGS};
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+
+fn broker_configs(b: &Broker) -> Vec<(String, String, ConfigType)> {
+    let c = &b.config;
+    let mut out = vec![
+        (
+            "node.id".to_string(),
+            c.node_id.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "broker.id".to_string(),
+            c.node_id.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "log.dirs".to_string(),
+            c.data_dir.display().to_string(),
+            ConfigType::String,
+        ),
+        (
+            "auto.create.topics.enable".to_string(),
+            c.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+        ),
+        (
+            "num.partitions".to_string(),
+            c.num_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "offsets.topic.num.partitions".to_string(),
+            c.offsets_topic_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "socket.request.max.bytes".to_string(),
+            c.max_request_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "default.replication.factor".to_string(),
+            "1".to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "log.retention.check.interval.ms".to_string(),
+            c.retention_check_interval_ms.to_string(),
+            ConfigType::Long,
+        ),
+    ];
+    for d in TOPIC_CONFIGS {
+        let (v, _) = LogConfig::describe(d.name, &BTreeMap::new(), &c.topic_defaults);
+        let broker_name = match d.name {
+            "retention.ms"
+            | "retention.bytes"
+            | "segment.bytes"
+            | "cleanup.policy"
+            | "index.interval.bytes" => {
+                format!("log.{}", d.name)
+            }
+            "segment.ms" => "log.roll.ms".to_string(),
+            "max.message.bytes" => "message.max.bytes".to_string(),
+            "message.timestamp.type" => "log.message.timestamp.type".to_string(),
+            "delete.retention.ms" => "log.cleaner.delete.retention.ms".to_string(),
+            "min.insync.replicas" => "min.insync.replicas".to_string(),
+            _ => continue,
+        };
+        out.push((broker_name, v, d.kind));
+    }
+    out
+}
+
+/// Answer DescribeConfigs.
+pub fn describe_configs(
+    b: &Arc<Broker>,
+    v: i16,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let wanted = |k: &str| {
+                res.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|x| x.as_str() == k))
+            };
+            let mut r = build!(DescribeConfigsResult {
+                resource_type: res.resource_type,
+                resource_name: res.resource_name.clone()
+            });
+            match res.resource_type {
+                TOPIC => match b.topic(res.resource_name.as_str()) {
+                    None => {
+                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        r.error_message = Some(s(format!(
+                            "topic {} does not exist",
+                            res.resource_name.as_str()
+                        )));
+                    }
+                    Some(view) => {
+                        r.configs = TOPIC_CONFIGS
+                            .iter()
+                            .filter(|d| wanted(d.name))
+                            .map(|d| {
+                                let (value, source) = LogConfig::describe(
+                                    d.name,
+                                    &view.meta.configs,
+                                    b.topic_defaults(),
+                                );
+                                let mut synonyms = Vec::new();
+                                if req.include_synonyms {
+                                    if let Some(o) = view.meta.configs.get(d.name) {
+                                        synonyms.push(build!(DescribeConfigsSynonym {
+                                            name: s(d.name),
+                                            value: Some(s(o.clone())),
+                                            source: ConfigSource::Topic.code()
+                                        }));
+                                    }
+                                    synonyms.push(build!(DescribeConfigsSynonym {
+                                        name: s(d.name),
+                                        value: Some(s(d.default)),
+                                        source: ConfigSource::Default.code()
+                                    }));
+                                }
+                                build!(DescribeConfigsResourceResult {
+                                    name: s(d.name),
+                                    value: Some(s(value)),
+                                    read_only: false,
+                                    config_source: if v == 0 { -1 } else { source.code() },
+                                    is_sensitive: false,
+                                    synonyms: synonyms,
+                                    config_type: d.kind.code(),
+                                    documentation: if req.include_documentation {
+                                        Some(s(d.doc))
+                                    } else {
+                                        None
+                                    }
+                                })
+                            })
+                            .collect();
+                    }
+                },
+                BROKER => {
+                    let name = res.resource_name.as_str();
+                    if !name.is_empty() && name != b.config.node_id.to_string() {
+                        r.error_code = ResponseError::InvalidRequest.code();
+                        r.error_message =
+                            Some(s(format!("this is node {}, not {name}", b.config.node_id)));
+                    } else {
+                        r.configs = broker_configs(b)
+                            .into_iter()
+                            .filter(|(k, _, _)| wanted(k))
+                            .map(|(k, val, kind)| {
+                                build!(DescribeConfigsResourceResult {
+                                    name: s(k),
+                                    value: Some(s(val)),
+                                    read_only: true,
+                                    config_source: 4,
+                                    is_sensitive: false,
+                                    config_type: kind.code()
+                                })
+                            })
+                            .collect();
+                    }
+                }
+                other => {
+                    r.error_code = ResponseError::InvalidRequest.code();
+                    r.error_message = Some(s(format!("resource type {other} is not supported")));
+                }
+            }
+            r
+        })
+        .collect();
+    build!(DescribeConfigsResponse { results: results })
+}
+
+fn refuse_non_topic(resource_type: i8) -> Option<(i16, String)> {
+    match resource_type {
+        TOPIC => None,
+        BROKER => Some((
+            ResponseError::InvalidRequest.code(),
+            "broker configs are set with strata-node flags and cannot be altered at run time"
+                .into(),
+        )),
+        other => Some((
+            ResponseError::InvalidRequest.code(),
+            format!("resource type {other} is not supported"),
+        )),
+    }
+}
+
+fn to_error(e: Error) -> (i16, String) {
+    (e.code(), e.to_string())
+}
+
+/// Answer AlterConfigs: the given set replaces all topic overrides.
+pub fn alter_configs(b: &Arc<Broker>, _v: i16, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let outcome = refuse_non_topic(res.resource_type)
+                .map(Err)
+                .unwrap_or_else(|| {
+                    let new: BTreeMap<String, String> = res
+                        .configs
+                        .iter()
+                        .filter_map(|c| {
+                            c.value
+                                .as_ref()
+                                .map(|v| (c.name.to_string(), v.to_string()))
+                        })
+                        .collect();
+                    b.alter_topic_configs(
+                        res.resource_name.as_str(),
+                        |cfg| {
+                            *cfg = new;
+                            Ok(())
+                        },
+                        req.validate_only,
+                    )
+                    .map_err(to_error)
+                });
+            let (code, msg) = match outcome {
+                Ok(()) => (0, None),
+                Err((c, m)) => (c, Some(s(m))),
+            };
+            build!(AlterConfigsResourceResponse {
+                error_code: code,
+                error_message: msg,
+                resource_type: res.resource_type,
+                resource_name: res.resource_name
+            })
+        })
+        .collect();
+    build!(AlterConfigsResponse {
+        responses: responses
+    })
+}
+
+/// Answer IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT per key.
+pub fn incremental_alter_configs(
+    b: &Arc<Broker>,
+    _v: i16,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let outcome = refuse_non_topic(res.resource_type)
+                .map(Err)
+                .unwrap_or_else(|| {
+                    let ops: Vec<(String, i8, Option<String>)> = res
+                        .configs
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.name.to_string(),
+                                c.config_operation,
+                                c.value.as_ref().map(|v| v.to_string()),
+                            )
+                        })
+                        .collect();
+                    b.alter_topic_configs(
+                        res.resource_name.as_str(),
+                        |cfg| apply_incremental(cfg, &ops),
+                        req.validate_only,
+                    )
+                    .map_err(to_error)
+                });
+            let (code, msg) = match outcome {
+                Ok(()) => (0, None),
+                Err((c, m)) => (c, Some(s(m))),
+            };
+            build!(AlterConfigsResourceResponse {
+                error_code: code,
+                error_message: msg,
+                resource_type: res.resource_type,
+                resource_name: res.resource_name
+            })
+        })
+        .collect();
+    build!(IncrementalAlterConfigsResponse {
+        responses: responses
+    })
+}
+
+/// Apply incremental operations to a set of overrides (pure).
+pub fn apply_incremental(
+    cfg: &mut BTreeMap<String, String>,
+    ops: &[(String, i8, Option<String>)],
+) -> Result<(), Error> {
+    for (key, op, value) in ops {
+        let invalid = |reason: &str| Error::InvalidConfig {
+            key: key.clone(),
+            value: value.clone().unwrap_or_default(),
+            reason: reason.to_string(),
+        };
+        let def = config_def(key).ok_or_else(|| invalid("unknown topic config"))?;
+        match op {
+            0 => {
+                let v = value.clone().ok_or_else(|| invalid("SET needs a value"))?;
+                cfg.insert(key.clone(), v);
+            }
+            1 => {
+                cfg.remove(key);
+            }
+            2 | 3 => {
+                if def.kind != ConfigType::List {
+                    return Err(invalid("APPEND and SUBTRACT apply only to list configs"));
+                }
+                let current = cfg
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| def.default.to_string());
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect();
+                for v in value
+                    .clone()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|x| x.trim().to_string())
+                {
+                    if v.is_empty() {
+                        continue;
+                    }
+                    if *op == 2 {
+                        if !items.contains(&v) {
+                            items.push(v);
+                        }
+                    } else {
+                        items.retain(|x| *x != v);
+                    }
+                }
+                cfg.insert(key.clone(), items.join(","));
+            }
+            other => return Err(invalid(&format!("unknown operation {other}"))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_ops() {
+        let mut c = BTreeMap::new();
+        apply_incremental(&mut c, &[("retention.ms".into(), 0, Some("5".into()))]).unwrap();
+        assert_eq!(c["retention.ms"], "5");
+        apply_incremental(
+            &mut c,
+            &[("cleanup.policy".into(), 2, Some("compact".into()))],
+        )
+        .unwrap();
+        assert_eq!(c["cleanup.policy"], "delete,compact");
+        apply_incremental(
+            &mut c,
+            &[("cleanup.policy".into(), 3, Some("delete".into()))],
+        )
+        .unwrap();
+        assert_eq!(c["cleanup.policy"], "compact");
+        apply_incremental(&mut c, &[("retention.ms".into(), 1, None)]).unwrap();
+        assert!(!c.contains_key("retention.ms"));
+        assert!(
+            apply_incremental(&mut c, &[("retention.ms".into(), 2, Some("1".into()))]).is_err()
+        );
+        assert!(apply_incremental(&mut c, &[("nope".into(), 0, Some("1".into()))]).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! One handler per Kafka API. Handlers that do not wait run to completion when the frame is
+//! dispatched, so requests on one connection take effect in order; Produce waits for its
+//! fsync and Fetch for data in the returned future.
+
+/// Build a `kafka-protocol` message (its structs are non-exhaustive) from field values.
+macro_rules! build {
+    ($t:path { $($f:ident : $e:expr),* $(,)? }) => {{
+        #[allow(unused_mut)]
+        let mut v = <$t>::default();
+        $(v.$f = $e;)*
+        v
+    }};
+}
+
+
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod find_coordinator;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod producer_id;
+pub mod topics;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use super::{decode_body, encode_response, Frame};
+use crate::broker::Broker;
+use crate::server::{Pending, Reply};
+
+/// Encode a response for `frame`, or close the connection if it cannot be encoded.
+pub fn reply<T: Encodable>(
+    frame_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Reply {
+    match encode_response(frame_key, version, correlation_id, body) {
+        Ok(b) => Reply::Bytes(b),
+        Err(e) => {
+            tracing::error!(error = %e, "response encoding failed; closing connection");
+            Reply::Close
+        }
+    }
+}
+
+fn ready(r: Reply) -> Pending {
+    Box::pin(std::future::ready(r))
+}
+
+/// Route a parsed frame to its handler.
+pub fn dispatch(broker: &Arc<Broker>, frame: Frame) -> Pending {
+    let key = frame.api_key;
+    let v = frame.header.request_api_version;
+    let cid = frame.header.correlation_id;
+    let span = tracing::debug_span!("request", api = ?key, version = v, correlation_id = cid);
+    let _enter = span.enter();
+
+    macro_rules! decode {
+        ($t:ty) => {
+            match decode_body::<$t>(&frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed request; closing connection");
+                    return ready(Reply::Close);
+                }
+            }
+        };
+    }
+    macro_rules! sync {
+        ($t:ty, $f:path) => {{
+            let req = decode!($t);
+            let resp = $f(broker, v, req);
+            ready(reply(key, v, cid, &resp))
+        }};
+    }
+
+    match key {
+        ApiKey::ApiVersions => sync!(ApiVersionsRequest, api_versions::handle),
+        ApiKey::Metadata => sync!(MetadataRequest, metadata::handle),
+        ApiKey::DescribeCluster => sync!(DescribeClusterRequest, metadata::describe_cluster),
+        ApiKey::Produce => {
+            let req = decode!(ProduceRequest);
+            produce::handle(broker.clone(), v, cid, req)
+        }
+        ApiKey::Fetch => {
+            let req = decode!(FetchRequest);
+            let b = broker.clone();
+            Box::pin(async move {
+                let resp = fetch::handle(b, v, req).await;
+                reply(key, v, cid, &resp)
+            })
+        }
+        ApiKey::ListOffsets => sync!(ListOffsetsRequest, offsets::list_offsets),
+        ApiKey::OffsetForLeaderEpoch => sync!(
+            OffsetForLeaderEpochRequest,
+            offsets::offset_for_leader_epoch
+        ),
+        ApiKey::DeleteRecords => sync!(DeleteRecordsRequest, offsets::delete_records),
+        ApiKey::CreateTopics => sync!(CreateTopicsRequest, topics::create_topics),
+        ApiKey::DeleteTopics => sync!(DeleteTopicsRequest, topics::delete_topics),
+        ApiKey::CreatePartitions => sync!(CreatePartitionsRequest, topics::create_partitions),
+        ApiKey::DescribeConfigs => sync!(DescribeConfigsRequest, configs::describe_configs),
+        ApiKey::AlterConfigs => sync!(AlterConfigsRequest, configs::alter_configs),
+        ApiKey::IncrementalAlterConfigs => sync!(
+            IncrementalAlterConfigsRequest,
+            configs::incremental_alter_configs
+        ),
+        ApiKey::InitProducerId => sync!(InitProducerIdRequest, producer_id::handle),
+        ApiKey::FindCoordinator => sync!(FindCoordinatorRequest, find_coordinator::handle),
+        other => {
+            // parse_frame only lets advertised APIs through; this is a programming error.
+            tracing::error!(api = ?other, "advertised API without a handler; closing connection");
+            ready(Reply::Close)
+        }
+    }
+}
+
+/// StrBytes from a `String`.
+pub fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// A TopicName from a `&str`.
+pub fn topic_name(v: &str) -> TopicName {
+    TopicName(s(v))
+}

@@ -1,0 +1,184 @@
+//! ListOffsets, OffsetForLeaderEpoch and DeleteRecords.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::*;
+
+use crate::broker::{Broker, Partition, TopicView};
+use crate::error::Error;
+
+/// ListOffsets special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+fn lookup(b: &Broker, topic: &str, p: i32) -> Result<(TopicView, Arc<Partition>), i16> {
+    let view = b
+        .topic(topic)
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    let part = b
+        .partition(topic, p)
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    Ok((view, part))
+}
+
+fn epoch_check(current: i32, epoch: i32) -> Result<(), i16> {
+    if current >= 0 && current < epoch {
+        return Err(ResponseError::FencedLeaderEpoch.code());
+    }
+    if current > epoch {
+        return Err(ResponseError::UnknownLeaderEpoch.code());
+    }
+    Ok(())
+}
+
+/// Answer ListOffsets.
+pub fn list_offsets(b: &Arc<Broker>, _v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            build!(ListOffsetsTopicResponse {
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut r = build!(ListOffsetsPartitionResponse {
+                            partition_index: p.partition_index,
+                            timestamp: -1,
+                            offset: -1,
+                            leader_epoch: -1
+                        });
+                        let res = (|| -> Result<(i64, i64, i32), i16> {
+                            let (view, part) = lookup(b, t.name.0.as_str(), p.partition_index)?;
+                            let epoch = view.meta.leader_epoch;
+                            epoch_check(p.current_leader_epoch, epoch)?;
+                            let log = part.log.lock();
+                            let map = |e: Error| e.code();
+                            Ok(match p.timestamp {
+                                LATEST => (log.log_end_offset(), -1, epoch),
+                                EARLIEST | EARLIEST_LOCAL => (log.log_start_offset(), -1, epoch),
+                                MAX_TIMESTAMP => match log.max_timestamp_offset().map_err(map)? {
+                                    Some((o, ts)) => (o, ts, epoch),
+                                    None => (-1, -1, -1),
+                                },
+                                ts if ts >= 0 => match log.offset_for_timestamp(ts).map_err(map)? {
+                                    Some((o, ts)) => (o, ts, epoch),
+                                    None => (-1, -1, -1),
+                                },
+                                _ => return Err(ResponseError::InvalidRequest.code()),
+                            })
+                        })();
+                        match res {
+                            Ok((offset, ts, epoch)) => {
+                                r.offset = offset;
+                                r.timestamp = ts;
+                                r.leader_epoch = epoch;
+                            }
+                            Err(code) => r.error_code = code,
+                        }
+                        r
+                    })
+                    .collect(),
+                name: t.name
+            })
+        })
+        .collect();
+    build!(ListOffsetsResponse { topics: topics })
+}
+
+/// Answer OffsetForLeaderEpoch from the partition's epoch history.
+pub fn offset_for_leader_epoch(
+    b: &Arc<Broker>,
+    _v: i16,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            build!(OffsetForLeaderTopicResult {
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut r = build!(EpochEndOffset {
+                            partition: p.partition,
+                            leader_epoch: -1,
+                            end_offset: -1
+                        });
+                        match lookup(b, t.topic.0.as_str(), p.partition).and_then(|(view, part)| {
+                            epoch_check(p.current_leader_epoch, view.meta.leader_epoch)
+                                .map(|_| part)
+                        }) {
+                            Ok(part) => {
+                                let (epoch, end) = part.log.lock().epoch_end_offset(p.leader_epoch);
+                                r.leader_epoch = epoch;
+                                r.end_offset = end;
+                            }
+                            Err(code) => r.error_code = code,
+                        }
+                        r
+                    })
+                    .collect(),
+                topic: t.topic
+            })
+        })
+        .collect();
+    build!(OffsetForLeaderEpochResponse { topics: topics })
+}
+
+/// Answer DeleteRecords by advancing log start offsets.
+pub fn delete_records(
+    b: &Arc<Broker>,
+    _v: i16,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            build!(DeleteRecordsTopicResult {
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut r = build!(DeleteRecordsPartitionResult {
+                            partition_index: p.partition_index,
+                            low_watermark: -1
+                        });
+                        match lookup(b, t.name.0.as_str(), p.partition_index) {
+                            Ok((_, part)) => {
+                                let mut log = part.log.lock();
+                                let target = if p.offset == -1 {
+                                    log.log_end_offset()
+                                } else {
+                                    p.offset
+                                };
+                                match log.delete_records_before(target) {
+                                    Ok(lw) => r.low_watermark = lw,
+                                    Err(e) => r.error_code = e.code(),
+                                }
+                            }
+                            Err(code) => r.error_code = code,
+                        }
+                        r
+                    })
+                    .collect(),
+                name: t.name
+            })
+        })
+        .collect();
+    build!(DeleteRecordsResponse { topics: topics })
+}

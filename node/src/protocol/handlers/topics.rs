@@ -1,0 +1,212 @@
+//! CreateTopics, DeleteTopics and CreatePartitions.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::*;
+
+use super::{s, topic_name};
+use crate::broker::{Broker, TopicView};
+use crate::error::Error;
+use crate::log::config::{LogConfig, TOPIC_CONFIGS};
+
+fn effective_configs(b: &Broker, t: &TopicView) -> Vec<CreatableTopicConfigs> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|d| {
+            let (value, source) = LogConfig::describe(d.name, &t.meta.configs, b.topic_defaults());
+            build!(CreatableTopicConfigs {
+                name: s(d.name),
+                value: Some(s(value)),
+                read_only: false,
+                config_source: source.code(),
+                is_sensitive: false
+            })
+        })
+        .collect()
+}
+
+/// Answer CreateTopics.
+pub fn create_topics(b: &Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut seen = HashSet::new();
+    let dupes: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let me = b.config.node_id;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let mut r = build!(CreatableTopicResult {
+                name: t.name.clone(),
+                num_partitions: -1,
+                replication_factor: -1
+            });
+            let res = (|| -> Result<TopicView, (i16, String)> {
+                if dupes.contains(&name) {
+                    return Err((
+                        ResponseError::InvalidRequest.code(),
+                        format!("topic {name} appears twice in the request"),
+                    ));
+                }
+                let mut partitions = t.num_partitions;
+                let mut rf = t.replication_factor;
+                if !t.assignments.is_empty() {
+                    if partitions != -1 || rf != -1 {
+                        return Err((
+                            ResponseError::InvalidRequest.code(),
+                            "both replica assignments and partitions/replication factor were given"
+                                .into(),
+                        ));
+                    }
+                    for a in &t.assignments {
+                        if a.broker_ids.iter().any(|id| id.0 != me) {
+                            return Err((
+                                ResponseError::InvalidReplicaAssignment.code(),
+                                format!("assignment names brokers other than node {me}"),
+                            ));
+                        }
+                    }
+                    partitions = t.assignments.len() as i32;
+                    rf = t.assignments[0].broker_ids.len() as i16;
+                }
+                let configs: BTreeMap<String, String> = t
+                    .configs
+                    .iter()
+                    .filter_map(|c| {
+                        c.value
+                            .as_ref()
+                            .map(|v| (c.name.to_string(), v.to_string()))
+                    })
+                    .collect();
+                b.create_topic(&name, partitions, rf, configs, req.validate_only)
+                    .map_err(|e: Error| (e.code(), e.to_string()))
+            })();
+            match res {
+                Ok(view) => {
+                    r.topic_id = if req.validate_only {
+                        uuid::Uuid::nil()
+                    } else {
+                        view.meta.id
+                    };
+                    r.num_partitions = view.meta.partitions;
+                    r.replication_factor = view.meta.replication_factor;
+                    if v >= 5 {
+                        r.configs = Some(effective_configs(b, &view));
+                    }
+                }
+                Err((code, msg)) => {
+                    r.error_code = code;
+                    r.error_message = Some(s(msg));
+                }
+            }
+            r
+        })
+        .collect();
+    build!(CreateTopicsResponse { topics: topics })
+}
+
+/// Answer DeleteTopics (by name, or by id from v6).
+pub fn delete_topics(b: &Arc<Broker>, v: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if v >= 6 {
+        req.topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name
+                        .as_ref()
+                        .map(|n| n.0.to_string())
+                        .filter(|n| !n.is_empty()),
+                    t.topic_id,
+                )
+            })
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let resolved = match &name {
+                Some(n) => b.topic(n),
+                None => b.topic_by_id(id),
+            };
+            let mut r = build!(DeletableTopicResult {
+                name: name.as_deref().map(topic_name),
+                topic_id: id
+            });
+            match resolved {
+                None => {
+                    r.error_code = if name.is_none() {
+                        ResponseError::UnknownTopicId.code()
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    };
+                }
+                Some(view) => {
+                    r.name = Some(topic_name(&view.name));
+                    r.topic_id = view.meta.id;
+                    if let Err(e) = b.delete_topic(&view.name) {
+                        r.error_code = e.code();
+                        r.error_message = Some(s(e.to_string()));
+                    }
+                }
+            }
+            r
+        })
+        .collect();
+    build!(DeleteTopicsResponse {
+        responses: responses
+    })
+}
+
+/// Answer CreatePartitions.
+pub fn create_partitions(
+    b: &Arc<Broker>,
+    _v: i16,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let me = b.config.node_id;
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let mut r = build!(CreatePartitionsTopicResult {
+                name: t.name.clone()
+            });
+            let bad_assignment = t
+                .assignments
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|x| x.broker_ids.iter().any(|id| id.0 != me)));
+            let res = if bad_assignment {
+                Err((
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    format!("assignment names brokers other than node {me}"),
+                ))
+            } else {
+                b.create_partitions(&name, t.count, req.validate_only)
+                    .map_err(|e| (e.code(), e.to_string()))
+            };
+            if let Err((code, msg)) = res {
+                r.error_code = code;
+                r.error_message = Some(s(msg));
+            }
+            r
+        })
+        .collect();
+    build!(CreatePartitionsResponse { results: results })
+}

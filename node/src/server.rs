@@ -1,0 +1,146 @@
+//! TCP server: accepts connections, reads size-prefixed frames with a hard size bound,
+//! dispatches them, and writes responses back in request order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::protocol::{self, handlers, Parsed};
+
+/// What a request turns into.
+#[derive(Debug)]
+pub enum Reply {
+    /// Encoded response bytes to send.
+    Bytes(BytesMut),
+    /// No response (acks=0 produce).
+    Nothing,
+    /// Close the connection (malformed or unanswerable request).
+    Close,
+}
+
+/// A response being produced.
+pub type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Requests one connection may have in flight before we stop reading from it.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Serve Kafka on `listener` until `shutdown` flips to true; then stop accepting and wait
+/// for connection tasks to finish their current requests.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut conn_id: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "connection limit reached; refusing connection");
+                    drop(stream);
+                    continue;
+                };
+                conn_id += 1;
+                let b = broker.clone();
+                let sd = shutdown.clone();
+                let span = tracing::info_span!("conn", id = conn_id, %peer);
+                tasks.spawn(async move {
+                    if let Err(e) = connection(b, stream, sd).await {
+                        tracing::debug!(error = %e, "connection closed with error");
+                    }
+                    drop(permit);
+                }.instrument(span));
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let max = broker.config.max_request_bytes;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut eof = false;
+    loop {
+        // Dispatch every complete frame already buffered.
+        while in_flight.len() < MAX_IN_FLIGHT && buf.len() >= 4 {
+            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if size < 0 || size as usize > max {
+                tracing::warn!(size, max, "frame size out of bounds; closing connection");
+                return Ok(());
+            }
+            let size = size as usize;
+            if buf.len() < 4 + size {
+                buf.reserve((4 + size - buf.len()).min(1 << 20));
+                break;
+            }
+            buf.advance(4);
+            let frame = buf.split_to(size).freeze();
+            match protocol::parse_frame(frame) {
+                Parsed::Request(frame) => in_flight.push_back(handlers::dispatch(&broker, frame)),
+                Parsed::UnsupportedApiVersions { correlation_id } => {
+                    in_flight.push_back(Box::pin(std::future::ready(
+                        handlers::api_versions::unsupported(correlation_id),
+                    )));
+                }
+                Parsed::Close(reason) => {
+                    tracing::warn!(%reason, "closing connection");
+                    // Answer what is already in flight, then close.
+                    while let Some(resp) = in_flight.next().await {
+                        match resp {
+                            Reply::Bytes(bytes) => wr.write_all(&bytes).await?,
+                            Reply::Nothing => {}
+                            Reply::Close => break,
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if eof && in_flight.is_empty() {
+            return Ok(());
+        }
+        let can_read = !eof && in_flight.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
+                match resp {
+                    Reply::Bytes(bytes) => wr.write_all(&bytes).await?,
+                    Reply::Nothing => {}
+                    Reply::Close => return Ok(()),
+                }
+            }
+            n = rd.read_buf(&mut buf), if can_read => {
+                if n? == 0 {
+                    eof = true;
+                }
+            }
+            _ = shutdown.changed(), if in_flight.is_empty() => return Ok(()),
+        }
+    }
+}
