@@ -49,6 +49,11 @@ impl MetadataStore {
         })
     }
 
+    /// Whether an image was ever saved here.
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
     /// Load the image, or create a fresh one with a new cluster id.
     pub fn load(&self) -> Result<MetadataImage> {
         if !self.path.exists() {

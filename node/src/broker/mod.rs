@@ -98,10 +98,11 @@ impl Broker {
         std::fs::create_dir_all(&data).map_err(|e| Error::io(data.display().to_string(), e))?;
         let store = MetadataStore::new(&data)?;
         let lock = lock_data_dir(&data.join("meta").join("lock"))?;
+        let fresh = !store.exists();
         let image = store.load()?;
         store.save(&image)?;
         let marker = data.join("meta").join("clean_shutdown");
-        let recover = !marker.exists();
+        let recover = !fresh && !marker.exists();
         let _ = std::fs::remove_file(&marker);
         if recover {
             tracing::info!(data_dir = %data.display(), "last shutdown was not clean: recovering active segments");

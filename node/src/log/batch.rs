@@ -190,8 +190,9 @@ pub fn validate_produce_records(buf: &[u8]) -> Result<Vec<BatchSpan>> {
                 h.record_count, h.last_offset_delta
             )));
         }
-        // Each record needs at least 7 bytes (length, attributes, deltas, key, value, headers varints).
-        if h.record_count as usize > (len - HEADER_LEN) / 7 + 1 {
+        // An uncompressed record needs at least 7 bytes (length, attributes, deltas, key,
+        // value, header-count varints); compressed payloads can hold far more.
+        if h.compression() == 0 && h.record_count as usize > (len - HEADER_LEN) / 7 {
             return Err(Error::CorruptBatch(
                 "record count exceeds batch size".into(),
             ));

@@ -61,7 +61,7 @@ pub fn parse_frame(mut buf: Bytes) -> Parsed {
     })
 }
 
-/// Decode a request body, requiring that it consumes the whole frame.
+/// Decode a request body.
 pub fn decode_body<T: Decodable>(frame: &Frame) -> Result<T> {
     let mut body = frame.body.clone();
     let msg = T::decode(&mut body, frame.header.request_api_version).map_err(|e| {
@@ -71,12 +71,9 @@ pub fn decode_body<T: Decodable>(frame: &Frame) -> Result<T> {
         ))
     })?;
     if body.has_remaining() {
-        return Err(Error::InvalidRequest(format!(
-            "{} trailing bytes after {:?} v{}",
-            body.remaining(),
-            frame.api_key,
-            frame.header.request_api_version
-        )));
+        // Apache Kafka ignores bytes after the fields it knows (librdkafka, for one, sends
+        // fields of older versions in Metadata v12); so do we.
+        tracing::debug!(trailing = body.remaining(), api = ?frame.api_key, "ignoring trailing request bytes");
     }
     Ok(msg)
 }

@@ -12,7 +12,6 @@ macro_rules! build {
     }};
 }
 
-
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
