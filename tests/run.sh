@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: builds Strata, installs and caches the test
+# clients and peers (under ${STRATA_CACHE:-~/.cache/strata-testbed}), then runs
+#   1. unit and property tests (cargo test --workspace)
+#   2. the client-compatibility suite against a real strata-node process
+#   3. each fuzz target briefly
+#   4. the benchmark suite in smoke mode (so it cannot rot)
+# Every stage runs; the script fails if any stage failed and prints a summary line.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CARGO_TERM_COLOR=never
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+passed=0
+failed=0
+failures=()
+stage() {
+  local name="$1"; shift
+  echo
+  echo "=== stage: $name"
+  local t0=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== stage $name: ok ($((SECONDS - t0)) s)"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "=== stage $name: FAILED ($((SECONDS - t0)) s)"
+  fi
+}
+
+stage build cargo build --workspace --all-targets
+stage unit cargo test --workspace
+stage compat bash tests/run-compat.sh -q
+[ -f tests/fuzz.sh ] && stage fuzz bash tests/fuzz.sh "${STRATA_FUZZ_SECONDS:-15}"
+[ -f bench/run.sh ] && stage bench-smoke bash bench/run.sh --smoke
+
+echo
+if [ "$failed" -gt 0 ]; then
+  echo "failed stages: ${failures[*]}"
+fi
+echo "stages: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
