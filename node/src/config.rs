@@ -96,6 +96,47 @@ pub struct Args {
     #[arg(long, env = "STRATA_COMPACTION_INTERVAL_MS", default_value_t = 15_000)]
     pub compaction_interval_ms: u64,
 
+    /// How long the first rebalance of an empty group waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+
+    /// Smallest session timeout a consumer may ask for (group.min.session.timeout.ms).
+    #[arg(
+        long,
+        env = "STRATA_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
+    pub group_min_session_timeout_ms: i32,
+
+    /// Largest session timeout a consumer may ask for (group.max.session.timeout.ms).
+    #[arg(
+        long,
+        env = "STRATA_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub group_max_session_timeout_ms: i32,
+
+    /// How long committed offsets of an empty group are kept (offsets.retention.minutes).
+    #[arg(
+        long,
+        env = "STRATA_OFFSETS_RETENTION_MINUTES",
+        default_value_t = 10080
+    )]
+    pub offsets_retention_minutes: u64,
+
+    /// How often expired offsets are removed (offsets.retention.check.interval.ms).
+    #[arg(
+        long,
+        env = "STRATA_OFFSETS_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 600_000
+    )]
+    pub offsets_retention_check_interval_ms: u64,
+
     /// Log output format.
     #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -118,6 +159,11 @@ pub struct NodeConfig {
     pub topic_defaults: BTreeMap<String, String>,
     pub retention_check_interval_ms: u64,
     pub compaction_interval_ms: u64,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub offsets_retention_minutes: u64,
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Args {
@@ -154,6 +200,11 @@ impl Args {
                 "--num-partitions and --offsets-topic-partitions must be at least 1".into(),
             );
         }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(
+                "--group-min-session-timeout-ms exceeds --group-max-session-timeout-ms".into(),
+            );
+        }
         if self.max_request_bytes < 1024 {
             return Err("--max-request-bytes must be at least 1024".into());
         }
@@ -180,6 +231,11 @@ impl Args {
             topic_defaults: defaults,
             retention_check_interval_ms: self.retention_check_interval_ms.max(10),
             compaction_interval_ms: self.compaction_interval_ms.max(10),
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms,
+            offsets_retention_minutes: self.offsets_retention_minutes,
+            offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms.max(10),
         })
     }
 }

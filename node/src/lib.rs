@@ -3,6 +3,7 @@
 pub mod alloc;
 pub mod broker;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod fsutil;
 pub mod log;

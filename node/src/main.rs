@@ -73,6 +73,23 @@ async fn run(
         }
     });
 
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.groups.load_all(&b));
+    let b = broker.clone();
+    let expiry_every = Duration::from_millis(b.config.offsets_retention_check_interval_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_expiry = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let expire = last_expiry.elapsed() >= expiry_every;
+            if expire {
+                last_expiry = tokio::time::Instant::now();
+            }
+            b.groups.tick(&b, expire);
+        }
+    });
+
     let server = tokio::spawn(strata_node::server::serve(
         broker.clone(),
         listener,

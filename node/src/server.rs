@@ -81,6 +81,10 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let client_host = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let (mut rd, mut wr) = stream.into_split();
     let max = broker.config.max_request_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -102,7 +106,10 @@ async fn connection(
             buf.advance(4);
             let frame = buf.split_to(size).freeze();
             match protocol::parse_frame(frame) {
-                Parsed::Request(frame) => in_flight.push_back(handlers::dispatch(&broker, frame)),
+                Parsed::Request(mut frame) => {
+                    frame.client_host = client_host.clone();
+                    in_flight.push_back(handlers::dispatch(&broker, frame))
+                }
                 Parsed::UnsupportedApiVersions { correlation_id } => {
                     in_flight.push_back(Box::pin(std::future::ready(
                         handlers::api_versions::unsupported(correlation_id),

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{FlushPolicy, NodeConfig};
+use crate::coordinator::group::GroupConfig;
+use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log::batch;
@@ -74,6 +76,8 @@ pub struct TopicView {
 /// The broker.
 pub struct Broker {
     pub config: NodeConfig,
+    /// Consumer groups and committed offsets.
+    pub groups: GroupCoordinator,
     store: MetadataStore,
     image: RwLock<MetadataImage>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
@@ -123,8 +127,21 @@ impl Broker {
         remove_orphans(&data, &image)?;
         let block_end = image.producer_id_block_end;
         let (tx, _) = tokio::sync::watch::channel(0);
+        let groups = GroupCoordinator::new(CoordinatorConfig {
+            group: GroupConfig {
+                initial_rebalance_delay: std::time::Duration::from_millis(
+                    config.group_initial_rebalance_delay_ms,
+                ),
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+            },
+            offsets_retention: std::time::Duration::from_secs(
+                config.offsets_retention_minutes * 60,
+            ),
+        });
         let broker = Arc::new(Broker {
             config,
+            groups,
             store,
             image: RwLock::new(image),
             partitions: RwLock::new(partitions),
@@ -134,6 +151,7 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             _lock: lock,
         });
+        broker.groups.begin_load(&broker);
         Ok(broker)
     }
 

@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct Frame {
     pub header: RequestHeader,
+    /// The client's address, as Kafka reports it ("/IP").
+    pub client_host: String,
     pub api_key: ApiKey,
     pub body: Bytes,
 }
@@ -56,6 +58,7 @@ pub fn parse_frame(mut buf: Bytes) -> Parsed {
     };
     Parsed::Request(Frame {
         header,
+        client_host: String::new(),
         api_key,
         body: buf,
     })

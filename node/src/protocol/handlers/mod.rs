@@ -16,6 +16,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -111,6 +112,31 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Frame) -> Pending {
         ),
         ApiKey::InitProducerId => sync!(InitProducerIdRequest, producer_id::handle),
         ApiKey::FindCoordinator => sync!(FindCoordinatorRequest, find_coordinator::handle),
+        ApiKey::JoinGroup => {
+            let req = decode!(JoinGroupRequest);
+            groups::join_group(broker.clone(), &frame, req)
+        }
+        ApiKey::SyncGroup => {
+            let req = decode!(SyncGroupRequest);
+            groups::sync_group(broker.clone(), &frame, req)
+        }
+        ApiKey::Heartbeat => sync!(HeartbeatRequest, groups::heartbeat),
+        ApiKey::LeaveGroup => sync!(LeaveGroupRequest, groups::leave_group),
+        ApiKey::OffsetCommit => {
+            let req = decode!(OffsetCommitRequest);
+            groups::offset_commit(broker.clone(), &frame, req)
+        }
+        ApiKey::OffsetFetch => sync!(OffsetFetchRequest, groups::offset_fetch),
+        ApiKey::ListGroups => sync!(ListGroupsRequest, groups::list_groups),
+        ApiKey::DescribeGroups => sync!(DescribeGroupsRequest, groups::describe_groups),
+        ApiKey::DeleteGroups => {
+            let req = decode!(DeleteGroupsRequest);
+            groups::delete_groups(broker.clone(), &frame, req)
+        }
+        ApiKey::OffsetDelete => {
+            let req = decode!(OffsetDeleteRequest);
+            groups::offset_delete(broker.clone(), &frame, req)
+        }
         other => {
             // parse_frame only lets advertised APIs through; this is a programming error.
             tracing::error!(api = ?other, "advertised API without a handler; closing connection");

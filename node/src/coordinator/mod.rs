@@ -1,0 +1,624 @@
+//! The group coordinator: classic consumer groups and committed offsets, stored as records
+//! in the compacted `__consumer_offsets` topic and rebuilt from it.
+//!
+//! The coordinator of a group is the leader of `__consumer_offsets` partition
+//! hash(group) mod N. A standalone node leads every partition, so it coordinates every group;
+//! the partition is still what state is written to and reloaded from, which is what lets
+//! coordinators move with partition leadership once replication exists.
+//!
+//! Group logic lives in [`group`] as plain state; this module adds persistence, loading,
+//! timers and the request-level checks. A KIP-848 coordinator would sit beside
+//! [`group::Group`] as a second group type sharing the offsets store and records.
+
+pub mod group;
+pub mod records;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::broker::{Broker, Partition, OFFSETS_TOPIC};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use group::{Group, GroupConfig, GroupState};
+use records::{partition_for, GroupValue, Key, OffsetValue};
+
+/// Kafka's offset.metadata.max.bytes.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// One partition's offset commit.
+#[derive(Debug, Clone)]
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// Settings of the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorConfig {
+    pub group: GroupConfig,
+    pub offsets_retention: Duration,
+}
+
+/// The group coordinator.
+pub struct GroupCoordinator {
+    cfg: CoordinatorConfig,
+    groups: Mutex<HashMap<String, Group>>,
+    /// Offsets-topic partitions whose records are still being replayed.
+    loading: RwLock<HashSet<i32>>,
+}
+
+/// A write that must be durable before the request is answered.
+pub struct PendingWrite {
+    pub partition: Arc<Partition>,
+    pub last_offset: i64,
+}
+
+impl GroupCoordinator {
+    /// A coordinator with nothing loaded yet.
+    pub fn new(cfg: CoordinatorConfig) -> Self {
+        GroupCoordinator {
+            cfg,
+            groups: Mutex::new(HashMap::new()),
+            loading: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// The group settings.
+    pub fn group_config(&self) -> &GroupConfig {
+        &self.cfg.group
+    }
+
+    fn offsets_partitions(b: &Broker) -> Option<i32> {
+        b.topic(OFFSETS_TOPIC).map(|t| t.meta.partitions)
+    }
+
+    /// Mark every existing offsets partition as loading (before the listener opens).
+    pub fn begin_load(&self, b: &Broker) {
+        if let Some(n) = Self::offsets_partitions(b) {
+            self.loading.write().extend(0..n);
+        }
+    }
+
+    /// Replay every offsets partition into memory.
+    pub fn load_all(&self, b: &Broker) {
+        let Some(n) = Self::offsets_partitions(b) else {
+            return;
+        };
+        let started = Instant::now();
+        for p in 0..n {
+            if let Err(e) = self.load_partition(b, p) {
+                tracing::error!(partition = p, error = %e, "failed to load group state; groups of this partition stay unavailable");
+                continue;
+            }
+            self.loading.write().remove(&p);
+        }
+        let groups = self.groups.lock().len();
+        tracing::info!(
+            groups,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded consumer group state"
+        );
+    }
+
+    fn load_partition(&self, b: &Broker, p: i32) -> Result<()> {
+        let Some(part) = b.partition(OFFSETS_TOPIC, p) else {
+            return Ok(());
+        };
+        let mut offset = part.log.lock().log_start_offset();
+        let now = Instant::now();
+        loop {
+            let plan = {
+                let log = part.log.lock();
+                log.plan_read(offset, 4 << 20, true, log.log_end_offset())?
+            };
+            let Some(plan) = plan else { break };
+            let mut raw = Bytes::from(plan.read()?);
+            while !raw.is_empty() {
+                let set = RecordBatchDecoder::decode(&mut raw)
+                    .map_err(|e| Error::CorruptBatch(format!("offsets topic batch: {e}")))?;
+                for r in set.records {
+                    offset = r.offset + 1;
+                    let Some(key) = r.key.and_then(|k| Key::decode(k).ok().flatten()) else {
+                        continue;
+                    };
+                    self.apply(&key, r.value, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, key: &Key, value: Option<Bytes>, now: Instant) -> Result<()> {
+        let mut groups = self.groups.lock();
+        match (key, value) {
+            (
+                Key::Offset {
+                    group,
+                    topic,
+                    partition,
+                },
+                Some(v),
+            ) => {
+                let v = OffsetValue::decode(v)?;
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group))
+                    .offsets
+                    .insert((topic.clone(), *partition), v);
+            }
+            (
+                Key::Offset {
+                    group,
+                    topic,
+                    partition,
+                },
+                None,
+            ) => {
+                if let Some(g) = groups.get_mut(group) {
+                    g.offsets.remove(&(topic.clone(), *partition));
+                }
+            }
+            (Key::Group { group }, Some(v)) => {
+                let v = GroupValue::decode(v)?;
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group))
+                    .restore(v, now);
+            }
+            (Key::Group { group }, None) => {
+                groups.remove(group);
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that the coordinator can serve `group` now.
+    pub fn check_available(
+        &self,
+        b: &Broker,
+        group: &str,
+    ) -> std::result::Result<(), ResponseError> {
+        if group.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let n = match Self::offsets_partitions(b) {
+            Some(n) => n,
+            None => {
+                b.ensure_offsets_topic()
+                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?
+                    .meta
+                    .partitions
+            }
+        };
+        if self.loading.read().contains(&partition_for(group, n)) {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(())
+    }
+
+    /// Append records for `group` to its offsets partition.
+    fn write(
+        &self,
+        b: &Broker,
+        group: &str,
+        records: Vec<(Key, Option<Bytes>)>,
+    ) -> Result<PendingWrite> {
+        let topic = b.ensure_offsets_topic()?;
+        let p = partition_for(group, topic.meta.partitions);
+        let part = b
+            .partition(OFFSETS_TOPIC, p)
+            .ok_or_else(|| Error::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{p}")))?;
+        let now = fsutil::now_ms();
+        let recs: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: now,
+                key: Some(k.encode()),
+                value: v,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| Error::InvalidRecord(format!("encoding offsets records: {e}")))?;
+        let (info, _) = b.append(&part, buf.to_vec())?;
+        Ok(PendingWrite {
+            partition: part,
+            last_offset: info.last_offset,
+        })
+    }
+
+    fn persist_group(&self, b: &Broker, g: &mut Group) {
+        if !g.needs_persist {
+            return;
+        }
+        g.needs_persist = false;
+        if let Err(e) = self.write(
+            b,
+            &g.id.clone(),
+            vec![(
+                Key::Group {
+                    group: g.id.clone(),
+                },
+                Some(g.to_record().encode()),
+            )],
+        ) {
+            tracing::warn!(group = %g.id, error = %e, "failed to persist group metadata");
+            g.needs_persist = true;
+        }
+    }
+
+    /// Run `f` on the group (created if missing when `create`), then persist it if needed.
+    pub fn with_group<T>(
+        &self,
+        b: &Broker,
+        group: &str,
+        create: bool,
+        f: impl FnOnce(&mut Group, &GroupConfig) -> T,
+    ) -> Option<T> {
+        let mut groups = self.groups.lock();
+        if !groups.contains_key(group) {
+            if !create {
+                return None;
+            }
+            groups.insert(group.to_string(), Group::new(group));
+        }
+        let g = groups.get_mut(group).expect("present");
+        let out = f(g, &self.cfg.group);
+        self.persist_group(b, g);
+        Some(out)
+    }
+
+    /// Commit offsets. Returns per-partition codes and the write to wait for.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &self,
+        b: &Broker,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        entries: Vec<CommitEntry>,
+    ) -> std::result::Result<(Vec<i16>, Option<PendingWrite>), ResponseError> {
+        self.check_available(b, group)?;
+        let mut groups = self.groups.lock();
+        match groups.get(group) {
+            None if generation >= 0 => return Err(ResponseError::IllegalGeneration),
+            None => {
+                groups.insert(group.to_string(), Group::new(group));
+            }
+            Some(g) => {
+                if g.state == GroupState::Dead {
+                    return Err(ResponseError::CoordinatorNotAvailable);
+                }
+                let simple = generation < 0 && g.state == GroupState::Empty;
+                if !simple {
+                    if g.state == GroupState::CompletingRebalance {
+                        return Err(ResponseError::RebalanceInProgress);
+                    }
+                    if let Some(i) = instance_id {
+                        if g.members
+                            .get(member_id)
+                            .and_then(|m| m.instance_id.as_deref())
+                            != Some(i)
+                            && g.members
+                                .values()
+                                .any(|m| m.instance_id.as_deref() == Some(i))
+                        {
+                            return Err(ResponseError::FencedInstanceId);
+                        }
+                    }
+                    if !g.members.contains_key(member_id) {
+                        return Err(ResponseError::UnknownMemberId);
+                    }
+                    if generation != g.generation {
+                        return Err(ResponseError::IllegalGeneration);
+                    }
+                }
+            }
+        }
+        let now = fsutil::now_ms();
+        let mut codes = Vec::with_capacity(entries.len());
+        let mut writes = Vec::new();
+        let mut accepted = Vec::new();
+        for e in entries {
+            let code = if e.metadata.len() > MAX_METADATA_BYTES {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else if b.partition(&e.topic, e.partition).is_none() {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else {
+                let v = OffsetValue {
+                    offset: e.offset,
+                    leader_epoch: e.leader_epoch,
+                    metadata: e.metadata.clone(),
+                    commit_timestamp: now,
+                };
+                writes.push((
+                    Key::Offset {
+                        group: group.to_string(),
+                        topic: e.topic.clone(),
+                        partition: e.partition,
+                    },
+                    Some(v.encode()),
+                ));
+                accepted.push(((e.topic, e.partition), v));
+                0
+            };
+            codes.push(code);
+        }
+        if writes.is_empty() {
+            return Ok((codes, None));
+        }
+        let pending = match self.write(b, group, writes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(group, error = %e, "offset commit write failed");
+                let code = e.code();
+                return Ok((
+                    codes
+                        .into_iter()
+                        .map(|c| if c == 0 { code } else { c })
+                        .collect(),
+                    None,
+                ));
+            }
+        };
+        let g = groups.get_mut(group).expect("present");
+        for (k, v) in accepted {
+            g.offsets.insert(k, v);
+        }
+        Ok((codes, Some(pending)))
+    }
+
+    /// Committed offsets of a group: all of them when `wanted` is None.
+    pub fn fetch_offsets(
+        &self,
+        b: &Broker,
+        group: &str,
+        wanted: Option<Vec<(String, i32)>>,
+    ) -> std::result::Result<Vec<(String, i32, Option<OffsetValue>)>, ResponseError> {
+        self.check_available(b, group)?;
+        let groups = self.groups.lock();
+        let g = groups.get(group);
+        Ok(match wanted {
+            Some(list) => list
+                .into_iter()
+                .map(|(t, p)| {
+                    let v = g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned());
+                    (t, p, v)
+                })
+                .collect(),
+            None => g
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups = self.groups.lock();
+        let mut out: Vec<_> = groups
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Delete an empty group with its offsets.
+    pub fn delete_group(
+        &self,
+        b: &Broker,
+        group: &str,
+    ) -> std::result::Result<Option<PendingWrite>, ResponseError> {
+        self.check_available(b, group)?;
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get(group) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        if g.state != GroupState::Empty {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let mut tombstones: Vec<(Key, Option<Bytes>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    Key::Offset {
+                        group: group.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        tombstones.push((
+            Key::Group {
+                group: group.to_string(),
+            },
+            None,
+        ));
+        let pending = self
+            .write(b, group, tombstones)
+            .map_err(|e| e.kafka_code())?;
+        groups.remove(group);
+        Ok(Some(pending))
+    }
+
+    /// Delete committed offsets of some partitions; refused for topics an active group uses.
+    pub fn delete_offsets(
+        &self,
+        b: &Broker,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> std::result::Result<(Vec<i16>, Option<PendingWrite>), ResponseError> {
+        self.check_available(b, group)?;
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        let mut codes = Vec::new();
+        let mut tombstones = Vec::new();
+        for (t, p) in partitions {
+            if g.state != GroupState::Empty && g.subscribed_to(&t) {
+                codes.push(ResponseError::GroupSubscribedToTopic.code());
+                continue;
+            }
+            if b.partition(&t, p).is_none() {
+                codes.push(ResponseError::UnknownTopicOrPartition.code());
+                continue;
+            }
+            if g.offsets.remove(&(t.clone(), p)).is_some() {
+                tombstones.push((
+                    Key::Offset {
+                        group: group.to_string(),
+                        topic: t,
+                        partition: p,
+                    },
+                    None,
+                ));
+            }
+            codes.push(0);
+        }
+        if tombstones.is_empty() {
+            return Ok((codes, None));
+        }
+        let pending = self
+            .write(b, group, tombstones)
+            .map_err(|e| e.kafka_code())?;
+        Ok((codes, Some(pending)))
+    }
+
+    /// Timers: session expiry, rebalance deadlines, offset expiry of empty groups.
+    pub fn tick(&self, b: &Broker, expire_offsets: bool) {
+        let now = Instant::now();
+        let now_ms = fsutil::now_ms();
+        let retention_ms = self.cfg.offsets_retention.as_millis() as i64;
+        let mut groups = self.groups.lock();
+        let mut dead = Vec::new();
+        for g in groups.values_mut() {
+            g.tick(&self.cfg.group, now);
+            if expire_offsets && g.state == GroupState::Empty {
+                let expired = expired_offsets(g, now_ms, retention_ms);
+                if !expired.is_empty() {
+                    let tombstones = expired
+                        .iter()
+                        .map(|(t, p)| {
+                            (
+                                Key::Offset {
+                                    group: g.id.clone(),
+                                    topic: t.clone(),
+                                    partition: *p,
+                                },
+                                None,
+                            )
+                        })
+                        .collect();
+                    if self.write(b, &g.id.clone(), tombstones).is_ok() {
+                        for k in &expired {
+                            g.offsets.remove(k);
+                        }
+                        tracing::info!(group = %g.id, expired = expired.len(), "expired committed offsets");
+                    }
+                }
+                if g.offsets.is_empty() && g.members.is_empty() {
+                    dead.push(g.id.clone());
+                }
+            }
+            self.persist_group(b, g);
+        }
+        for id in dead {
+            if self
+                .write(b, &id, vec![(Key::Group { group: id.clone() }, None)])
+                .is_ok()
+            {
+                groups.remove(&id);
+            }
+        }
+    }
+}
+
+/// Offsets of an empty group older than the retention, measured from the later of the
+/// commit and the moment the group became empty (Kafka's rule since 2.1).
+pub fn expired_offsets(g: &Group, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+    g.offsets
+        .iter()
+        .filter(|(_, v)| now_ms - v.commit_timestamp.max(g.state_timestamp) > retention_ms)
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_counts_from_when_the_group_emptied() {
+        let mut g = Group::new("g");
+        g.state_timestamp = 1_000;
+        g.offsets.insert(
+            ("t".into(), 0),
+            OffsetValue {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 500,
+            },
+        );
+        g.offsets.insert(
+            ("t".into(), 1),
+            OffsetValue {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 5_000,
+            },
+        );
+        assert!(expired_offsets(&g, 1_500, 1_000).is_empty());
+        assert_eq!(
+            expired_offsets(&g, 2_500, 1_000),
+            vec![("t".to_string(), 0)]
+        );
+        assert_eq!(expired_offsets(&g, 7_000, 1_000).len(), 2);
+    }
+}
