@@ -70,7 +70,10 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and rep.when in ("call", "setup"):
         b = item.funcargs.get("broker") if hasattr(item, "funcargs") else None
         if isinstance(b, Broker):
-            rep.sections.append((f"broker log ({b.log_path})", b.log_tail(60)))
+            rep.sections.append((f"broker log tail ({b.log_path})", b.log_tail(30)))
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def free_port() -> int:
@@ -138,6 +141,7 @@ class Broker:
                 self.proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, cwd=self.workdir,
+                    env=dict(os.environ, NO_COLOR="1"),
                 )
             self.pid = self.proc.pid
             while not port_open(self.port):
@@ -230,7 +234,7 @@ class Broker:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError as e:
             return f"(no log: {e})"
-        return "\n".join(lines[-n:])
+        return ANSI.sub("", "\n".join(lines[-n:]))
 
 
 @pytest.fixture(scope="module")
