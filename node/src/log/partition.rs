@@ -627,8 +627,18 @@ impl PartitionLog {
             });
         }
         if offset > self.log_start_offset {
+            let previous = self.log_start_offset;
             self.log_start_offset = offset;
-            self.write_meta()?;
+            if let Err(first) = self.write_meta() {
+                // On a full disk the metadata cannot be rewritten until space is freed:
+                // dropping the segments below the new start frees it, then retry.
+                self.delete_segments_below_start()?;
+                if self.write_meta().is_err() {
+                    self.log_start_offset = previous.max(self.first_segment_base());
+                    return Err(first);
+                }
+                return Ok(self.log_start_offset);
+            }
             self.delete_segments_below_start()?;
         }
         Ok(self.log_start_offset)
