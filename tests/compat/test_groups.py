@@ -312,6 +312,13 @@ def _commit_v2(bootstrap, group, generation, member, topic, partition, offset, m
     return code
 
 
+def _sync_v0(bootstrap, group, generation, member):
+    body = _str(group) + struct.pack(">i", generation) + _str(member)
+    body += struct.pack(">i", 1) + _str(member) + struct.pack(">i", 0)
+    resp = _request(bootstrap, 14, 0, body)
+    return struct.unpack(">h", resp[:2])[0]
+
+
 def _heartbeat_v0(bootstrap, group, generation, member):
     resp = _request(bootstrap, 12, 0, _str(group) + struct.pack(">i", generation) + _str(member))
     return struct.unpack(">h", resp[:2])[0]
@@ -338,6 +345,10 @@ def test_bad_group_requests_get_kafka_errors(broker, topic):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     desc = admin.describe_consumer_groups([g2])[g2].result(timeout=10)
     member = desc.members[0].member_id
+    # Before the leader's SyncGroup the group is rebalancing: REBALANCE_IN_PROGRESS (27).
+    assert _commit_v2(broker.bootstrap, g2, generation, member, topic, 0, 1, "") == 27
+    assert _sync_v0(broker.bootstrap, g2, generation, member) == 0
+    assert _heartbeat_v0(broker.bootstrap, g2, generation, member) == 0
     assert _heartbeat_v0(broker.bootstrap, g2, generation + 5, member) == 22
     assert _commit_v2(broker.bootstrap, g2, generation + 5, member, topic, 0, 1, "") == 22
     # Unknown member: UNKNOWN_MEMBER_ID (25).
