@@ -31,6 +31,8 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// Leader epoch stamped on appended batches.
+    pub leader_epoch: std::sync::atomic::AtomicI32,
     pub log: Mutex<PartitionLog>,
     flush_lock: tokio::sync::Mutex<()>,
 }
@@ -121,7 +123,10 @@ impl Broker {
                     cfg.clone(),
                     recover,
                 )?;
-                partitions.insert((name.clone(), p), Arc::new(new_partition(name, p, log)));
+                partitions.insert(
+                    (name.clone(), p),
+                    Arc::new(new_partition(name, p, meta.leader_epoch, log)),
+                );
             }
         }
         remove_orphans(&data, &image)?;
@@ -286,9 +291,10 @@ impl Broker {
         for p in from..meta.partitions {
             let dir = partition_dir(&self.config.data_dir, name, p);
             let log = PartitionLog::open(&dir, meta.id, cfg.clone(), false)?;
-            self.partitions
-                .write()
-                .insert((name.to_string(), p), Arc::new(new_partition(name, p, log)));
+            self.partitions.write().insert(
+                (name.to_string(), p),
+                Arc::new(new_partition(name, p, meta.leader_epoch, log)),
+            );
         }
         Ok(())
     }
@@ -528,10 +534,11 @@ impl Broker {
     }
 }
 
-fn new_partition(topic: &str, index: i32, log: PartitionLog) -> Partition {
+fn new_partition(topic: &str, index: i32, leader_epoch: i32, log: PartitionLog) -> Partition {
     Partition {
         topic: topic.to_string(),
         index,
+        leader_epoch: std::sync::atomic::AtomicI32::new(leader_epoch),
         log: Mutex::new(log),
         flush_lock: tokio::sync::Mutex::new(()),
     }
