@@ -14,6 +14,7 @@ Every test must pass against kafka: that is what proves the expectations right.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import signal
@@ -77,15 +78,32 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    Ports inside the ephemeral range can be picked as the *source* port of a client's connect()
+    while the broker is down, and a connect from a port to itself succeeds (TCP simultaneous
+    open): a restarted broker would look up before it is.  Outside the range that cannot happen.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def port_open(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            return s.getsockname() != s.getpeername()  # not a self-connection
     except OSError:
         return False
 
