@@ -13,6 +13,8 @@ struct Args {}
 fn main() -> anyhow::Result<()> {
     let _args = Args::parse();
     tracing_subscriber::fmt().init();
-    tracing::error!("strata-operator is not implemented yet; run strata-node for a single-node broker");
+    tracing::error!(
+        "strata-operator is not implemented yet; run strata-node for a single-node broker"
+    );
     std::process::exit(2)
 }
