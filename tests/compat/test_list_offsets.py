@@ -39,17 +39,18 @@ def ts_topic(broker):
     return topic
 
 
-# (target timestamp, expected offset or None)
+# (target timestamp - BASE, expected offset or None)
 CASES = [
-    (BASE - 100_000, 0),
-    (BASE, 0),
-    (BASE + 1, 1),
-    (BASE + 2500, 3),
-    (BASE + 5 * STEP, 5),
-    (BASE + 6500, 7),
-    (BASE + 9 * STEP, 9),
-    (BASE + 9 * STEP + 1, None),
+    (-100_000, 0),
+    (0, 0),
+    (1, 1),
+    (2500, 3),
+    (5 * STEP, 5),
+    (6500, 7),
+    (9 * STEP, 9),
+    (9 * STEP + 1, None),
 ]
+CASE_IDS = [f"base{d:+d}-wants-{w}" for d, w in CASES]
 
 
 def test_earliest_latest_empty_topic(broker, topic):
@@ -99,8 +100,9 @@ def test_earliest_latest(broker, ts_topic):
         ka.close()
 
 
-@pytest.mark.parametrize("target,want", CASES)
-def test_offsets_for_times_kafka_python(broker, ts_topic, target, want):
+@pytest.mark.parametrize("delta,want", CASES, ids=CASE_IDS)
+def test_offsets_for_times_kafka_python(broker, ts_topic, delta, want):
+    target = BASE + delta
     tp = KpTP(ts_topic, 0)
     c = kp_consumer(broker.bootstrap)
     try:
@@ -113,8 +115,9 @@ def test_offsets_for_times_kafka_python(broker, ts_topic, target, want):
         assert (r.offset, r.timestamp) == (want, BASE + want * STEP)
 
 
-@pytest.mark.parametrize("target,want", CASES)
-def test_offsets_for_times_confluent(broker, ts_topic, target, want):
+@pytest.mark.parametrize("delta,want", CASES, ids=CASE_IDS)
+def test_offsets_for_times_confluent(broker, ts_topic, delta, want):
+    target = BASE + delta
     c = ck_consumer(broker.bootstrap)
     try:
         [r] = c.offsets_for_times([CkTP(ts_topic, 0, target)], timeout=30)
