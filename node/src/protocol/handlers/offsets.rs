@@ -44,7 +44,7 @@ fn epoch_check(current: i32, epoch: i32) -> Result<(), i16> {
 }
 
 /// Answer ListOffsets.
-pub fn list_offsets(b: &Arc<Broker>, _v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn list_offsets(b: &Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -84,7 +84,10 @@ pub fn list_offsets(b: &Arc<Broker>, _v: i16, req: ListOffsetsRequest) -> ListOf
                             Ok((offset, ts, epoch)) => {
                                 r.offset = offset;
                                 r.timestamp = ts;
-                                r.leader_epoch = epoch;
+                                // The field exists from v4; older versions must leave it unset.
+                                if v >= 4 {
+                                    r.leader_epoch = epoch;
+                                }
                             }
                             Err(code) => r.error_code = code,
                         }
