@@ -5,7 +5,6 @@
 #
 #   STRATA_TEST_TARGET=strata|kafka   broker under test (default strata: target/debug/strata-node)
 #   STRATA_NODE_BIN=PATH              strata-node binary to test
-#   STRATA_TEST_GROUPS=1              also run tests that need consumer groups
 #   STRATA_CACHE=DIR                  cache root (default ~/.cache/strata-testbed)
 #
 # Exits with pytest's status, except that "no tests collected" (5) counts as a failure (1).

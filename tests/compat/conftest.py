@@ -55,15 +55,6 @@ def pytest_report_header(config):
     return f"broker under test: {TARGET} ({where})"
 
 
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("STRATA_TEST_GROUPS") == "1":
-        return
-    skip = pytest.mark.skip(reason="needs consumer groups: set STRATA_TEST_GROUPS=1")
-    for item in items:
-        if "groups" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -1,6 +1,7 @@
 """Client helpers shared by the compat tests.
 
-Consumers here never join a consumer group (the group coordinator is not built yet): kafka-python
+Consumers made by these helpers read by assign() and never join a group (group behaviour has its
+own tests in test_groups*.py): kafka-python
 uses group_id=None + assign(), confluent-kafka needs a group.id to construct a Consumer but is
 used with assign(), explicit start offsets and no commits.
 """

@@ -2,7 +2,7 @@
 two members splitting partitions, group admin (describe/list/offsets), offsets across a clean
 restart.  (test_groups.py has the harder cases: mixed clients, killed members, raw requests.)
 
-All of this needs the group coordinator: run with STRATA_TEST_GROUPS=1.
+All of this exercises the group coordinator.
 """
 
 import time
