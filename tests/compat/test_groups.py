@@ -46,6 +46,8 @@ class Member(threading.Thread):
         try:
             if self.kind == "kafka-python":
                 self._run_kp()
+            elif self.kind == "java":
+                self._run_java()
             else:
                 self._run_ck()
         except BaseException as e:  # surfaced by the test
@@ -71,6 +73,26 @@ class Member(threading.Thread):
                     self.records.append((m.partition, m.offset, m.key, m.value))
             self.assignment = {tp.partition for tp in c.assignment()}
         c.close()
+
+    def _run_java(self):
+        import json
+        from pathlib import Path
+        java_dir = Path(__file__).resolve().parents[1] / "java" / "target"
+        proc = subprocess.Popen(
+            ["java", "-cp", f"{java_dir / 'strata-compat.jar'}:{java_dir / 'libs'}/*", "io.strata.compat.Cli",
+             "group-consume", "--bootstrap", self.bootstrap, "--topic", self.topic, "--group", self.group,
+             "--duration-ms", "170000", "--strategy", self.strategy],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        stopper = threading.Thread(target=lambda: (self.stop_flag.wait(), proc.terminate()), daemon=True)
+        stopper.start()
+        for line in proc.stdout:
+            ev = json.loads(line)
+            if "assignment" in ev:
+                self.assignment = set(ev["assignment"])
+            elif "offset" in ev:
+                self.records.append((ev["partition"], ev["offset"], ev["key"].encode(), ev["value"].encode()))
+        proc.wait(timeout=30)
 
     def _run_ck(self):
         c = Consumer({
@@ -133,7 +155,10 @@ def check_consumption(members, owners, n_records, partitions):
     [("kafka-python", "range"), ("confluent", "range")],
     [("kafka-python", "roundrobin"), ("confluent", "roundrobin"), ("kafka-python", "roundrobin")],
     [("confluent", "cooperative-sticky")] * 4,
-], ids=["1-kp", "2-kp-ck-range", "3-mixed-roundrobin", "4-ck-cooperative"])
+    [("java", "range"), ("kafka-python", "range"), ("confluent", "range"), ("java", "range")],
+    [("java", "cooperative-sticky"), ("confluent", "cooperative-sticky")],
+], ids=["1-kp", "2-kp-ck-range", "3-mixed-roundrobin", "4-ck-cooperative", "4-java-kp-ck-range",
+        "2-java-ck-cooperative"])
 def test_group_shares_partitions(broker, topic, spec):
     partitions = 8
     create_topic(broker.bootstrap, topic, partitions)

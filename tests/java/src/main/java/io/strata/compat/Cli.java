@@ -66,6 +66,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * list-topics       --bootstrap B
  * list-offsets      --bootstrap B --topic T --partition P --spec earliest|latest|max-timestamp|TS
  * offsets-for-times --bootstrap B --topic T --partition P --timestamp TS   (consumer API)
+ * group-consume     --bootstrap B --topic T --group G --duration-ms N [--strategy range|roundrobin|cooperative-sticky]
+ *                   (joins the group with subscribe(), auto-commits, prints every record and every
+ *                   assignment change as JSON lines until the duration ends)
  * </pre>
  */
 public final class Cli {
@@ -84,6 +87,7 @@ public final class Cli {
             rc = switch (a.command) {
                 case "produce" -> produce(a);
                 case "consume" -> consume(a);
+                case "group-consume" -> groupConsume(a);
                 case "create-topic" -> createTopic(a);
                 case "describe-topic" -> describeTopic(a);
                 case "describe-configs" -> describeConfigs(a);
@@ -199,6 +203,47 @@ public final class Cli {
         p.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
         p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
         return new KafkaConsumer<>(p);
+    }
+
+    private static int groupConsume(Args a) {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, a.req("bootstrap"));
+        p.put(ConsumerConfig.GROUP_ID_CONFIG, a.req("group"));
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "true");
+        p.put(ConsumerConfig.AUTO_COMMIT_INTERVAL_MS_CONFIG, "200");
+        p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, a.get("session-timeout-ms", "6000"));
+        p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "500");
+        String strategy = switch (a.get("strategy", "range")) {
+            case "roundrobin" -> "org.apache.kafka.clients.consumer.RoundRobinAssignor";
+            case "cooperative-sticky" -> "org.apache.kafka.clients.consumer.CooperativeStickyAssignor";
+            default -> "org.apache.kafka.clients.consumer.RangeAssignor";
+        };
+        p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, strategy);
+        long deadline = System.currentTimeMillis() + Long.parseLong(a.req("duration-ms"));
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p)) {
+            c.subscribe(List.of(a.req("topic")));
+            Set<TopicPartition> last = null;
+            while (System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200))) {
+                    out(obj("partition", r.partition(), "offset", r.offset(),
+                            "key", r.key() == null ? null : new String(r.key(), StandardCharsets.UTF_8),
+                            "value", r.value() == null ? null : new String(r.value(), StandardCharsets.UTF_8)));
+                }
+                Set<TopicPartition> now = c.assignment();
+                if (!now.equals(last)) {
+                    List<Integer> parts = new ArrayList<>();
+                    for (TopicPartition tp : now) {
+                        parts.add(tp.partition());
+                    }
+                    out(obj("assignment", parts));
+                    last = Set.copyOf(now);
+                }
+            }
+        }
+        return 0;
     }
 
     private static int consume(Args a) {
