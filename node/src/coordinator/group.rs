@@ -347,7 +347,7 @@ impl Group {
         old.id = new_id.clone();
         old.protocols = req.protocols.clone();
         old.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
-        old.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms as u64);
+        old.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64);
         old.client_id = req.client_id.clone();
         old.client_host = req.client_host.clone();
         old.last_heartbeat = now;

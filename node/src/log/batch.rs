@@ -242,13 +242,11 @@ pub(crate) mod tests {
         )
     }
 
+    /// A record's optional key and value.
+    pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
     /// Build a batch of (key, value) records.
-    pub fn make_batch_keyed(
-        kv: Vec<(Option<&[u8]>, Option<&[u8]>)>,
-        ts: i64,
-        pid: i64,
-        seq: i32,
-    ) -> Vec<u8> {
+    pub fn make_batch_keyed(kv: Vec<KeyValue<'_>>, ts: i64, pid: i64, seq: i32) -> Vec<u8> {
         let records: Vec<Record> = kv
             .iter()
             .enumerate()
@@ -267,8 +265,8 @@ pub(crate) mod tests {
                     i as i32 - 1
                 },
                 timestamp: ts + i as i64,
-                key: k.map(|k| bytes::Bytes::copy_from_slice(k)),
-                value: v.map(|v| bytes::Bytes::copy_from_slice(v)),
+                key: k.map(bytes::Bytes::copy_from_slice),
+                value: v.map(bytes::Bytes::copy_from_slice),
                 headers: Default::default(),
             })
             .collect();

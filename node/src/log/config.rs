@@ -286,10 +286,8 @@ pub fn validate_entry(key: &str, value: &str) -> Result<()> {
                 }
             }
         }
-        "message.timestamp.type" => {
-            if value != "CreateTime" && value != "LogAppendTime" {
-                return Err(bad("must be CreateTime or LogAppendTime"));
-            }
+        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => {
+            return Err(bad("must be CreateTime or LogAppendTime"));
         }
         "segment.bytes" if value.trim().parse::<i64>().unwrap_or(0) < 14 => {
             return Err(bad("must be at least 14"));

@@ -504,13 +504,13 @@ impl PartitionLog {
         if offset >= upper {
             return Ok(None);
         }
-        let mut iter = self
+        let iter = self
             .segments
             .range(..=offset)
             .next_back()
             .into_iter()
-            .chain(self.segments.range(offset + 1..).map(|(k, v)| (k, v)));
-        while let Some((_, seg)) = iter.next() {
+            .chain(self.segments.range(offset + 1..));
+        for (_, seg) in iter {
             let Some(first) = seg.locate(offset)? else {
                 continue;
             };

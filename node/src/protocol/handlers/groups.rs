@@ -342,6 +342,9 @@ fn fetch_one(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -
     b.groups.fetch_offsets(b, group, wanted)
 }
 
+/// (partition, committed offset, leader epoch, metadata).
+type PartitionOffset = (i32, i64, i32, String);
+
 /// Group (topic -> [(partition, offset, epoch, metadata)]) in request order.
 fn grouped(
     list: Vec<(
@@ -349,8 +352,8 @@ fn grouped(
         i32,
         Option<crate::coordinator::records::OffsetValue>,
     )>,
-) -> Vec<(String, Vec<(i32, i64, i32, String)>)> {
-    let mut out: Vec<(String, Vec<(i32, i64, i32, String)>)> = Vec::new();
+) -> Vec<(String, Vec<PartitionOffset>)> {
+    let mut out: Vec<(String, Vec<PartitionOffset>)> = Vec::new();
     for (t, p, v) in list {
         let entry = match v {
             Some(v) => (p, v.offset, v.leader_epoch, v.metadata),
