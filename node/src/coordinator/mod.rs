@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -123,10 +123,8 @@ impl GroupCoordinator {
                 log.plan_read(offset, 4 << 20, true, log.log_end_offset())?
             };
             let Some(plan) = plan else { break };
-            let mut raw = Bytes::from(plan.read()?);
-            while !raw.is_empty() {
-                let set = RecordBatchDecoder::decode(&mut raw)
-                    .map_err(|e| Error::CorruptBatch(format!("offsets topic batch: {e}")))?;
+            let raw = plan.read()?;
+            for set in crate::log::records::decode_all(&raw)? {
                 for r in set.records {
                     offset = r.offset + 1;
                     let Some(key) = r.key.and_then(|k| Key::decode(k).ok().flatten()) else {

@@ -159,12 +159,14 @@ pub struct BatchSpan {
     pub header: BatchHeader,
     /// Byte position of the batch within the walked buffer.
     pub position: usize,
+    /// Whether some record has a null key (refused by compacted topics).
+    pub any_null_key: bool,
 }
 
 /// Split a producer's record set into batches, validating each one fully.
 ///
-/// Used on the produce path: every batch must be complete, magic 2, CRC-valid, and
-/// consistent (record count matches the offset delta).
+/// Used on the produce path: every batch must be complete, magic 2, CRC-valid, consistent
+/// (record count matches the offset delta), and its records well formed.
 pub fn validate_produce_records(buf: &[u8]) -> Result<Vec<BatchSpan>> {
     let mut spans = Vec::new();
     let mut pos = 0usize;
@@ -197,9 +199,16 @@ pub fn validate_produce_records(buf: &[u8]) -> Result<Vec<BatchSpan>> {
                 "record count exceeds batch size".into(),
             ));
         }
+        let summary = super::records::validate_produce_batch(&h, &rest[..len])?;
+        if summary.records != h.record_count as usize {
+            return Err(Error::CorruptBatch(
+                "record count does not match the records".into(),
+            ));
+        }
         spans.push(BatchSpan {
             header: h,
             position: pos,
+            any_null_key: summary.any_null_key,
         });
         pos += len;
     }

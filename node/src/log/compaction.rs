@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
 
 use super::partition::PartitionLog;
 use crate::error::{Error, Result};
@@ -42,9 +42,8 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
     for seg in log.closed_segments().take(bases.len()) {
         for loc in seg.batches()? {
-            let mut raw = Bytes::from(seg.read(loc.position, loc.header.total_len())?);
-            let set = RecordBatchDecoder::decode(&mut raw)
-                .map_err(|e| Error::CorruptBatch(format!("compaction decode: {e}")))?;
+            let raw = seg.read(loc.position, loc.header.total_len())?;
+            let set = super::records::decode_batch(&raw)?;
             for r in set.records {
                 if let Some(k) = r.key {
                     latest.insert(k, r.offset);
@@ -67,9 +66,7 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
         let mut removed = 0usize;
         for loc in seg.batches()? {
             let raw_vec = seg.read(loc.position, loc.header.total_len())?;
-            let mut raw = Bytes::from(raw_vec.clone());
-            let set = RecordBatchDecoder::decode(&mut raw)
-                .map_err(|e| Error::CorruptBatch(format!("compaction decode: {e}")))?;
+            let set = super::records::decode_batch(&raw_vec)?;
             let tombstone_expired = loc.header.max_timestamp + cfg.delete_retention_ms < now_ms;
             let total = set.records.len();
             let mut keep: Vec<_> = set
@@ -143,6 +140,7 @@ mod tests {
     use crate::log::batch;
     use crate::log::batch::tests::make_batch_keyed;
     use crate::log::config::LogConfig;
+    use kafka_protocol::records::RecordBatchDecoder;
 
     fn collect(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
         let mut out = Vec::new();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod index;
 pub mod partition;
 pub mod producer_state;
+pub mod records;
 pub mod retention;
 pub mod segment;
 

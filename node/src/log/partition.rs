@@ -6,8 +6,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{self, BatchHeader, BatchSpan};
@@ -333,18 +331,10 @@ impl PartitionLog {
                 ));
             }
         }
-        if self.config.compact {
-            for s in spans {
-                let mut buf =
-                    Bytes::copy_from_slice(&data[s.position..s.position + s.header.total_len()]);
-                let set = RecordBatchDecoder::decode(&mut buf)
-                    .map_err(|e| Error::CorruptBatch(format!("cannot decode records: {e}")))?;
-                if set.records.iter().any(|r| r.key.is_none()) {
-                    return Err(Error::InvalidRecord(
-                        "compacted topic cannot accept a record without a key".into(),
-                    ));
-                }
-            }
+        if self.config.compact && spans.iter().any(|s| s.any_null_key) {
+            return Err(Error::InvalidRecord(
+                "compacted topic cannot accept a record without a key".into(),
+            ));
         }
         // Idempotence: all batches of a request share one producer in practice; check each.
         let mut duplicate_of = None;
@@ -445,7 +435,7 @@ impl PartitionLog {
             return true;
         }
         if let Some(first) = a.first_batch_timestamp {
-            if incoming_max_ts - first > self.config.segment_ms {
+            if incoming_max_ts.saturating_sub(first) > self.config.segment_ms {
                 return true;
             }
         }
@@ -555,9 +545,7 @@ impl PartitionLog {
                 continue;
             };
             let raw = seg.read(loc.position, loc.header.total_len())?;
-            let mut buf = Bytes::from(raw);
-            let set = RecordBatchDecoder::decode(&mut buf)
-                .map_err(|e| Error::CorruptBatch(format!("decode for timestamp lookup: {e}")))?;
+            let set = super::records::decode_batch(&raw)?;
             let log_append = loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0;
             for r in set.records {
                 let rts = if log_append {
@@ -587,9 +575,7 @@ impl PartitionLog {
             return Ok(None);
         };
         let raw = seg.read(loc.position, loc.header.total_len())?;
-        let mut buf = Bytes::from(raw);
-        let set = RecordBatchDecoder::decode(&mut buf)
-            .map_err(|e| Error::CorruptBatch(format!("decode for max timestamp: {e}")))?;
+        let set = super::records::decode_batch(&raw)?;
         if loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
             return Ok(Some((loc.header.last_offset(), loc.header.max_timestamp)));
         }
@@ -928,6 +914,8 @@ mod tests {
 mod properties {
     use super::*;
     use crate::log::batch::tests::make_batch;
+    use bytes::Bytes;
+    use kafka_protocol::records::RecordBatchDecoder;
     use proptest::prelude::*;
 
     fn values_from(log: &PartitionLog, from: i64) -> Vec<(i64, Vec<u8>)> {

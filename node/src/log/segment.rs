@@ -145,7 +145,8 @@ impl Segment {
         }
         if let Some(t) = self.time_index.entries().last().copied() {
             self.max_timestamp = t.timestamp;
-            self.offset_of_max_timestamp = self.base_offset + t.relative_offset as i64;
+            self.offset_of_max_timestamp =
+                self.base_offset.saturating_add(t.relative_offset as i64);
         }
         let start = self
             .index
