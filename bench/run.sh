@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Benchmarks: Strata side by side with Apache Kafka and Tansu on this machine, one run.
+#
+#   bash bench/run.sh [--full]   minutes; writes docs/benchmarks.md, docs/benchmarks.json and
+#                                docs/benchmarks-w2-latency.png
+#   bash bench/run.sh --smoke    every workload for a few seconds (a few minutes in all once
+#                                things are built); writes to $BENCH_OUT (default
+#                                ${TMPDIR:-/tmp}/strata-bench-smoke/), never to docs/.
+#                                Exits non-zero if a workload fails on Strata or Kafka.
+#
+# Environment: STRATA_CACHE (default ~/.cache/strata-testbed), BENCH_OUT, BENCH_BROKERS
+# (comma-separated subset of kafka,strata-never,strata-acks-all,tansu), BENCH_TANSU=0 to skip
+# Tansu, BENCH_WORK_DIR (where broker data dirs go, default $TMPDIR). See bench/README.md.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "$HERE")"
+CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
+export STRATA_CACHE="$CACHE"
+
+MODE=full
+for a in "$@"; do
+  case "$a" in
+    --smoke) MODE=smoke ;;
+    --full) MODE=full ;;
+    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "usage: bench/run.sh [--smoke|--full]" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "[run.sh] $*" >&2; }
+
+# ---- build and install (idempotent, cached) ----------------------------------------------
+log "testbed (Apache Kafka jars, ...)"
+bash "$REPO/tests/testbed/install.sh"
+
+log "strata-node (release)"
+(cd "$REPO" && cargo build --release -p strata-node --quiet)
+
+log "bench/loadgen (release)"
+cargo build --release --quiet --manifest-path "$HERE/loadgen/Cargo.toml" \
+  --target-dir "$HERE/loadgen/target"
+
+TANSU_UNAVAILABLE=""
+if [[ "${BENCH_TANSU:-1}" == 0 ]]; then
+  TANSU_UNAVAILABLE="skipped (BENCH_TANSU=0)"
+elif ! bash "$HERE/install-tansu.sh"; then
+  TANSU_UNAVAILABLE="$(cat "$CACHE/tansu/FAILED" 2>/dev/null || echo 'install failed')"
+fi
+
+VENV="$CACHE/bench-venv"
+if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  log "matplotlib venv -> $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'matplotlib>=3.8,<4'
+fi
+
+# ---- run ---------------------------------------------------------------------------------
+if [[ "$MODE" == smoke ]]; then
+  OUT="${BENCH_OUT:-${TMPDIR:-/tmp}/strata-bench-smoke}"
+  mkdir -p "$OUT"
+  MD="$OUT/benchmarks-smoke.md"; PNG="$OUT/benchmarks-smoke-w2-latency.png"
+else
+  OUT="${BENCH_OUT:-$REPO/docs}"
+  mkdir -p "$OUT"
+  MD="$OUT/benchmarks.md"; PNG="$OUT/benchmarks-w2-latency.png"
+fi
+
+export STRATA_BIN="${STRATA_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/strata-node}"
+exec python3 "$HERE/bench.py" --mode "$MODE" --out "$MD" --chart "$PNG" \
+  --chart-python "$VENV/bin/python" \
+  --brokers "${BENCH_BROKERS:-kafka,strata-never,strata-acks-all,tansu}" \
+  --tansu-unavailable "$TANSU_UNAVAILABLE"
