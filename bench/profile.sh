@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU profile of strata-node under W1 load: `perf record -g` on the broker while bench/loadgen
+# CPU profile of strata-node under W1 load: `perf record --call-graph dwarf` on the broker while bench/loadgen
 # produces 1 KB records as fast as it can (8 partitions, acks=all, linger.ms=5, batch 1 MB), then
 # the top symbols.  Needs perf (Debian: linux-perf) and what bench/run.sh builds.
 #
@@ -28,7 +28,7 @@ trap cleanup EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
 
 "$LOADGEN" create-topic --brokers "127.0.0.1:$PORT" --topic prof --partitions 8 --warm >/dev/null
-perf record -g -F 999 -p "$PID" -o "$OUT/perf.data" -- sleep "$((SECS + 1))" 2> "$OUT/perf-record.log" &
+perf record --call-graph dwarf,16384 -F 299 -p "$PID" -o "$OUT/perf.data" -- sleep "$((SECS + 1))" 2> "$OUT/perf-record.log" &
 PERF=$!
 "$LOADGEN" produce --brokers "127.0.0.1:$PORT" --topic prof --size 1024 --duration "$SECS" \
   --acks all --linger-ms 5 --batch-size 1000000 > "$OUT/loadgen.json"
@@ -37,6 +37,6 @@ perf report -i "$OUT/perf.data" --stdio --no-children --sort symbol --percent-li
   -g none 2>/dev/null > "$OUT/report.txt"
 perf report -i "$OUT/perf.data" --stdio --children --sort symbol --percent-limit 3 \
   -g none 2>/dev/null > "$OUT/report-children.txt"
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"loadgen: {d[\"records_per_s\"]:,.0f} records/s, {d[\"mb_per_s\"]:.1f} MB/s")' "$OUT/loadgen.json"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("loadgen: %.0f records/s, %.1f MB/s" % (d["records_per_s"], d["mb_per_s"]))' "$OUT/loadgen.json"
 echo "top symbols (self time), full report in $OUT/report.txt:"
 grep -E '^ +[0-9]' "$OUT/report.txt" | head -30
