@@ -133,6 +133,17 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<BatchHeader>> {
             "negative record count or offset delta".into(),
         ));
     }
+    // The base offset lies outside the CRC: a corrupt one must not make offsets overflow.
+    if h.base_offset < 0
+        || h.base_offset
+            .checked_add(h.last_offset_delta as i64 + 1)
+            .is_none()
+    {
+        return Err(Error::CorruptBatch(format!(
+            "impossible base offset {}",
+            h.base_offset
+        )));
+    }
     Ok(Some(h))
 }
 
@@ -342,6 +353,15 @@ pub(crate) mod tests {
         assert!(validate_produce_records(&b[..b.len() - 1]).is_err());
         assert!(validate_produce_records(&b[..30]).is_err());
         assert!(validate_produce_records(&[]).is_err());
+    }
+
+    #[test]
+    fn impossible_base_offsets_are_corrupt() {
+        let mut b = make_batch(&[b"a", b"b"], 0, -1, -1);
+        assign_offset(&mut b, i64::MAX - 1, 0);
+        assert!(matches!(parse_header(&b), Err(Error::CorruptBatch(_))));
+        assign_offset(&mut b, -7, 0);
+        assert!(matches!(parse_header(&b), Err(Error::CorruptBatch(_))));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{Error, Result};
 
 /// Largest decompressed payload accepted for one batch.
-pub const MAX_DECOMPRESSED_BATCH: usize = 128 << 20;
+pub const MAX_DECOMPRESSED_BATCH: usize = 64 << 20;
 
 /// What the record walk learned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
