@@ -19,7 +19,8 @@
 # to fuzz/artifacts/TARGET/; the script exits non-zero if any target crashed, leaked past
 # its RSS limit or timed out, and prints the input's path and how to replay it.
 #
-# Environment: FUZZ_TARGETS="a b" (subset), FUZZ_SANITIZER (none|address),
+# Environment: FUZZ_TARGETS="a b" (subset), FUZZ_SANITIZER (none|address), FUZZ_TARGET_DIR
+# (build output, default fuzz/target),
 # FUZZ_TIMEOUT (seconds one input may take, default 30), FUZZ_JOBS (parallel targets,
 # default 1), FUZZ_KEEP_GOING=1 (libFuzzer fork mode: carry on after crashes, OOMs and
 # timeouts to collect every distinct one in the time given; still exits non-zero).
@@ -41,12 +42,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 build=(fuzz build -s "$sanitizer")
-target_dir=$fuzz/target
+# FUZZ_TARGET_DIR lets CI keep the instrumented build between clones.
+target_dir=${FUZZ_TARGET_DIR:-$fuzz/target}
 if [ "$sanitizer" != none ]; then
     export RUSTC_BOOTSTRAP=1
-    target_dir=$fuzz/target/$sanitizer
-    build+=(--target-dir "$target_dir")
+    target_dir=$target_dir/$sanitizer
 fi
+build+=(--target-dir "$target_dir")
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir=$target_dir/$triple/release
 

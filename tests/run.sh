@@ -11,6 +11,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CARGO_TERM_COLOR=never
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+# Build outputs live in the test-bed cache, outside the clone, so that a fresh clone on a
+# machine that ran the suite before rebuilds only what changed. A fresh machine builds all.
+CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/cargo-target}"
+export FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$CACHE/fuzz-target}"
+export STRATA_NODE_BIN="${STRATA_NODE_BIN:-$CARGO_TARGET_DIR/debug/strata-node}"
+mkdir -p "$CACHE"
 
 passed=0
 failed=0
