@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::log::config::validate_entry;
+use crate::log::config::{validate_entry_for, validate_for_node};
 
 /// When appended data is fsynced before a produce is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,6 +140,20 @@ pub struct Args {
     /// Log output format.
     #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Tiered storage: `s3://BUCKET/PREFIX` (endpoint, region and keys from AWS_ENDPOINT,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP) or
+    /// `file:///PATH`. Without it, topics cannot enable remote.storage.enable.
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: Option<String>,
+
+    /// Bytes of bucket data cached in memory for reads below the local log start.
+    #[arg(long, env = "STRATA_REMOTE_CACHE_BYTES", default_value_t = 256 << 20)]
+    pub remote_cache_bytes: u64,
+
+    /// How often the uploader looks for closed segments to tier.
+    #[arg(long, env = "STRATA_TIERING_INTERVAL_MS", default_value_t = 1000)]
+    pub tiering_interval_ms: u64,
 }
 
 /// Validated, immutable node configuration.
@@ -164,6 +178,8 @@ pub struct NodeConfig {
     pub group_max_session_timeout_ms: i32,
     pub offsets_retention_minutes: u64,
     pub offsets_retention_check_interval_ms: u64,
+    /// Tiered storage settings, when `--object-store` is given.
+    pub tiering: Option<crate::tiering::TieringOptions>,
 }
 
 impl Args {
@@ -208,14 +224,30 @@ impl Args {
         if self.max_request_bytes < 1024 {
             return Err("--max-request-bytes must be at least 1024".into());
         }
+        let tiering = match &self.object_store {
+            Some(url) if !url.starts_with("s3://") && !url.starts_with("file:///") => {
+                return Err(format!(
+                    "--object-store {url:?} must be s3://BUCKET/PREFIX or file:///PATH"
+                ));
+            }
+            Some(url) => Some(crate::tiering::TieringOptions {
+                url: url.clone(),
+                cache_bytes: self.remote_cache_bytes.max(1 << 20),
+                interval: std::time::Duration::from_millis(self.tiering_interval_ms.max(10)),
+            }),
+            None => None,
+        };
         let mut defaults = BTreeMap::new();
         for kv in &self.topic_defaults {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("--topic-default {kv:?} must be KEY=VALUE"))?;
-            validate_entry(k, v).map_err(|e| format!("--topic-default: {e}"))?;
+            validate_entry_for(k, v, tiering.is_some())
+                .map_err(|e| format!("--topic-default: {e}"))?;
             defaults.insert(k.to_string(), v.to_string());
         }
+        validate_for_node(&BTreeMap::new(), &defaults, tiering.is_some())
+            .map_err(|e| format!("--topic-default: {e}"))?;
         Ok(NodeConfig {
             listen: self.listen,
             advertised_host: host,
@@ -236,6 +268,7 @@ impl Args {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
             offsets_retention_minutes: self.offsets_retention_minutes,
             offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms.max(10),
+            tiering,
         })
     }
 }

@@ -9,3 +9,4 @@ pub mod fsutil;
 pub mod log;
 pub mod protocol;
 pub mod server;
+pub mod tiering;

@@ -73,6 +73,11 @@ async fn run(
         }
     });
 
+    if let Some(t) = broker.tiering.clone() {
+        tracing::info!(object_store = %t.options().url, "tiered storage on");
+        tokio::spawn(strata_node::tiering::run(t, broker.clone()));
+    }
+
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.groups.load_all(&b));
     let b = broker.clone();

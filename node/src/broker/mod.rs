@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log::batch;
 use crate::log::compaction;
-use crate::log::config::{validate as validate_configs, LogConfig};
+use crate::log::config::{validate_for_node, LogConfig};
 use crate::log::{AppendInfo, PartitionLog};
 use metadata::{validate_topic_name, MetadataImage, MetadataStore, TopicMeta};
 
@@ -89,6 +89,8 @@ pub struct Broker {
     /// Serialises topic create/delete/alter so that image and disk change together.
     admin: Mutex<()>,
     shutting_down: AtomicBool,
+    /// Tiered storage, when the node has `--object-store`.
+    pub tiering: Option<Arc<crate::tiering::Tiering>>,
     _lock: std::fs::File,
 }
 
@@ -113,16 +115,23 @@ impl Broker {
         if recover {
             tracing::info!(data_dir = %data.display(), "last shutdown was not clean: recovering active segments");
         }
+        let tiering = match &config.tiering {
+            Some(opts) => Some(Arc::new(crate::tiering::Tiering::open(opts.clone())?)),
+            None => None,
+        };
         let mut partitions = HashMap::new();
         for (name, meta) in &image.topics {
             let cfg = LogConfig::resolve(&meta.configs, &config.topic_defaults);
             for p in 0..meta.partitions {
-                let log = PartitionLog::open(
-                    &partition_dir(&data, name, p),
-                    meta.id,
-                    cfg.clone(),
-                    recover,
-                )?;
+                let dir = partition_dir(&data, name, p);
+                // Tiering hook: tiered partitions load their manifest, and are rebuilt from
+                // it when the local directory is gone.
+                let log = match &tiering {
+                    Some(t) if cfg.remote_storage => {
+                        t.open_partition(&dir, meta.id, p, cfg.clone(), recover)?
+                    }
+                    _ => PartitionLog::open(&dir, meta.id, cfg.clone(), recover)?,
+                };
                 partitions.insert(
                     (name.clone(), p),
                     Arc::new(new_partition(name, p, meta.leader_epoch, log)),
@@ -154,6 +163,7 @@ impl Broker {
             producer_ids: Mutex::new((block_end, block_end)),
             admin: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
+            tiering,
             _lock: lock,
         });
         broker.groups.begin_load(&broker);
@@ -255,7 +265,11 @@ impl Broker {
                 "replication factor {rf} is larger than the 1 available broker"
             )));
         }
-        validate_configs(&configs)?;
+        validate_for_node(
+            &configs,
+            &self.config.topic_defaults,
+            self.tiering.is_some(),
+        )?;
         let _admin = self.admin.lock();
         if self.image.read().topics.contains_key(name) {
             return Err(Error::TopicAlreadyExists(name.to_string()));
@@ -420,7 +434,11 @@ impl Broker {
             .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?;
         let mut configs = m.configs.clone();
         f(&mut configs)?;
-        validate_configs(&configs)?;
+        validate_for_node(
+            &configs,
+            &self.config.topic_defaults,
+            self.tiering.is_some(),
+        )?;
         if validate_only {
             return Ok(());
         }

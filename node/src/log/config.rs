@@ -114,15 +114,15 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         "local.retention.bytes",
         Long,
         "-2",
-        false,
-        "Local tier retention (tiering)",
+        true,
+        "Bytes kept on local disk with tiering (-2: retention.bytes)",
     ),
     def(
         "local.retention.ms",
         Long,
         "-2",
-        false,
-        "Local tier retention (tiering)",
+        true,
+        "Time kept on local disk with tiering (-2: retention.ms)",
     ),
     def(
         "max.compaction.lag.ms",
@@ -191,8 +191,8 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         "remote.storage.enable",
         Boolean,
         "false",
-        false,
-        "Tier closed segments to object storage",
+        true,
+        "Tier closed segments to object storage (needs the node's --object-store)",
     ),
     def(
         "retention.bytes",
@@ -250,8 +250,13 @@ pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
-/// Validate one `key=value` against its definition.
+/// Validate one `key=value` against its definition, on a node without tiered storage.
 pub fn validate_entry(key: &str, value: &str) -> Result<()> {
+    validate_entry_for(key, value, false)
+}
+
+/// Validate one `key=value`; `tiering` says whether this node has an object store.
+pub fn validate_entry_for(key: &str, value: &str, tiering: bool) -> Result<()> {
     let bad = |reason: &str| Error::InvalidConfig {
         key: key.to_string(),
         value: value.to_string(),
@@ -309,7 +314,12 @@ pub fn validate_entry(key: &str, value: &str) -> Result<()> {
                 return Err(bad("must be between 0 and 1"));
             }
         }
-        "remote.storage.enable" if value.trim().eq_ignore_ascii_case("true") => {
+        "local.retention.ms" | "local.retention.bytes"
+            if value.trim().parse::<i64>().unwrap_or(0) < -2 =>
+        {
+            return Err(bad("must be -2 (the total retention), -1 or more"));
+        }
+        "remote.storage.enable" if !tiering && value.trim().eq_ignore_ascii_case("true") => {
             return Err(bad(
                 "tiered storage is not available on this node (no --object-store configured)",
             ));
@@ -323,6 +333,44 @@ pub fn validate_entry(key: &str, value: &str) -> Result<()> {
 pub fn validate(overrides: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in overrides {
         validate_entry(k, v)?;
+    }
+    Ok(())
+}
+
+/// Validate topic overrides on a node (with or without tiered storage), including the
+/// checks that span keys once node defaults are applied: local retention within the total,
+/// no tiering of compacted topics.
+pub fn validate_for_node(
+    overrides: &BTreeMap<String, String>,
+    node_defaults: &BTreeMap<String, String>,
+    tiering: bool,
+) -> Result<()> {
+    for (k, v) in overrides {
+        validate_entry_for(k, v, tiering)?;
+    }
+    let c = LogConfig::resolve(overrides, node_defaults);
+    let value = |k: &str| LogConfig::describe(k, overrides, node_defaults).0;
+    let exceeds = |local: i64, total: i64| total >= 0 && (local < 0 || local > total);
+    if exceeds(c.local_retention_ms, c.retention_ms) {
+        return Err(Error::InvalidConfig {
+            key: "local.retention.ms".into(),
+            value: value("local.retention.ms"),
+            reason: format!("must not exceed retention.ms ({})", c.retention_ms),
+        });
+    }
+    if exceeds(c.local_retention_bytes, c.retention_bytes) {
+        return Err(Error::InvalidConfig {
+            key: "local.retention.bytes".into(),
+            value: value("local.retention.bytes"),
+            reason: format!("must not exceed retention.bytes ({})", c.retention_bytes),
+        });
+    }
+    if c.remote_storage && c.compact {
+        return Err(Error::InvalidConfig {
+            key: "remote.storage.enable".into(),
+            value: "true".into(),
+            reason: "tiered storage is not supported with cleanup.policy=compact".into(),
+        });
     }
     Ok(())
 }
@@ -343,6 +391,11 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio: f64,
     pub index_interval_bytes: u64,
     pub min_insync_replicas: i32,
+    /// Tier closed segments to the node's object store.
+    pub remote_storage: bool,
+    /// Local-tier retention with tiering (resolved: -2 became the total).
+    pub local_retention_ms: i64,
+    pub local_retention_bytes: i64,
 }
 
 impl Default for LogConfig {
@@ -366,6 +419,10 @@ impl LogConfig {
         };
         let long = |k: &str| get(k).trim().parse::<i64>().unwrap_or(0);
         let policy = get("cleanup.policy");
+        let local = |k: &str, total: &str| match long(k) {
+            -2 => long(total),
+            v => v,
+        };
         LogConfig {
             segment_bytes: long("segment.bytes").max(14) as u64,
             segment_ms: long("segment.ms").max(1),
@@ -380,6 +437,11 @@ impl LogConfig {
             min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
             index_interval_bytes: long("index.interval.bytes").max(1) as u64,
             min_insync_replicas: long("min.insync.replicas").max(1) as i32,
+            remote_storage: get("remote.storage.enable")
+                .trim()
+                .eq_ignore_ascii_case("true"),
+            local_retention_ms: local("local.retention.ms", "retention.ms"),
+            local_retention_bytes: local("local.retention.bytes", "retention.bytes"),
         }
     }
 
@@ -458,5 +520,47 @@ mod tests {
         assert!(validate_entry("segment.bytes", "1").is_err());
         assert!(validate_entry("remote.storage.enable", "true").is_err());
         assert!(validate_entry("remote.storage.enable", "false").is_ok());
+    }
+
+    #[test]
+    fn tiering_configs() {
+        let none = BTreeMap::new();
+        let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let on = map(&[("remote.storage.enable", "true")]);
+        // Refused without an object store, accepted with one.
+        assert!(validate_for_node(&on, &none, false).is_err());
+        validate_for_node(&on, &none, true).unwrap();
+        let c = LogConfig::resolve(&on, &none);
+        assert!(c.remote_storage);
+        assert_eq!(c.local_retention_ms, c.retention_ms, "-2 means the total");
+        let ok = map(&[
+            ("remote.storage.enable", "true"),
+            ("retention.bytes", "1000"),
+            ("local.retention.bytes", "100"),
+        ]);
+        validate_for_node(&ok, &none, true).unwrap();
+        assert_eq!(LogConfig::resolve(&ok, &none).local_retention_bytes, 100);
+        for bad in [
+            map(&[
+                ("retention.bytes", "100"),
+                ("local.retention.bytes", "1000"),
+            ]),
+            map(&[("retention.bytes", "100"), ("local.retention.bytes", "-1")]),
+            map(&[("retention.ms", "100"), ("local.retention.ms", "1000")]),
+            map(&[("local.retention.ms", "-3")]),
+            map(&[
+                ("remote.storage.enable", "true"),
+                ("cleanup.policy", "compact"),
+            ]),
+        ] {
+            assert!(validate_for_node(&bad, &none, true).is_err(), "{bad:?}");
+        }
+        // A node default counts too.
+        let node = map(&[("retention.ms", "50")]);
+        assert!(validate_for_node(&map(&[("local.retention.ms", "60")]), &node, true).is_err());
     }
 }

@@ -72,6 +72,10 @@ pub struct PartitionLog {
     poisoned: Option<String>,
     /// Bytes appended since the last compaction, for the dirty ratio.
     dirty_bytes: u64,
+    /// Tiered storage hook: offset below which every segment is in the bucket's manifest
+    /// (None: not known yet). With `remote.storage.enable`, only such segments may be
+    /// deleted by local retention.
+    remote_upto: Option<i64>,
 }
 
 impl PartitionLog {
@@ -139,6 +143,7 @@ impl PartitionLog {
             durable_offset: 0,
             poisoned: None,
             dirty_bytes: 0,
+            remote_upto: None,
         };
         if let Some(m) = meta {
             log.topic_id = m.topic_id;
@@ -303,6 +308,62 @@ impl PartitionLog {
     /// The latest leader epoch written to this log, if any.
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.last().map(|(e, _)| *e)
+    }
+
+    /// The leader-epoch history: (epoch, first offset written in it), ascending.
+    pub fn epochs(&self) -> &[(i32, i64)] {
+        &self.epochs
+    }
+
+    /// Tiered storage hook: everything below `offset` is in the bucket's manifest.
+    pub fn set_remote_upto(&mut self, offset: Option<i64>) {
+        self.remote_upto = offset;
+    }
+
+    /// Offset, size and max timestamp of every segment, the active one last.
+    pub fn segment_summaries(&self) -> Vec<SegmentSummary> {
+        self.segments
+            .values()
+            .map(|s| SegmentSummary {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size: s.size(),
+                max_timestamp: s.max_timestamp,
+            })
+            .collect()
+    }
+
+    /// Tiered storage hook (restore): start a partition directory whose data lives in the
+    /// bucket up to `start`: an empty log at `start` with the given epoch history and
+    /// producer state, so appends continue at the right offset and sequence.
+    pub fn create_restored(
+        dir: &Path,
+        topic_id: uuid::Uuid,
+        config: LogConfig,
+        start: i64,
+        epochs: Vec<(i32, i64)>,
+        producers: ProducerStateTable,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let seg = Segment::create(dir, start, config.index_interval_bytes)?;
+        seg.sync()?;
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            offset: start,
+            table: producers,
+        };
+        let bytes = serde_json::to_vec(&snap).expect("serializable");
+        fsutil::write_atomic(&dir.join(snapshot_name(start)), &bytes)?;
+        let meta = PartitionMeta {
+            version: META_VERSION,
+            topic_id,
+            log_start_offset: start,
+            epochs,
+        };
+        let bytes = serde_json::to_vec_pretty(&meta).expect("serializable");
+        fsutil::write_atomic(&dir.join(META_FILE), &bytes)?;
+        drop(seg);
+        Self::open(dir, topic_id, config, false)
     }
 
     /// Check a validated record set against topic limits and producer state, assign offsets,
@@ -655,25 +716,31 @@ impl PartitionLog {
         if !self.config.delete {
             return Ok(0);
         }
-        let summaries: Vec<SegmentSummary> = self
-            .segments
-            .values()
-            .map(|s| SegmentSummary {
-                base_offset: s.base_offset,
-                next_offset: s.next_offset,
-                size: s.size(),
-                max_timestamp: s.max_timestamp,
-            })
-            .collect();
-        let n = retention::deletable_prefix(
+        let summaries = self.segment_summaries();
+        // Tiered storage hook: with remote storage the local tier keeps local.retention.*
+        // and a segment goes only once the bucket's manifest holds it (total retention is
+        // the uploader's job).
+        let tiered = self.config.remote_storage;
+        let (retention_ms, retention_bytes) = if tiered {
+            (
+                self.config.local_retention_ms,
+                self.config.local_retention_bytes,
+            )
+        } else {
+            (self.config.retention_ms, self.config.retention_bytes)
+        };
+        let mut n = retention::deletable_prefix(
             &summaries,
             retention::Limits {
-                retention_ms: self.config.retention_ms,
-                retention_bytes: self.config.retention_bytes,
+                retention_ms,
+                retention_bytes,
                 now_ms,
                 log_start_offset: self.log_start_offset,
             },
         );
+        if tiered {
+            n = crate::tiering::plan::cap_to_uploaded(&summaries, n, self.remote_upto);
+        }
         if n == 0 {
             return Ok(0);
         }

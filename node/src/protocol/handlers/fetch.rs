@@ -23,7 +23,7 @@ fn session_error(req: &FetchRequest) -> Option<i16> {
     None
 }
 
-fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+async fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut any_error = false;
@@ -72,17 +72,43 @@ fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usize, boo
                 parts.push(pd);
                 continue;
             }
-            let (plan, hw, start) = {
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+            let (plan, hw, start, tiered, topic_id) = {
                 let log = part.log.lock();
                 let hw = log.log_end_offset();
-                let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
                 let plan = log.plan_read(fp.fetch_offset, limit, total == 0, hw);
-                (plan, hw, log.log_start_offset())
+                let tiered = log.config().remote_storage;
+                (plan, hw, log.log_start_offset(), tiered, log.topic_id())
             };
             pd.high_watermark = hw;
             pd.last_stable_offset = hw;
             pd.log_start_offset = start;
-            match plan.and_then(|p| p.map(|p| p.read()).transpose()) {
+            let mut result = plan.and_then(|p| p.map(|p| p.read()).transpose());
+            // Tiering hook: below the local log start, read from the bucket; the log start
+            // a client sees is the bucket's.
+            if let (Some(t), true) = (&b.tiering, tiered) {
+                if let Ok(earliest) = t.earliest(topic_id, fp.partition, start) {
+                    pd.log_start_offset = earliest;
+                }
+                if fp.fetch_offset < start && matches!(result, Err(Error::OffsetOutOfRange { .. }))
+                {
+                    result = match t
+                        .read(topic_id, fp.partition, fp.fetch_offset, limit, total == 0)
+                        .await
+                    {
+                        Ok(bytes) => Ok(bytes.map(|b| b.to_vec())),
+                        Err(crate::tiering::TierError::Local(e)) => Err(e),
+                        Err(e) => {
+                            tracing::warn!(topic = %view.name, partition = fp.partition, error = %e, "remote fetch failed");
+                            pd.error_code = e.kafka_code().code();
+                            any_error = true;
+                            parts.push(pd);
+                            continue;
+                        }
+                    };
+                }
+            }
+            match result {
                 Ok(Some(bytes)) => {
                     remaining = remaining.saturating_sub(bytes.len());
                     total += bytes.len();
@@ -130,7 +156,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
     let mut appended = b.subscribe_appends();
     loop {
         appended.borrow_and_update();
-        let (resp, bytes, any_error) = collect(&b, v, &req);
+        let (resp, bytes, any_error) = collect(&b, v, &req).await;
         let now = Instant::now();
         if bytes >= req.min_bytes.max(0) as usize
             || any_error
@@ -144,7 +170,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
             .is_err()
         {
             // Deadline: answer with whatever there is now.
-            return collect(&b, v, &req).0;
+            return collect(&b, v, &req).await.0;
         }
     }
 }

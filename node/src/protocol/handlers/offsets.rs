@@ -68,7 +68,22 @@ pub fn list_offsets(b: &Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOff
                             let map = |e: Error| e.code();
                             Ok(match p.timestamp {
                                 LATEST => (log.log_end_offset(), -1, epoch),
-                                EARLIEST | EARLIEST_LOCAL => (log.log_start_offset(), -1, epoch),
+                                // Tiering hook: the earliest offset is the bucket's start;
+                                // EARLIEST_LOCAL stays the local log's.
+                                EARLIEST => match (&b.tiering, log.config().remote_storage) {
+                                    (Some(t), true) => (
+                                        t.earliest(
+                                            log.topic_id(),
+                                            p.partition_index,
+                                            log.log_start_offset(),
+                                        )
+                                        .map_err(|e| e.kafka_code().code())?,
+                                        -1,
+                                        epoch,
+                                    ),
+                                    _ => (log.log_start_offset(), -1, epoch),
+                                },
+                                EARLIEST_LOCAL => (log.log_start_offset(), -1, epoch),
                                 MAX_TIMESTAMP => match log.max_timestamp_offset().map_err(map)? {
                                     Some((o, ts)) => (o, ts, epoch),
                                     None => (-1, -1, -1),

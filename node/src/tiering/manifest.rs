@@ -1,0 +1,401 @@
+//! The per-partition manifest in the bucket: which segments are tiered, their offsets,
+//! sizes, timestamps and leader epochs. Pure data and transitions; the uploader writes it
+//! with conditional puts, so every transition here starts from the version it read.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::TierError;
+
+/// Format version written by this build; readers refuse newer ones.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// One segment in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSegment {
+    pub base_offset: i64,
+    /// One past the last offset in the segment.
+    pub next_offset: i64,
+    /// Bytes of the `.log` object.
+    pub size: u64,
+    pub index_size: u64,
+    pub time_index_size: u64,
+    /// Largest batch timestamp in the segment (-1 if unknown).
+    pub max_timestamp: i64,
+    /// Epoch of the leader that uploaded it; part of its object names.
+    pub leader_epoch: i32,
+    /// Leader-epoch history entries (epoch, start offset) in force within the segment.
+    pub epochs: Vec<(i32, i64)>,
+}
+
+/// Extensions of the objects uploaded for one segment.
+pub const SEGMENT_OBJECTS: [&str; 4] = ["log", "index", "timeindex", "snapshot"];
+
+impl RemoteSegment {
+    /// Object name (inside the partition folder) of one of this segment's objects.
+    pub fn object_name(&self, ext: &str) -> String {
+        object_name(self.base_offset, self.leader_epoch, ext)
+    }
+}
+
+/// `{base_offset:020}-{leader_epoch}.{ext}`.
+pub fn object_name(base: i64, epoch: i32, ext: &str) -> String {
+    format!("{base:020}-{epoch}.{ext}")
+}
+
+/// Parse `{base:020}-{epoch}.{ext}` back.
+pub fn parse_object_name(name: &str) -> Option<(i64, i32, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    let (base, epoch) = stem.split_once('-')?;
+    if base.len() != 20 {
+        return None;
+    }
+    Some((base.parse().ok()?, epoch.parse().ok()?, ext))
+}
+
+/// The manifest of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+    /// Highest leader epoch that has written this manifest; lower epochs are fenced.
+    pub leader_epoch: i32,
+    /// Bumped on every write (diagnostics).
+    pub generation: u64,
+    /// First offset readable from the bucket.
+    pub log_start_offset: i64,
+    /// One past the last tiered offset; survives retention emptying `segments`.
+    pub end_offset: i64,
+    pub segments: Vec<RemoteSegment>,
+}
+
+impl Manifest {
+    /// The manifest of a partition with nothing tiered yet.
+    pub fn empty(topic_id: uuid::Uuid, partition: i32) -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            topic_id,
+            partition,
+            leader_epoch: -1,
+            generation: 0,
+            log_start_offset: 0,
+            end_offset: 0,
+            segments: Vec::new(),
+        }
+    }
+
+    /// Decode and check a manifest read from `key`.
+    pub fn parse(key: &str, raw: &[u8]) -> Result<Manifest, TierError> {
+        let corrupt = |reason: String| TierError::CorruptManifest {
+            key: key.to_string(),
+            reason,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
+        let found = v
+            .get("version")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| corrupt("no version field".into()))?;
+        if found > MANIFEST_VERSION as u64 {
+            return Err(TierError::UnknownManifestVersion {
+                key: key.to_string(),
+                found: found.min(u32::MAX as u64) as u32,
+                supported: MANIFEST_VERSION,
+            });
+        }
+        let m: Manifest = serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))?;
+        m.check().map_err(corrupt)?;
+        Ok(m)
+    }
+
+    /// Encode for the bucket.
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec_pretty(self).expect("serializable"))
+    }
+
+    /// Invariants: segments contiguous and non-empty, offsets and epochs non-decreasing,
+    /// start and end consistent with them.
+    pub fn check(&self) -> Result<(), String> {
+        let mut prev: Option<&RemoteSegment> = None;
+        for s in &self.segments {
+            if s.next_offset <= s.base_offset {
+                return Err(format!("segment {} is empty or inverted", s.base_offset));
+            }
+            if let Some(p) = prev {
+                if s.base_offset != p.next_offset {
+                    return Err(format!(
+                        "segment {} does not follow segment {} ending at {}",
+                        s.base_offset, p.base_offset, p.next_offset
+                    ));
+                }
+                if s.leader_epoch < p.leader_epoch {
+                    return Err(format!(
+                        "segment {} has epoch {} below its predecessor's {}",
+                        s.base_offset, s.leader_epoch, p.leader_epoch
+                    ));
+                }
+            }
+            prev = Some(s);
+        }
+        if let (Some(first), Some(last)) = (self.segments.first(), self.segments.last()) {
+            if self.log_start_offset < first.base_offset
+                || self.log_start_offset >= last.next_offset
+            {
+                return Err(format!(
+                    "log start {} outside the segments [{}, {})",
+                    self.log_start_offset, first.base_offset, last.next_offset
+                ));
+            }
+            if self.end_offset != last.next_offset {
+                return Err(format!(
+                    "end offset {} differs from the last segment's end {}",
+                    self.end_offset, last.next_offset
+                ));
+            }
+        } else if self.log_start_offset != self.end_offset {
+            return Err("no segments but start differs from end".into());
+        }
+        if let Some(s) = self.segments.last() {
+            if s.leader_epoch > self.leader_epoch {
+                return Err("a segment has a higher epoch than the manifest".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse a writer whose epoch is older than the manifest's.
+    pub fn fence(&self, writer_epoch: i32) -> Result<(), TierError> {
+        if writer_epoch < self.leader_epoch {
+            return Err(TierError::Fenced {
+                ours: writer_epoch,
+                manifest_epoch: self.leader_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    fn next_generation(&self, writer_epoch: i32) -> Manifest {
+        let mut m = self.clone();
+        m.version = MANIFEST_VERSION;
+        m.generation += 1;
+        m.leader_epoch = writer_epoch.max(self.leader_epoch);
+        m
+    }
+
+    /// The manifest with `seg` added at the end.
+    pub fn with_segment(
+        &self,
+        seg: RemoteSegment,
+        writer_epoch: i32,
+    ) -> Result<Manifest, TierError> {
+        self.fence(writer_epoch)?;
+        let not_contiguous = || TierError::NotContiguous {
+            base: seg.base_offset,
+            next: seg.next_offset,
+            expected: self.end_offset,
+        };
+        if seg.next_offset <= seg.base_offset || seg.leader_epoch > writer_epoch {
+            return Err(not_contiguous());
+        }
+        let mut m = self.next_generation(writer_epoch);
+        if self.segments.is_empty() {
+            // Nothing tiered (yet, or any more): the bucket starts wherever the local log
+            // now does, never before what it already covered.
+            if seg.base_offset < self.end_offset {
+                return Err(not_contiguous());
+            }
+            m.log_start_offset = seg.base_offset;
+        } else if seg.base_offset != self.end_offset {
+            return Err(not_contiguous());
+        }
+        m.end_offset = seg.next_offset;
+        m.segments.push(seg);
+        Ok(m)
+    }
+
+    /// The manifest without its first `n` segments (total retention).
+    pub fn without_prefix(&self, n: usize, writer_epoch: i32) -> Result<Manifest, TierError> {
+        self.fence(writer_epoch)?;
+        let mut m = self.next_generation(writer_epoch);
+        let n = n.min(m.segments.len());
+        m.segments.drain(..n);
+        m.log_start_offset = match m.segments.first() {
+            Some(s) => s.base_offset.max(self.log_start_offset),
+            None => m.end_offset,
+        };
+        Ok(m)
+    }
+
+    /// The segment holding `offset`, if tiered and not yet past retention.
+    pub fn find(&self, offset: i64) -> Option<&RemoteSegment> {
+        if offset < self.log_start_offset || offset >= self.end_offset {
+            return None;
+        }
+        let i = self.segments.partition_point(|s| s.next_offset <= offset);
+        self.segments.get(i).filter(|s| s.base_offset <= offset)
+    }
+
+    /// The segment after the one starting at `base`.
+    pub fn after(&self, base: i64) -> Option<&RemoteSegment> {
+        let i = self.segments.partition_point(|s| s.base_offset <= base);
+        self.segments.get(i)
+    }
+
+    /// Bytes of `.log` objects.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// The leader-epoch history covered by the bucket, merged across segments.
+    pub fn epoch_history(&self) -> Vec<(i32, i64)> {
+        let mut out: Vec<(i32, i64)> = Vec::new();
+        for s in &self.segments {
+            for &(e, start) in &s.epochs {
+                if out.last().is_none_or(|(le, _)| *le < e) {
+                    out.push((e, start));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every object name (inside the partition folder) the manifest references.
+    pub fn referenced(&self) -> impl Iterator<Item = String> + '_ {
+        self.segments
+            .iter()
+            .flat_map(|s| SEGMENT_OBJECTS.iter().map(move |ext| s.object_name(ext)))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn seg(base: i64, next: i64, epoch: i32) -> RemoteSegment {
+        RemoteSegment {
+            base_offset: base,
+            next_offset: next,
+            size: (next - base) as u64 * 100,
+            index_size: 8,
+            time_index_size: 12,
+            max_timestamp: base * 10,
+            leader_epoch: epoch,
+            epochs: vec![(epoch, base)],
+        }
+    }
+
+    fn m() -> Manifest {
+        Manifest::empty(uuid::Uuid::nil(), 0)
+    }
+
+    #[test]
+    fn appends_must_be_contiguous() {
+        let a = m().with_segment(seg(5, 10, 0), 0).unwrap();
+        assert_eq!((a.log_start_offset, a.end_offset, a.generation), (5, 10, 1));
+        let b = a.with_segment(seg(10, 20, 0), 0).unwrap();
+        assert_eq!(b.end_offset, 20);
+        assert!(matches!(
+            b.with_segment(seg(21, 30, 0), 0),
+            Err(TierError::NotContiguous { expected: 20, .. })
+        ));
+        assert!(matches!(
+            b.with_segment(seg(15, 30, 0), 0),
+            Err(TierError::NotContiguous { .. })
+        ));
+        assert!(b.with_segment(seg(20, 20, 0), 0).is_err());
+        b.check().unwrap();
+    }
+
+    #[test]
+    fn fencing_by_leader_epoch() {
+        let a = m().with_segment(seg(0, 10, 3), 3).unwrap();
+        assert_eq!(a.leader_epoch, 3);
+        assert!(matches!(
+            a.with_segment(seg(10, 20, 2), 2),
+            Err(TierError::Fenced {
+                ours: 2,
+                manifest_epoch: 3
+            })
+        ));
+        assert!(matches!(
+            a.without_prefix(1, 2),
+            Err(TierError::Fenced { .. })
+        ));
+        // A segment cannot claim an epoch above its writer's.
+        assert!(a.with_segment(seg(10, 20, 5), 4).is_err());
+        let b = a.with_segment(seg(10, 20, 4), 4).unwrap();
+        assert_eq!(b.leader_epoch, 4);
+        assert_eq!(b.epoch_history(), vec![(3, 0), (4, 10)]);
+    }
+
+    #[test]
+    fn retention_keeps_the_end() {
+        let a = m()
+            .with_segment(seg(0, 10, 0), 0)
+            .unwrap()
+            .with_segment(seg(10, 20, 0), 0)
+            .unwrap();
+        let b = a.without_prefix(1, 0).unwrap();
+        assert_eq!((b.log_start_offset, b.end_offset), (10, 20));
+        let c = b.without_prefix(5, 0).unwrap();
+        assert_eq!(
+            (c.log_start_offset, c.end_offset, c.segments.len()),
+            (20, 20, 0)
+        );
+        c.check().unwrap();
+        // After total retention emptied the bucket, the next upload continues at the end or later.
+        assert!(c.with_segment(seg(15, 25, 0), 0).is_err());
+        let d = c.with_segment(seg(30, 40, 0), 0).unwrap();
+        assert_eq!(d.log_start_offset, 30);
+    }
+
+    #[test]
+    fn find_and_after() {
+        let a = m()
+            .with_segment(seg(0, 10, 0), 0)
+            .unwrap()
+            .with_segment(seg(10, 20, 0), 0)
+            .unwrap();
+        assert_eq!(a.find(0).unwrap().base_offset, 0);
+        assert_eq!(a.find(9).unwrap().base_offset, 0);
+        assert_eq!(a.find(10).unwrap().base_offset, 10);
+        assert!(a.find(20).is_none());
+        assert!(a.find(-1).is_none());
+        assert_eq!(a.after(0).unwrap().base_offset, 10);
+        assert!(a.after(10).is_none());
+    }
+
+    #[test]
+    fn parse_refuses_garbage_and_future_versions() {
+        let a = m().with_segment(seg(0, 10, 0), 0).unwrap();
+        assert_eq!(Manifest::parse("k", &a.to_bytes()).unwrap(), a);
+        assert!(matches!(
+            Manifest::parse("k", b"{not json"),
+            Err(TierError::CorruptManifest { .. })
+        ));
+        let mut v: serde_json::Value = serde_json::from_slice(&a.to_bytes()).unwrap();
+        v["version"] = 99.into();
+        assert!(matches!(
+            Manifest::parse("k", v.to_string().as_bytes()),
+            Err(TierError::UnknownManifestVersion { found: 99, .. })
+        ));
+        let mut bad = a.clone();
+        bad.segments.push(seg(11, 20, 0));
+        bad.end_offset = 20;
+        assert!(matches!(
+            Manifest::parse("k", &bad.to_bytes()),
+            Err(TierError::CorruptManifest { .. })
+        ));
+    }
+
+    #[test]
+    fn object_names_round_trip() {
+        let s = seg(42, 50, 7);
+        assert_eq!(s.object_name("log"), "00000000000000000042-7.log");
+        assert_eq!(
+            parse_object_name("00000000000000000042-7.timeindex"),
+            Some((42, 7, "timeindex"))
+        );
+        assert_eq!(parse_object_name("manifest.json"), None);
+    }
+}

@@ -1,0 +1,489 @@
+//! Tiered storage: closed segments of partitions with `remote.storage.enable=true` are
+//! uploaded to an S3-compatible bucket (or a local directory) with their indexes and producer
+//! state, recorded in a per-partition manifest written with conditional puts and fenced by
+//! leader epoch; local segments go once they are in the manifest and past local retention;
+//! reads below the local log start come from the bucket through a bounded block cache;
+//! total retention deletes from the bucket; a partition whose local directory is gone is
+//! rebuilt from its manifest. Off unless the node is given `--object-store`.
+//!
+//! Bucket layout: `{prefix}{topic_id}/{partition}/manifest.json` and
+//! `{base_offset:020}-{leader_epoch}.{log,index,timeindex,snapshot}` beside it.
+
+pub mod cache;
+pub mod error;
+pub mod manifest;
+pub mod plan;
+pub mod store;
+mod uploader;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::log::batch::{self, BatchHeader, HEADER_LEN};
+use crate::log::producer_state::{ProducerStateTable, Snapshot, SNAPSHOT_VERSION};
+use crate::log::{LogConfig, PartitionLog};
+use cache::BlockCache;
+pub use error::TierError;
+use manifest::Manifest;
+use store::{Bucket, ObjectStoreBucket, Version};
+
+/// Node-level tiering settings (from `--object-store` and friends).
+#[derive(Debug, Clone)]
+pub struct TieringOptions {
+    /// `s3://BUCKET/PREFIX` or `file:///PATH`.
+    pub url: String,
+    /// Byte budget of the read cache.
+    pub cache_bytes: u64,
+    /// How often the uploader looks for closed segments.
+    pub interval: Duration,
+}
+
+/// Read-ahead after a remote read, for sequential consumers.
+const READ_AHEAD: u64 = 2 * cache::BLOCK;
+
+/// What readers know about one partition's manifest.
+#[derive(Debug, Clone)]
+enum View {
+    /// Not loaded yet (startup, or the bucket was unreachable).
+    Unknown,
+    Ready(Arc<Manifest>),
+    /// The manifest is unreadable; needs a person.
+    Failed(String),
+}
+
+/// Node-wide counters.
+#[derive(Debug, Default)]
+struct Counters {
+    segments_uploaded: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    upload_failures: AtomicU64,
+    segments_deleted: AtomicU64,
+    orphans_deleted: AtomicU64,
+    remote_reads: AtomicU64,
+    remote_read_bytes: AtomicU64,
+}
+
+/// Tiering figures of one partition, for metrics and the operator's Topic status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionTierStats {
+    pub topic: String,
+    pub partition: i32,
+    /// Bytes of local segments.
+    pub local_bytes: u64,
+    /// Bytes of `.log` objects in the bucket.
+    pub remote_bytes: u64,
+    /// Closed local segments waiting for upload, and their bytes.
+    pub lag_segments: usize,
+    pub lag_bytes: u64,
+    pub local_start: i64,
+    pub remote_start: i64,
+    pub remote_end: i64,
+    /// Why uploads of this partition are failing, if they are.
+    pub error: Option<String>,
+}
+
+/// A snapshot of every tiering figure, for later metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TieringStats {
+    pub segments_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub upload_failures: u64,
+    pub segments_deleted: u64,
+    pub orphans_deleted: u64,
+    pub remote_reads: u64,
+    pub remote_read_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    pub bucket_puts: u64,
+    pub bucket_gets: u64,
+    pub bucket_lists: u64,
+    pub bucket_deletes: u64,
+    pub bucket_errors: u64,
+    pub bucket_bytes_up: u64,
+    pub bucket_bytes_down: u64,
+    pub partitions: Vec<PartitionTierStats>,
+}
+
+type PartKey = (uuid::Uuid, i32);
+
+/// The tiering service of a node.
+pub struct Tiering {
+    bucket: Arc<dyn Bucket>,
+    prefix: String,
+    options: TieringOptions,
+    cache: Arc<BlockCache>,
+    views: RwLock<HashMap<PartKey, View>>,
+    states: Mutex<HashMap<PartKey, Arc<tokio::sync::Mutex<uploader::PartState>>>>,
+    part_stats: RwLock<HashMap<PartKey, PartitionTierStats>>,
+    counters: Counters,
+}
+
+/// Run a future to completion from synchronous code (broker start-up), on the current
+/// runtime if there is one.
+fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => std::thread::scope(|s| {
+            s.spawn(|| h.block_on(f))
+                .join()
+                .expect("tiering start-up thread panicked")
+        }),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for start-up")
+            .block_on(f),
+    }
+}
+
+impl Tiering {
+    /// Open the bucket named by `options.url`.
+    pub fn open(options: TieringOptions) -> Result<Tiering, TierError> {
+        let (bucket, prefix) = ObjectStoreBucket::open(&options.url)?;
+        Ok(Self::with_bucket(Arc::new(bucket), prefix, options))
+    }
+
+    /// Tiering over a given bucket (tests use an in-memory one).
+    pub fn with_bucket(bucket: Arc<dyn Bucket>, prefix: String, options: TieringOptions) -> Self {
+        Tiering {
+            bucket,
+            prefix,
+            cache: Arc::new(BlockCache::new(options.cache_bytes)),
+            options,
+            views: RwLock::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
+            part_stats: RwLock::new(HashMap::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn options(&self) -> &TieringOptions {
+        &self.options
+    }
+
+    fn partition_prefix(&self, topic_id: uuid::Uuid, p: i32) -> String {
+        format!("{}{}/{}/", self.prefix, topic_id.hyphenated(), p)
+    }
+
+    fn manifest_key(&self, topic_id: uuid::Uuid, p: i32) -> String {
+        format!("{}manifest.json", self.partition_prefix(topic_id, p))
+    }
+
+    fn set_view(&self, key: PartKey, v: View) {
+        self.views.write().insert(key, v);
+    }
+
+    fn view(&self, key: PartKey) -> View {
+        self.views
+            .read()
+            .get(&key)
+            .cloned()
+            .unwrap_or(View::Unknown)
+    }
+
+    /// Read the manifest; an absent one is the empty manifest (with no version).
+    async fn load_manifest(
+        &self,
+        topic_id: uuid::Uuid,
+        p: i32,
+    ) -> Result<(Manifest, Option<Version>), TierError> {
+        let key = self.manifest_key(topic_id, p);
+        match self.bucket.get(&key).await? {
+            None => Ok((Manifest::empty(topic_id, p), None)),
+            Some((raw, v)) => {
+                let m = Manifest::parse(&key, &raw)?;
+                if m.topic_id != topic_id || m.partition != p {
+                    return Err(TierError::CorruptManifest {
+                        key,
+                        reason: format!(
+                            "it belongs to {}/{}, not {topic_id}/{p}",
+                            m.topic_id, m.partition
+                        ),
+                    });
+                }
+                Ok((m, Some(v)))
+            }
+        }
+    }
+
+    /// Producer state at the end of a remote segment, from its snapshot object.
+    async fn load_snapshot(
+        &self,
+        topic_id: uuid::Uuid,
+        p: i32,
+        seg: &manifest::RemoteSegment,
+    ) -> Result<ProducerStateTable, TierError> {
+        let key = format!(
+            "{}{}",
+            self.partition_prefix(topic_id, p),
+            seg.object_name("snapshot")
+        );
+        let corrupt = |reason: String| TierError::CorruptSegment {
+            key: key.clone(),
+            reason,
+        };
+        let (raw, _) = self
+            .bucket
+            .get(&key)
+            .await?
+            .ok_or_else(|| corrupt("missing".into()))?;
+        let s: Snapshot = serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+        if s.version > SNAPSHOT_VERSION || s.offset != seg.next_offset {
+            return Err(corrupt(format!(
+                "version {} at offset {} (expected version <= {SNAPSHOT_VERSION} at {})",
+                s.version, s.offset, seg.next_offset
+            )));
+        }
+        Ok(s.table)
+    }
+
+    /// Open a tiered partition at broker start: load its manifest (so reads below the local
+    /// start work at once) and, when the local directory is gone, rebuild the partition
+    /// from the manifest. A partition that must be restored but whose manifest cannot be
+    /// read stops the start with a clear error rather than start empty at offset 0.
+    pub fn open_partition(
+        &self,
+        dir: &Path,
+        topic_id: uuid::Uuid,
+        p: i32,
+        config: LogConfig,
+        recover: bool,
+    ) -> crate::error::Result<PartitionLog> {
+        let restore = !dir.join("partition.json").exists();
+        let loaded = block_on(async {
+            let (m, _) = tokio::time::timeout(
+                Duration::from_secs(if restore { 120 } else { 20 }),
+                self.load_manifest(topic_id, p),
+            )
+            .await
+            .map_err(|_| TierError::Unavailable("timed out reading the manifest".into()))??;
+            let table = match (restore, m.segments.last()) {
+                (true, Some(last)) => self.load_snapshot(topic_id, p, last).await?,
+                _ => ProducerStateTable::default(),
+            };
+            Ok::<_, TierError>((m, table))
+        });
+        let key = (topic_id, p);
+        let (m, table) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                if restore {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot restore partition from the bucket");
+                    return Err(e.into());
+                }
+                tracing::warn!(dir = %dir.display(), error = %e, "manifest not loaded at start; retrying in the background");
+                if !e.is_transient() {
+                    self.set_view(key, View::Failed(e.to_string()));
+                }
+                return PartitionLog::open(dir, topic_id, config, recover);
+            }
+        };
+        let mut log = if restore && m.end_offset > 0 {
+            tracing::info!(
+                dir = %dir.display(),
+                remote_start = m.log_start_offset,
+                remote_end = m.end_offset,
+                segments = m.segments.len(),
+                "restoring partition from the bucket"
+            );
+            PartitionLog::create_restored(
+                dir,
+                topic_id,
+                config,
+                m.end_offset,
+                m.epoch_history(),
+                table,
+            )?
+        } else {
+            PartitionLog::open(dir, topic_id, config, recover)?
+        };
+        log.set_remote_upto(Some(m.end_offset));
+        self.set_view(key, View::Ready(Arc::new(m)));
+        Ok(log)
+    }
+
+    /// The earliest offset a consumer can read: the bucket's start when it holds data.
+    pub fn earliest(
+        &self,
+        topic_id: uuid::Uuid,
+        p: i32,
+        local_start: i64,
+    ) -> Result<i64, TierError> {
+        match self.view((topic_id, p)) {
+            View::Ready(m) if !m.segments.is_empty() => Ok(m.log_start_offset.min(local_start)),
+            View::Ready(_) | View::Unknown => Ok(local_start),
+            View::Failed(e) => Err(TierError::Unavailable(e)),
+        }
+    }
+
+    async fn header_at(&self, key: &str, size: u64, pos: u64) -> Result<BatchHeader, TierError> {
+        let corrupt = |reason: String| TierError::CorruptSegment {
+            key: key.to_string(),
+            reason,
+        };
+        if pos + HEADER_LEN as u64 > size {
+            return Err(corrupt(format!("no batch header at {pos} of {size}")));
+        }
+        let raw = self
+            .cache
+            .range(&self.bucket, key, size, pos, pos + HEADER_LEN as u64)
+            .await?;
+        let h = batch::parse_header(&raw)
+            .map_err(|e| corrupt(e.to_string()))?
+            .ok_or_else(|| corrupt(format!("short header at {pos}")))?;
+        if (h.total_len() as u64) < HEADER_LEN as u64 || pos + h.total_len() as u64 > size {
+            return Err(corrupt(format!("batch at {pos} runs past the end")));
+        }
+        Ok(h)
+    }
+
+    /// Whole batches from the bucket starting with the one holding `offset`, up to
+    /// `max_bytes` (at least one batch when `min_one`), from a single segment.
+    pub async fn read(
+        &self,
+        topic_id: uuid::Uuid,
+        p: i32,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Option<Bytes>, TierError> {
+        let m = match self.view((topic_id, p)) {
+            View::Ready(m) => m,
+            View::Unknown => {
+                return Err(TierError::Unavailable(
+                    "the manifest has not been read yet".into(),
+                ))
+            }
+            View::Failed(e) => return Err(TierError::Unavailable(e)),
+        };
+        let Some(seg) = m.find(offset) else {
+            if offset < m.log_start_offset || m.segments.is_empty() {
+                return Err(TierError::Local(crate::error::Error::OffsetOutOfRange {
+                    offset,
+                    start: m.log_start_offset,
+                    end: m.end_offset,
+                }));
+            }
+            return Ok(None);
+        };
+        let pp = self.partition_prefix(topic_id, p);
+        let log_key = format!("{pp}{}", seg.object_name("log"));
+        let index_key = format!("{pp}{}", seg.object_name("index"));
+        let index = self.cache.object(&self.bucket, &index_key).await?;
+        if index.len() % 8 != 0 {
+            return Err(TierError::CorruptSegment {
+                key: index_key,
+                reason: format!("{} bytes is not a whole number of entries", index.len()),
+            });
+        }
+        let rel = (offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let mut pos = 0u64;
+        for e in index.chunks_exact(8) {
+            let r = u32::from_be_bytes(e[0..4].try_into().expect("4"));
+            let position = u32::from_be_bytes(e[4..8].try_into().expect("4")) as u64;
+            if r > rel {
+                break;
+            }
+            if position < seg.size {
+                pos = position;
+            }
+        }
+        let mut h = self.header_at(&log_key, seg.size, pos).await?;
+        while h.last_offset() < offset {
+            pos += h.total_len() as u64;
+            if pos >= seg.size {
+                return Ok(None);
+            }
+            h = self.header_at(&log_key, seg.size, pos).await?;
+        }
+        let start = pos;
+        let mut end = pos;
+        while end < seg.size {
+            let len = if end == start {
+                h.total_len() as u64
+            } else {
+                self.header_at(&log_key, seg.size, end).await?.total_len() as u64
+            };
+            if (end - start + len) as usize > max_bytes && !(min_one && end == start) {
+                break;
+            }
+            end += len;
+        }
+        if end == start {
+            return Ok(None);
+        }
+        let data = self
+            .cache
+            .range(&self.bucket, &log_key, seg.size, start, end)
+            .await?;
+        self.counters.remote_reads.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .remote_read_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        // Read-ahead: the rest of this block and the next ones, then the next segment.
+        self.cache
+            .prefetch(&self.bucket, &log_key, seg.size, end, end + READ_AHEAD);
+        let left = (end + READ_AHEAD).saturating_sub(seg.size);
+        if left > 0 {
+            if let Some(next) = m.after(seg.base_offset) {
+                let next_log = format!("{pp}{}", next.object_name("log"));
+                self.cache
+                    .prefetch(&self.bucket, &next_log, next.size, 0, left);
+                let cache = self.cache.clone();
+                let bucket = self.bucket.clone();
+                let next_index = format!("{pp}{}", next.object_name("index"));
+                tokio::spawn(async move {
+                    let _ = cache.object(&bucket, &next_index).await;
+                });
+            }
+        }
+        Ok(Some(data))
+    }
+
+    /// Every figure, for metrics.
+    pub fn stats(&self) -> TieringStats {
+        let c = &self.counters;
+        let b = self.bucket.counters();
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut partitions: Vec<PartitionTierStats> =
+            self.part_stats.read().values().cloned().collect();
+        partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        TieringStats {
+            segments_uploaded: l(&c.segments_uploaded),
+            bytes_uploaded: l(&c.bytes_uploaded),
+            upload_failures: l(&c.upload_failures),
+            segments_deleted: l(&c.segments_deleted),
+            orphans_deleted: l(&c.orphans_deleted),
+            remote_reads: l(&c.remote_reads),
+            remote_read_bytes: l(&c.remote_read_bytes),
+            cache_hits: l(&self.cache.counters.hits),
+            cache_misses: l(&self.cache.counters.misses),
+            cache_bytes: self.cache.bytes(),
+            bucket_puts: l(&b.puts),
+            bucket_gets: l(&b.gets),
+            bucket_lists: l(&b.lists),
+            bucket_deletes: l(&b.deletes),
+            bucket_errors: l(&b.errors),
+            bucket_bytes_up: l(&b.bytes_up),
+            bucket_bytes_down: l(&b.bytes_down),
+            partitions,
+        }
+    }
+}
+
+pub use uploader::run;
+
+#[cfg(test)]
+mod tests;

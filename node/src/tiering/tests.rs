@@ -1,0 +1,288 @@
+//! In-process tests of the whole tiering path over a `file://` bucket: upload, local
+//! retention, reads from the bucket, restore, corrupt manifests, scrub.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::manifest::Manifest;
+use super::*;
+use crate::broker::Broker;
+use crate::config::NodeConfig;
+use crate::log::batch::tests::make_batch;
+
+fn now() -> i64 {
+    crate::fsutil::now_ms()
+}
+
+struct Node {
+    data: tempfile::TempDir,
+    bucket: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        Node {
+            data: tempfile::tempdir().unwrap(),
+            bucket: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn open(&self) -> Arc<Broker> {
+        let mut cfg = NodeConfig::for_tests(self.data.path().to_path_buf());
+        cfg.tiering = Some(TieringOptions {
+            url: format!("file://{}", self.bucket.path().display()),
+            cache_bytes: 1 << 20,
+            interval: Duration::from_millis(10),
+        });
+        Broker::open(cfg).unwrap()
+    }
+}
+
+fn topic_configs() -> BTreeMap<String, String> {
+    [
+        ("remote.storage.enable", "true"),
+        ("segment.bytes", "2000"),
+        ("local.retention.bytes", "4000"),
+        ("index.interval.bytes", "300"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Every batch from `from`, local or remote, as (base offset, bytes).
+async fn read_all(b: &Broker, topic: &str, from: i64) -> Vec<(i64, Vec<u8>)> {
+    let part = b.partition(topic, 0).unwrap();
+    let t = b.tiering.as_ref().unwrap();
+    let mut out = Vec::new();
+    let mut off = from;
+    loop {
+        let (local, start, end, id) = {
+            let log = part.log.lock();
+            let leo = log.log_end_offset();
+            let plan = if off >= log.log_start_offset() {
+                log.plan_read(off, 700, true, leo).unwrap()
+            } else {
+                None
+            };
+            (plan, log.log_start_offset(), leo, log.topic_id())
+        };
+        let bytes = if off < start {
+            t.read(id, 0, off, 700, true)
+                .await
+                .unwrap()
+                .unwrap()
+                .to_vec()
+        } else if let Some(plan) = local {
+            plan.read().unwrap()
+        } else {
+            assert_eq!(off, end);
+            return out;
+        };
+        let spans = crate::log::batch::validate_produce_records(&bytes).unwrap();
+        assert!(!spans.is_empty());
+        for s in spans {
+            let raw = bytes[s.position..s.position + s.header.total_len()].to_vec();
+            if s.header.last_offset() >= off {
+                out.push((s.header.base_offset, raw));
+            }
+            off = s.header.last_offset() + 1;
+        }
+    }
+}
+
+fn scrub_dir(bucket: &std::path::Path, topic_id: uuid::Uuid) -> (Manifest, Vec<String>) {
+    let dir = bucket.join(topic_id.hyphenated().to_string()).join("0");
+    let raw = std::fs::read(dir.join("manifest.json")).unwrap();
+    let m = Manifest::parse("manifest.json", &raw).unwrap();
+    let objects: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().to_string(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    let problems = plan::scrub(&m, &objects);
+    (m, problems)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_local_retention_remote_reads_and_restore() {
+    let node = Node::new();
+    let b = node.open();
+    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    let part = b.partition("t", 0).unwrap();
+    let value = [7u8; 150];
+    for seq in 0..100 {
+        let batch = make_batch(&[&value, b"tail"], now() + seq as i64, 42, seq * 2);
+        b.append(&part, batch).unwrap();
+    }
+    let before = read_all(&b, "t", 0).await;
+    assert_eq!(before.len(), 100);
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    b.run_retention();
+    let (local_bytes, local_start, topic_id) = {
+        let log = part.log.lock();
+        (log.size_bytes(), log.log_start_offset(), log.topic_id())
+    };
+    assert!(local_start > 0, "local retention removed tiered segments");
+    assert!(local_bytes <= 4000 + 2000, "local {local_bytes}");
+    let stats = t.stats();
+    assert!(stats.segments_uploaded > 0);
+    assert_eq!(stats.partitions[0].lag_segments, 0);
+    assert_eq!(t.earliest(topic_id, 0, local_start).unwrap(), 0);
+    // Byte-identical from offset 0, the head from the bucket.
+    assert_eq!(read_all(&b, "t", 0).await, before);
+    assert_eq!(
+        read_all(&b, "t", 33).await[0].0,
+        32,
+        "batch holding offset 33"
+    );
+    let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(m.log_start_offset, 0);
+    // Uploading again changes nothing.
+    let generation = m.generation;
+    t.sync_partition(&part).await;
+    assert_eq!(
+        scrub_dir(node.bucket.path(), topic_id).0.generation,
+        generation
+    );
+
+    // Replaced disk: the partition directory is gone; restore from the manifest.
+    let leo = part.log.lock().log_end_offset();
+    drop(part);
+    drop(b);
+    drop(t);
+    std::fs::remove_dir_all(node.data.path().join("t-0")).unwrap();
+    let b = node.open();
+    let part = b.partition("t", 0).unwrap();
+    assert_eq!(part.log.lock().log_start_offset(), m.end_offset);
+    assert_eq!(part.log.lock().log_end_offset(), m.end_offset);
+    let restored = read_all(&b, "t", 0).await;
+    assert_eq!(&restored[..], &before[..restored.len()]);
+    // The producer continues: a retry of a tiered batch is a duplicate, the next is taken.
+    let last_tiered_seq = (m.end_offset - 2) as i32;
+    let dup = b
+        .append(
+            &part,
+            make_batch(&[&value, b"tail"], now(), 42, last_tiered_seq),
+        )
+        .unwrap();
+    assert!(dup.0.duplicate);
+    let next = b
+        .append(
+            &part,
+            make_batch(&[&value, b"tail"], now(), 42, last_tiered_seq + 2),
+        )
+        .unwrap();
+    assert_eq!(next.0.base_offset, m.end_offset);
+    assert!(leo >= m.end_offset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_manifest_stops_tiering_without_reset() {
+    let node = Node::new();
+    let b = node.open();
+    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    let part = b.partition("t", 0).unwrap();
+    for seq in 0..40 {
+        b.append(&part, make_batch(&[&[1u8; 150]], now(), -1, -1))
+            .unwrap();
+        let _ = seq;
+    }
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    let topic_id = part.log.lock().topic_id();
+    let path = node
+        .bucket
+        .path()
+        .join(topic_id.hyphenated().to_string())
+        .join("0")
+        .join("manifest.json");
+    std::fs::write(&path, b"{\"version\": 1, \"garbage\": true}").unwrap();
+    drop(part);
+    drop(b);
+    drop(t);
+    let b = node.open();
+    let part = b.partition("t", 0).unwrap();
+    for _ in 0..20 {
+        b.append(&part, make_batch(&[&[1u8; 150]], now(), -1, -1))
+            .unwrap();
+    }
+    let t = b.tiering.clone().unwrap();
+    assert_eq!(part.log.lock().log_start_offset(), 0);
+    t.sync_partition(&part).await;
+    assert_eq!(part.log.lock().log_start_offset(), 0);
+    assert!(t.earliest(topic_id, 0, 0).is_err());
+    assert!(t.read(topic_id, 0, 0, 100, true).await.is_err());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"{\"version\": 1, \"garbage\": true}",
+        "never overwritten"
+    );
+    b.run_retention();
+    assert_eq!(
+        part.log.lock().log_start_offset(),
+        0,
+        "nothing deleted locally"
+    );
+    // With the directory gone too, the node refuses to start rather than begin at 0.
+    drop(part);
+    drop(b);
+    drop(t);
+    std::fs::remove_dir_all(node.data.path().join("t-0")).unwrap();
+    let mut cfg = NodeConfig::for_tests(node.data.path().to_path_buf());
+    cfg.tiering = Some(TieringOptions {
+        url: format!("file://{}", node.bucket.path().display()),
+        cache_bytes: 1 << 20,
+        interval: Duration::from_millis(10),
+    });
+    assert!(Broker::open(cfg).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_retention_deletes_from_the_bucket_manifest_first() {
+    let node = Node::new();
+    let b = node.open();
+    let mut cfg = topic_configs();
+    cfg.insert("retention.bytes".into(), "8000".into());
+    b.create_topic("t", 1, 1, cfg, false).unwrap();
+    let part = b.partition("t", 0).unwrap();
+    for _ in 0..200 {
+        b.append(&part, make_batch(&[&[3u8; 150]], now(), -1, -1))
+            .unwrap();
+    }
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    b.run_retention();
+    let topic_id = part.log.lock().topic_id();
+    let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(m.log_start_offset > 0);
+    let total = m.bytes() + part.log.lock().size_bytes();
+    assert!(total <= 8000 + 2000 + 4000, "total {total}");
+    assert!(matches!(
+        t.read(topic_id, 0, 0, 100, true).await,
+        Err(TierError::Local(
+            crate::error::Error::OffsetOutOfRange { .. }
+        ))
+    ));
+    assert!(b
+        .create_topic(
+            "nope",
+            1,
+            1,
+            {
+                let mut c = topic_configs();
+                c.insert("cleanup.policy".into(), "compact".into());
+                c
+            },
+            false
+        )
+        .is_err());
+}

@@ -1,0 +1,438 @@
+//! The uploader: one background task per node that, for every partition this node leads
+//! with `remote.storage.enable=true`, uploads closed segments in order, advances the
+//! manifest with conditional puts, applies total retention to the bucket and removes
+//! objects left by failed attempts. Errors back off per partition; produce and local
+//! fetches never wait for it.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::error::TierError;
+use super::manifest::{object_name, Manifest, RemoteSegment};
+use super::plan::{self, Upload};
+use super::store::{Condition, Version};
+use super::{PartitionTierStats, Tiering, View};
+use crate::broker::{Broker, Partition};
+use crate::log::batch::{self, HEADER_LEN};
+use crate::log::producer_state::{ProducerStateTable, Snapshot, SNAPSHOT_VERSION};
+use crate::log::retention::SegmentSummary;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Partitions synced at once.
+const CONCURRENCY: usize = 4;
+
+/// The uploader's memory of one partition.
+pub(super) struct PartState {
+    /// The manifest as last read or written, with the version to condition on.
+    manifest: Option<(Manifest, Option<Version>)>,
+    /// Producer state at an offset (the manifest end), saving a GET per upload.
+    snapshot: Option<(i64, ProducerStateTable)>,
+    backoff: Duration,
+    next_try: Instant,
+    orphans_checked: bool,
+    error: Option<String>,
+}
+
+impl Default for PartState {
+    fn default() -> Self {
+        PartState {
+            manifest: None,
+            snapshot: None,
+            backoff: Duration::ZERO,
+            next_try: Instant::now(),
+            orphans_checked: false,
+            error: None,
+        }
+    }
+}
+
+/// A closed local segment, as the uploader needs it (taken under the partition lock).
+struct LocalClosed {
+    summary: SegmentSummary,
+    file: Arc<File>,
+    dir: PathBuf,
+}
+
+/// Run the uploader until the broker shuts down.
+pub async fn run(tiering: Arc<Tiering>, broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(tiering.options.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_report = Instant::now();
+    let mut last_uploaded = u64::MAX;
+    loop {
+        tick.tick().await;
+        if broker.is_shutting_down() {
+            break;
+        }
+        let parts = broker.all_partitions();
+        futures::stream::iter(parts)
+            .for_each_concurrent(CONCURRENCY, |p| {
+                let t = tiering.clone();
+                async move { t.sync_partition(&p).await }
+            })
+            .await;
+        let uploaded = tiering.counters.bytes_uploaded.load(Ordering::Relaxed);
+        if last_report.elapsed() >= Duration::from_secs(10) && uploaded != last_uploaded {
+            last_report = Instant::now();
+            last_uploaded = uploaded;
+            let s = tiering.stats();
+            tracing::info!(
+                segments_uploaded = s.segments_uploaded,
+                bytes_uploaded = s.bytes_uploaded,
+                upload_failures = s.upload_failures,
+                remote_reads = s.remote_reads,
+                remote_read_bytes = s.remote_read_bytes,
+                bucket_puts = s.bucket_puts,
+                bucket_gets = s.bucket_gets,
+                lag_bytes = s.partitions.iter().map(|p| p.lag_bytes).sum::<u64>(),
+                "tiering stats"
+            );
+        }
+    }
+}
+
+impl Tiering {
+    fn state(&self, key: super::PartKey) -> Arc<tokio::sync::Mutex<PartState>> {
+        self.states.lock().entry(key).or_default().clone()
+    }
+
+    /// One pass over one partition: never fails, backs off on errors.
+    pub(crate) async fn sync_partition(&self, part: &Arc<Partition>) {
+        let (topic_id, tiered) = {
+            let log = part.log.lock();
+            (log.topic_id(), log.config().remote_storage)
+        };
+        if !tiered {
+            return;
+        }
+        let key = (topic_id, part.index);
+        let state = self.state(key);
+        let mut st = state.lock().await;
+        if Instant::now() < st.next_try {
+            return;
+        }
+        match self.sync_inner(&mut st, part, topic_id).await {
+            Ok(()) => {
+                st.backoff = Duration::ZERO;
+                st.error = None;
+            }
+            Err(e) => {
+                self.counters
+                    .upload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                st.backoff = (st.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                st.next_try = Instant::now() + st.backoff;
+                if matches!(e, TierError::Conflict { .. }) {
+                    // Someone (or our own lost response) changed the manifest: re-read it.
+                    st.manifest = None;
+                    st.snapshot = None;
+                }
+                if matches!(
+                    e,
+                    TierError::CorruptManifest { .. } | TierError::UnknownManifestVersion { .. }
+                ) {
+                    tracing::error!(topic = %part.topic, partition = part.index, error = %e, "tiering stopped for this partition");
+                    self.set_view(key, View::Failed(e.to_string()));
+                } else {
+                    tracing::warn!(topic = %part.topic, partition = part.index, error = %e, retry_in_ms = st.backoff.as_millis() as u64, "tiering failed; will retry");
+                }
+                st.error = Some(e.to_string());
+            }
+        }
+        self.update_stats(&st, part, topic_id);
+    }
+
+    fn update_stats(&self, st: &PartState, part: &Arc<Partition>, topic_id: uuid::Uuid) {
+        let log = part.log.lock();
+        let sums = log.segment_summaries();
+        let (remote_bytes, remote_start, remote_end) = match &st.manifest {
+            Some((m, _)) => (m.bytes(), m.log_start_offset, m.end_offset),
+            None => (0, -1, -1),
+        };
+        let closed = &sums[..sums.len().saturating_sub(1)];
+        let (lag_bytes, lag_segments) = plan::lag(closed, remote_end.max(0));
+        self.part_stats.write().insert(
+            (topic_id, part.index),
+            PartitionTierStats {
+                topic: part.topic.clone(),
+                partition: part.index,
+                local_bytes: log.size_bytes(),
+                remote_bytes,
+                lag_segments,
+                lag_bytes,
+                local_start: log.log_start_offset(),
+                remote_start,
+                remote_end,
+                error: st.error.clone(),
+            },
+        );
+    }
+
+    async fn write_manifest(
+        &self,
+        st: &mut PartState,
+        part: &Arc<Partition>,
+        next: Manifest,
+    ) -> Result<(), TierError> {
+        let key = self.manifest_key(next.topic_id, next.partition);
+        let cond = match st.manifest.as_ref().and_then(|(_, v)| v.clone()) {
+            Some(v) => Condition::Match(v),
+            None => Condition::Create,
+        };
+        let v = self.bucket.put_if(&key, next.to_bytes(), cond).await?;
+        part.log.lock().set_remote_upto(Some(next.end_offset));
+        self.set_view(
+            (next.topic_id, next.partition),
+            View::Ready(Arc::new(next.clone())),
+        );
+        st.manifest = Some((next, Some(v)));
+        Ok(())
+    }
+
+    async fn sync_inner(
+        &self,
+        st: &mut PartState,
+        part: &Arc<Partition>,
+        topic_id: uuid::Uuid,
+    ) -> Result<(), TierError> {
+        let p = part.index;
+        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        if st.manifest.is_none() {
+            let (m, v) = self.load_manifest(topic_id, p).await?;
+            part.log.lock().set_remote_upto(Some(m.end_offset));
+            self.set_view((topic_id, p), View::Ready(Arc::new(m.clone())));
+            st.manifest = Some((m, v));
+        }
+        let pp = self.partition_prefix(topic_id, p);
+        if !st.orphans_checked {
+            let m = &st.manifest.as_ref().expect("loaded").0;
+            m.fence(epoch)?;
+            let names: Vec<String> = self
+                .bucket
+                .list(&pp)
+                .await?
+                .into_iter()
+                .filter_map(|(k, _)| k.strip_prefix(&pp).map(str::to_string))
+                .collect();
+            for name in plan::orphans(m, &names) {
+                tracing::info!(topic = %part.topic, partition = p, object = %name, "deleting object left by a failed upload or deletion");
+                self.bucket.delete(&format!("{pp}{name}")).await?;
+                self.counters
+                    .orphans_deleted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            st.orphans_checked = true;
+        }
+        loop {
+            let (closed, epochs) = {
+                let log = part.log.lock();
+                let dir = log.dir().to_path_buf();
+                let closed: Vec<LocalClosed> = log
+                    .closed_segments()
+                    .map(|s| LocalClosed {
+                        summary: SegmentSummary {
+                            base_offset: s.base_offset,
+                            next_offset: s.next_offset,
+                            size: s.size(),
+                            max_timestamp: s.max_timestamp,
+                        },
+                        file: s.file(),
+                        dir: dir.clone(),
+                    })
+                    .collect();
+                (closed, log.epochs().to_vec())
+            };
+            let sums: Vec<SegmentSummary> = closed.iter().map(|c| c.summary).collect();
+            let m = st.manifest.as_ref().expect("loaded").0.clone();
+            let i = match plan::next_upload(&sums, &m)? {
+                Upload::CaughtUp => break,
+                Upload::Segment(i) => i,
+            };
+            let seg = self
+                .upload_segment(st, &m, &closed[i], &epochs, epoch, &pp)
+                .await?;
+            let size = seg.size;
+            let next = m.with_segment(seg, epoch)?;
+            self.write_manifest(st, part, next).await?;
+            self.counters
+                .segments_uploaded
+                .fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_uploaded
+                .fetch_add(size, Ordering::Relaxed);
+            tracing::debug!(topic = %part.topic, partition = p, base = closed[i].summary.base_offset, "segment tiered");
+        }
+        self.apply_total_retention(st, part, epoch, &pp).await
+    }
+
+    /// Upload the objects of one closed segment; returns its manifest entry.
+    async fn upload_segment(
+        &self,
+        st: &mut PartState,
+        m: &Manifest,
+        local: &LocalClosed,
+        epochs: &[(i32, i64)],
+        epoch: i32,
+        pp: &str,
+    ) -> Result<RemoteSegment, TierError> {
+        let s = local.summary;
+        let start_state = match &st.snapshot {
+            Some((off, t)) if *off == s.base_offset => t.clone(),
+            _ => match m.segments.last() {
+                Some(last) if last.next_offset == s.base_offset => {
+                    self.load_snapshot(m.topic_id, m.partition, last).await?
+                }
+                _ => ProducerStateTable::default(),
+            },
+        };
+        let file = local.file.clone();
+        let size = s.size;
+        let table = tokio::task::spawn_blocking(move || fold_producers(&file, size, start_state))
+            .await
+            .map_err(|e| TierError::Unavailable(e.to_string()))??;
+        let read = |ext: &str| {
+            let path = local.dir.join(format!("{:020}.{ext}", s.base_offset));
+            async move {
+                tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| {
+                    TierError::Local(crate::error::Error::io(path.display().to_string(), e))
+                })
+            }
+        };
+        let index = read("index").await?;
+        let time_index = read("timeindex").await?;
+        let key = |ext: &str| format!("{pp}{}", object_name(s.base_offset, epoch, ext));
+        self.bucket
+            .put_file(&key("log"), local.file.clone(), s.size)
+            .await?;
+        let (index_size, time_index_size) = (index.len() as u64, time_index.len() as u64);
+        self.bucket.put(&key("index"), index).await?;
+        self.bucket.put(&key("timeindex"), time_index).await?;
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            offset: s.next_offset,
+            table: table.clone(),
+        };
+        self.bucket
+            .put(
+                &key("snapshot"),
+                Bytes::from(serde_json::to_vec(&snap).expect("serializable")),
+            )
+            .await?;
+        st.snapshot = Some((s.next_offset, table));
+        let in_force = epochs
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= s.base_offset)
+            .copied();
+        let seg_epochs: Vec<(i32, i64)> = in_force
+            .into_iter()
+            .chain(
+                epochs
+                    .iter()
+                    .filter(|(_, start)| *start > s.base_offset && *start < s.next_offset)
+                    .copied(),
+            )
+            .collect();
+        Ok(RemoteSegment {
+            base_offset: s.base_offset,
+            next_offset: s.next_offset,
+            size: s.size,
+            index_size,
+            time_index_size,
+            max_timestamp: s.max_timestamp,
+            leader_epoch: epoch,
+            epochs: seg_epochs,
+        })
+    }
+
+    /// Total retention (`retention.ms`/`retention.bytes` across both tiers) on the bucket:
+    /// the manifest drops the segments first, then their objects go.
+    async fn apply_total_retention(
+        &self,
+        st: &mut PartState,
+        part: &Arc<Partition>,
+        epoch: i32,
+        pp: &str,
+    ) -> Result<(), TierError> {
+        let (config, sums) = {
+            let log = part.log.lock();
+            (log.config().clone(), log.segment_summaries())
+        };
+        if !config.delete {
+            return Ok(());
+        }
+        let m = st.manifest.as_ref().expect("loaded").0.clone();
+        let local_only: u64 = sums
+            .iter()
+            .filter(|s| s.base_offset >= m.end_offset)
+            .map(|s| s.size)
+            .sum();
+        let n = plan::remote_expired(
+            &m.segments,
+            local_only,
+            config.retention_ms,
+            config.retention_bytes,
+            crate::fsutil::now_ms(),
+        );
+        if n == 0 {
+            return Ok(());
+        }
+        let doomed: Vec<RemoteSegment> = m.segments[..n].to_vec();
+        let next = m.without_prefix(n, epoch)?;
+        let new_start = next.log_start_offset;
+        self.write_manifest(st, part, next).await?;
+        {
+            // Data gone from the bucket is gone from the partition: the local copy of it
+            // (if any is left) must not be served either.
+            let mut log = part.log.lock();
+            if log.log_start_offset() < new_start && new_start <= log.log_end_offset() {
+                log.delete_records_before(new_start)?;
+            }
+        }
+        for s in &doomed {
+            for ext in super::manifest::SEGMENT_OBJECTS {
+                self.bucket
+                    .delete(&format!("{pp}{}", s.object_name(ext)))
+                    .await?;
+            }
+            self.counters
+                .segments_deleted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(topic = %part.topic, partition = part.index, segments = n, remote_start = new_start, "total retention deleted segments from the bucket");
+        Ok(())
+    }
+}
+
+/// Producer state after the batches of a closed segment file, starting from `table`.
+fn fold_producers(
+    file: &File,
+    size: u64,
+    mut table: ProducerStateTable,
+) -> Result<ProducerStateTable, TierError> {
+    let mut pos = 0u64;
+    let mut buf = [0u8; HEADER_LEN];
+    while pos < size {
+        let bad = |reason: String| {
+            TierError::Local(crate::error::Error::CorruptBatch(format!(
+                "closed segment at position {pos}: {reason}"
+            )))
+        };
+        file.read_exact_at(&mut buf, pos)
+            .map_err(|e| bad(e.to_string()))?;
+        let h = batch::parse_header(&buf)
+            .map_err(|e| bad(e.to_string()))?
+            .ok_or_else(|| bad("short header".into()))?;
+        table.record(&h);
+        pos += h.total_len() as u64;
+    }
+    Ok(table)
+}
