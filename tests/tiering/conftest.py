@@ -1,0 +1,398 @@
+"""Fixtures for the tiering suite: a MinIO server (tests/testbed/minio.sh), strata-node
+processes with --object-store, Kafka clients (confluent-kafka), and a bucket scrub that
+every test runs at its end.
+
+  STRATA_NODE_BIN   strata-node binary (default <repo>/target/debug/strata-node)
+  STRATA_CACHE      test-bed cache (default ~/.cache/strata-testbed)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MINIO_SH = REPO / "tests" / "testbed" / "minio.sh"
+ACCESS_KEY = "strata"
+SECRET_KEY = "strata-secret"
+BUCKET = "strata-tiering"
+
+
+def node_bin() -> Path:
+    p = Path(os.environ.get("STRATA_NODE_BIN", REPO / "target" / "debug" / "strata-node"))
+    return p if p.is_absolute() else REPO / p
+
+
+def free_port() -> int:
+    """A free loopback port below the ephemeral range (see tests/compat/conftest.py)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            return s.getsockname() != s.getpeername()
+    except OSError:
+        return False
+
+
+# ---- MinIO ---------------------------------------------------------------------------------
+
+
+class Minio:
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.port = free_port()
+        subprocess.run(["bash", str(MINIO_SH), "start", str(workdir), str(self.port)], check=True)
+        import boto3
+        from botocore.config import Config
+
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+        self.s3.create_bucket(Bucket=BUCKET)
+
+    def env(self, port: int | None = None) -> dict:
+        return {
+            "AWS_ENDPOINT": f"http://127.0.0.1:{port or self.port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+
+    def stop(self):
+        subprocess.run(["bash", str(MINIO_SH), "stop", str(self.dir)], check=False)
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory):
+    m = Minio(tmp_path_factory.mktemp("minio"))
+    yield m
+    m.stop()
+
+
+# ---- Buckets: listing, reading, scrubbing -----------------------------------------------------
+
+
+class FileBucket:
+    kind = "file"
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.url = f"file://{root}"
+        self.env = {}
+
+    def list(self, prefix: str) -> dict[str, int]:
+        d = self.root / prefix
+        if not d.is_dir():
+            return {}
+        return {p.name: p.stat().st_size for p in d.iterdir() if p.is_file()}
+
+    def get(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def pending_uploads(self) -> int:
+        return 0
+
+
+class S3Bucket:
+    kind = "minio"
+
+    def __init__(self, minio: Minio, prefix: str, endpoint_port: int | None = None):
+        self.minio = minio
+        self.prefix = prefix.strip("/") + "/"
+        self.url = f"s3://{BUCKET}/{prefix.strip('/')}"
+        self.env = minio.env(endpoint_port)
+
+    def list(self, prefix: str) -> dict[str, int]:
+        out = {}
+        full = self.prefix + prefix
+        for page in self.minio.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=full):
+            for o in page.get("Contents", []):
+                out[o["Key"][len(full):]] = o["Size"]
+        return out
+
+    def get(self, key: str) -> bytes:
+        return self.minio.s3.get_object(Bucket=BUCKET, Key=self.prefix + key)["Body"].read()
+
+    def pending_uploads(self) -> int:
+        r = self.minio.s3.list_multipart_uploads(Bucket=BUCKET, Prefix=self.prefix)
+        return len(r.get("Uploads", []))
+
+
+SEGMENT_EXTS = ("log", "index", "timeindex", "snapshot")
+
+
+def scrub(bucket, topic_id: str, partition: int) -> dict:
+    """Check one partition folder; returns the manifest. Fails the test on any problem."""
+    folder = f"{topic_id}/{partition}/"
+    objects = bucket.list(folder)
+    assert "manifest.json" in objects, f"no manifest in {folder}: {sorted(objects)}"
+    m = json.loads(bucket.get(folder + "manifest.json"))
+    problems = []
+    if m.get("version") != 1:
+        problems.append(f"manifest version {m.get('version')}")
+    segs = m["segments"]
+    referenced = set()
+    prev = None
+    for s in segs:
+        if s["next_offset"] <= s["base_offset"]:
+            problems.append(f"empty segment {s}")
+        if prev is not None:
+            if s["base_offset"] != prev["next_offset"]:
+                problems.append(f"gap or overlap: {prev['base_offset']}..{prev['next_offset']} then {s['base_offset']}")
+            if s["leader_epoch"] < prev["leader_epoch"]:
+                problems.append(f"epoch goes back at {s['base_offset']}")
+        epochs = [e for e, _ in s["epochs"]]
+        if epochs != sorted(epochs):
+            problems.append(f"epoch history not monotonic in {s['base_offset']}")
+        if s["leader_epoch"] > m["leader_epoch"]:
+            problems.append(f"segment epoch above manifest epoch at {s['base_offset']}")
+        name = f"{s['base_offset']:020d}-{s['leader_epoch']}"
+        for ext in SEGMENT_EXTS:
+            referenced.add(f"{name}.{ext}")
+            if f"{name}.{ext}" not in objects:
+                problems.append(f"missing {name}.{ext}")
+        if objects.get(f"{name}.log") not in (None, s["size"]):
+            problems.append(f"{name}.log has {objects[f'{name}.log']} bytes, manifest says {s['size']}")
+        prev = s
+    if segs:
+        if not segs[0]["base_offset"] <= m["log_start_offset"] < segs[-1]["next_offset"]:
+            problems.append("log start outside the segments")
+        if m["end_offset"] != segs[-1]["next_offset"]:
+            problems.append("end offset differs from the last segment's end")
+    orphans = sorted(set(objects) - referenced - {"manifest.json"})
+    if orphans:
+        problems.append(f"unreferenced objects: {orphans}")
+    if bucket.pending_uploads():
+        problems.append(f"{bucket.pending_uploads()} multipart uploads left open")
+    assert not problems, f"scrub of {folder}: {problems}"
+    return m
+
+
+# ---- strata-node processes -------------------------------------------------------------------
+
+
+class Node:
+    def __init__(self, workdir: Path, bucket, extra_args=(), env=None):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.data = workdir / "data"
+        self.port = free_port()
+        self.bucket = bucket
+        self.extra_args = list(extra_args)
+        self.env = dict(os.environ)
+        self.env.update(bucket.env)
+        self.env.update(env or {})
+        self.env.setdefault("RUST_LOG", "info")
+        self.proc = None
+        self.log_path = workdir / "node.log"
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def start(self, timeout=60):
+        args = [
+            str(node_bin()),
+            "--listen", self.bootstrap,
+            "--data-dir", str(self.data),
+            "--object-store", self.bucket.url,
+            "--tiering-interval-ms", "200",
+            "--retention-check-interval-ms", "300",
+            "--group-initial-rebalance-delay-ms", "0",
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"strata-node exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if port_open(self.port):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"strata-node did not listen in {timeout}s:\n{self.log_tail()}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def log_tail(self, n=40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def partition_dir(self, topic: str, p: int) -> Path:
+        return self.data / f"{topic}-{p}"
+
+    def topic_id(self, topic: str) -> str:
+        return json.loads((self.partition_dir(topic, 0) / "partition.json").read_text())["topic_id"]
+
+    def local_log_bytes(self, topic: str, p: int) -> int:
+        d = self.partition_dir(topic, p)
+        return sum(f.stat().st_size for f in d.glob("*.log"))
+
+
+@pytest.fixture
+def nodes():
+    started = []
+
+    def make(*args, **kwargs):
+        n = Node(*args, **kwargs)
+        started.append(n)
+        return n
+
+    yield make
+    for n in started:
+        n.kill()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and rep.when == "call":
+        for n in getattr(item, "_nodes", []):
+            rep.sections.append((f"node log ({n.log_path})", n.log_tail(40)))
+
+
+# ---- Kafka clients ---------------------------------------------------------------------------
+
+
+def record(p: int, i: int) -> tuple[bytes, bytes]:
+    key = f"{p}-{i}".encode()
+    value = hashlib.sha256(key).digest() * 32  # 1 KiB, different for every record
+    return key, value
+
+
+def create_topic(bootstrap: str, name: str, partitions: int, config: dict):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    fut = a.create_topics([NewTopic(name, partitions, 1, config=config)])[name]
+    fut.result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, partitions: int, start: int, count: int) -> dict:
+    """Produce `count` records per partition (idempotent, acks=all); returns
+    {(partition, offset): (key, value, timestamp)} of every acknowledged record."""
+    from confluent_kafka import Producer
+
+    acked = {}
+    errors = []
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked[(msg.partition(), msg.offset())] = (msg.key(), msg.value(), msg.timestamp()[1])
+
+    pr = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        # Small batches, so that 64 KiB segments hold many of them (a segment is never
+        # smaller than one batch).
+        "batch.size": 16384,
+        "compression.type": "none",
+        "message.timeout.ms": 120000,
+    })
+    for i in range(start, start + count):
+        for p in range(partitions):
+            k, v = record(p, i)
+            while True:
+                try:
+                    pr.produce(topic, key=k, value=v, partition=p, on_delivery=cb)
+                    break
+                except BufferError:
+                    pr.poll(0.1)
+        pr.poll(0)
+    left = pr.flush(120)
+    assert left == 0, f"{left} records not acknowledged"
+    assert not errors, errors[:5]
+    return acked
+
+
+def consume_all(bootstrap: str, topic: str, p: int, start: int = 0, timeout: float = 120) -> dict:
+    """Every record of partition p from `start` to the high watermark: {offset: (k, v, ts)}."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"scan-{random.random()}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "error",
+        "fetch.max.bytes": 8 << 20,
+        "max.partition.fetch.bytes": 1 << 20,
+    })
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+        c.assign([TopicPartition(topic, p, start)])
+        out = {}
+        deadline = time.time() + timeout
+        while len(out) < high - start and time.time() < deadline:
+            for m in c.consume(1000, timeout=1):
+                assert m.error() is None, m.error()
+                out[m.offset()] = (m.key(), m.value(), m.timestamp()[1])
+        return out
+    finally:
+        c.close()
+
+
+def watermarks(bootstrap: str, topic: str, p: int) -> tuple[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "wm"})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+    finally:
+        c.close()
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(every)
+    what = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

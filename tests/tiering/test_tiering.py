@@ -1,0 +1,165 @@
+"""Tiered storage end to end: real strata-node processes, a real S3 server (MinIO) and a
+file:// bucket, real Kafka clients. Every test scrubs the bucket at its end."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+
+import pytest
+
+from conftest import (
+    FileBucket,
+    S3Bucket,
+    consume_all,
+    create_topic,
+    produce,
+    scrub,
+    wait_for,
+    watermarks,
+)
+from faultproxy import FaultProxy
+
+SEGMENT = 64 * 1024
+LOCAL = 256 * 1024
+PARTITIONS = 2
+# Ten times the local retention per partition (records are a little over 1 KiB).
+RECORDS = 10 * LOCAL // 1024
+TOPIC_CONFIG = {
+    "remote.storage.enable": "true",
+    "segment.bytes": str(SEGMENT),
+    "local.retention.bytes": str(LOCAL),
+    "retention.bytes": "-1",
+    "retention.ms": "-1",
+}
+LOCAL_BOUND = LOCAL + SEGMENT  # local retention plus one segment
+
+
+def make_bucket(kind, tmp_path, request):
+    if kind == "file":
+        return FileBucket(tmp_path / "bucket")
+    return S3Bucket(request.getfixturevalue("minio"), f"t-{uuid.uuid4().hex[:8]}")
+
+
+def expected(acked: dict, p: int, below: int | None = None) -> dict:
+    return {o: r for (pp, o), r in acked.items() if pp == p and (below is None or o < below)}
+
+
+def check_all(node, topic, acked, partitions=PARTITIONS):
+    for p in range(partitions):
+        got = consume_all(node.bootstrap, topic, p)
+        want = expected(acked, p)
+        assert len(got) == len(want), f"partition {p}: read {len(got)} of {len(want)}"
+        assert got == want, f"partition {p}: records differ"
+
+
+def wait_local_bound(node, topic, timeout=120):
+    wait_for(
+        lambda: all(node.local_log_bytes(topic, p) <= LOCAL_BOUND for p in range(PARTITIONS)),
+        timeout,
+        lambda: f"local logs within {LOCAL_BOUND} bytes: "
+        + str([node.local_log_bytes(topic, p) for p in range(PARTITIONS)]),
+    )
+
+
+@pytest.mark.parametrize("kind", ["file", "minio"])
+def test_tier_read_back_and_sigkill(kind, tmp_path, request, nodes):
+    bucket = make_bucket(kind, tmp_path, request)
+    node = nodes(tmp_path / "node", bucket)
+    request.node._nodes = [node]
+    node.start()
+    create_topic(node.bootstrap, "t", PARTITIONS, TOPIC_CONFIG)
+    t0 = time.time()
+    acked = produce(node.bootstrap, "t", PARTITIONS, 0, RECORDS)
+    produced = time.time() - t0
+    wait_local_bound(node, "t")
+    tiered = time.time() - t0
+    tid = node.topic_id("t")
+    for p in range(PARTITIONS):
+        m = scrub(bucket, tid, p)
+        assert m["log_start_offset"] == 0
+        assert m["end_offset"] >= RECORDS - LOCAL_BOUND // 1024
+        assert watermarks(node.bootstrap, "t", p) == (0, RECORDS), "earliest is the bucket's"
+    t1 = time.time()
+    check_all(node, "t", acked)
+    read = time.time() - t1
+    print(f"\n[{kind}] produce {produced:.1f}s, tiered after {tiered:.1f}s, "
+          f"read back {PARTITIONS * RECORDS} records from offset 0 in {read:.1f}s")
+
+    # SIGKILL and restart: everything still reads back, from a cold cache.
+    node.kill()
+    node.start()
+    check_all(node, "t", acked)
+    more = produce(node.bootstrap, "t", PARTITIONS, RECORDS, 50)
+    for p in range(PARTITIONS):
+        assert min(o for (pp, o) in more if pp == p) == RECORDS, "offsets continue"
+    acked.update(more)
+    wait_local_bound(node, "t")
+    check_all(node, "t", acked)
+    for p in range(PARTITIONS):
+        scrub(bucket, tid, p)
+    node.stop()
+
+
+def test_restore_after_local_dir_is_lost(tmp_path, request, nodes):
+    bucket = make_bucket("minio", tmp_path, request)
+    node = nodes(tmp_path / "node", bucket)
+    request.node._nodes = [node]
+    node.start()
+    create_topic(node.bootstrap, "t", PARTITIONS, TOPIC_CONFIG)
+    acked = produce(node.bootstrap, "t", PARTITIONS, 0, RECORDS)
+    wait_local_bound(node, "t")
+    tid = node.topic_id("t")
+    node.stop()
+    m = scrub(bucket, tid, 0)
+    end = m["end_offset"]
+    assert end > 0
+    shutil.rmtree(node.partition_dir("t", 0))  # a replaced disk
+    node.start()
+    assert watermarks(node.bootstrap, "t", 0) == (0, end)
+    got = consume_all(node.bootstrap, "t", 0)
+    assert got == expected(acked, 0, below=end), "every tiered record is back"
+    # Producers continue right after the restored data; the other partition is untouched.
+    more = produce(node.bootstrap, "t", 1, RECORDS, 20)
+    assert min(o for (_, o) in more) == end
+    assert consume_all(node.bootstrap, "t", 1) == expected(acked, 1)
+    node.stop()
+    for p in range(PARTITIONS):
+        scrub(bucket, tid, p)
+
+
+def test_bucket_outage_loses_nothing(tmp_path, request, nodes, minio):
+    proxy = FaultProxy(minio.port)
+    try:
+        bucket = S3Bucket(minio, f"t-{uuid.uuid4().hex[:8]}", endpoint_port=proxy.port)
+        node = nodes(tmp_path / "node", bucket)
+        request.node._nodes = [node]
+        node.start()
+        create_topic(node.bootstrap, "t", PARTITIONS, TOPIC_CONFIG)
+        acked = produce(node.bootstrap, "t", PARTITIONS, 0, RECORDS // 2)
+        wait_local_bound(node, "t")
+        next_i = RECORDS // 2
+        for mode in ("error503", "refuse", "blackhole"):
+            proxy.set_mode(mode)
+            n = RECORDS // 4
+            acked.update(produce(node.bootstrap, "t", PARTITIONS, next_i, n))
+            next_i += n
+            # Local fetches go on while the bucket is down.
+            tail = consume_all(node.bootstrap, "t", 0, start=next_i - 10)
+            assert len(tail) == 10
+            time.sleep(1)
+        grown = [node.local_log_bytes("t", p) for p in range(PARTITIONS)]
+        assert max(grown) > LOCAL_BOUND, f"uploads were blocked, local disk grows: {grown}"
+        assert proxy.faulted > 0
+        proxy.set_mode("pass")
+        wait_local_bound(node, "t", timeout=150)
+        check_all(node, "t", acked)
+        log = node.log_path.read_text(errors="replace")
+        assert "tiering failed; will retry" in log
+        node.stop()
+        tid = node.topic_id("t")
+        for p in range(PARTITIONS):
+            scrub(bucket, tid, p)
+    finally:
+        proxy.close()
