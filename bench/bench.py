@@ -146,37 +146,42 @@ def proc_rss_cpu(pid):
 
 
 class Sampler:
-    """Samples a pid's RSS every `interval` s between start() and stop()."""
+    """Samples a broker's RSS and CPU every `interval` s between start() and stop().
 
-    def __init__(self, pid, interval=0.1):
-        self.pid, self.interval = pid, interval
+    `pidf` returns the broker's current pid (it changes when a broker is restarted between
+    workloads); CPU is summed over every pid seen."""
+
+    def __init__(self, pidf, interval=0.1):
+        self.pidf = pidf if callable(pidf) else (lambda: pidf)
+        self.interval = interval
         self.samples = []
+        self.cpu = {}  # pid -> [first, last] CPU seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self):
+        pid = self.pidf()
+        v = proc_rss_cpu(pid) if pid else None
+        if v:
+            self.samples.append(v[0])
+            self.cpu.setdefault(pid, [v[1], v[1]])[1] = v[1]
+
     def start(self):
-        first = proc_rss_cpu(self.pid)
         self.t0 = time.monotonic()
-        self.cpu0 = first[1] if first else None
-        if first:
-            self.samples.append(first[0])
+        self._sample()
         self._thread.start()
         return self
 
     def _run(self):
         while not self._stop.wait(self.interval):
-            v = proc_rss_cpu(self.pid)
-            if v:
-                self.samples.append(v[0])
+            self._sample()
 
     def stop(self):
         self._stop.set()
         self._thread.join()
+        self._sample()
         wall = time.monotonic() - self.t0
-        last = proc_rss_cpu(self.pid)
-        cpu = (last[1] - self.cpu0) if (last and self.cpu0 is not None) else None
-        if last:
-            self.samples.append(last[0])
+        cpu = sum(last - first for first, last in self.cpu.values()) if self.cpu else None
         s = self.samples
         return {
             "wall_s": wall,
@@ -187,12 +192,53 @@ class Sampler:
         }
 
 
+class MemoryGuard:
+    """Kills the broker under test (SIGKILL) if the machine runs low on memory: a broker that
+    keeps everything in memory must not make the kernel's OOM killer pick another process."""
+
+    def __init__(self, broker, min_avail=3 * GiB):
+        self.broker, self.min_avail = broker, min_avail
+        self.tripped = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.2):
+            try:
+                with open("/proc/meminfo") as f:
+                    avail = next(int(l.split()[1]) * 1024 for l in f
+                                 if l.startswith("MemAvailable:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            pid = self.broker.pid
+            if avail < self.min_avail and pid:
+                self.tripped = (f"killed by the benchmark's memory guard: {avail / GiB:.1f} GiB "
+                                f"available, broker RSS "
+                                f"{(proc_rss_cpu(pid) or (0, 0))[0] / GiB:.1f} GiB")
+                log(f"  {self.tripped}")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 # ------------------------------------------------------------------------------------------
 # brokers
 
 class Broker:
     key = name = label = durability = how = ""
     version = ""
+    # restart (and so empty) the broker before each workload: for brokers that keep every
+    # record in memory, which would otherwise outgrow the machine in a full run
+    fresh_per_workload = False
 
     def __init__(self, work):
         self.work = work
@@ -338,6 +384,7 @@ class KafkaBroker(Broker):
 
 class TansuBroker(Broker):
     key = "tansu"
+    fresh_per_workload = True
 
     def __init__(self, work):
         super().__init__(work)
@@ -347,7 +394,9 @@ class TansuBroker(Broker):
         self.durability = "memory only (`memory://` storage engine): nothing survives a restart"
         self.how = ("`tansu broker --listener-url tcp://127.0.0.1:PORT --advertised-listener-url "
                     "tcp://127.0.0.1:PORT --storage-engine memory://tansu/` (crates.io `tansu`, "
-                    "feature `dynostore`)")
+                    "feature `dynostore`); restarted, so emptied, before each workload (W1 1 KB, "
+                    "W1 100 B, W2, ...): it keeps every record in memory, and a full run's "
+                    "records do not fit in this machine's")
         self.proc = None
 
     @property
@@ -549,8 +598,22 @@ class Runner:
             out[key] = {"failed": msg[:2000]}
             log(f"  {key}: FAILED {msg[:500]}")
 
+    def fresh(self, b, r):
+        """Before a workload: restart brokers that keep everything in memory."""
+        if not b.fresh_per_workload:
+            return
+        info = b.start_info
+        try:
+            b.stop()
+            b.start()
+            r.setdefault("restarts", 0)
+            r["restarts"] += 1
+        except Exception as e:  # noqa: BLE001
+            log(f"  restart failed: {e}")
+        b.start_info = info
+
     def sampled(self, b, fn):
-        s = Sampler(b.pid).start()
+        s = Sampler(lambda: b.pid).start()
         try:
             res = fn()
         finally:
@@ -564,10 +627,11 @@ class Runner:
         r = {"start": b.start_info}
         idle = proc_rss_cpu(b.pid)
         r["start"]["idle_rss_mib"] = idle[0] / MiB if idle else None
-        whole = Sampler(b.pid, interval=0.25).start()
+        whole = Sampler(lambda: b.pid, interval=0.25).start()
 
         # W1: max produce throughput, 8 partitions, acks=all, linger 5 ms, batch 1 MB
         for size in (1024, 100):
+            self.fresh(b, r)
             topic = f"w1-{size}"
             self.step(r, f"w1_topic_{size}", lambda: create_topic(b, topic, 8))
             self.step(r, f"w1_loadgen_{size}", lambda: self.sampled(b, lambda: run_loadgen(
@@ -584,6 +648,7 @@ class Runner:
                 self.kafka_w1[c] = r["w1_%s_1024" % c].get("records_per_s")
 
         # W2: produce latency at half of Kafka's W1 max (1 KB records, same producer settings)
+        self.fresh(b, r)
         self.step(r, "w2_topic", lambda: create_topic(b, "w2", 8))
         rate_lg = round((self.kafka_w1.get("loadgen") or 20000) / 2)
         rate_j = round((self.kafka_w1.get("java") or 20000) / 2)
@@ -596,6 +661,7 @@ class Runner:
 
         # W3: consume throughput from a backlog
         n3 = pr["w3_bytes"] // 1024
+        self.fresh(b, r)
         self.step(r, "w3_topic", lambda: create_topic(b, "w3", 8))
         # round-robin: an even backlog, so that no consumer spends its tail on one partition
         self.step(r, "w3_fill", lambda: run_loadgen(
@@ -607,6 +673,7 @@ class Runner:
             b, "w3", n3, self.work, timeout=960)))
 
         # W4: 1, 100, 1000 partitions at a fixed rate (records round-robin over partitions)
+        self.fresh(b, r)
         for parts in pr["w4_parts"]:
             topic = f"w4-{parts}"
             self.step(r, f"w4_topic_{parts}", lambda: create_topic(b, topic, parts))
@@ -616,6 +683,7 @@ class Runner:
                 timeout=pr["w4_secs"] + 180)))
 
         # W5: end-to-end latency at low load, 1 partition, linger.ms=0
+        self.fresh(b, r)
         self.step(r, "w5_topic", lambda: create_topic(b, "w5", 1))
         self.step(r, "w5_loadgen", lambda: run_loadgen(
             ["e2e", "--brokers", b.bootstrap, "--topic", "w5", "--size", 1024,
@@ -721,7 +789,10 @@ def main():
         try:
             b.start()
             log(f"  started in {b.start_info['start_s']:.2f}s (pid {b.pid})")
-            results[key] = runner.run_all(b)
+            with MemoryGuard(b) as guard:
+                results[key] = runner.run_all(b)
+            if guard.tripped:
+                results[key]["failed"] = guard.tripped
         except Exception as e:  # noqa: BLE001
             log(f"  {key} failed: {e}")
             results.setdefault(key, {})["failed"] = str(e)[:2000]
