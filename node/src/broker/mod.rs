@@ -365,6 +365,10 @@ impl Broker {
         next.topics.remove(name);
         self.store.save(&next)?;
         *self.image.write() = next;
+        // Tiering hook: the topic's objects in the bucket go too, in the background.
+        if let Some(t) = &self.tiering {
+            t.delete_topic_data(meta.id);
+        }
         let mut parts = self.partitions.write();
         for p in 0..meta.partitions {
             parts.remove(&(name.to_string(), p));
@@ -439,6 +443,16 @@ impl Broker {
             &self.config.topic_defaults,
             self.tiering.is_some(),
         )?;
+        // Tiering hook: once on, remote storage stays on (as in Kafka): turning it off would
+        // make the tiered data unreachable while the bucket still holds it.
+        let was = LogConfig::resolve(&m.configs, &self.config.topic_defaults).remote_storage;
+        if was && !LogConfig::resolve(&configs, &self.config.topic_defaults).remote_storage {
+            return Err(Error::InvalidConfig {
+                key: "remote.storage.enable".into(),
+                value: "false".into(),
+                reason: "remote storage cannot be turned off once it is on".into(),
+            });
+        }
         if validate_only {
             return Ok(());
         }

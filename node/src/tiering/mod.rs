@@ -124,6 +124,9 @@ pub struct Tiering {
     states: Mutex<HashMap<PartKey, Arc<tokio::sync::Mutex<uploader::PartState>>>>,
     part_stats: RwLock<HashMap<PartKey, PartitionTierStats>>,
     counters: Counters,
+    /// Set when a manifest could not be read at start-up: the remaining partitions open
+    /// without waiting for the bucket (the uploader loads their manifests later).
+    unreachable_at_start: std::sync::atomic::AtomicBool,
 }
 
 /// Run a future to completion from synchronous code (broker start-up), on the current
@@ -165,6 +168,7 @@ impl Tiering {
             states: Mutex::new(HashMap::new()),
             part_stats: RwLock::new(HashMap::new()),
             counters: Counters::default(),
+            unreachable_at_start: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -262,6 +266,9 @@ impl Tiering {
         recover: bool,
     ) -> crate::error::Result<PartitionLog> {
         let restore = !dir.join("partition.json").exists();
+        if !restore && self.unreachable_at_start.load(Ordering::Relaxed) {
+            return PartitionLog::open(dir, topic_id, config, recover);
+        }
         let loaded = block_on(async {
             let (m, _) = tokio::time::timeout(
                 Duration::from_secs(if restore { 120 } else { 20 }),
@@ -284,7 +291,9 @@ impl Tiering {
                     return Err(e.into());
                 }
                 tracing::warn!(dir = %dir.display(), error = %e, "manifest not loaded at start; retrying in the background");
-                if !e.is_transient() {
+                if e.is_transient() {
+                    self.unreachable_at_start.store(true, Ordering::Relaxed);
+                } else {
                     self.set_view(key, View::Failed(e.to_string()));
                 }
                 return PartitionLog::open(dir, topic_id, config, recover);
@@ -450,6 +459,35 @@ impl Tiering {
             }
         }
         Ok(Some(data))
+    }
+
+    /// Delete every object of a deleted topic, in the background (a restart before it
+    /// finishes leaves them; the topic id is never reused, so they are inert).
+    pub fn delete_topic_data(&self, topic_id: uuid::Uuid) {
+        self.views.write().retain(|(id, _), _| *id != topic_id);
+        self.states.lock().retain(|(id, _), _| *id != topic_id);
+        self.part_stats.write().retain(|(id, _), _| *id != topic_id);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let bucket = self.bucket.clone();
+        let prefix = format!("{}{}/", self.prefix, topic_id.hyphenated());
+        rt.spawn(async move {
+            let result = async {
+                let objects = bucket.list(&prefix).await?;
+                for (key, _) in &objects {
+                    bucket.delete(key).await?;
+                }
+                Ok::<_, TierError>(objects.len())
+            }
+            .await;
+            match result {
+                Ok(n) => tracing::info!(%topic_id, objects = n, "deleted the topic's tiered data"),
+                Err(e) => {
+                    tracing::warn!(%topic_id, error = %e, "could not delete the topic's tiered data")
+                }
+            }
+        });
     }
 
     /// Every figure, for metrics.

@@ -286,3 +286,45 @@ async fn total_retention_deletes_from_the_bucket_manifest_first() {
         )
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_cannot_touch_the_manifest() {
+    let node = Node::new();
+    let b = node.open();
+    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    let part = b.partition("t", 0).unwrap();
+    let batch = || make_batch(&[&[5u8; 150]], now(), -1, -1);
+    for _ in 0..30 {
+        b.append(&part, batch()).unwrap();
+    }
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    let topic_id = part.log.lock().topic_id();
+    let path = node
+        .bucket
+        .path()
+        .join(topic_id.hyphenated().to_string())
+        .join("0")
+        .join("manifest.json");
+    // A new leader (epoch 5) has written the manifest since.
+    let mut m = Manifest::parse("m", &std::fs::read(&path).unwrap()).unwrap();
+    m.leader_epoch = 5;
+    m.generation += 1;
+    std::fs::write(&path, m.to_bytes()).unwrap();
+    for _ in 0..30 {
+        b.append(&part, batch()).unwrap();
+    }
+    // First pass: the conditional put fails (stale version); the next re-reads and is fenced.
+    for _ in 0..3 {
+        t.sync_partition(&part).await;
+        tokio::time::sleep(Duration::from_millis(450)).await;
+    }
+    let after = Manifest::parse("m", &std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(after, m, "the deposed leader wrote nothing");
+    let err = t.stats().partitions[0].error.clone().unwrap_or_default();
+    assert!(err.contains("fenced"), "{err}");
+    let (_, problems) = scrub_dir(node.bucket.path(), topic_id);
+    // Objects the deposed leader uploaded before losing the race are not in the manifest;
+    // the new leader (epoch 5) removes them as orphans when it loads the manifest.
+    assert!(problems.iter().all(|p| p.contains("not referenced")), "{problems:?}");
+}

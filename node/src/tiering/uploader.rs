@@ -66,7 +66,7 @@ pub async fn run(tiering: Arc<Tiering>, broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(tiering.options.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_report = Instant::now();
-    let mut last_uploaded = u64::MAX;
+    let mut last_seen = None;
     loop {
         tick.tick().await;
         if broker.is_shutting_down() {
@@ -79,22 +79,36 @@ pub async fn run(tiering: Arc<Tiering>, broker: Arc<Broker>) {
                 async move { t.sync_partition(&p).await }
             })
             .await;
-        let uploaded = tiering.counters.bytes_uploaded.load(Ordering::Relaxed);
-        if last_report.elapsed() >= Duration::from_secs(10) && uploaded != last_uploaded {
-            last_report = Instant::now();
-            last_uploaded = uploaded;
+        if last_report.elapsed() >= Duration::from_secs(10) {
             let s = tiering.stats();
-            tracing::info!(
-                segments_uploaded = s.segments_uploaded,
-                bytes_uploaded = s.bytes_uploaded,
-                upload_failures = s.upload_failures,
-                remote_reads = s.remote_reads,
-                remote_read_bytes = s.remote_read_bytes,
-                bucket_puts = s.bucket_puts,
-                bucket_gets = s.bucket_gets,
-                lag_bytes = s.partitions.iter().map(|p| p.lag_bytes).sum::<u64>(),
-                "tiering stats"
+            // Only when something moved, so an idle node stays quiet.
+            let seen = (
+                s.bucket_puts,
+                s.bucket_gets,
+                s.bucket_deletes,
+                s.upload_failures,
             );
+            if last_seen != Some(seen) {
+                last_seen = Some(seen);
+                last_report = Instant::now();
+                tracing::info!(
+                    segments_uploaded = s.segments_uploaded,
+                    bytes_uploaded = s.bytes_uploaded,
+                    upload_failures = s.upload_failures,
+                    remote_reads = s.remote_reads,
+                    remote_read_bytes = s.remote_read_bytes,
+                    cache_hits = s.cache_hits,
+                    cache_misses = s.cache_misses,
+                    bucket_puts = s.bucket_puts,
+                    bucket_gets = s.bucket_gets,
+                    bucket_lists = s.bucket_lists,
+                    bucket_deletes = s.bucket_deletes,
+                    bucket_bytes_up = s.bucket_bytes_up,
+                    bucket_bytes_down = s.bucket_bytes_down,
+                    lag_bytes = s.partitions.iter().map(|p| p.lag_bytes).sum::<u64>(),
+                    "tiering stats"
+                );
+            }
         }
     }
 }
