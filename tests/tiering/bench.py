@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Tiering figures (not a test, not asserted): upload throughput, catch-up reads from the
+bucket with a cold cache against reads of a local topic, and bucket requests per GB.
+
+  STRATA_NODE_BIN=target/release/strata-node \\
+    ~/.cache/strata-testbed/tiering-venv/bin/python tests/tiering/bench.py [MiB]
+
+MinIO, the node and the clients share this machine, so the figures are ratios for this
+machine, not absolutes. The page cache is warm for local reads (the node's local files were
+just written); the bucket cache is cold (the node restarts before the reads).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import Minio, Node, S3Bucket, create_topic, wait_for  # noqa: E402
+
+MIB = 1 << 20
+SEGMENT = 16 * MIB
+LOCAL = 32 * MIB
+
+
+def produce_bytes(bootstrap: str, topic: str, total: int) -> float:
+    from confluent_kafka import Producer
+
+    pr = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 20,
+                   "batch.size": 1 << 20, "compression.type": "none"})
+    value = bytes(range(256)) * 4
+    t0 = time.time()
+    for i in range(total // len(value)):
+        while True:
+            try:
+                pr.produce(topic, value=value, key=str(i).encode(), partition=0)
+                break
+            except BufferError:
+                pr.poll(0.05)
+    assert pr.flush(300) == 0
+    return time.time() - t0
+
+
+def consume_bytes(bootstrap: str, topic: str) -> tuple[int, float]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}-{time.time()}",
+                  "enable.auto.commit": False, "fetch.max.bytes": 52428800,
+                  "max.partition.fetch.bytes": 4 * MIB, "queued.max.messages.kbytes": 262144})
+    _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+    c.assign([TopicPartition(topic, 0, 0)])
+    n = 0
+    size = 0
+    t0 = time.time()
+    while n < high:
+        for m in c.consume(10000, timeout=1):
+            assert m.error() is None, m.error()
+            n += 1
+            size += len(m.value()) + len(m.key())
+    dt = time.time() - t0
+    c.close()
+    return size, dt
+
+
+def stats(node: Node) -> dict:
+    lines = [l for l in node.log_path.read_text(errors="replace").splitlines() if "tiering stats" in l]
+    if not lines:
+        return {}
+    clean = re.sub(r"\x1b\[[0-9;]*m", "", lines[-1])
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", clean)}
+
+
+def stats_lines(node: Node) -> int:
+    return node.log_path.read_text(errors="replace").count("tiering stats")
+
+
+def fresh_stats(node: Node, lines_before: int) -> dict:
+    wait_for(lambda: stats_lines(node) > lines_before, 30, "a new tiering stats line", every=0.5)
+    return stats(node)
+
+
+def main():
+    total = int(sys.argv[1]) * MIB if len(sys.argv) > 1 else 256 * MIB
+    work = Path(tempfile.mkdtemp(prefix="strata-tier-bench-"))
+    minio = Minio(work / "minio")
+    try:
+        bucket = S3Bucket(minio, "bench")
+        node = Node(work / "node", bucket)
+        node.start()
+        common = {"segment.bytes": str(SEGMENT), "retention.ms": "-1", "retention.bytes": "-1"}
+        create_topic(node.bootstrap, "tiered", 1, {**common, "local.retention.bytes": str(LOCAL)})
+        create_topic(node.bootstrap, "local", 1, common)
+        dt = produce_bytes(node.bootstrap, "tiered", total)
+        print(f"produce {total / MIB:.0f} MiB: {total / MIB / dt:.1f} MiB/s")
+        produce_bytes(node.bootstrap, "local", total)
+        written = node.local_log_bytes("tiered", 0)
+
+        # Upload throughput: turn tiering on for a topic full of closed segments.
+        from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+        admin = AdminClient({"bootstrap.servers": node.bootstrap})
+        res = ConfigResource("topic", "tiered", incremental_configs=[
+            ConfigEntry("remote.storage.enable", "true", incremental_operation=AlterConfigOpType.SET)])
+        t0 = time.time()
+        admin.incremental_alter_configs([res])[res].result(30)
+        wait_for(lambda: node.local_log_bytes("tiered", 0) <= LOCAL + SEGMENT, 600, "tiering")
+        up = time.time() - t0
+        tiered = written - node.local_log_bytes("tiered", 0)
+        s = fresh_stats(node, 0)
+        gib = s["bucket_bytes_up"] / (1 << 30)
+        print(f"upload: {tiered / MIB:.0f} MiB tiered in {up:.1f} s = {tiered / MIB / up:.1f} MiB/s "
+              f"(includes the 0.2 s uploader tick and 0.3 s retention tick); "
+              f"{s['bucket_puts']} PUTs, {s['bucket_gets']} GETs, {s['bucket_lists']} LISTs for "
+              f"{gib:.3f} GiB = {s['bucket_puts'] / gib:.0f} PUTs/GiB, "
+              f"{(s['bucket_puts'] + s['bucket_gets'] + s['bucket_lists']) / gib:.0f} requests/GiB")
+
+        # Catch-up reads from offset 0 after a restart (empty bucket cache).
+        node.stop()
+        node.start()
+        before = stats_lines(node)
+        size, dt = consume_bytes(node.bootstrap, "tiered")
+        s2 = fresh_stats(node, before)
+        remote_gib = s2.get("remote_read_bytes", 0) / (1 << 30)
+        print(f"catch-up read, tiered topic (cold cache): {size / MIB:.0f} MiB in {dt:.1f} s = "
+              f"{size / MIB / dt:.1f} MiB/s; {s2.get('bucket_gets', 0)} GETs for "
+              f"{s2.get('bucket_bytes_down', 0) / MIB:.0f} MiB from the bucket "
+              f"({s2.get('bucket_gets', 0) / max(remote_gib, 1e-9):.0f} GETs/GiB served)")
+        size, dt = consume_bytes(node.bootstrap, "local")
+        print(f"catch-up read, local topic: {size / MIB:.0f} MiB in {dt:.1f} s = {size / MIB / dt:.1f} MiB/s")
+        node.stop()
+    finally:
+        minio.stop()
+    print(f"work dir: {work}")
+
+
+if __name__ == "__main__":
+    main()
