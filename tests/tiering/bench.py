@@ -44,6 +44,27 @@ def produce_bytes(bootstrap: str, topic: str, total: int) -> float:
     return time.time() - t0
 
 
+def produce_latencies(bootstrap: str, topic: str, seconds: float, rate: int = 500) -> list[float]:
+    """Send-to-ack latency of acks=all records at `rate` per second for `seconds`."""
+    from confluent_kafka import Producer
+
+    pr = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+    lat: list[float] = []
+    value = b"x" * 1024
+    t0 = time.time()
+    i = 0
+    while time.time() - t0 < seconds:
+        sent = time.time()
+        pr.produce(topic, value=value, on_delivery=lambda err, m, s=sent: err or lat.append(time.time() - s))
+        pr.poll(0)
+        i += 1
+        pause = t0 + i / rate - time.time()
+        if pause > 0:
+            time.sleep(pause)
+    pr.flush(60)
+    return lat
+
+
 def consume_bytes(bootstrap: str, topic: str) -> tuple[int, float]:
     from confluent_kafka import Consumer, TopicPartition
 
@@ -130,6 +151,23 @@ def main():
               f"({s2.get('bucket_gets', 0) / max(remote_gib, 1e-9):.0f} GETs/GiB served)")
         size, dt = consume_bytes(node.bootstrap, "local")
         print(f"catch-up read, local topic: {size / MIB:.0f} MiB in {dt:.1f} s = {size / MIB / dt:.1f} MiB/s")
+
+        # Produce latency (acks=all, 1 KiB records at a steady rate) alone, then while a
+        # consumer catches up from the bucket with a cold cache.
+        create_topic(node.bootstrap, "latency", 1, {})
+        alone = produce_latencies(node.bootstrap, "latency", 6.0)
+        node.stop()
+        node.start()
+        import threading
+
+        reader = threading.Thread(target=consume_bytes, args=(node.bootstrap, "tiered"))
+        reader.start()
+        busy = produce_latencies(node.bootstrap, "latency", 6.0)
+        reader.join()
+        for name, lat in (("alone", alone), ("during catch-up", busy)):
+            lat.sort()
+            p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+            print(f"produce latency {name}: n={len(lat)} p50={p(0.5):.1f} ms p99={p(0.99):.1f} ms max={lat[-1] * 1000:.1f} ms")
         node.stop()
     finally:
         minio.stop()
