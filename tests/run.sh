@@ -3,8 +3,9 @@
 # clients and peers (under ${STRATA_CACHE:-~/.cache/strata-testbed}), then runs
 #   1. unit and property tests (cargo test --workspace)
 #   2. the client-compatibility suite against a real strata-node process
-#   3. each fuzz target briefly
-#   4. the benchmark suite in smoke mode (so it cannot rot)
+#   3. tiered storage against MinIO and file:// (tests/tiering)
+#   4. each fuzz target briefly
+#   5. the benchmark suite in smoke mode (so it cannot rot)
 # Every stage runs; the script fails if any stage failed and prints a summary line.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,6 +41,7 @@ stage() {
 stage build cargo build --workspace --all-targets
 stage unit cargo test --workspace
 stage compat bash tests/run-compat.sh -q
+[ -f tests/tiering/run.sh ] && stage tiering bash tests/tiering/run.sh -q
 [ -f tests/fuzz.sh ] && stage fuzz bash tests/fuzz.sh "${STRATA_FUZZ_SECONDS:-15}"
 [ -f bench/run.sh ] && stage bench-smoke bash bench/run.sh --smoke
 
