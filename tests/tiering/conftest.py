@@ -199,6 +199,19 @@ def scrub(bucket, topic_id: str, partition: int) -> dict:
     return m
 
 
+def scrub_settled(bucket, topic_id: str, partition: int, timeout: float = 30) -> dict:
+    """scrub() of a partition whose node is still running: an upload in flight shows as
+    objects the manifest does not name yet, so retry until the uploader is between uploads."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return scrub(bucket, topic_id, partition)
+        except AssertionError:
+            if time.time() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 # ---- strata-node processes -------------------------------------------------------------------
 
 

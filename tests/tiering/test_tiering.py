@@ -16,6 +16,7 @@ from conftest import (
     create_topic,
     produce,
     scrub,
+    scrub_settled,
     wait_for,
     watermarks,
 )
@@ -77,7 +78,7 @@ def test_tier_read_back_and_sigkill(kind, tmp_path, request, nodes):
     tiered = time.time() - t0
     tid = node.topic_id("t")
     for p in range(PARTITIONS):
-        m = scrub(bucket, tid, p)
+        m = scrub_settled(bucket, tid, p)
         assert m["log_start_offset"] == 0
         assert m["end_offset"] >= RECORDS - LOCAL_BOUND // 1024
         assert watermarks(node.bootstrap, "t", p) == (0, RECORDS), "earliest is the bucket's"
@@ -98,7 +99,7 @@ def test_tier_read_back_and_sigkill(kind, tmp_path, request, nodes):
     wait_local_bound(node, "t")
     check_all(node, "t", acked)
     for p in range(PARTITIONS):
-        scrub(bucket, tid, p)
+        scrub_settled(bucket, tid, p)
     node.stop()
 
 
