@@ -488,6 +488,46 @@ impl Broker {
         Ok((info, log_start))
     }
 
+    /// The earliest readable offset. Tiering hook: the bucket's start when it holds data.
+    pub fn earliest_offset(&self, part: &Arc<Partition>) -> Result<i64> {
+        let (tiered, topic_id, local_start) = {
+            let log = part.log.lock();
+            (
+                log.config().remote_storage,
+                log.topic_id(),
+                log.log_start_offset(),
+            )
+        };
+        match &self.tiering {
+            Some(t) if tiered => Ok(t.earliest(topic_id, part.index, local_start)?),
+            _ => Ok(local_start),
+        }
+    }
+
+    /// ListOffsets by time: (offset, timestamp) of the first record whose timestamp is at
+    /// least `ts`. Tiering hook: segments only in the bucket are searched too.
+    pub async fn offset_for_timestamp(
+        &self,
+        part: &Arc<Partition>,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let tiered = part.log.lock().config().remote_storage;
+        match &self.tiering {
+            Some(t) if tiered => Ok(t.offset_for_timestamp(part, ts).await?),
+            _ => part.log.lock().offset_for_timestamp(ts),
+        }
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: (offset, timestamp) of the record with the largest
+    /// timestamp. Tiering hook: segments only in the bucket count too.
+    pub async fn max_timestamp_offset(&self, part: &Arc<Partition>) -> Result<Option<(i64, i64)>> {
+        let tiered = part.log.lock().config().remote_storage;
+        match &self.tiering {
+            Some(t) if tiered => Ok(t.max_timestamp_offset(part).await?),
+            _ => part.log.lock().max_timestamp_offset(),
+        }
+    }
+
     /// Whether a produce with `acks` must wait for an fsync under the flush policy.
     pub fn must_sync(&self, acks: i16) -> bool {
         match self.config.flush_policy {

@@ -262,6 +262,28 @@ pub(crate) mod tests {
         )
     }
 
+    /// Build a batch whose records carry the given timestamps (in any order).
+    pub fn make_batch_stamped(stamps: &[i64], value: &[u8]) -> Vec<u8> {
+        let mut raw = bytes::Bytes::from(make_batch(&vec![value; stamps.len()], 0, -1, -1));
+        let mut set = kafka_protocol::records::RecordBatchDecoder::decode(&mut raw)
+            .unwrap()
+            .records;
+        for (r, ts) in set.iter_mut().zip(stamps) {
+            r.timestamp = *ts;
+        }
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &set,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
     /// A record's optional key and value.
     pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 

@@ -595,31 +595,42 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// Decode the batch holding the first record with timestamp >= `ts`; returns
-    /// (offset, timestamp) of that record.
+    /// ListOffsets by time: (offset, timestamp) of the first record at or after the log
+    /// start whose timestamp is at least `ts` (the first batch whose max timestamp reaches
+    /// `ts`, found through the time index, then the first such record in it).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        let start = self.log_start_offset;
         for seg in self.segments.values() {
-            if seg.max_timestamp < ts {
+            if seg.max_timestamp < ts || seg.next_offset <= start {
                 continue;
             }
             let Some(loc) = seg.locate_time(ts)? else {
                 continue;
             };
-            let raw = seg.read(loc.position, loc.header.total_len())?;
-            let set = super::records::decode_batch(&raw)?;
-            let log_append = loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0;
-            for r in set.records {
-                let rts = if log_append {
-                    loc.header.max_timestamp
-                } else {
-                    r.timestamp
-                };
-                if rts >= ts && r.offset >= self.log_start_offset {
-                    return Ok(Some((r.offset, rts)));
+            let mut pos = loc.position;
+            while let Some(h) = seg.header_at(pos)? {
+                if h.max_timestamp >= ts && h.last_offset() >= start {
+                    let raw = seg.read(pos, h.total_len())?;
+                    let set = super::records::decode_batch(&raw)?;
+                    if let Some(found) =
+                        super::records::first_record_at_or_after(&h, &set, ts, start)
+                    {
+                        return Ok(Some(found));
+                    }
                 }
+                pos += h.total_len() as u64;
             }
         }
         Ok(None)
+    }
+
+    /// Largest batch timestamp of any non-empty segment (None when the log is empty).
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.segments
+            .values()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.max_timestamp)
+            .max()
     }
 
     /// (offset, timestamp) of the record with the largest timestamp.
@@ -637,14 +648,7 @@ impl PartitionLog {
         };
         let raw = seg.read(loc.position, loc.header.total_len())?;
         let set = super::records::decode_batch(&raw)?;
-        if loc.header.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
-            return Ok(Some((loc.header.last_offset(), loc.header.max_timestamp)));
-        }
-        Ok(set
-            .records
-            .iter()
-            .max_by_key(|r| r.timestamp)
-            .map(|r| (r.offset, r.timestamp)))
+        Ok(super::records::max_timestamp_record(&loc.header, &set))
     }
 
     /// Kafka's OffsetForLeaderEpoch answer: the largest epoch <= `epoch` and its end offset.
@@ -914,6 +918,21 @@ mod tests {
         assert_eq!(log.max_timestamp_offset().unwrap(), Some((3, 5000)));
         assert_eq!(log.epoch_end_offset(0), (0, 4));
         assert_eq!(log.epoch_end_offset(5), (0, 4));
+    }
+
+    #[test]
+    fn time_lookup_skips_records_below_the_log_start_but_not_later_batches() {
+        use crate::log::batch::tests::make_batch_stamped;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), cfg(), false).unwrap();
+        append(&mut log, make_batch_stamped(&[2000, 100], b"a")).unwrap(); // offsets 0, 1
+        append(&mut log, make_batch_stamped(&[1600, 1700], b"b")).unwrap(); // offsets 2, 3
+        assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((0, 2000)));
+        log.delete_records_before(1).unwrap();
+        // The batch reaching 1500 first only does so below the start: the next one answers.
+        assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((2, 1600)));
+        assert_eq!(log.offset_for_timestamp(1650).unwrap(), Some((3, 1700)));
+        assert_eq!(log.max_timestamp(), Some(2000));
     }
 
     #[test]

@@ -257,6 +257,42 @@ pub fn decode_batch(batch: &[u8]) -> Result<RecordSet> {
     .map_err(|e| corrupt(format!("cannot decode batch: {e}")))
 }
 
+/// ListOffsets by time inside one decoded batch (Kafka's rule): the first record at or after
+/// offset `start` whose timestamp is at least `ts`, as (offset, timestamp). Under
+/// LogAppendTime every record carries the batch's time. The local log and the bucket both
+/// answer through this, so a tiered topic answers as an untiered one would.
+pub fn first_record_at_or_after(
+    h: &BatchHeader,
+    set: &RecordSet,
+    ts: i64,
+    start: i64,
+) -> Option<(i64, i64)> {
+    let log_append = h.attributes & batch::ATTR_LOG_APPEND_TIME != 0;
+    set.records
+        .iter()
+        .map(|r| {
+            let rts = if log_append {
+                h.max_timestamp
+            } else {
+                r.timestamp
+            };
+            (r.offset, rts)
+        })
+        .find(|&(o, rts)| rts >= ts && o >= start)
+}
+
+/// ListOffsets MAX_TIMESTAMP inside the decoded batch that holds a segment's largest
+/// timestamp: (offset, timestamp) of its record with the largest timestamp.
+pub fn max_timestamp_record(h: &BatchHeader, set: &RecordSet) -> Option<(i64, i64)> {
+    if h.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
+        return Some((h.last_offset(), h.max_timestamp));
+    }
+    set.records
+        .iter()
+        .max_by_key(|r| r.timestamp)
+        .map(|r| (r.offset, r.timestamp))
+}
+
 /// Decode every batch in a buffer of whole batches.
 pub fn decode_all(mut buf: &[u8]) -> Result<Vec<RecordSet>> {
     let mut out = Vec::new();

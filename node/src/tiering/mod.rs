@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod error;
+mod lookup;
 pub mod manifest;
 pub mod plan;
 pub mod store;
@@ -27,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::log::batch::{self, BatchHeader, HEADER_LEN};
+use crate::log::index::{floor_offset, IndexEntry, OffsetEntry};
 use crate::log::producer_state::{ProducerStateTable, Snapshot, SNAPSHOT_VERSION};
 use crate::log::{LogConfig, PartitionLog};
 use cache::BlockCache;
@@ -358,6 +360,43 @@ impl Tiering {
         Ok(h)
     }
 
+    /// Position and header of the first batch of a remote segment whose last offset is at
+    /// least `offset` (None past its end), through the segment's remote offset index.
+    async fn locate(
+        &self,
+        pp: &str,
+        seg: &manifest::RemoteSegment,
+        offset: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, TierError> {
+        let log_key = format!("{pp}{}", seg.object_name("log"));
+        let index_key = format!("{pp}{}", seg.object_name("index"));
+        let index = self.cache.object(&self.bucket, &index_key).await?;
+        if index.len() % OffsetEntry::WIDTH != 0 {
+            return Err(TierError::CorruptSegment {
+                key: index_key,
+                reason: format!("{} bytes is not a whole number of entries", index.len()),
+            });
+        }
+        let rel = (offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let entries: Vec<OffsetEntry> = index
+            .chunks_exact(OffsetEntry::WIDTH)
+            .map(OffsetEntry::read_from)
+            .filter(|e| (e.position as u64) < seg.size)
+            .collect();
+        let mut pos = floor_offset(&entries, rel)
+            .map(|e| e.position as u64)
+            .unwrap_or(0);
+        let mut h = self.header_at(&log_key, seg.size, pos).await?;
+        while h.last_offset() < offset {
+            pos += h.total_len() as u64;
+            if pos >= seg.size {
+                return Ok(None);
+            }
+            h = self.header_at(&log_key, seg.size, pos).await?;
+        }
+        Ok(Some((pos, h)))
+    }
+
     /// Whole batches from the bucket starting with the one holding `offset`, up to
     /// `max_bytes` (at least one batch when `min_one`), from a single segment.
     pub async fn read(
@@ -389,34 +428,9 @@ impl Tiering {
         };
         let pp = self.partition_prefix(topic_id, p);
         let log_key = format!("{pp}{}", seg.object_name("log"));
-        let index_key = format!("{pp}{}", seg.object_name("index"));
-        let index = self.cache.object(&self.bucket, &index_key).await?;
-        if index.len() % 8 != 0 {
-            return Err(TierError::CorruptSegment {
-                key: index_key,
-                reason: format!("{} bytes is not a whole number of entries", index.len()),
-            });
-        }
-        let rel = (offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
-        let mut pos = 0u64;
-        for e in index.chunks_exact(8) {
-            let r = u32::from_be_bytes(e[0..4].try_into().expect("4"));
-            let position = u32::from_be_bytes(e[4..8].try_into().expect("4")) as u64;
-            if r > rel {
-                break;
-            }
-            if position < seg.size {
-                pos = position;
-            }
-        }
-        let mut h = self.header_at(&log_key, seg.size, pos).await?;
-        while h.last_offset() < offset {
-            pos += h.total_len() as u64;
-            if pos >= seg.size {
-                return Ok(None);
-            }
-            h = self.header_at(&log_key, seg.size, pos).await?;
-        }
+        let Some((pos, h)) = self.locate(&pp, seg, offset).await? else {
+            return Ok(None);
+        };
         let start = pos;
         let mut end = pos;
         while end < seg.size {

@@ -326,5 +326,116 @@ async fn a_deposed_leader_cannot_touch_the_manifest() {
     let (_, problems) = scrub_dir(node.bucket.path(), topic_id);
     // Objects the deposed leader uploaded before losing the race are not in the manifest;
     // the new leader (epoch 5) removes them as orphans when it loads the manifest.
-    assert!(problems.iter().all(|p| p.contains("not referenced")), "{problems:?}");
+    assert!(
+        problems.iter().all(|p| p.contains("not referenced")),
+        "{problems:?}"
+    );
+}
+
+/// Appends the same timestamped batches to a tiered and an untiered topic: batch `i` holds
+/// two records at `base + 10 i` and one more, except every seventh, which goes back in time.
+fn produce_timestamped(b: &Broker, topics: &[&str], n: i64, base: i64) -> Vec<i64> {
+    let mut stamps = Vec::new();
+    for i in 0..n {
+        let ts = if i % 7 == 6 {
+            base + 10 * i - 45
+        } else {
+            base + 10 * i
+        };
+        for t in topics {
+            let part = b.partition(t, 0).unwrap();
+            b.append(&part, make_batch(&[&[9u8; 150], b"x"], ts, -1, -1))
+                .unwrap();
+        }
+        stamps.extend([ts, ts + 1]);
+    }
+    stamps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_by_time_matches_an_untiered_topic() {
+    let node = Node::new();
+    let b = node.open();
+    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    let mut plain = topic_configs();
+    plain.remove("remote.storage.enable");
+    plain.remove("local.retention.bytes");
+    b.create_topic("u", 1, 1, plain, false).unwrap();
+    let base = now() - 3_600_000;
+    let stamps = produce_timestamped(&b, &["t", "u"], 120, base);
+    let (t_part, u_part) = (b.partition("t", 0).unwrap(), b.partition("u", 0).unwrap());
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&t_part).await;
+    b.run_retention();
+    let local_start = t_part.log.lock().log_start_offset();
+    assert!(
+        local_start > 60,
+        "early segments are remote-only (local start {local_start})"
+    );
+    assert_eq!(u_part.log.lock().log_start_offset(), 0);
+
+    // Every timestamp in range and around it, including ones between records and the
+    // out-of-order batches: the same (offset, timestamp) as the untiered topic.
+    let mut remote_answers = 0;
+    for ts in (base - 5..=base + 10 * 120 + 5).chain([0, i64::MAX]) {
+        let want = b.offset_for_timestamp(&u_part, ts).await.unwrap();
+        let got = b.offset_for_timestamp(&t_part, ts).await.unwrap();
+        assert_eq!(got, want, "timestamp {ts}");
+        if got.is_some_and(|(o, _)| o < local_start) {
+            remote_answers += 1;
+        }
+    }
+    assert!(
+        remote_answers > 500,
+        "{remote_answers} answers came from the bucket"
+    );
+    // Against the plain definition too: the first record whose timestamp reaches ts.
+    let ts = stamps[21];
+    let first = stamps.iter().position(|&s| s >= ts).unwrap() as i64;
+    assert!(first < local_start);
+    assert_eq!(
+        b.offset_for_timestamp(&t_part, ts).await.unwrap(),
+        Some((first, stamps[first as usize]))
+    );
+    assert_eq!(
+        b.max_timestamp_offset(&t_part).await.unwrap(),
+        b.max_timestamp_offset(&u_part).await.unwrap()
+    );
+
+    // The largest timestamp in the bucket's part only: MAX_TIMESTAMP comes from there.
+    let late = now() - 1_000_000;
+    for topic in ["t2", "u2"] {
+        let mut c = topic_configs();
+        if topic == "u2" {
+            c.remove("remote.storage.enable");
+            c.remove("local.retention.bytes");
+        }
+        b.create_topic(topic, 1, 1, c, false).unwrap();
+    }
+    produce_timestamped(&b, &["t2", "u2"], 5, late);
+    produce_timestamped(&b, &["t2", "u2"], 60, base);
+    let (t2, u2) = (b.partition("t2", 0).unwrap(), b.partition("u2", 0).unwrap());
+    t.sync_partition(&t2).await;
+    b.run_retention();
+    assert!(t2.log.lock().log_start_offset() > 10);
+    let want = b.max_timestamp_offset(&u2).await.unwrap();
+    assert_eq!(want.map(|(_, ts)| ts), Some(late + 41));
+    assert_eq!(b.max_timestamp_offset(&t2).await.unwrap(), want);
+
+    // Only what the answer needs is downloaded: on a cold cache, one lookup costs the
+    // segment's time index, its offset index and one block of its log.
+    drop((t_part, u_part, t2, u2));
+    drop(b);
+    drop(t);
+    let b = node.open();
+    let t_part = b.partition("t", 0).unwrap();
+    let t = b.tiering.clone().unwrap();
+    let gets = t.stats().bucket_gets;
+    let got = b.offset_for_timestamp(&t_part, stamps[30]).await.unwrap();
+    assert_eq!(got, Some((30, stamps[30])));
+    assert!(
+        t.stats().bucket_gets - gets <= 3,
+        "{} GETs",
+        t.stats().bucket_gets - gets
+    );
 }

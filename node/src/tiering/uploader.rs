@@ -202,11 +202,13 @@ impl Tiering {
             None => Condition::Create,
         };
         let v = self.bucket.put_if(&key, next.to_bytes(), cond).await?;
-        part.log.lock().set_remote_upto(Some(next.end_offset));
+        // Readers first: once local retention may delete a segment, lookups below the
+        // local start must already see it in the manifest.
         self.set_view(
             (next.topic_id, next.partition),
             View::Ready(Arc::new(next.clone())),
         );
+        part.log.lock().set_remote_upto(Some(next.end_offset));
         st.manifest = Some((next, Some(v)));
         Ok(())
     }
@@ -221,8 +223,8 @@ impl Tiering {
         let epoch = part.leader_epoch.load(Ordering::Relaxed);
         if st.manifest.is_none() {
             let (m, v) = self.load_manifest(topic_id, p).await?;
-            part.log.lock().set_remote_upto(Some(m.end_offset));
             self.set_view((topic_id, p), View::Ready(Arc::new(m.clone())));
+            part.log.lock().set_remote_upto(Some(m.end_offset));
             st.manifest = Some((m, v));
         }
         let pp = self.partition_prefix(topic_id, p);

@@ -1,6 +1,7 @@
 //! One handler per Kafka API. Handlers that do not wait run to completion when the frame is
 //! dispatched, so requests on one connection take effect in order; Produce waits for its
-//! fsync and Fetch for data in the returned future.
+//! fsync, Fetch for data and ListOffsets for the bucket (tiered lookups by time) in the
+//! returned future.
 
 /// Build a `kafka-protocol` message (its structs are non-exhaustive) from field values.
 macro_rules! build {
@@ -95,7 +96,14 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Frame) -> Pending {
                 reply(key, v, cid, &resp)
             })
         }
-        ApiKey::ListOffsets => sync!(ListOffsetsRequest, offsets::list_offsets),
+        ApiKey::ListOffsets => {
+            let req = decode!(ListOffsetsRequest);
+            let b = broker.clone();
+            Box::pin(async move {
+                let resp = offsets::list_offsets(b, v, req).await;
+                reply(key, v, cid, &resp)
+            })
+        }
         ApiKey::OffsetForLeaderEpoch => sync!(
             OffsetForLeaderEpochRequest,
             offsets::offset_for_leader_epoch

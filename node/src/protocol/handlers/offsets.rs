@@ -6,6 +6,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -43,77 +44,64 @@ fn epoch_check(current: i32, epoch: i32) -> Result<(), i16> {
     Ok(())
 }
 
-/// Answer ListOffsets.
-pub fn list_offsets(b: &Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            build!(ListOffsetsTopicResponse {
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let mut r = build!(ListOffsetsPartitionResponse {
-                            partition_index: p.partition_index,
-                            timestamp: -1,
-                            offset: -1,
-                            leader_epoch: -1
-                        });
-                        let res = (|| -> Result<(i64, i64, i32), i16> {
-                            let (view, part) = lookup(b, t.name.0.as_str(), p.partition_index)?;
-                            let epoch = view.meta.leader_epoch;
-                            epoch_check(p.current_leader_epoch, epoch)?;
-                            let log = part.log.lock();
-                            let map = |e: Error| e.code();
-                            Ok(match p.timestamp {
-                                LATEST => (log.log_end_offset(), -1, epoch),
-                                // Tiering hook: the earliest offset is the bucket's start;
-                                // EARLIEST_LOCAL stays the local log's.
-                                EARLIEST => match (&b.tiering, log.config().remote_storage) {
-                                    (Some(t), true) => (
-                                        t.earliest(
-                                            log.topic_id(),
-                                            p.partition_index,
-                                            log.log_start_offset(),
-                                        )
-                                        .map_err(|e| e.kafka_code().code())?,
-                                        -1,
-                                        epoch,
-                                    ),
-                                    _ => (log.log_start_offset(), -1, epoch),
-                                },
-                                EARLIEST_LOCAL => (log.log_start_offset(), -1, epoch),
-                                MAX_TIMESTAMP => match log.max_timestamp_offset().map_err(map)? {
-                                    Some((o, ts)) => (o, ts, epoch),
-                                    None => (-1, -1, -1),
-                                },
-                                ts if ts >= 0 => match log.offset_for_timestamp(ts).map_err(map)? {
-                                    Some((o, ts)) => (o, ts, epoch),
-                                    None => (-1, -1, -1),
-                                },
-                                _ => return Err(ResponseError::InvalidRequest.code()),
-                            })
-                        })();
-                        match res {
-                            Ok((offset, ts, epoch)) => {
-                                r.offset = offset;
-                                r.timestamp = ts;
-                                // The field exists from v4; older versions must leave it unset.
-                                if v >= 4 {
-                                    r.leader_epoch = epoch;
-                                }
-                            }
-                            Err(code) => r.error_code = code,
-                        }
-                        r
-                    })
-                    .collect(),
-                name: t.name
-            })
-        })
-        .collect();
+/// Answer ListOffsets. Asynchronous because lookups by time on tiered partitions may
+/// read from the bucket.
+pub async fn list_offsets(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut r = build!(ListOffsetsPartitionResponse {
+                partition_index: p.partition_index,
+                timestamp: -1,
+                offset: -1,
+                leader_epoch: -1
+            });
+            match list_offset(&b, t.name.0.as_str(), p).await {
+                Ok((offset, ts, epoch)) => {
+                    r.offset = offset;
+                    r.timestamp = ts;
+                    // The field exists from v4; older versions must leave it unset.
+                    if v >= 4 {
+                        r.leader_epoch = epoch;
+                    }
+                }
+                Err(code) => r.error_code = code,
+            }
+            partitions.push(r);
+        }
+        topics.push(build!(ListOffsetsTopicResponse {
+            partitions: partitions,
+            name: t.name
+        }));
+    }
     build!(ListOffsetsResponse { topics: topics })
+}
+
+/// One partition's ListOffsets answer: (offset, timestamp, leader epoch).
+async fn list_offset(
+    b: &Broker,
+    topic: &str,
+    p: &ListOffsetsPartition,
+) -> Result<(i64, i64, i32), i16> {
+    let (view, part) = lookup(b, topic, p.partition_index)?;
+    let epoch = view.meta.leader_epoch;
+    epoch_check(p.current_leader_epoch, epoch)?;
+    let code = |e: Error| e.code();
+    let found = |r: Option<(i64, i64)>| match r {
+        Some((o, ts)) => (o, ts, epoch),
+        None => (-1, -1, -1),
+    };
+    Ok(match p.timestamp {
+        LATEST => (part.log.lock().log_end_offset(), -1, epoch),
+        // Tiering hook: the earliest offset is the bucket's start, and lookups by time
+        // include the bucket's part of the log; EARLIEST_LOCAL stays the local log's.
+        EARLIEST => (b.earliest_offset(&part).map_err(code)?, -1, epoch),
+        EARLIEST_LOCAL => (part.log.lock().log_start_offset(), -1, epoch),
+        MAX_TIMESTAMP => found(b.max_timestamp_offset(&part).await.map_err(code)?),
+        ts if ts >= 0 => found(b.offset_for_timestamp(&part, ts).await.map_err(code)?),
+        _ => return Err(ResponseError::InvalidRequest.code()),
+    })
 }
 
 /// Answer OffsetForLeaderEpoch from the partition's epoch history.
