@@ -8,7 +8,9 @@ import uuid
 
 from conftest import (
     S3Bucket,
+    consume_all,
     create_topic,
+    produce,
     record,
     scrub_settled,
     wait_for,
@@ -139,4 +141,36 @@ def test_offsets_by_time_reach_the_bucket(tmp_path, request, nodes, minio):
     assert list_offset(node.bootstrap, "t", OffsetSpec.max_timestamp()) == (5, latest)
     assert list_offset(node.bootstrap, "u", OffsetSpec.max_timestamp()) == (5, latest)
     scrub_settled(bucket, node.topic_id("t"), 0)
+    node.stop()
+
+
+def test_delete_records_below_the_local_start(tmp_path, request, nodes, minio):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    bucket = S3Bucket(minio, f"t-{uuid.uuid4().hex[:8]}")
+    node = nodes(tmp_path / "node", bucket)
+    request.node._nodes = [node]
+    node.start()
+    create_topic(node.bootstrap, "t", 1, TIERED)
+    acked = produce(node.bootstrap, "t", 1, 0, RECORDS)
+    wait_for(lambda: local_start(node, "t") > RECORDS // 2, 60,
+             lambda: f"local start past {RECORDS // 2}: {local_start(node, 't')}")
+    tid = node.topic_id("t")
+    before = scrub_settled(bucket, tid, 0)
+    x = before["segments"][3]["base_offset"] + 7
+    assert x < local_start(node, "t")
+
+    a = AdminClient({"bootstrap.servers": node.bootstrap})
+    tp = TopicPartition("t", 0, x)
+    [res] = a.delete_records([tp]).values()
+    assert res.result(timeout=30).low_watermark == x
+    assert watermarks(node.bootstrap, "t", 0) == (x, RECORDS)
+    assert list_offset(node.bootstrap, "t", OffsetSpec.earliest())[0] == x
+    m = scrub_settled(bucket, tid, 0)
+    assert m["log_start_offset"] == x
+    assert m["segments"][0]["base_offset"] == before["segments"][3]["base_offset"], \
+        "segments wholly below the start are gone from the manifest and the bucket"
+    got = consume_all(node.bootstrap, "t", 0, start=x)
+    assert got == {o: r for (_, o), r in acked.items() if o >= x}
     node.stop()

@@ -528,6 +528,21 @@ impl Broker {
         }
     }
 
+    /// DeleteRecords: advance the log start to `offset` (-1: the high watermark); returns
+    /// the new low watermark. Tiering hook: on tiered partitions the bucket's start moves
+    /// first, so earliest never reports deleted records.
+    pub async fn delete_records(&self, part: &Arc<Partition>, offset: i64) -> Result<i64> {
+        let (tiered, leo) = {
+            let log = part.log.lock();
+            (log.config().remote_storage, log.log_end_offset())
+        };
+        let offset = if offset == -1 { leo } else { offset };
+        match &self.tiering {
+            Some(t) if tiered => Ok(t.delete_records(part, offset).await?),
+            _ => part.log.lock().delete_records_before(offset),
+        }
+    }
+
     /// Whether a produce with `acks` must wait for an fsync under the flush policy.
     pub fn must_sync(&self, acks: i16) -> bool {
         match self.config.flush_policy {

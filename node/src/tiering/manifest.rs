@@ -226,6 +226,37 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The manifest with `seg` appended, never starting below `log_start` (the partition's
+    /// log start): when nothing is tiered, records DeleteRecords removed before the upload
+    /// may still sit at the front of the segment.
+    pub fn with_segment_from(
+        &self,
+        seg: RemoteSegment,
+        writer_epoch: i32,
+        log_start: i64,
+    ) -> Result<Manifest, TierError> {
+        let mut m = self.with_segment(seg, writer_epoch)?;
+        if self.segments.is_empty() {
+            m.log_start_offset = m.log_start_offset.max(log_start.min(m.end_offset - 1));
+        }
+        Ok(m)
+    }
+
+    /// DeleteRecords: the manifest with its log start moved up to `offset`, without the
+    /// segments wholly below it (returned, for deleting their objects afterwards).
+    pub fn with_log_start(
+        &self,
+        offset: i64,
+        writer_epoch: i32,
+    ) -> Result<(Manifest, Vec<RemoteSegment>), TierError> {
+        let n = self.segments.partition_point(|s| s.next_offset <= offset);
+        let mut m = self.without_prefix(n, writer_epoch)?;
+        if !m.segments.is_empty() {
+            m.log_start_offset = m.log_start_offset.max(offset);
+        }
+        Ok((m, self.segments[..n].to_vec()))
+    }
+
     /// The segment holding `offset`, if tiered and not yet past retention.
     pub fn find(&self, offset: i64) -> Option<&RemoteSegment> {
         if offset < self.log_start_offset || offset >= self.end_offset {
@@ -347,6 +378,41 @@ pub(crate) mod tests {
         assert!(c.with_segment(seg(15, 25, 0), 0).is_err());
         let d = c.with_segment(seg(30, 40, 0), 0).unwrap();
         assert_eq!(d.log_start_offset, 30);
+    }
+
+    #[test]
+    fn delete_records_moves_the_start() {
+        let a = m()
+            .with_segment(seg(0, 10, 0), 0)
+            .unwrap()
+            .with_segment(seg(10, 20, 0), 0)
+            .unwrap();
+        let (b, gone) = a.with_log_start(4, 0).unwrap();
+        assert!(gone.is_empty());
+        assert_eq!((b.log_start_offset, b.segments.len()), (4, 2));
+        let (c, gone) = b.with_log_start(10, 0).unwrap();
+        assert_eq!(gone, vec![seg(0, 10, 0)]);
+        assert_eq!((c.log_start_offset, c.segments.len()), (10, 1));
+        let (d, _) = c.with_log_start(15, 0).unwrap();
+        assert_eq!(d.log_start_offset, 15);
+        d.check().unwrap();
+        let (e, gone) = d.with_log_start(25, 0).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!((e.log_start_offset, e.end_offset), (20, 20));
+        e.check().unwrap();
+        assert!(matches!(
+            a.with_log_start(5, -1),
+            Err(TierError::Fenced { .. })
+        ));
+        // The next upload after the bucket emptied starts no lower than the log start.
+        let f = e.with_segment_from(seg(20, 30, 0), 0, 23).unwrap();
+        assert_eq!((f.log_start_offset, f.end_offset), (23, 30));
+        f.check().unwrap();
+        let g = f.with_segment_from(seg(30, 40, 0), 0, 35).unwrap();
+        assert_eq!(
+            g.log_start_offset, 23,
+            "only an empty manifest takes the floor"
+        );
     }
 
     #[test]

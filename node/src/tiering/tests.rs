@@ -439,3 +439,102 @@ async fn list_offsets_by_time_matches_an_untiered_topic() {
         t.stats().bucket_gets - gets
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_remote_log_start_first() {
+    let node = Node::new();
+    let b = node.open();
+    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    let part = b.partition("t", 0).unwrap();
+    let base = now() - 60_000;
+    produce_timestamped(&b, &["t"], 100, base);
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    b.run_retention();
+    let (local_start, topic_id) = {
+        let log = part.log.lock();
+        (log.log_start_offset(), log.topic_id())
+    };
+    assert!(local_start > 40, "local start {local_start}");
+    assert_eq!(b.earliest_offset(&part).unwrap(), 0);
+    let (before, _) = scrub_dir(node.bucket.path(), topic_id);
+
+    // Below the local start, in the middle of a remote segment.
+    let x = before.segments[2].base_offset + 3;
+    assert_eq!(b.delete_records(&part, x).await.unwrap(), x);
+    assert_eq!(
+        b.earliest_offset(&part).unwrap(),
+        x,
+        "earliest (-2) is the new start"
+    );
+    assert_eq!(
+        part.log.lock().log_start_offset(),
+        local_start,
+        "local start unchanged"
+    );
+    let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(
+        problems.is_empty(),
+        "objects below the start are gone: {problems:?}"
+    );
+    assert_eq!(m.log_start_offset, x);
+    assert_eq!(m.segments[0], before.segments[2]);
+    assert!(matches!(
+        t.read(topic_id, 0, x - 1, 1000, true).await,
+        Err(TierError::Local(
+            crate::error::Error::OffsetOutOfRange { .. }
+        ))
+    ));
+    assert_eq!(
+        read_all(&b, "t", x).await[0].0,
+        x - 1,
+        "the batch holding x"
+    );
+    // Lookups by time see only what is left.
+    assert_eq!(
+        b.offset_for_timestamp(&part, 0)
+            .await
+            .unwrap()
+            .map(|(o, _)| o),
+        Some(x)
+    );
+    // Lower than the start: nothing moves.
+    assert_eq!(b.delete_records(&part, 1).await.unwrap(), x);
+    assert!(matches!(
+        b.delete_records(&part, 1_000_000).await,
+        Err(crate::error::Error::OffsetOutOfRange { .. })
+    ));
+
+    // Above the local start: the bucket keeps only the segment holding it.
+    let y = local_start + 5;
+    assert_eq!(b.delete_records(&part, y).await.unwrap(), y);
+    assert_eq!(part.log.lock().log_start_offset(), y);
+    let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(m.log_start_offset, y);
+    assert!(m.segments[0].base_offset <= y && y < m.segments[0].next_offset);
+
+    // It survives a restart.
+    drop(part);
+    drop(b);
+    drop(t);
+    let b = node.open();
+    let part = b.partition("t", 0).unwrap();
+    assert_eq!(b.earliest_offset(&part).unwrap(), y);
+
+    // Before anything is tiered: the first upload starts the bucket at the log start.
+    b.create_topic("fresh", 1, 1, topic_configs(), false)
+        .unwrap();
+    let fresh = b.partition("fresh", 0).unwrap();
+    produce_timestamped(&b, &["fresh"], 30, base);
+    assert_eq!(b.delete_records(&fresh, 3).await.unwrap(), 3);
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&fresh).await;
+    let id = fresh.log.lock().topic_id();
+    let (m, problems) = scrub_dir(node.bucket.path(), id);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!((m.segments[0].base_offset, m.log_start_offset), (0, 3));
+    b.run_retention();
+    assert!(fresh.log.lock().log_start_offset() > 3);
+    assert_eq!(b.earliest_offset(&fresh).unwrap(), 3);
+}

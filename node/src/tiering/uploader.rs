@@ -213,6 +213,22 @@ impl Tiering {
         Ok(())
     }
 
+    /// Read the manifest into the partition's state if it is not there.
+    async fn ensure_manifest(
+        &self,
+        st: &mut PartState,
+        part: &Arc<Partition>,
+        topic_id: uuid::Uuid,
+    ) -> Result<(), TierError> {
+        if st.manifest.is_none() {
+            let (m, v) = self.load_manifest(topic_id, part.index).await?;
+            self.set_view((topic_id, part.index), View::Ready(Arc::new(m.clone())));
+            part.log.lock().set_remote_upto(Some(m.end_offset));
+            st.manifest = Some((m, v));
+        }
+        Ok(())
+    }
+
     async fn sync_inner(
         &self,
         st: &mut PartState,
@@ -221,12 +237,7 @@ impl Tiering {
     ) -> Result<(), TierError> {
         let p = part.index;
         let epoch = part.leader_epoch.load(Ordering::Relaxed);
-        if st.manifest.is_none() {
-            let (m, v) = self.load_manifest(topic_id, p).await?;
-            self.set_view((topic_id, p), View::Ready(Arc::new(m.clone())));
-            part.log.lock().set_remote_upto(Some(m.end_offset));
-            st.manifest = Some((m, v));
-        }
+        self.ensure_manifest(st, part, topic_id).await?;
         let pp = self.partition_prefix(topic_id, p);
         if !st.orphans_checked {
             let m = &st.manifest.as_ref().expect("loaded").0;
@@ -248,7 +259,7 @@ impl Tiering {
             st.orphans_checked = true;
         }
         loop {
-            let (closed, epochs) = {
+            let (closed, epochs, log_start) = {
                 let log = part.log.lock();
                 let dir = log.dir().to_path_buf();
                 let closed: Vec<LocalClosed> = log
@@ -264,7 +275,7 @@ impl Tiering {
                         dir: dir.clone(),
                     })
                     .collect();
-                (closed, log.epochs().to_vec())
+                (closed, log.epochs().to_vec(), log.log_start_offset())
             };
             let sums: Vec<SegmentSummary> = closed.iter().map(|c| c.summary).collect();
             let m = st.manifest.as_ref().expect("loaded").0.clone();
@@ -276,7 +287,7 @@ impl Tiering {
                 .upload_segment(st, &m, &closed[i], &epochs, epoch, &pp)
                 .await?;
             let size = seg.size;
-            let next = m.with_segment(seg, epoch)?;
+            let next = m.with_segment_from(seg, epoch, log_start)?;
             self.write_manifest(st, part, next).await?;
             self.counters
                 .segments_uploaded
@@ -425,6 +436,79 @@ impl Tiering {
         }
         tracing::info!(topic = %part.topic, partition = part.index, segments = n, remote_start = new_start, "total retention deleted segments from the bucket");
         Ok(())
+    }
+}
+
+impl Tiering {
+    /// DeleteRecords on a tiered partition: everything below `offset` goes from both tiers.
+    /// The manifest's log start moves first and the objects of segments wholly below it are
+    /// deleted after (a failure there leaves orphans the next pass removes), then the local
+    /// log's start. Returns the new low watermark.
+    pub async fn delete_records(
+        &self,
+        part: &Arc<Partition>,
+        offset: i64,
+    ) -> Result<i64, TierError> {
+        let (topic_id, start, leo) = {
+            let log = part.log.lock();
+            (log.topic_id(), log.log_start_offset(), log.log_end_offset())
+        };
+        if offset < 0 || offset > leo {
+            return Err(TierError::Local(crate::error::Error::OffsetOutOfRange {
+                offset,
+                start,
+                end: leo,
+            }));
+        }
+        let key = (topic_id, part.index);
+        let state = self.state(key);
+        // The uploader's turn: uploads, retention and this never interleave.
+        let mut st = state.lock().await;
+        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        let pp = self.partition_prefix(topic_id, part.index);
+        let mut attempts = 0;
+        let doomed = loop {
+            self.ensure_manifest(&mut st, part, topic_id).await?;
+            let m = st.manifest.as_ref().expect("loaded").0.clone();
+            if m.segments.is_empty() || offset <= m.log_start_offset {
+                break Vec::new();
+            }
+            let (next, doomed) = m.with_log_start(offset, epoch)?;
+            match self.write_manifest(&mut st, part, next).await {
+                Ok(()) => break doomed,
+                Err(TierError::Conflict { .. }) if attempts == 0 => {
+                    // Our own lost response or another writer: read it again, once.
+                    attempts += 1;
+                    st.manifest = None;
+                    st.snapshot = None;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        for s in &doomed {
+            for ext in super::manifest::SEGMENT_OBJECTS {
+                if let Err(e) = self
+                    .bucket
+                    .delete(&format!("{pp}{}", s.object_name(ext)))
+                    .await
+                {
+                    tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "could not delete objects below the new log start; the next pass will");
+                    st.orphans_checked = false;
+                }
+            }
+            self.counters
+                .segments_deleted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let local_start = {
+            let mut log = part.log.lock();
+            if offset > log.log_start_offset() {
+                log.delete_records_before(offset)?;
+            }
+            log.log_start_offset()
+        };
+        tracing::info!(topic = %part.topic, partition = part.index, offset, remote_segments_deleted = doomed.len(), "deleted records");
+        self.earliest(topic_id, part.index, local_start)
     }
 }
 

@@ -1,7 +1,7 @@
 //! One handler per Kafka API. Handlers that do not wait run to completion when the frame is
 //! dispatched, so requests on one connection take effect in order; Produce waits for its
-//! fsync, Fetch for data and ListOffsets for the bucket (tiered lookups by time) in the
-//! returned future.
+//! fsync, Fetch for data, and ListOffsets and DeleteRecords for the bucket (tiered
+//! partitions) in the returned future.
 
 /// Build a `kafka-protocol` message (its structs are non-exhaustive) from field values.
 macro_rules! build {
@@ -108,7 +108,14 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Frame) -> Pending {
             OffsetForLeaderEpochRequest,
             offsets::offset_for_leader_epoch
         ),
-        ApiKey::DeleteRecords => sync!(DeleteRecordsRequest, offsets::delete_records),
+        ApiKey::DeleteRecords => {
+            let req = decode!(DeleteRecordsRequest);
+            let b = broker.clone();
+            Box::pin(async move {
+                let resp = offsets::delete_records(b, v, req).await;
+                reply(key, v, cid, &resp)
+            })
+        }
         ApiKey::CreateTopics => sync!(CreateTopicsRequest, topics::create_topics),
         ApiKey::DeleteTopics => sync!(DeleteTopicsRequest, topics::delete_topics),
         ApiKey::CreatePartitions => sync!(CreatePartitionsRequest, topics::create_partitions),

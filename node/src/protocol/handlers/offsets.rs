@@ -145,46 +145,34 @@ pub fn offset_for_leader_epoch(
     build!(OffsetForLeaderEpochResponse { topics: topics })
 }
 
-/// Answer DeleteRecords by advancing log start offsets.
-pub fn delete_records(
-    b: &Arc<Broker>,
+/// Answer DeleteRecords by advancing log start offsets (asynchronous: on tiered partitions
+/// the bucket's manifest moves first).
+pub async fn delete_records(
+    b: Arc<Broker>,
     _v: i16,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            build!(DeleteRecordsTopicResult {
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let mut r = build!(DeleteRecordsPartitionResult {
-                            partition_index: p.partition_index,
-                            low_watermark: -1
-                        });
-                        match lookup(b, t.name.0.as_str(), p.partition_index) {
-                            Ok((_, part)) => {
-                                let mut log = part.log.lock();
-                                let target = if p.offset == -1 {
-                                    log.log_end_offset()
-                                } else {
-                                    p.offset
-                                };
-                                match log.delete_records_before(target) {
-                                    Ok(lw) => r.low_watermark = lw,
-                                    Err(e) => r.error_code = e.code(),
-                                }
-                            }
-                            Err(code) => r.error_code = code,
-                        }
-                        r
-                    })
-                    .collect(),
-                name: t.name
-            })
-        })
-        .collect();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut r = build!(DeleteRecordsPartitionResult {
+                partition_index: p.partition_index,
+                low_watermark: -1
+            });
+            match lookup(&b, t.name.0.as_str(), p.partition_index) {
+                Ok((_, part)) => match b.delete_records(&part, p.offset).await {
+                    Ok(lw) => r.low_watermark = lw,
+                    Err(e) => r.error_code = e.code(),
+                },
+                Err(code) => r.error_code = code,
+            }
+            partitions.push(r);
+        }
+        topics.push(build!(DeleteRecordsTopicResult {
+            partitions: partitions,
+            name: t.name
+        }));
+    }
     build!(DeleteRecordsResponse { topics: topics })
 }
