@@ -145,8 +145,12 @@ class S3Bucket:
         return self.minio.s3.get_object(Bucket=BUCKET, Key=self.prefix + key)["Body"].read()
 
     def pending_uploads(self) -> int:
-        r = self.minio.s3.list_multipart_uploads(Bucket=BUCKET, Prefix=self.prefix)
-        return len(r.get("Uploads", []))
+        # MinIO lists open multipart uploads for one exact key or for the whole bucket, never
+        # for a folder prefix (that answers an empty list): list the bucket and filter.
+        n = 0
+        for page in self.minio.s3.get_paginator("list_multipart_uploads").paginate(Bucket=BUCKET):
+            n += sum(1 for u in page.get("Uploads", []) if u["Key"].startswith(self.prefix))
+        return n
 
 
 SEGMENT_EXTS = ("log", "index", "timeindex", "snapshot")
