@@ -396,7 +396,7 @@ class TansuBroker(Broker):
                     "tcp://127.0.0.1:PORT --storage-engine memory://tansu/` (crates.io `tansu`, "
                     "feature `dynostore`); restarted, so emptied, before each workload (W1 1 KB, "
                     "W1 100 B, W2, ...): it keeps every record in memory, and a full run's "
-                    "records do not fit in this machine's")
+                    "records do not fit in this machine's memory")
         self.proc = None
 
     @property
