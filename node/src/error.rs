@@ -53,6 +53,34 @@ pub enum Error {
         found: u32,
         supported: u32,
     },
+    #[error("bad --object-store {url:?}: {reason}")]
+    ObjectStoreUrl { url: String, reason: String },
+    #[error("object store {op} {key}: {reason}")]
+    BucketRequest {
+        op: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("conditional write of {key} lost a race (precondition failed)")]
+    ManifestConflict { key: String },
+    #[error("manifest {key} is unreadable: {reason} (tiering of this partition stops until it is repaired; it is never reset)")]
+    CorruptManifest { key: String, reason: String },
+    #[error("manifest {key} has format version {found}; this build reads up to {supported}")]
+    UnknownManifestVersion {
+        key: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "fenced: manifest written by leader epoch {manifest_epoch}, this leader has epoch {ours}"
+    )]
+    ManifestFenced { ours: i32, manifest_epoch: i32 },
+    #[error("segment [{base}, {next}) does not follow the manifest, which ends at {expected}")]
+    UploadNotContiguous { base: i64, next: i64, expected: i64 },
+    #[error("remote segment {key} is corrupt: {reason}")]
+    CorruptRemoteSegment { key: String, reason: String },
+    #[error("remote data of this partition is not available yet: {0}")]
+    RemoteUnavailable(String),
 }
 
 /// Result alias for the node.
@@ -88,11 +116,93 @@ impl Error {
             Error::CorruptMetadata { .. } | Error::UnknownFormatVersion { .. } => {
                 ResponseError::UnknownServerError
             }
+            // A request that needed the bucket: retriable for clients, which back off and
+            // try again while the bucket heals or someone repairs the manifest.
+            Error::ObjectStoreUrl { .. }
+            | Error::BucketRequest { .. }
+            | Error::ManifestConflict { .. }
+            | Error::CorruptManifest { .. }
+            | Error::UnknownManifestVersion { .. }
+            | Error::UploadNotContiguous { .. }
+            | Error::CorruptRemoteSegment { .. }
+            | Error::RemoteUnavailable(_) => ResponseError::KafkaStorageError,
+            // A newer leader owns the partition's manifest: this node no longer leads it.
+            Error::ManifestFenced { .. } => ResponseError::NotLeaderOrFollower,
         }
+    }
+
+    /// Whether a later retry may succeed without anyone repairing anything. Tiering backs
+    /// off and retries these; the others stop tiering of the partition.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            Error::ObjectStoreUrl { .. }
+                | Error::CorruptManifest { .. }
+                | Error::UnknownManifestVersion { .. }
+                | Error::ManifestFenced { .. }
+                | Error::UploadNotContiguous { .. }
+                | Error::CorruptRemoteSegment { .. }
+        )
     }
 
     /// The numeric Kafka error code.
     pub fn code(&self) -> i16 {
         self.kafka_code().code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiering_failures_map_explicitly() {
+        let storage = [
+            Error::ObjectStoreUrl {
+                url: "x".into(),
+                reason: "y".into(),
+            },
+            Error::BucketRequest {
+                op: "get",
+                key: "k".into(),
+                reason: "timed out".into(),
+            },
+            Error::ManifestConflict { key: "k".into() },
+            Error::CorruptManifest {
+                key: "k".into(),
+                reason: "r".into(),
+            },
+            Error::UnknownManifestVersion {
+                key: "k".into(),
+                found: 9,
+                supported: 1,
+            },
+            Error::UploadNotContiguous {
+                base: 5,
+                next: 9,
+                expected: 4,
+            },
+            Error::CorruptRemoteSegment {
+                key: "k".into(),
+                reason: "r".into(),
+            },
+            Error::RemoteUnavailable("r".into()),
+        ];
+        for e in &storage {
+            assert_eq!(e.kafka_code(), ResponseError::KafkaStorageError, "{e}");
+        }
+        let fenced = Error::ManifestFenced {
+            ours: 1,
+            manifest_epoch: 2,
+        };
+        assert_eq!(fenced.kafka_code(), ResponseError::NotLeaderOrFollower);
+        // Transient: the uploader retries with backoff; the rest need a repair.
+        let transient: Vec<bool> = storage.iter().map(Error::is_transient).collect();
+        assert_eq!(
+            transient,
+            [false, true, true, false, false, false, false, true]
+        );
+        assert!(!fenced.is_transient());
+        assert!(Error::io("x", std::io::Error::other("y")).is_transient());
     }
 }

@@ -499,7 +499,7 @@ impl Broker {
             )
         };
         match &self.tiering {
-            Some(t) if tiered => Ok(t.earliest(topic_id, part.index, local_start)?),
+            Some(t) if tiered => t.earliest(topic_id, part.index, local_start),
             _ => Ok(local_start),
         }
     }
@@ -513,7 +513,7 @@ impl Broker {
     ) -> Result<Option<(i64, i64)>> {
         let tiered = part.log.lock().config().remote_storage;
         match &self.tiering {
-            Some(t) if tiered => Ok(t.offset_for_timestamp(part, ts).await?),
+            Some(t) if tiered => t.offset_for_timestamp(part, ts).await,
             _ => part.log.lock().offset_for_timestamp(ts),
         }
     }
@@ -523,7 +523,7 @@ impl Broker {
     pub async fn max_timestamp_offset(&self, part: &Arc<Partition>) -> Result<Option<(i64, i64)>> {
         let tiered = part.log.lock().config().remote_storage;
         match &self.tiering {
-            Some(t) if tiered => Ok(t.max_timestamp_offset(part).await?),
+            Some(t) if tiered => t.max_timestamp_offset(part).await,
             _ => part.log.lock().max_timestamp_offset(),
         }
     }
@@ -538,7 +538,7 @@ impl Broker {
         };
         let offset = if offset == -1 { leo } else { offset };
         match &self.tiering {
-            Some(t) if tiered => Ok(t.delete_records(part, offset).await?),
+            Some(t) if tiered => t.delete_records(part, offset).await,
             _ => part.log.lock().delete_records_before(offset),
         }
     }

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 
-use super::error::TierError;
 use super::store::Bucket;
+use crate::error::{Error, Result};
 
 /// Block size: one ranged GET. Large enough that requests per GB stay low (256), small
 /// enough that a consumer's first fetch from a cold segment is quick.
@@ -21,7 +21,7 @@ pub const BLOCK: u64 = 4 << 20;
 const WHOLE: u64 = u64::MAX;
 
 type Key = (Arc<str>, u64);
-type Pending = Shared<BoxFuture<'static, Result<Bytes, Arc<TierError>>>>;
+type Pending = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
 
 #[derive(Default)]
 struct Inner {
@@ -47,14 +47,19 @@ pub struct BlockCache {
     pub counters: CacheCounters,
 }
 
-fn again(e: &Arc<TierError>) -> TierError {
+/// The error of a shared request, for each reader that waited on it.
+fn again(e: &Arc<Error>) -> Error {
     match &**e {
-        TierError::Bucket { op, key, reason } => TierError::Bucket {
+        Error::BucketRequest { op, key, reason } => Error::BucketRequest {
             op,
             key: key.clone(),
             reason: reason.clone(),
         },
-        other => TierError::Unavailable(other.to_string()),
+        Error::CorruptRemoteSegment { key, reason } => Error::CorruptRemoteSegment {
+            key: key.clone(),
+            reason: reason.clone(),
+        },
+        other => Error::RemoteUnavailable(other.to_string()),
     }
 }
 
@@ -120,7 +125,7 @@ impl BlockCache {
         bucket: &Arc<dyn Bucket>,
         key: Key,
         range: Option<std::ops::Range<u64>>,
-    ) -> Result<Bytes, TierError> {
+    ) -> Result<Bytes> {
         if let Some(b) = self.lookup(&key) {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(b);
@@ -140,7 +145,7 @@ impl BlockCache {
                         Some(r) => bucket.get_range(&name, r).await,
                         None => match bucket.get(&name).await {
                             Ok(Some((b, _))) => Ok(b),
-                            Ok(None) => Err(TierError::CorruptSegment {
+                            Ok(None) => Err(Error::CorruptRemoteSegment {
                                 key: name.to_string(),
                                 reason: "object referenced by the manifest is missing".into(),
                             }),
@@ -166,11 +171,7 @@ impl BlockCache {
     }
 
     /// A whole small object (an index), cached.
-    pub async fn object(
-        self: &Arc<Self>,
-        bucket: &Arc<dyn Bucket>,
-        name: &str,
-    ) -> Result<Bytes, TierError> {
+    pub async fn object(self: &Arc<Self>, bucket: &Arc<dyn Bucket>, name: &str) -> Result<Bytes> {
         self.load(bucket, (Arc::from(name), WHOLE), None).await
     }
 
@@ -182,7 +183,7 @@ impl BlockCache {
         size: u64,
         start: u64,
         end: u64,
-    ) -> Result<Bytes, TierError> {
+    ) -> Result<Bytes> {
         let end = end.min(size);
         if start >= end {
             return Ok(Bytes::new());

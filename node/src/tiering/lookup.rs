@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use super::manifest::{Manifest, RemoteSegment};
-use super::{TierError, Tiering, View};
+use super::{Tiering, View};
 use crate::broker::Partition;
+use crate::error::{Error, Result};
 use crate::log::index::{floor_time, IndexEntry, TimeEntry};
 use crate::log::records;
 
@@ -23,28 +24,28 @@ impl Tiering {
         topic_id: uuid::Uuid,
         p: i32,
         local_start: i64,
-    ) -> Result<Option<Arc<Manifest>>, TierError> {
+    ) -> Result<Option<Arc<Manifest>>> {
         match self.view((topic_id, p)) {
             View::Ready(m) => Ok(Some(m)),
             // A partition whose manifest was never read has local data from its start
             // unless local retention already ran, which needs the manifest.
             View::Unknown if local_start == 0 => Ok(None),
-            View::Unknown => Err(TierError::Unavailable(
+            View::Unknown => Err(Error::RemoteUnavailable(
                 "the manifest has not been read yet".into(),
             )),
-            View::Failed(e) => Err(TierError::Unavailable(e)),
+            View::Failed(e) => Err(Error::RemoteUnavailable(e)),
         }
     }
 
     /// A remote segment's time index entries (empty when it has none).
-    async fn time_index(&self, pp: &str, seg: &RemoteSegment) -> Result<Vec<TimeEntry>, TierError> {
+    async fn time_index(&self, pp: &str, seg: &RemoteSegment) -> Result<Vec<TimeEntry>> {
         if seg.time_index_size == 0 {
             return Ok(Vec::new());
         }
         let key = format!("{pp}{}", seg.object_name("timeindex"));
         let raw = self.cache.object(&self.bucket, &key).await?;
         if raw.len() % TimeEntry::WIDTH != 0 {
-            return Err(TierError::CorruptSegment {
+            return Err(Error::CorruptRemoteSegment {
                 key,
                 reason: format!("{} bytes is not a whole number of entries", raw.len()),
             });
@@ -62,13 +63,13 @@ impl Tiering {
         seg: &RemoteSegment,
         pos: u64,
         len: usize,
-    ) -> Result<kafka_protocol::records::RecordSet, TierError> {
+    ) -> Result<kafka_protocol::records::RecordSet> {
         let key = format!("{pp}{}", seg.object_name("log"));
         let raw = self
             .cache
             .range(&self.bucket, &key, seg.size, pos, pos + len as u64)
             .await?;
-        records::decode_batch(&raw).map_err(|e| TierError::CorruptSegment {
+        records::decode_batch(&raw).map_err(|e| Error::CorruptRemoteSegment {
             key,
             reason: format!("batch at {pos}: {e}"),
         })
@@ -82,7 +83,7 @@ impl Tiering {
         seg: &RemoteSegment,
         ts: i64,
         start: i64,
-    ) -> Result<Option<(i64, i64)>, TierError> {
+    ) -> Result<Option<(i64, i64)>> {
         // Batches before the time index's floor entry all have smaller timestamps.
         let floor = floor_time(&self.time_index(pp, seg).await?, ts)
             .map(|e| seg.base_offset + e.relative_offset as i64)
@@ -111,7 +112,7 @@ impl Tiering {
         &self,
         pp: &str,
         seg: &RemoteSegment,
-    ) -> Result<Option<(i64, i64)>, TierError> {
+    ) -> Result<Option<(i64, i64)>> {
         // The time index gains an entry whenever a batch raises the segment's largest
         // timestamp, so its last entry is the batch that holds it.
         let target = self
@@ -133,7 +134,7 @@ impl Tiering {
         &self,
         part: &Arc<Partition>,
         ts: i64,
-    ) -> Result<Option<(i64, i64)>, TierError> {
+    ) -> Result<Option<(i64, i64)>> {
         for _ in 0..ATTEMPTS {
             let (topic_id, local_start) = {
                 let log = part.log.lock();
@@ -155,21 +156,18 @@ impl Tiering {
             }
             let log = part.log.lock();
             if log.log_start_offset() == local_start {
-                return Ok(log.offset_for_timestamp(ts)?);
+                return log.offset_for_timestamp(ts);
             }
             // Local retention moved segments we did not search to the bucket: again.
         }
-        Err(TierError::Unavailable(
+        Err(Error::RemoteUnavailable(
             "the local log start kept moving during the lookup".into(),
         ))
     }
 
     /// ListOffsets MAX_TIMESTAMP over a tiered partition: the segment with the largest
     /// timestamp (the later one on ties, as in the local log) answers, wherever it is.
-    pub async fn max_timestamp_offset(
-        &self,
-        part: &Arc<Partition>,
-    ) -> Result<Option<(i64, i64)>, TierError> {
+    pub async fn max_timestamp_offset(&self, part: &Arc<Partition>) -> Result<Option<(i64, i64)>> {
         for _ in 0..ATTEMPTS {
             let (topic_id, local_start, local_max) = {
                 let log = part.log.lock();
@@ -191,10 +189,10 @@ impl Tiering {
             }
             let log = part.log.lock();
             if log.log_start_offset() == local_start {
-                return Ok(log.max_timestamp_offset()?);
+                return log.max_timestamp_offset();
             }
         }
-        Err(TierError::Unavailable(
+        Err(Error::RemoteUnavailable(
             "the local log start kept moving during the lookup".into(),
         ))
     }

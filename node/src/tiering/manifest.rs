@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::TierError;
+use crate::error::{Error, Result};
 
 /// Format version written by this build; readers refuse newer ones.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -85,8 +85,8 @@ impl Manifest {
     }
 
     /// Decode and check a manifest read from `key`.
-    pub fn parse(key: &str, raw: &[u8]) -> Result<Manifest, TierError> {
-        let corrupt = |reason: String| TierError::CorruptManifest {
+    pub fn parse(key: &str, raw: &[u8]) -> Result<Manifest> {
+        let corrupt = |reason: String| Error::CorruptManifest {
             key: key.to_string(),
             reason,
         };
@@ -97,7 +97,7 @@ impl Manifest {
             .and_then(|x| x.as_u64())
             .ok_or_else(|| corrupt("no version field".into()))?;
         if found > MANIFEST_VERSION as u64 {
-            return Err(TierError::UnknownManifestVersion {
+            return Err(Error::UnknownManifestVersion {
                 key: key.to_string(),
                 found: found.min(u32::MAX as u64) as u32,
                 supported: MANIFEST_VERSION,
@@ -164,9 +164,9 @@ impl Manifest {
     }
 
     /// Refuse a writer whose epoch is older than the manifest's.
-    pub fn fence(&self, writer_epoch: i32) -> Result<(), TierError> {
+    pub fn fence(&self, writer_epoch: i32) -> Result<()> {
         if writer_epoch < self.leader_epoch {
-            return Err(TierError::Fenced {
+            return Err(Error::ManifestFenced {
                 ours: writer_epoch,
                 manifest_epoch: self.leader_epoch,
             });
@@ -183,13 +183,9 @@ impl Manifest {
     }
 
     /// The manifest with `seg` added at the end.
-    pub fn with_segment(
-        &self,
-        seg: RemoteSegment,
-        writer_epoch: i32,
-    ) -> Result<Manifest, TierError> {
+    pub fn with_segment(&self, seg: RemoteSegment, writer_epoch: i32) -> Result<Manifest> {
         self.fence(writer_epoch)?;
-        let not_contiguous = || TierError::NotContiguous {
+        let not_contiguous = || Error::UploadNotContiguous {
             base: seg.base_offset,
             next: seg.next_offset,
             expected: self.end_offset,
@@ -214,7 +210,7 @@ impl Manifest {
     }
 
     /// The manifest without its first `n` segments (total retention).
-    pub fn without_prefix(&self, n: usize, writer_epoch: i32) -> Result<Manifest, TierError> {
+    pub fn without_prefix(&self, n: usize, writer_epoch: i32) -> Result<Manifest> {
         self.fence(writer_epoch)?;
         let mut m = self.next_generation(writer_epoch);
         let n = n.min(m.segments.len());
@@ -234,7 +230,7 @@ impl Manifest {
         seg: RemoteSegment,
         writer_epoch: i32,
         log_start: i64,
-    ) -> Result<Manifest, TierError> {
+    ) -> Result<Manifest> {
         let mut m = self.with_segment(seg, writer_epoch)?;
         if self.segments.is_empty() {
             m.log_start_offset = m.log_start_offset.max(log_start.min(m.end_offset - 1));
@@ -248,7 +244,7 @@ impl Manifest {
         &self,
         offset: i64,
         writer_epoch: i32,
-    ) -> Result<(Manifest, Vec<RemoteSegment>), TierError> {
+    ) -> Result<(Manifest, Vec<RemoteSegment>)> {
         let n = self.segments.partition_point(|s| s.next_offset <= offset);
         let mut m = self.without_prefix(n, writer_epoch)?;
         if !m.segments.is_empty() {
@@ -327,11 +323,11 @@ pub(crate) mod tests {
         assert_eq!(b.end_offset, 20);
         assert!(matches!(
             b.with_segment(seg(21, 30, 0), 0),
-            Err(TierError::NotContiguous { expected: 20, .. })
+            Err(Error::UploadNotContiguous { expected: 20, .. })
         ));
         assert!(matches!(
             b.with_segment(seg(15, 30, 0), 0),
-            Err(TierError::NotContiguous { .. })
+            Err(Error::UploadNotContiguous { .. })
         ));
         assert!(b.with_segment(seg(20, 20, 0), 0).is_err());
         b.check().unwrap();
@@ -343,14 +339,14 @@ pub(crate) mod tests {
         assert_eq!(a.leader_epoch, 3);
         assert!(matches!(
             a.with_segment(seg(10, 20, 2), 2),
-            Err(TierError::Fenced {
+            Err(Error::ManifestFenced {
                 ours: 2,
                 manifest_epoch: 3
             })
         ));
         assert!(matches!(
             a.without_prefix(1, 2),
-            Err(TierError::Fenced { .. })
+            Err(Error::ManifestFenced { .. })
         ));
         // A segment cannot claim an epoch above its writer's.
         assert!(a.with_segment(seg(10, 20, 5), 4).is_err());
@@ -402,7 +398,7 @@ pub(crate) mod tests {
         e.check().unwrap();
         assert!(matches!(
             a.with_log_start(5, -1),
-            Err(TierError::Fenced { .. })
+            Err(Error::ManifestFenced { .. })
         ));
         // The next upload after the bucket emptied starts no lower than the log start.
         let f = e.with_segment_from(seg(20, 30, 0), 0, 23).unwrap();
@@ -437,20 +433,20 @@ pub(crate) mod tests {
         assert_eq!(Manifest::parse("k", &a.to_bytes()).unwrap(), a);
         assert!(matches!(
             Manifest::parse("k", b"{not json"),
-            Err(TierError::CorruptManifest { .. })
+            Err(Error::CorruptManifest { .. })
         ));
         let mut v: serde_json::Value = serde_json::from_slice(&a.to_bytes()).unwrap();
         v["version"] = 99.into();
         assert!(matches!(
             Manifest::parse("k", v.to_string().as_bytes()),
-            Err(TierError::UnknownManifestVersion { found: 99, .. })
+            Err(Error::UnknownManifestVersion { found: 99, .. })
         ));
         let mut bad = a.clone();
         bad.segments.push(seg(11, 20, 0));
         bad.end_offset = 20;
         assert!(matches!(
             Manifest::parse("k", &bad.to_bytes()),
-            Err(TierError::CorruptManifest { .. })
+            Err(Error::CorruptManifest { .. })
         ));
     }
 

@@ -10,7 +10,6 @@
 //! `{base_offset:020}-{leader_epoch}.{log,index,timeindex,snapshot}` beside it.
 
 pub mod cache;
-pub mod error;
 mod lookup;
 pub mod manifest;
 pub mod plan;
@@ -27,12 +26,12 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::log::batch::{self, BatchHeader, HEADER_LEN};
 use crate::log::index::{floor_offset, IndexEntry, OffsetEntry};
 use crate::log::producer_state::{ProducerStateTable, Snapshot, SNAPSHOT_VERSION};
 use crate::log::{LogConfig, PartitionLog};
 use cache::BlockCache;
-pub use error::TierError;
 use manifest::Manifest;
 use store::{Bucket, ObjectStoreBucket, Version};
 
@@ -154,7 +153,7 @@ where
 
 impl Tiering {
     /// Open the bucket named by `options.url`.
-    pub fn open(options: TieringOptions) -> Result<Tiering, TierError> {
+    pub fn open(options: TieringOptions) -> Result<Tiering> {
         let (bucket, prefix) = ObjectStoreBucket::open(&options.url)?;
         Ok(Self::with_bucket(Arc::new(bucket), prefix, options))
     }
@@ -204,14 +203,14 @@ impl Tiering {
         &self,
         topic_id: uuid::Uuid,
         p: i32,
-    ) -> Result<(Manifest, Option<Version>), TierError> {
+    ) -> Result<(Manifest, Option<Version>)> {
         let key = self.manifest_key(topic_id, p);
         match self.bucket.get(&key).await? {
             None => Ok((Manifest::empty(topic_id, p), None)),
             Some((raw, v)) => {
                 let m = Manifest::parse(&key, &raw)?;
                 if m.topic_id != topic_id || m.partition != p {
-                    return Err(TierError::CorruptManifest {
+                    return Err(Error::CorruptManifest {
                         key,
                         reason: format!(
                             "it belongs to {}/{}, not {topic_id}/{p}",
@@ -230,13 +229,13 @@ impl Tiering {
         topic_id: uuid::Uuid,
         p: i32,
         seg: &manifest::RemoteSegment,
-    ) -> Result<ProducerStateTable, TierError> {
+    ) -> Result<ProducerStateTable> {
         let key = format!(
             "{}{}",
             self.partition_prefix(topic_id, p),
             seg.object_name("snapshot")
         );
-        let corrupt = |reason: String| TierError::CorruptSegment {
+        let corrupt = |reason: String| Error::CorruptRemoteSegment {
             key: key.clone(),
             reason,
         };
@@ -277,12 +276,12 @@ impl Tiering {
                 self.load_manifest(topic_id, p),
             )
             .await
-            .map_err(|_| TierError::Unavailable("timed out reading the manifest".into()))??;
+            .map_err(|_| Error::RemoteUnavailable("timed out reading the manifest".into()))??;
             let table = match (restore, m.segments.last()) {
                 (true, Some(last)) => self.load_snapshot(topic_id, p, last).await?,
                 _ => ProducerStateTable::default(),
             };
-            Ok::<_, TierError>((m, table))
+            Ok::<_, Error>((m, table))
         });
         let key = (topic_id, p);
         let (m, table) = match loaded {
@@ -290,7 +289,7 @@ impl Tiering {
             Err(e) => {
                 if restore {
                     tracing::error!(dir = %dir.display(), error = %e, "cannot restore partition from the bucket");
-                    return Err(e.into());
+                    return Err(e);
                 }
                 tracing::warn!(dir = %dir.display(), error = %e, "manifest not loaded at start; retrying in the background");
                 if e.is_transient() {
@@ -326,21 +325,16 @@ impl Tiering {
     }
 
     /// The earliest offset a consumer can read: the bucket's start when it holds data.
-    pub fn earliest(
-        &self,
-        topic_id: uuid::Uuid,
-        p: i32,
-        local_start: i64,
-    ) -> Result<i64, TierError> {
+    pub fn earliest(&self, topic_id: uuid::Uuid, p: i32, local_start: i64) -> Result<i64> {
         match self.view((topic_id, p)) {
             View::Ready(m) if !m.segments.is_empty() => Ok(m.log_start_offset.min(local_start)),
             View::Ready(_) | View::Unknown => Ok(local_start),
-            View::Failed(e) => Err(TierError::Unavailable(e)),
+            View::Failed(e) => Err(Error::RemoteUnavailable(e)),
         }
     }
 
-    async fn header_at(&self, key: &str, size: u64, pos: u64) -> Result<BatchHeader, TierError> {
-        let corrupt = |reason: String| TierError::CorruptSegment {
+    async fn header_at(&self, key: &str, size: u64, pos: u64) -> Result<BatchHeader> {
+        let corrupt = |reason: String| Error::CorruptRemoteSegment {
             key: key.to_string(),
             reason,
         };
@@ -367,12 +361,12 @@ impl Tiering {
         pp: &str,
         seg: &manifest::RemoteSegment,
         offset: i64,
-    ) -> Result<Option<(u64, BatchHeader)>, TierError> {
+    ) -> Result<Option<(u64, BatchHeader)>> {
         let log_key = format!("{pp}{}", seg.object_name("log"));
         let index_key = format!("{pp}{}", seg.object_name("index"));
         let index = self.cache.object(&self.bucket, &index_key).await?;
         if index.len() % OffsetEntry::WIDTH != 0 {
-            return Err(TierError::CorruptSegment {
+            return Err(Error::CorruptRemoteSegment {
                 key: index_key,
                 reason: format!("{} bytes is not a whole number of entries", index.len()),
             });
@@ -406,23 +400,23 @@ impl Tiering {
         offset: i64,
         max_bytes: usize,
         min_one: bool,
-    ) -> Result<Option<Bytes>, TierError> {
+    ) -> Result<Option<Bytes>> {
         let m = match self.view((topic_id, p)) {
             View::Ready(m) => m,
             View::Unknown => {
-                return Err(TierError::Unavailable(
+                return Err(Error::RemoteUnavailable(
                     "the manifest has not been read yet".into(),
                 ))
             }
-            View::Failed(e) => return Err(TierError::Unavailable(e)),
+            View::Failed(e) => return Err(Error::RemoteUnavailable(e)),
         };
         let Some(seg) = m.find(offset) else {
             if offset < m.log_start_offset || m.segments.is_empty() {
-                return Err(TierError::Local(crate::error::Error::OffsetOutOfRange {
+                return Err(Error::OffsetOutOfRange {
                     offset,
                     start: m.log_start_offset,
                     end: m.end_offset,
-                }));
+                });
             }
             return Ok(None);
         };
@@ -492,7 +486,7 @@ impl Tiering {
                 for (key, _) in &objects {
                     bucket.delete(key).await?;
                 }
-                Ok::<_, TierError>(objects.len())
+                Ok::<_, Error>(objects.len())
             }
             .await;
             match result {

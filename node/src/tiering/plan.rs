@@ -1,8 +1,8 @@
 //! Pure tiering decisions over plain data: what to upload next, which local segments may
 //! go, what total retention removes from the bucket, which objects are orphans.
 
-use super::error::TierError;
 use super::manifest::{parse_object_name, Manifest, RemoteSegment, SEGMENT_OBJECTS};
+use crate::error::{Error, Result};
 use crate::log::retention::SegmentSummary;
 
 /// What to do next for one partition's uploads.
@@ -17,7 +17,7 @@ pub enum Upload {
 /// The next closed local segment to upload, in order. `closed` excludes the active segment.
 /// A gap (the local log no longer has the segment the manifest needs next) is an error:
 /// uploading past it would make the bucket skip offsets.
-pub fn next_upload(closed: &[SegmentSummary], manifest: &Manifest) -> Result<Upload, TierError> {
+pub fn next_upload(closed: &[SegmentSummary], manifest: &Manifest) -> Result<Upload> {
     let end = manifest.end_offset;
     let Some(i) = closed.iter().position(|s| s.next_offset > end) else {
         return Ok(Upload::CaughtUp);
@@ -28,14 +28,14 @@ pub fn next_upload(closed: &[SegmentSummary], manifest: &Manifest) -> Result<Upl
     }
     if s.base_offset < end {
         // A segment straddling the manifest end: the local log was rewritten under it.
-        return Err(TierError::NotContiguous {
+        return Err(Error::UploadNotContiguous {
             base: s.base_offset,
             next: s.next_offset,
             expected: end,
         });
     }
     if s.base_offset > end && !manifest.segments.is_empty() {
-        return Err(TierError::NotContiguous {
+        return Err(Error::UploadNotContiguous {
             base: s.base_offset,
             next: s.next_offset,
             expected: end,

@@ -18,7 +18,7 @@ use object_store::path::Path as ObjPath;
 use object_store::ClientConfigKey;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use super::error::TierError;
+use crate::error::{Error, Result};
 
 /// Identifies one version of an object, for conditional updates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,7 +48,7 @@ pub struct RequestCounters {
     pub errors: AtomicU64,
 }
 
-type Fut<'a, T> = BoxFuture<'a, Result<T, TierError>>;
+type Fut<'a, T> = BoxFuture<'a, Result<T>>;
 
 /// What the tiering layer needs from a bucket. Keys are full object paths.
 pub trait Bucket: Send + Sync + 'static {
@@ -60,7 +60,7 @@ pub trait Bucket: Send + Sync + 'static {
     fn put(&self, key: &str, data: Bytes) -> Fut<'_, ()>;
     /// Write `len` bytes of a local file as one object (multipart when large).
     fn put_file(&self, key: &str, file: Arc<File>, len: u64) -> Fut<'_, ()>;
-    /// Write an object only if `cond` holds; `TierError::Conflict` otherwise.
+    /// Write an object only if `cond` holds; `Error::ManifestConflict` otherwise.
     fn put_if(&self, key: &str, data: Bytes, cond: Condition) -> Fut<'_, Version>;
     /// Read a whole object with its version; `None` if absent.
     fn get(&self, key: &str) -> Fut<'_, Option<(Bytes, Version)>>;
@@ -87,7 +87,7 @@ pub struct ObjectStoreBucket {
     counters: RequestCounters,
 }
 
-fn bucket_err(op: &'static str, key: &str, e: object_store::Error) -> TierError {
+fn bucket_err(op: &'static str, key: &str, e: object_store::Error) -> Error {
     // The useful part (connection refused, timed out, ...) is often deep in the chain.
     let mut reason = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -99,7 +99,7 @@ fn bucket_err(op: &'static str, key: &str, e: object_store::Error) -> TierError 
         }
         src = s.source();
     }
-    TierError::Bucket {
+    Error::BucketRequest {
         op,
         key: key.to_string(),
         reason,
@@ -119,8 +119,8 @@ impl ObjectStoreBucket {
 
     /// Open `s3://BUCKET[/PREFIX]` or `file:///PATH`; returns the bucket and the key prefix
     /// ("" or "PREFIX/").
-    pub fn open(url: &str) -> Result<(Self, String), TierError> {
-        let bad = |reason: &str| TierError::BadUrl {
+    pub fn open(url: &str) -> Result<(Self, String)> {
+        let bad = |reason: &str| Error::ObjectStoreUrl {
             url: url.to_string(),
             reason: reason.to_string(),
         };
@@ -181,10 +181,10 @@ impl ObjectStoreBucket {
         key: &str,
         data: Bytes,
         expected: Version,
-    ) -> Result<Version, TierError> {
+    ) -> Result<Version> {
         let guard = tokio::task::spawn_blocking(move || flock_exclusive(&lock))
             .await
-            .map_err(|e| TierError::Unavailable(e.to_string()))??;
+            .map_err(|e| Error::RemoteUnavailable(e.to_string()))??;
         let path = ObjPath::from(key);
         let current = match self.store.head(&path).await {
             Ok(m) => Some(Version {
@@ -195,7 +195,7 @@ impl ObjectStoreBucket {
             Err(e) => return Err(bucket_err("head", key, e)),
         };
         if current.as_ref().map(|c| &c.e_tag) != Some(&expected.e_tag) {
-            return Err(TierError::Conflict {
+            return Err(Error::ManifestConflict {
                 key: key.to_string(),
             });
         }
@@ -213,7 +213,7 @@ impl ObjectStoreBucket {
         })
     }
 
-    async fn put_multipart(&self, key: &str, file: Arc<File>, len: u64) -> Result<(), TierError> {
+    async fn put_multipart(&self, key: &str, file: Arc<File>, len: u64) -> Result<()> {
         let path = ObjPath::from(key);
         let mut up = self
             .store
@@ -221,7 +221,7 @@ impl ObjectStoreBucket {
             .await
             .map_err(|e| bucket_err("start multipart", key, e))?;
         let mut pos = 0u64;
-        let result: Result<(), TierError> = async {
+        let result: Result<()> = async {
             while pos < len {
                 let n = PART_SIZE.min(len - pos);
                 let part = read_file_range(file.clone(), pos, n).await?;
@@ -245,7 +245,7 @@ impl ObjectStoreBucket {
         result
     }
 
-    fn count<T>(&self, r: &Result<T, TierError>) {
+    fn count<T>(&self, r: &Result<T>) {
         if r.is_err() {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -253,15 +253,15 @@ impl ObjectStoreBucket {
 }
 
 /// Read `len` bytes at `pos` of a shared file on the blocking pool.
-pub async fn read_file_range(file: Arc<File>, pos: u64, len: u64) -> Result<Bytes, TierError> {
+pub async fn read_file_range(file: Arc<File>, pos: u64, len: u64) -> Result<Bytes> {
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, pos)
             .map(|_| Bytes::from(buf))
-            .map_err(|e| TierError::Local(crate::error::Error::io("read segment for upload", e)))
+            .map_err(|e| Error::io("read segment for upload", e))
     })
     .await
-    .map_err(|e| TierError::Unavailable(e.to_string()))?
+    .map_err(|e| Error::RemoteUnavailable(e.to_string()))?
 }
 
 struct FlockGuard(File);
@@ -274,21 +274,21 @@ impl Drop for FlockGuard {
     }
 }
 
-fn flock_exclusive(path: &std::path::Path) -> Result<FlockGuard, TierError> {
+fn flock_exclusive(path: &std::path::Path) -> Result<FlockGuard> {
     use std::os::unix::io::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| TierError::Local(crate::error::Error::io(path.display().to_string(), e)))?;
+        .map_err(|e| Error::io(path.display().to_string(), e))?;
     // SAFETY: flock on a valid open descriptor owned by `f`.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
     if rc != 0 {
-        return Err(TierError::Local(crate::error::Error::io(
+        return Err(Error::io(
             path.display().to_string(),
             std::io::Error::last_os_error(),
-        )));
+        ));
     }
     Ok(FlockGuard(f))
 }
@@ -375,7 +375,7 @@ impl Bucket for ObjectStoreBucket {
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
-                ) => Err(TierError::Conflict { key: key.clone() }),
+                ) => Err(Error::ManifestConflict { key: key.clone() }),
                 Err(e) => Err(bucket_err("conditional put", &key, e)),
             };
             self.count(&r);
@@ -423,7 +423,7 @@ impl Bucket for ObjectStoreBucket {
                 .map_err(|e| bucket_err("ranged get", &key, e))
                 .and_then(|b| {
                     if b.len() as u64 != want {
-                        return Err(TierError::CorruptSegment {
+                        return Err(Error::CorruptRemoteSegment {
                             key: key.clone(),
                             reason: format!("asked for {want} bytes, got {}", b.len()),
                         });
@@ -503,7 +503,7 @@ mod tests {
         assert!(matches!(
             b.put_if("a/m.json", Bytes::from_static(b"x"), Condition::Create)
                 .await,
-            Err(TierError::Conflict { .. })
+            Err(Error::ManifestConflict { .. })
         ));
         let v2 = b
             .put_if(
@@ -516,7 +516,7 @@ mod tests {
         assert!(matches!(
             b.put_if("a/m.json", Bytes::from_static(b"3"), Condition::Match(v1))
                 .await,
-            Err(TierError::Conflict { .. })
+            Err(Error::ManifestConflict { .. })
         ));
         let (data, v) = b.get("a/m.json").await.unwrap().unwrap();
         assert_eq!(&data[..], b"22");
@@ -553,7 +553,7 @@ mod s3_smoke {
         assert!(matches!(
             b.put_if(&key, Bytes::from_static(b"x"), Condition::Create)
                 .await,
-            Err(TierError::Conflict { .. })
+            Err(Error::ManifestConflict { .. })
         ));
         b.put_if(&key, Bytes::from_static(b"2"), Condition::Match(v1.clone()))
             .await
@@ -561,7 +561,7 @@ mod s3_smoke {
         assert!(matches!(
             b.put_if(&key, Bytes::from_static(b"3"), Condition::Match(v1))
                 .await,
-            Err(TierError::Conflict { .. })
+            Err(Error::ManifestConflict { .. })
         ));
         b.delete(&key).await.unwrap();
     }

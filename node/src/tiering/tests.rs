@@ -9,6 +9,7 @@ use super::*;
 use crate::broker::Broker;
 use crate::config::NodeConfig;
 use crate::log::batch::tests::make_batch;
+use kafka_protocol::error::ResponseError;
 
 fn now() -> i64 {
     crate::fsutil::now_ms()
@@ -219,7 +220,13 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
     t.sync_partition(&part).await;
     assert_eq!(part.log.lock().log_start_offset(), 0);
     assert!(t.earliest(topic_id, 0, 0).is_err());
-    assert!(t.read(topic_id, 0, 0, 100, true).await.is_err());
+    let err = t.read(topic_id, 0, 0, 100, true).await.unwrap_err();
+    assert!(matches!(err, Error::RemoteUnavailable(_)), "{err:?}");
+    assert_eq!(err.kafka_code(), ResponseError::KafkaStorageError);
+    // DeleteRecords cannot move a start it cannot read: refused, retriable.
+    let err = b.delete_records(&part, 5).await.unwrap_err();
+    assert!(matches!(err, Error::CorruptManifest { .. }), "{err:?}");
+    assert_eq!(err.kafka_code(), ResponseError::KafkaStorageError);
     assert_eq!(
         std::fs::read(&path).unwrap(),
         b"{\"version\": 1, \"garbage\": true}",
@@ -268,9 +275,7 @@ async fn total_retention_deletes_from_the_bucket_manifest_first() {
     assert!(total <= 8000 + 2000 + 4000, "total {total}");
     assert!(matches!(
         t.read(topic_id, 0, 0, 100, true).await,
-        Err(TierError::Local(
-            crate::error::Error::OffsetOutOfRange { .. }
-        ))
+        Err(Error::OffsetOutOfRange { .. })
     ));
     assert!(b
         .create_topic(
@@ -323,6 +328,15 @@ async fn a_deposed_leader_cannot_touch_the_manifest() {
     assert_eq!(after, m, "the deposed leader wrote nothing");
     let err = t.stats().partitions[0].error.clone().unwrap_or_default();
     assert!(err.contains("fenced"), "{err}");
+    // A client asking the deposed leader to delete records is told to find the new one.
+    let err = b.delete_records(&part, 3).await.unwrap_err();
+    assert!(matches!(err, Error::ManifestFenced { .. }), "{err:?}");
+    assert_eq!(err.kafka_code(), ResponseError::NotLeaderOrFollower);
+    assert_eq!(
+        Manifest::parse("m", &std::fs::read(&path).unwrap()).unwrap(),
+        m,
+        "and writes nothing"
+    );
     let (_, problems) = scrub_dir(node.bucket.path(), topic_id);
     // Objects the deposed leader uploaded before losing the race are not in the manifest;
     // the new leader (epoch 5) removes them as orphans when it loads the manifest.
@@ -481,9 +495,7 @@ async fn delete_records_moves_the_remote_log_start_first() {
     assert_eq!(m.segments[0], before.segments[2]);
     assert!(matches!(
         t.read(topic_id, 0, x - 1, 1000, true).await,
-        Err(TierError::Local(
-            crate::error::Error::OffsetOutOfRange { .. }
-        ))
+        Err(Error::OffsetOutOfRange { .. })
     ));
     assert_eq!(
         read_all(&b, "t", x).await[0].0,
@@ -502,7 +514,7 @@ async fn delete_records_moves_the_remote_log_start_first() {
     assert_eq!(b.delete_records(&part, 1).await.unwrap(), x);
     assert!(matches!(
         b.delete_records(&part, 1_000_000).await,
-        Err(crate::error::Error::OffsetOutOfRange { .. })
+        Err(Error::OffsetOutOfRange { .. })
     ));
 
     // Above the local start: the bucket keeps only the segment holding it.

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::error::TierError;
 use super::manifest::{object_name, Manifest, RemoteSegment};
 use super::plan::{self, Upload};
 use super::store::{Condition, Version};
 use super::{PartitionTierStats, Tiering, View};
 use crate::broker::{Broker, Partition};
+use crate::error::{Error, Result};
 use crate::log::batch::{self, HEADER_LEN};
 use crate::log::producer_state::{ProducerStateTable, Snapshot, SNAPSHOT_VERSION};
 use crate::log::retention::SegmentSummary;
@@ -144,14 +144,14 @@ impl Tiering {
                     .fetch_add(1, Ordering::Relaxed);
                 st.backoff = (st.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                 st.next_try = Instant::now() + st.backoff;
-                if matches!(e, TierError::Conflict { .. }) {
+                if matches!(e, Error::ManifestConflict { .. }) {
                     // Someone (or our own lost response) changed the manifest: re-read it.
                     st.manifest = None;
                     st.snapshot = None;
                 }
                 if matches!(
                     e,
-                    TierError::CorruptManifest { .. } | TierError::UnknownManifestVersion { .. }
+                    Error::CorruptManifest { .. } | Error::UnknownManifestVersion { .. }
                 ) {
                     tracing::error!(topic = %part.topic, partition = part.index, error = %e, "tiering stopped for this partition");
                     self.set_view(key, View::Failed(e.to_string()));
@@ -195,7 +195,7 @@ impl Tiering {
         st: &mut PartState,
         part: &Arc<Partition>,
         next: Manifest,
-    ) -> Result<(), TierError> {
+    ) -> Result<()> {
         let key = self.manifest_key(next.topic_id, next.partition);
         let cond = match st.manifest.as_ref().and_then(|(_, v)| v.clone()) {
             Some(v) => Condition::Match(v),
@@ -219,7 +219,7 @@ impl Tiering {
         st: &mut PartState,
         part: &Arc<Partition>,
         topic_id: uuid::Uuid,
-    ) -> Result<(), TierError> {
+    ) -> Result<()> {
         if st.manifest.is_none() {
             let (m, v) = self.load_manifest(topic_id, part.index).await?;
             self.set_view((topic_id, part.index), View::Ready(Arc::new(m.clone())));
@@ -234,7 +234,7 @@ impl Tiering {
         st: &mut PartState,
         part: &Arc<Partition>,
         topic_id: uuid::Uuid,
-    ) -> Result<(), TierError> {
+    ) -> Result<()> {
         let p = part.index;
         let epoch = part.leader_epoch.load(Ordering::Relaxed);
         self.ensure_manifest(st, part, topic_id).await?;
@@ -309,7 +309,7 @@ impl Tiering {
         epochs: &[(i32, i64)],
         epoch: i32,
         pp: &str,
-    ) -> Result<RemoteSegment, TierError> {
+    ) -> Result<RemoteSegment> {
         let s = local.summary;
         let start_state = match &st.snapshot {
             Some((off, t)) if *off == s.base_offset => t.clone(),
@@ -324,13 +324,14 @@ impl Tiering {
         let size = s.size;
         let table = tokio::task::spawn_blocking(move || fold_producers(&file, size, start_state))
             .await
-            .map_err(|e| TierError::Unavailable(e.to_string()))??;
+            .map_err(|e| Error::RemoteUnavailable(e.to_string()))??;
         let read = |ext: &str| {
             let path = local.dir.join(format!("{:020}.{ext}", s.base_offset));
             async move {
-                tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| {
-                    TierError::Local(crate::error::Error::io(path.display().to_string(), e))
-                })
+                tokio::fs::read(&path)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|e| Error::io(path.display().to_string(), e))
             }
         };
         let index = read("index").await?;
@@ -388,7 +389,7 @@ impl Tiering {
         part: &Arc<Partition>,
         epoch: i32,
         pp: &str,
-    ) -> Result<(), TierError> {
+    ) -> Result<()> {
         let (config, sums) = {
             let log = part.log.lock();
             (log.config().clone(), log.segment_summaries())
@@ -444,21 +445,17 @@ impl Tiering {
     /// The manifest's log start moves first and the objects of segments wholly below it are
     /// deleted after (a failure there leaves orphans the next pass removes), then the local
     /// log's start. Returns the new low watermark.
-    pub async fn delete_records(
-        &self,
-        part: &Arc<Partition>,
-        offset: i64,
-    ) -> Result<i64, TierError> {
+    pub async fn delete_records(&self, part: &Arc<Partition>, offset: i64) -> Result<i64> {
         let (topic_id, start, leo) = {
             let log = part.log.lock();
             (log.topic_id(), log.log_start_offset(), log.log_end_offset())
         };
         if offset < 0 || offset > leo {
-            return Err(TierError::Local(crate::error::Error::OffsetOutOfRange {
+            return Err(Error::OffsetOutOfRange {
                 offset,
                 start,
                 end: leo,
-            }));
+            });
         }
         let key = (topic_id, part.index);
         let state = self.state(key);
@@ -476,7 +473,7 @@ impl Tiering {
             let (next, doomed) = m.with_log_start(offset, epoch)?;
             match self.write_manifest(&mut st, part, next).await {
                 Ok(()) => break doomed,
-                Err(TierError::Conflict { .. }) if attempts == 0 => {
+                Err(Error::ManifestConflict { .. }) if attempts == 0 => {
                     // Our own lost response or another writer: read it again, once.
                     attempts += 1;
                     st.manifest = None;
@@ -517,14 +514,12 @@ fn fold_producers(
     file: &File,
     size: u64,
     mut table: ProducerStateTable,
-) -> Result<ProducerStateTable, TierError> {
+) -> Result<ProducerStateTable> {
     let mut pos = 0u64;
     let mut buf = [0u8; HEADER_LEN];
     while pos < size {
         let bad = |reason: String| {
-            TierError::Local(crate::error::Error::CorruptBatch(format!(
-                "closed segment at position {pos}: {reason}"
-            )))
+            Error::CorruptBatch(format!("closed segment at position {pos}: {reason}"))
         };
         file.read_exact_at(&mut buf, pos)
             .map_err(|e| bad(e.to_string()))?;

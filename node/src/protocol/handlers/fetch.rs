@@ -92,20 +92,11 @@ async fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usiz
                 }
                 if fp.fetch_offset < start && matches!(result, Err(Error::OffsetOutOfRange { .. }))
                 {
-                    result = match t
+                    // Bucket failures map to their Kafka codes below like local ones.
+                    result = t
                         .read(topic_id, fp.partition, fp.fetch_offset, limit, total == 0)
                         .await
-                    {
-                        Ok(bytes) => Ok(bytes.map(|b| b.to_vec())),
-                        Err(crate::tiering::TierError::Local(e)) => Err(e),
-                        Err(e) => {
-                            tracing::warn!(topic = %view.name, partition = fp.partition, error = %e, "remote fetch failed");
-                            pd.error_code = e.kafka_code().code();
-                            any_error = true;
-                            parts.push(pd);
-                            continue;
-                        }
-                    };
+                        .map(|bytes| bytes.map(|b| b.to_vec()));
                 }
             }
             match result {
