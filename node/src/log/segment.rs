@@ -20,7 +20,11 @@ pub fn parse_log_name(name: &str) -> Option<i64> {
     if stem.len() != 20 {
         return None;
     }
-    stem.parse().ok()
+    // Offsets are far below 2^62 in any real log; a larger base (a damaged or foreign file)
+    // would let base + relative offset overflow, so it is not a segment of ours.
+    stem.parse()
+        .ok()
+        .filter(|b: &i64| (0..i64::MAX / 2).contains(b))
 }
 
 /// A batch located in a segment file.
@@ -331,7 +335,7 @@ impl Segment {
         let start_rel = floor_time(self.time_index.entries(), ts)
             .map(|e| e.relative_offset)
             .unwrap_or(0);
-        let start = match self.locate(self.base_offset + start_rel as i64)? {
+        let start = match self.locate(self.base_offset.saturating_add(start_rel as i64))? {
             Some(l) => l.position,
             None => return Ok(None),
         };
