@@ -38,11 +38,16 @@ log "strata-node (release)"
 (cd "$REPO" && cargo build --release -p strata-node --quiet)
 
 log "bench/loadgen (release)"
-cargo build --release --quiet --manifest-path "$HERE/loadgen/Cargo.toml" \
-  --target-dir "$HERE/loadgen/target"
+LOADGEN_TARGET="${BENCH_LOADGEN_TARGET_DIR:-$CACHE/loadgen-target}"
+cargo build --release --quiet --manifest-path "$HERE/loadgen/Cargo.toml" --target-dir "$LOADGEN_TARGET"
+export BENCH_LOADGEN="${BENCH_LOADGEN:-$LOADGEN_TARGET/release/strata-bench-loadgen}"
 
 TANSU_UNAVAILABLE=""
-if [[ "${BENCH_TANSU:-1}" == 0 ]]; then
+# Tansu takes about 20 minutes to build on 2 cores: smoke runs use it only once a full run (or
+# BENCH_TANSU=1) has installed it.
+if [[ "$MODE" == smoke && -z "${BENCH_TANSU:-}" && ! -x "$CACHE/tansu/bin/tansu" ]]; then
+  TANSU_UNAVAILABLE="skipped in smoke mode (not installed yet; a full run installs it)"
+elif [[ "${BENCH_TANSU:-1}" == 0 ]]; then
   TANSU_UNAVAILABLE="skipped (BENCH_TANSU=0)"
 elif ! bash "$HERE/install-tansu.sh"; then
   TANSU_UNAVAILABLE="$(cat "$CACHE/tansu/FAILED" 2>/dev/null || echo 'install failed')"

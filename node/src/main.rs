@@ -102,6 +102,7 @@ async fn run(
     ));
     shutdown_signal().await;
     tracing::info!("shutting down");
+    broker.begin_shutdown();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     broker.shutdown()?;

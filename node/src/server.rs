@@ -90,9 +90,11 @@ async fn connection(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut eof = false;
+    // On shutdown: read no new requests, answer those in flight, then close.
+    let mut draining = false;
     loop {
         // Dispatch every complete frame already buffered.
-        while in_flight.len() < MAX_IN_FLIGHT && buf.len() >= 4 {
+        while !draining && in_flight.len() < MAX_IN_FLIGHT && buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if size < 0 || size as usize > max {
                 tracing::warn!(size, max, "frame size out of bounds; closing connection");
@@ -129,10 +131,10 @@ async fn connection(
                 }
             }
         }
-        if eof && in_flight.is_empty() {
+        if (eof || draining) && in_flight.is_empty() {
             return Ok(());
         }
-        let can_read = !eof && in_flight.len() < MAX_IN_FLIGHT;
+        let can_read = !eof && !draining && in_flight.len() < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
             Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
@@ -147,7 +149,7 @@ async fn connection(
                     eof = true;
                 }
             }
-            _ = shutdown.changed(), if in_flight.is_empty() => return Ok(()),
+            _ = shutdown.changed(), if !draining => draining = true,
         }
     }
 }

@@ -598,6 +598,12 @@ impl Broker {
         }
     }
 
+    /// Start shutting down: long-polling fetches answer now instead of waiting out max_wait.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
