@@ -209,8 +209,21 @@ fn refuse_non_topic(resource_type: i8) -> Option<(i16, String)> {
     }
 }
 
-fn to_error(e: Error) -> (i16, String) {
-    (e.code(), e.to_string())
+/// Apply `f` to a topic's overrides (refusing other resource types): (error code, message).
+fn alter_resource(
+    b: &Broker,
+    resource_type: i8,
+    name: &str,
+    validate_only: bool,
+    f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), Error>,
+) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    if let Some((code, msg)) = refuse_non_topic(resource_type) {
+        return (code, Some(s(msg)));
+    }
+    match b.alter_topic_configs(name, f, validate_only) {
+        Ok(()) => (0, None),
+        Err(e) => (e.code(), Some(s(e.to_string()))),
+    }
 }
 
 /// Answer AlterConfigs: the given set replaces all topic overrides.
@@ -220,32 +233,25 @@ pub fn alter_configs(b: &Arc<Broker>, _v: i16, req: AlterConfigsRequest) -> Alte
         .resources
         .into_iter()
         .map(|res| {
-            let outcome = refuse_non_topic(res.resource_type)
-                .map(Err)
-                .unwrap_or_else(|| {
-                    let new: BTreeMap<String, String> = res
-                        .configs
-                        .iter()
-                        .filter_map(|c| {
-                            c.value
-                                .as_ref()
-                                .map(|v| (c.name.to_string(), v.to_string()))
-                        })
-                        .collect();
-                    b.alter_topic_configs(
-                        res.resource_name.as_str(),
-                        |cfg| {
-                            *cfg = new;
-                            Ok(())
-                        },
-                        req.validate_only,
-                    )
-                    .map_err(to_error)
-                });
-            let (code, msg) = match outcome {
-                Ok(()) => (0, None),
-                Err((c, m)) => (c, Some(s(m))),
-            };
+            let new: BTreeMap<String, String> = res
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect();
+            let (code, msg) = alter_resource(
+                b,
+                res.resource_type,
+                res.resource_name.as_str(),
+                req.validate_only,
+                |cfg| {
+                    *cfg = new;
+                    Ok(())
+                },
+            );
             build!(AlterConfigsResourceResponse {
                 error_code: code,
                 error_message: msg,
@@ -270,31 +276,24 @@ pub fn incremental_alter_configs(
         .resources
         .into_iter()
         .map(|res| {
-            let outcome = refuse_non_topic(res.resource_type)
-                .map(Err)
-                .unwrap_or_else(|| {
-                    let ops: Vec<(String, i8, Option<String>)> = res
-                        .configs
-                        .iter()
-                        .map(|c| {
-                            (
-                                c.name.to_string(),
-                                c.config_operation,
-                                c.value.as_ref().map(|v| v.to_string()),
-                            )
-                        })
-                        .collect();
-                    b.alter_topic_configs(
-                        res.resource_name.as_str(),
-                        |cfg| apply_incremental(cfg, &ops),
-                        req.validate_only,
+            let ops: Vec<(String, i8, Option<String>)> = res
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.as_ref().map(|v| v.to_string()),
                     )
-                    .map_err(to_error)
-                });
-            let (code, msg) = match outcome {
-                Ok(()) => (0, None),
-                Err((c, m)) => (c, Some(s(m))),
-            };
+                })
+                .collect();
+            let (code, msg) = alter_resource(
+                b,
+                res.resource_type,
+                res.resource_name.as_str(),
+                req.validate_only,
+                |cfg| apply_incremental(cfg, &ops),
+            );
             build!(AlterConfigsResourceResponse {
                 error_code: code,
                 error_message: msg,
