@@ -17,11 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use parking_lot::{Mutex, RwLock};
 
 use crate::broker::{Broker, Partition, OFFSETS_TOPIC};
@@ -218,36 +216,15 @@ impl GroupCoordinator {
             .partition(OFFSETS_TOPIC, p)
             .ok_or_else(|| Error::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{p}")))?;
         let now = fsutil::now_ms();
-        let recs: Vec<Record> = records
+        let recs: Vec<_> = records
             .into_iter()
             .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32 - 1,
-                timestamp: now,
-                key: Some(k.encode()),
-                value: v,
-                headers: Default::default(),
+            .map(|(i, (k, v))| {
+                crate::log::records::plain_record(i as i64, now, Some(k.encode()), v)
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &recs,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| Error::InvalidRecord(format!("encoding offsets records: {e}")))?;
-        let (info, _) = b.append(&part, buf.to_vec())?;
+        let batch = crate::log::records::encode(&recs, Compression::None)?;
+        let (info, _) = b.append(&part, batch)?;
         Ok(PendingWrite {
             partition: part,
             last_offset: info.last_offset,

@@ -10,7 +10,10 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, RecordSet,
+    TimestampType,
+};
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{Error, Result};
@@ -308,6 +311,46 @@ pub fn decode_all(mut buf: &[u8]) -> Result<Vec<RecordSet>> {
     Ok(out)
 }
 
+/// A non-idempotent record for the node's own writes (and tests). The sequence follows the
+/// offset so the crate's encoder keeps consecutive records in one batch.
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: offset as i32 - 1,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
+/// Encode records as one v2 batch (or several, where the encoder must split them).
+pub fn encode(records: &[Record], compression: Compression) -> Result<Vec<u8>> {
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| Error::InvalidRecord(format!("cannot encode records: {e}")))?;
+    Ok(buf.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,32 +447,9 @@ mod tests {
     fn non_consecutive_offsets_are_refused_on_produce() {
         let records: Vec<Record> = [0i64, 2]
             .iter()
-            .map(|o| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: *o,
-                sequence: *o as i32 - 1,
-                timestamp: 1,
-                key: Some(Bytes::from_static(b"k")),
-                value: None,
-                headers: Default::default(),
-            })
+            .map(|o| plain_record(*o, 1, Some(Bytes::from_static(b"k")), None))
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
+        let buf = super::encode(&records, Compression::None).unwrap();
         let h = batch::parse_header(&buf).unwrap().unwrap();
         assert!(validate_records(&h, &buf[HEADER_LEN..], true).is_err());
         // Stored (compacted) batches may have gaps.
