@@ -73,10 +73,10 @@ async fn run(
         }
     });
 
-    if let Some(t) = broker.tiering.clone() {
+    let uploader = broker.tiering.clone().map(|t| {
         tracing::info!(object_store = %t.options().url, "tiered storage on");
-        tokio::spawn(strata_node::tiering::run(t, broker.clone()));
-    }
+        tokio::spawn(strata_node::tiering::run(t, broker.clone()))
+    });
 
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.groups.load_all(&b));
@@ -104,7 +104,24 @@ async fn run(
     tracing::info!("shutting down");
     broker.begin_shutdown();
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    if let Some(t) = &broker.tiering {
+        t.stop();
+    }
+    // Connections drain and the segment being uploaded finishes (objects and manifest),
+    // so a clean stop leaves no object the manifest does not name. Past the deadline the
+    // next start deletes such leftovers.
+    let drain = async {
+        let _ = server.await;
+        if let Some(u) = uploader {
+            let _ = u.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed with connections or an upload still open");
+    }
     broker.shutdown()?;
     tracing::info!("clean shutdown complete");
     Ok(())

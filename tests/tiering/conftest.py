@@ -236,16 +236,21 @@ class Node:
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self, timeout=60):
+        defaults = {
+            "--tiering-interval-ms": "200",
+            "--retention-check-interval-ms": "300",
+            "--group-initial-rebalance-delay-ms": "0",
+        }
         args = [
             str(node_bin()),
             "--listen", self.bootstrap,
             "--data-dir", str(self.data),
             "--object-store", self.bucket.url,
-            "--tiering-interval-ms", "200",
-            "--retention-check-interval-ms", "300",
-            "--group-initial-rebalance-delay-ms", "0",
-            *self.extra_args,
         ]
+        for flag, value in defaults.items():
+            if flag not in self.extra_args:  # a test's own value wins
+                args += [flag, value]
+        args += self.extra_args
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + timeout

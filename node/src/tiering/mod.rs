@@ -128,6 +128,8 @@ pub struct Tiering {
     /// Set when a manifest could not be read at start-up: the remaining partitions open
     /// without waiting for the bucket (the uploader loads their manifests later).
     unreachable_at_start: std::sync::atomic::AtomicBool,
+    /// Set at shutdown: the uploader finishes the segment in hand and starts no other.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Run a future to completion from synchronous code (broker start-up), on the current
@@ -170,6 +172,7 @@ impl Tiering {
             part_stats: RwLock::new(HashMap::new()),
             counters: Counters::default(),
             unreachable_at_start: std::sync::atomic::AtomicBool::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -467,6 +470,16 @@ impl Tiering {
             }
         }
         Ok(Some(data))
+    }
+
+    /// Ask the uploader to stop: the upload in hand completes (objects and manifest), no
+    /// new one starts. `run` returns once its current pass is over.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Delete every object of a deleted topic, in the background (a restart before it

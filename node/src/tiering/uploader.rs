@@ -69,7 +69,7 @@ pub async fn run(tiering: Arc<Tiering>, broker: Arc<Broker>) {
     let mut last_seen = None;
     loop {
         tick.tick().await;
-        if broker.is_shutting_down() {
+        if broker.is_shutting_down() || tiering.is_stopping() {
             break;
         }
         let parts = broker.all_partitions();
@@ -259,6 +259,10 @@ impl Tiering {
             st.orphans_checked = true;
         }
         loop {
+            if self.is_stopping() {
+                // Between uploads: the bucket holds only what the manifest names.
+                return Ok(());
+            }
             let (closed, epochs, log_start) = {
                 let log = part.log.lock();
                 let dir = log.dir().to_path_buf();
