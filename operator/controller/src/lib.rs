@@ -1,0 +1,88 @@
+//! strata-controller: the one implementation of Strata's cluster metadata.
+//!
+//! - [`core`]: the pure rules (registration, liveness, leader election, ISR commits, topic
+//!   administration, placement) over plain data.
+//! - [`store`]: where the metadata is persisted ([`store::MetadataStore`]; a file today,
+//!   Kubernetes resources later).
+//! - [`service`]: the tonic gRPC server nodes talk to, hosting the core.
+//! - [`proto`]: the generated gRPC contract (`proto/strata/controller/v1/controller.proto`),
+//!   client and server; nodes use [`proto::controller_client::ControllerClient`].
+
+pub mod core;
+mod error;
+pub mod service;
+pub mod store;
+
+pub use error::{Error, Result};
+
+/// The generated gRPC contract: messages, `controller_client` and `controller_server`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("strata.controller.v1");
+
+    impl TopicInfo {
+        /// The topic id as a UUID, or `None` when the field is not exactly 16 bytes.
+        pub fn id(&self) -> Option<uuid::Uuid> {
+            uuid::Uuid::from_slice(&self.topic_id).ok()
+        }
+    }
+
+    impl ClusterMetadata {
+        /// The topic with this name, if any.
+        pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+            self.topics.iter().find(|t| t.name == name)
+        }
+    }
+}
+
+/// Kafka error codes the controller answers with (0 = none), named for readability at call
+/// sites on both sides of the contract.
+pub mod codes {
+    /// No error.
+    pub const NONE: i32 = 0;
+    /// An unexpected server-side failure.
+    pub const UNKNOWN_SERVER_ERROR: i32 = -1;
+    /// Unknown topic or partition.
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i32 = 3;
+    /// The sender does not lead the partition.
+    pub const NOT_LEADER_OR_FOLLOWER: i32 = 6;
+    /// The controller cannot commit now (metadata store unavailable).
+    pub const REQUEST_TIMED_OUT: i32 = 7;
+    /// The topic name is invalid.
+    pub const INVALID_TOPIC_EXCEPTION: i32 = 17;
+    /// The topic exists.
+    pub const TOPIC_ALREADY_EXISTS: i32 = 36;
+    /// Bad partition count.
+    pub const INVALID_PARTITIONS: i32 = 37;
+    /// Bad replication factor.
+    pub const INVALID_REPLICATION_FACTOR: i32 = 38;
+    /// Bad explicit replica assignment.
+    pub const INVALID_REPLICA_ASSIGNMENT: i32 = 39;
+    /// Malformed request.
+    pub const INVALID_REQUEST: i32 = 42;
+    /// The sender's leader epoch is stale.
+    pub const FENCED_LEADER_EPOCH: i32 = 74;
+    /// The sender's broker epoch is stale: register again.
+    pub const STALE_BROKER_EPOCH: i32 = 77;
+    /// The AlterPartition was based on a stale partition epoch.
+    pub const INVALID_UPDATE_VERSION: i32 = 96;
+    /// A proposed ISR member may not join.
+    pub const INELIGIBLE_REPLICA: i32 = 107;
+    /// The controller is not the active one (another took over the store).
+    pub const NOT_CONTROLLER: i32 = 41;
+}
+
+/// Connects a client to a controller at `addr`, given as `host:port` or a full `http://` URI.
+pub async fn connect(
+    addr: &str,
+) -> Result<proto::controller_client::ControllerClient<tonic::transport::Channel>> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)?;
+    Ok(proto::controller_client::ControllerClient::new(
+        endpoint.connect().await?,
+    ))
+}

@@ -1,0 +1,698 @@
+//! The gRPC service nodes talk to: the pure [`Cluster`] behind a mutex, a [`MetadataStore`]
+//! that every change goes through before anyone hears of it, and a watch channel publishing
+//! the metadata image.
+//!
+//! Order of a change: apply to the core, save through the store, then answer and publish. A
+//! failed save rolls the core back, so no node or client ever sees a change that would be lost
+//! on a crash.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::codes;
+use crate::core::{self, Cluster, Event, TopicOutcome};
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::proto::controller_server::{Controller, ControllerServer};
+use crate::store::MetadataStore;
+
+/// How often nodes' deadlines are checked.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Settings of a controller service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The core's rules (session timeout, topic defaults).
+    pub core: core::Config,
+    /// How often nodes should heartbeat; told to them in RegisterResponse.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            core: core::Config::default(),
+            heartbeat_interval_ms: 500,
+        }
+    }
+}
+
+/// The controller service: cheap to clone, every clone is the same controller.
+#[derive(Clone)]
+pub struct ControllerService {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    images: watch::Sender<Arc<proto::ClusterMetadata>>,
+    /// Set to `true` when serving ends, so open WatchMetadata streams finish and a graceful
+    /// shutdown does not wait for them forever.
+    stopping: watch::Sender<bool>,
+    /// Set when the store reports that another writer took over; the host must stop.
+    deposed: watch::Sender<Option<String>>,
+    started: Instant,
+    heartbeat_interval_ms: u64,
+    session_timeout_ms: u64,
+}
+
+struct Inner {
+    cluster: Cluster,
+    store: Arc<dyn MetadataStore>,
+}
+
+impl ControllerService {
+    /// Loads the state from `store` (or creates and saves a new cluster) and gives every known
+    /// node one session timeout to reconnect.
+    pub async fn start(config: ServiceConfig, store: Arc<dyn MetadataStore>) -> Result<Self> {
+        let started = Instant::now();
+        let cluster = match store.load().await? {
+            Some(state) => {
+                tracing::info!(
+                    cluster_id = %state.cluster_id,
+                    version = state.version,
+                    nodes = state.nodes.len(),
+                    topics = state.topics.len(),
+                    "controller state loaded"
+                );
+                Cluster::recover(state, config.core.clone(), 0)
+            }
+            None => {
+                let cluster = Cluster::new(new_cluster_id(), config.core.clone());
+                // Saved at once so the cluster id is the same after a restart.
+                store.save(cluster.state()).await?;
+                tracing::info!(cluster_id = %cluster.state().cluster_id, "new cluster created");
+                cluster
+            }
+        };
+        let (images, _) = watch::channel(Arc::new(cluster.to_proto()));
+        let (stopping, _) = watch::channel(false);
+        let (deposed, _) = watch::channel(None);
+        Ok(ControllerService {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner { cluster, store }),
+                images,
+                stopping,
+                deposed,
+                started,
+                heartbeat_interval_ms: config.heartbeat_interval_ms,
+                session_timeout_ms: config.core.session_timeout_ms,
+            }),
+        })
+    }
+
+    /// The metadata image, current value first; for in-process watchers.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<proto::ClusterMetadata>> {
+        self.shared.images.subscribe()
+    }
+
+    /// A copy of the cluster as it is now (for tests and diagnostics).
+    pub async fn snapshot(&self) -> Cluster {
+        self.shared.inner.lock().await.cluster.clone()
+    }
+
+    /// Checks deadlines once; [`ControllerService::serve`] does this every [`TICK_INTERVAL`].
+    pub async fn tick(&self) -> Result<Vec<i32>> {
+        self.apply(|c, now| c.tick(now)).await
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` completes, checking node deadlines every
+    /// [`TICK_INTERVAL`]. Returns an error if the store reported that another controller took
+    /// over, so the host exits instead of acting on stale state.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let ticker = tokio::spawn(self.clone().tick_forever());
+        let shared = self.shared.clone();
+        let mut deposed = shared.deposed.subscribe();
+        let signal = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = deposed.wait_for(|d| d.is_some()) => {}
+            }
+            shared.stopping.send_replace(true);
+        };
+        let served = tonic::transport::Server::builder()
+            .add_service(ControllerServer::new(self.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await;
+        ticker.abort();
+        served?;
+        match self.shared.deposed.borrow().clone() {
+            Some(reason) => Err(Error::StoreConflict { reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// Binds `addr` and returns the listener with its bound address (port 0 picks one).
+    pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(addr.to_string(), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::io(addr.to_string(), e))?;
+        Ok((listener, local))
+    }
+
+    async fn tick_forever(self) {
+        let mut interval = tokio::time::interval(TICK_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            interval.tick().await;
+            match self.tick().await {
+                Ok(_) => failing = false,
+                // Logged once per streak: the tick retries every interval.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(error = %e, "could not commit node deaths; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` on the core; if the metadata changed, saves it and then publishes the new
+    /// image. A failed save restores the core as it was before `f`.
+    async fn apply<T>(&self, f: impl FnOnce(&mut Cluster, u64) -> T) -> Result<T> {
+        let mut inner = self.shared.inner.lock().await;
+        if let Some(reason) = self.shared.deposed.borrow().clone() {
+            return Err(Error::StoreConflict { reason });
+        }
+        // Cheap: the state is behind an Arc and is deep-copied only if `f` changes it.
+        let before = inner.cluster.clone();
+        let out = f(&mut inner.cluster, self.now_ms());
+        let events = inner.cluster.take_events();
+        if inner.cluster.version() == before.version() {
+            return Ok(out);
+        }
+        let store = inner.store.clone();
+        if let Err(e) = store.save(inner.cluster.state()).await {
+            inner.cluster = before;
+            if let Error::StoreConflict { reason } = &e {
+                tracing::error!(%reason, "metadata store taken over by another writer; stopping");
+                self.shared.deposed.send_replace(Some(reason.clone()));
+            }
+            return Err(e);
+        }
+        let version = inner.cluster.version();
+        for event in &events {
+            log_event(event, version);
+        }
+        self.shared
+            .images
+            .send_replace(Arc::new(inner.cluster.to_proto()));
+        Ok(out)
+    }
+}
+
+/// A new Kafka-style cluster id: a random UUID in URL-safe base64 without padding (22 chars).
+pub fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let value = uuid::Uuid::new_v4().as_u128();
+    // 128 bits in 6-bit groups from the top: 21 full groups and 2 bits left, padded to 6.
+    (0..22)
+        .map(|i| {
+            let shift = 128i32 - 6 * (i + 1);
+            let group = if shift >= 0 {
+                (value >> shift) & 0x3f
+            } else {
+                (value << -shift) & 0x3f
+            };
+            char::from(ALPHABET[group as usize])
+        })
+        .collect()
+}
+
+fn log_event(event: &Event, version: u64) {
+    match event {
+        Event::NodeRegistered {
+            node,
+            broker_epoch,
+            restarted,
+        } => tracing::info!(node, broker_epoch, restarted, version, "node registered"),
+        Event::NodeAlive { node } => tracing::info!(node, version, "node alive"),
+        Event::NodeDead { node } => tracing::info!(node, version, "node dead, fenced"),
+        Event::LeaderChanged {
+            topic,
+            partition,
+            leader,
+            leader_epoch,
+            unclean,
+        } => {
+            if *leader == core::NO_LEADER {
+                tracing::warn!(%topic, partition, leader_epoch, version, "partition offline: no eligible replica alive");
+            } else {
+                tracing::info!(%topic, partition, leader, leader_epoch, unclean, version, "leader elected");
+            }
+        }
+        Event::IsrChanged {
+            topic,
+            partition,
+            isr,
+            partition_epoch,
+        } => tracing::info!(%topic, partition, ?isr, partition_epoch, version, "ISR changed"),
+        Event::TopicCreated {
+            topic,
+            partitions,
+            replication_factor,
+        } => tracing::info!(%topic, partitions, replication_factor, version, "topic created"),
+        Event::TopicDeleted { topic } => tracing::info!(%topic, version, "topic deleted"),
+        Event::PartitionsCreated { topic, count } => {
+            tracing::info!(%topic, count, version, "partitions created")
+        }
+        Event::TopicConfigsAltered { topic } => {
+            tracing::info!(%topic, version, "topic configs altered")
+        }
+    }
+}
+
+/// The Kafka error code a refused request answers with (the explicit mapping of the crate's
+/// errors at the service boundary).
+pub fn kafka_code(e: &Error) -> i32 {
+    match e {
+        Error::StaleBrokerEpoch { .. } => codes::STALE_BROKER_EPOCH,
+        Error::UnknownTopicOrPartition { .. } => codes::UNKNOWN_TOPIC_OR_PARTITION,
+        Error::NotLeader { .. } => codes::NOT_LEADER_OR_FOLLOWER,
+        Error::FencedLeaderEpoch { .. } => codes::FENCED_LEADER_EPOCH,
+        Error::InvalidUpdateVersion { .. } => codes::INVALID_UPDATE_VERSION,
+        Error::IneligibleReplica { .. } => codes::INELIGIBLE_REPLICA,
+        Error::InvalidTopicName { .. } => codes::INVALID_TOPIC_EXCEPTION,
+        Error::TopicAlreadyExists { .. } => codes::TOPIC_ALREADY_EXISTS,
+        Error::InvalidPartitions { .. } => codes::INVALID_PARTITIONS,
+        Error::InvalidReplicationFactor { .. } => codes::INVALID_REPLICATION_FACTOR,
+        Error::InvalidReplicaAssignment { .. } => codes::INVALID_REPLICA_ASSIGNMENT,
+        Error::InvalidRequest { .. } => codes::INVALID_REQUEST,
+        Error::StoreConflict { .. } => codes::NOT_CONTROLLER,
+        Error::ProducerIdsExhausted
+        | Error::UnknownStateFormat { .. }
+        | Error::CorruptState { .. }
+        | Error::StoreIo { .. }
+        | Error::Transport(_) => codes::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// Failures that are not an answer to the request (the change could not be made durable)
+/// become a gRPC status, so a node retries instead of passing a Kafka error to its client.
+fn status(e: Error) -> Status {
+    match e {
+        Error::StoreIo { .. } => Status::unavailable(e.to_string()),
+        Error::StoreConflict { .. } => Status::unavailable(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Splits a core result into a Kafka answer (`Ok`) or a transport failure (`Err`).
+fn answer<T>(r: Result<T>) -> Result<Result<T, (i32, String)>, Status> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(e @ (Error::StoreIo { .. } | Error::StoreConflict { .. })) => Err(status(e)),
+        Err(e) => Ok(Err((kafka_code(&e), e.to_string()))),
+    }
+}
+
+fn topic_results(outcomes: Vec<TopicOutcome>) -> Vec<proto::TopicResult> {
+    outcomes
+        .into_iter()
+        .map(|o| match o.result {
+            Ok(record) => proto::TopicResult {
+                topic: Some(core::topic_to_proto(&o.name, &record)),
+                name: o.name,
+                error_code: codes::NONE,
+                error_message: String::new(),
+            },
+            Err(e) => proto::TopicResult {
+                name: o.name,
+                error_code: kafka_code(&e),
+                error_message: e.to_string(),
+                topic: None,
+            },
+        })
+        .collect()
+}
+
+fn to_btree(map: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter().collect()
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn register(
+        &self,
+        request: Request<proto::RegisterRequest>,
+    ) -> Result<Response<proto::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("register", node = r.node_id, host = %r.host, port = r.port);
+        async move {
+            let result = self
+                .apply(|c, now| {
+                    c.register(r.node_id, &r.host, r.port, &r.rack, &r.incarnation_id, now)
+                })
+                .await
+                .and_then(|r| r);
+            let mut response = proto::RegisterResponse {
+                heartbeat_interval_ms: i64::try_from(self.shared.heartbeat_interval_ms)
+                    .unwrap_or(i64::MAX),
+                session_timeout_ms: i64::try_from(self.shared.session_timeout_ms)
+                    .unwrap_or(i64::MAX),
+                ..Default::default()
+            };
+            match answer(result)? {
+                Ok(registered) => {
+                    response.broker_epoch = registered.broker_epoch;
+                    response.cluster_id = self.shared.images.borrow().cluster_id.clone();
+                }
+                Err((code, message)) => {
+                    response.error_code = code;
+                    response.error_message = message;
+                    response.broker_epoch = -1;
+                }
+            }
+            Ok(Response::new(response))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<proto::HeartbeatRequest>,
+    ) -> Result<Response<proto::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::debug_span!("heartbeat", node = r.node_id, epoch = r.broker_epoch);
+        async move {
+            let result = self
+                .apply(|c, now| {
+                    c.heartbeat(r.node_id, r.broker_epoch, now)
+                        .map(|()| c.version())
+                })
+                .await
+                .and_then(|r| r);
+            let response = match answer(result)? {
+                Ok(version) => proto::HeartbeatResponse {
+                    metadata_version: version,
+                    ..Default::default()
+                },
+                Err((code, message)) => {
+                    tracing::info!(code, %message, "heartbeat refused");
+                    proto::HeartbeatResponse {
+                        error_code: code,
+                        error_message: message,
+                        metadata_version: self.shared.images.borrow().version,
+                    }
+                }
+            };
+            Ok(Response::new(response))
+        }
+        .instrument(span)
+        .await
+    }
+
+    type WatchMetadataStream = ReceiverStream<Result<proto::ClusterMetadata, Status>>;
+
+    /// Any caller may watch: the image holds nothing secret, and a fenced node learns from it
+    /// that it lost its leaderships.
+    async fn watch_metadata(
+        &self,
+        request: Request<proto::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("watch_metadata", node = r.node_id);
+        let mut images = self.shared.images.subscribe();
+        let mut stopping = self.shared.stopping.subscribe();
+        // One slot: a slow watcher holds back only itself, and after it catches up it is sent
+        // the newest image, skipping the ones in between.
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(
+            async move {
+                tracing::debug!("watch started");
+                loop {
+                    let image = (**images.borrow_and_update()).clone();
+                    tokio::select! {
+                        sent = tx.send(Ok(image)) => if sent.is_err() { break },
+                        _ = stopping.wait_for(|s| *s) => break,
+                    }
+                    tokio::select! {
+                        changed = images.changed() => if changed.is_err() { break },
+                        _ = stopping.wait_for(|s| *s) => break,
+                        _ = tx.closed() => break,
+                    }
+                }
+                tracing::debug!("watch ended");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn alter_partition(
+        &self,
+        request: Request<proto::AlterPartitionRequest>,
+    ) -> Result<Response<proto::AlterPartitionResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!(
+            "alter_partition",
+            node = r.node_id,
+            topic = %r.topic,
+            partition = r.partition,
+        );
+        async move {
+            let result = self
+                .apply(|c, _| {
+                    let committed = c.alter_partition(
+                        r.node_id,
+                        r.broker_epoch,
+                        &r.topic,
+                        r.partition,
+                        r.leader_epoch,
+                        r.partition_epoch,
+                        &r.new_isr,
+                    );
+                    // On a refusal, the current state lets the leader catch up.
+                    let current = c.partition(&r.topic, r.partition).ok().cloned();
+                    (committed, current)
+                })
+                .await;
+            let (committed, current) = match result {
+                Ok(pair) => pair,
+                Err(e) => return Err(status(e)),
+            };
+            let index = usize::try_from(r.partition).unwrap_or(0);
+            let response = match answer(committed)? {
+                Ok(p) => proto::AlterPartitionResponse {
+                    partition: Some(core::partition_to_proto(index, &p)),
+                    ..Default::default()
+                },
+                Err((code, message)) => {
+                    tracing::info!(code, %message, "AlterPartition refused");
+                    proto::AlterPartitionResponse {
+                        error_code: code,
+                        error_message: message,
+                        partition: current.map(|p| core::partition_to_proto(index, &p)),
+                    }
+                }
+            };
+            Ok(Response::new(response))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn create_topics(
+        &self,
+        request: Request<proto::CreateTopicsRequest>,
+    ) -> Result<Response<proto::CreateTopicsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!(
+            "create_topics",
+            count = r.topics.len(),
+            validate_only = r.validate_only
+        );
+        async move {
+            let topics: Vec<core::NewTopic> = r
+                .topics
+                .into_iter()
+                .map(|t| core::NewTopic {
+                    name: t.name,
+                    partitions: t.partitions,
+                    replication_factor: t.replication_factor,
+                    configs: to_btree(t.configs),
+                    assignments: t.assignments.into_iter().map(|a| a.replicas).collect(),
+                })
+                .collect();
+            let (outcomes, version) = self
+                .apply(|c, _| (c.create_topics(&topics, r.validate_only), c.version()))
+                .await
+                .map_err(status)?;
+            Ok(Response::new(proto::CreateTopicsResponse {
+                results: topic_results(outcomes),
+                metadata_version: version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn delete_topics(
+        &self,
+        request: Request<proto::DeleteTopicsRequest>,
+    ) -> Result<Response<proto::DeleteTopicsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("delete_topics", count = r.names.len());
+        async move {
+            let (outcomes, version) = self
+                .apply(|c, _| (c.delete_topics(&r.names), c.version()))
+                .await
+                .map_err(status)?;
+            Ok(Response::new(proto::DeleteTopicsResponse {
+                results: topic_results(outcomes),
+                metadata_version: version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn create_partitions(
+        &self,
+        request: Request<proto::CreatePartitionsRequest>,
+    ) -> Result<Response<proto::CreatePartitionsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!(
+            "create_partitions",
+            count = r.topics.len(),
+            validate_only = r.validate_only
+        );
+        async move {
+            let requests: Vec<(String, i32)> =
+                r.topics.into_iter().map(|t| (t.topic, t.count)).collect();
+            let (outcomes, version) = self
+                .apply(|c, _| (c.create_partitions(&requests, r.validate_only), c.version()))
+                .await
+                .map_err(status)?;
+            Ok(Response::new(proto::CreatePartitionsResponse {
+                results: topic_results(outcomes),
+                metadata_version: version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn alter_topic_configs(
+        &self,
+        request: Request<proto::AlterTopicConfigsRequest>,
+    ) -> Result<Response<proto::AlterTopicConfigsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("alter_topic_configs", topic = %r.topic, validate_only = r.validate_only);
+        async move {
+            let configs = to_btree(r.configs);
+            let result = self
+                .apply(|c, _| {
+                    c.alter_topic_configs(&r.topic, configs, r.validate_only)
+                        .map(|()| c.version())
+                })
+                .await
+                .and_then(|r| r);
+            let response = match answer(result)? {
+                Ok(version) => proto::AlterTopicConfigsResponse {
+                    metadata_version: version,
+                    ..Default::default()
+                },
+                Err((code, message)) => proto::AlterTopicConfigsResponse {
+                    error_code: code,
+                    error_message: message,
+                    metadata_version: self.shared.images.borrow().version,
+                },
+            };
+            Ok(Response::new(response))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<proto::AllocateProducerIdsRequest>,
+    ) -> Result<Response<proto::AllocateProducerIdsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("allocate_producer_ids", node = r.node_id);
+        async move {
+            let result = self
+                .apply(|c, _| c.allocate_producer_ids(r.node_id, r.broker_epoch))
+                .await
+                .and_then(|r| r);
+            let response = match answer(result)? {
+                Ok((start, len)) => {
+                    tracing::debug!(start, len, "producer ids allocated");
+                    proto::AllocateProducerIdsResponse {
+                        producer_id_start: start,
+                        producer_id_len: len,
+                        ..Default::default()
+                    }
+                }
+                Err((code, message)) => proto::AllocateProducerIdsResponse {
+                    error_code: code,
+                    error_message: message,
+                    producer_id_start: -1,
+                    producer_id_len: 0,
+                },
+            };
+            Ok(Response::new(response))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(id, new_cluster_id());
+    }
+
+    #[test]
+    fn every_refusal_has_a_kafka_code() {
+        let e = Error::StaleBrokerEpoch {
+            node: 1,
+            sent: 2,
+            current: Some(3),
+        };
+        assert_eq!(kafka_code(&e), 77);
+        let e = Error::InvalidUpdateVersion {
+            topic: "t".into(),
+            partition: 0,
+            sent: 1,
+            current: 2,
+        };
+        assert_eq!(kafka_code(&e), 96);
+        assert!(matches!(
+            answer::<()>(Err(Error::io("x", std::io::Error::other("disk")))),
+            Err(s) if s.code() == tonic::Code::Unavailable
+        ));
+    }
+}
