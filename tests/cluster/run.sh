@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The replication/failover suite: a controller (`strata-operator local`) and three strata-node
+# processes, each node in its own network namespace (root; else all on 127.0.0.1 and the
+# network-cut test skips), driven by real Kafka clients (confluent-kafka, kafka-python).
+#
+#   tests/cluster/run.sh [pytest args...]
+#
+#   STRATA_NODE_BIN=PATH       strata-node binary      } default: cargo build, then
+#   STRATA_OPERATOR_BIN=PATH   strata-operator binary  } $CARGO_TARGET_DIR/debug
+#   STRATA_CACHE=DIR           test-bed cache (default ~/.cache/strata-testbed)
+#   CARGO_TARGET_DIR=DIR       default $STRATA_CACHE/cargo-target, as tests/run.sh
+#   STRATA_CLUSTER_NETNS=0     do not use network namespaces
+#   STRATA_CLUSTER_REPORT=FILE JSON file the measured failover time is merged into
+#
+# Exits with pytest's status; "no tests collected" (5) counts as a failure.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/tests/cluster"
+CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
+export STRATA_CACHE="$CACHE"
+
+# The compatibility suite's Python requirements (pytest, kafka-python, confluent-kafka), in a
+# venv of this suite's own.
+REQS="$ROOT/tests/testbed/requirements.txt"
+VENV="$CACHE/cluster-venv"
+want="$(sha256sum "$REQS" | cut -d' ' -f1)-$(python3 -c 'import sys; print(sys.version.split()[0])')"
+if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "[cluster] python venv -> $VENV" >&2
+  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || exit 1
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || exit 1
+  echo "$want" > "$VENV/.stamp"
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/cargo-target}"
+target="$CARGO_TARGET_DIR"
+build=()
+[[ -z "${STRATA_NODE_BIN:-}" ]] && build+=(-p strata-node) && export STRATA_NODE_BIN="$target/debug/strata-node"
+[[ -z "${STRATA_OPERATOR_BIN:-}" ]] && build+=(-p strata-operator) && export STRATA_OPERATOR_BIN="$target/debug/strata-operator"
+if [[ ${#build[@]} -gt 0 ]]; then
+  (cd "$ROOT" && cargo build -q "${build[@]}") || { echo "cluster: build failed" >&2; exit 1; }
+fi
+
+cd "$HERE"
+"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" .
+rc=$?
+if [[ $rc -eq 5 ]]; then
+  echo "cluster: pytest collected no tests; treating as failure" >&2
+  exit 1
+fi
+exit $rc

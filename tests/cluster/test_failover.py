@@ -1,0 +1,152 @@
+"""Replication under failures (issue 6): a controller and three nodes, topic `t` with three
+partitions at RF 3 and min.insync.replicas 2, and an idempotent acks=all producer writing
+numbered records to every partition the whole time. After each fault, every acknowledged
+record must be readable exactly once at the offset its acknowledgement named."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import kwire
+from harness import wait_for, write_report
+from load import Load, check_all
+
+WARMUP = 300  # acknowledged records before the fault
+
+
+def leader_of(cluster, topic, p=0, via=None):
+    st = cluster.wait_partitions(topic, lambda st: st[p].leader in cluster.nodes,
+                                 via or set(cluster.nodes), 30, f"a leader for {topic}/{p}")
+    return st[p].leader, st[p].leader_epoch
+
+
+def moved_from(old: int, epoch: int, p: int = 0):
+    """cond: partition p is led by another node with a higher leader epoch."""
+    return lambda st: st[p].leader not in (old, -1) and st[p].leader_epoch > epoch
+
+
+def test_kill_leader(cluster, topic, tmp_path):
+    """SIGKILL the leader of p0: a follower takes over, nothing acknowledged is lost, and the
+    failover time (kill to the first acknowledgement of a record produced after the kill) is
+    measured."""
+    with Load(cluster.bootstrap(), topic, [0, 1, 2]) as load:
+        load.wait_acks_after(0, WARMUP, 60, what="warm-up")
+        old, epoch = leader_of(cluster, topic)
+        survivors = set(cluster.nodes) - {old}
+        t_kill = time.monotonic()
+        cluster.nodes[old].kill()
+
+        cluster.wait_partitions(topic, moved_from(old, epoch), survivors, 30,
+                                f"a survivor of {sorted(survivors)} to lead p0 after node {old} died")
+        ack = wait_for(lambda: load.first_ack_sent_after(0, t_kill), 60,
+                       lambda: f"an acknowledged produce to p0 after the kill; {load.summary()}")
+        failover = ack.t_ack - t_kill
+        print(f"\n[cluster] failover of p0 after SIGKILL of leader {old}: {failover:.2f} s")
+        write_report("failover_seconds", round(failover, 3), tmp_path / "failover.json")
+
+        # The dead node leaves every ISR (acks=all would otherwise wait for it forever).
+        cluster.wait_full_isr(topic, survivors, timeout=30)
+        load.wait_acks_after(time.monotonic(), 200, 30, what="after failover")
+    load.assert_clean()
+    check_all(load, cluster.bootstrap(exclude={old}))
+    assert failover < 60, f"failover took {failover:.1f} s"
+
+
+def test_paused_leader_is_fenced(cluster, topic):
+    """SIGSTOP the leader of p0 past the session timeout: leadership moves. A produce sent
+    straight to the old leader (queued while it is stopped, read after SIGCONT) must not be
+    acknowledged; the old leader truncates, rejoins the ISR, and its own log then holds every
+    acknowledged record and not the refused one."""
+    with Load(cluster.bootstrap(), topic, [0, 1, 2]) as load:
+        load.wait_acks_after(0, WARMUP, 60, what="warm-up")
+        old, epoch = leader_of(cluster, topic)
+        survivors = set(cluster.nodes) - {old}
+        t_stop = time.monotonic()
+        cluster.nodes[old].pause()
+        try:
+            cluster.wait_partitions(topic, moved_from(old, epoch), survivors,
+                                    cluster.SESSION_TIMEOUT_MS / 1000 + 30,
+                                    f"leadership of p0 to move off paused node {old}")
+            load.wait_acks_after(t_stop, 50, 60, p=0, what="p0 while the old leader is paused")
+            probe = f"fenced-probe-{load.tag}".encode()
+            pending = kwire.send_produce(cluster.nodes[old].addr, topic, 0, [probe], acks=-1,
+                                         timeout_ms=5000)
+        finally:
+            cluster.nodes[old].resume()
+        try:
+            res = pending.result(timeout=30)
+            outcome = f"{kwire.error_name(res.error)} {res.message or ''}".strip()
+            assert res.error != 0, (f"the fenced old leader {old} acknowledged an acks=-1 produce "
+                                    f"at offset {res.base_offset}")
+        except kwire.KafkaWireError as e:
+            outcome = f"connection failed: {e}"
+        print(f"\n[cluster] produce straight to the fenced old leader {old}: {outcome}")
+
+        cluster.wait_full_isr(topic, timeout=60)  # the old leader rejoined every ISR
+        load.wait_acks_after(time.monotonic(), 200, 30, what="after the old leader rejoined")
+    load.assert_clean()
+    check_all(load, cluster.bootstrap(), must_not_contain=(probe,))
+
+    # Read the old leader's own log: with the two others dead it is the only replica left
+    # (and in every ISR), so it must take over every partition.
+    for s in survivors:
+        cluster.nodes[s].kill()
+    cluster.wait_partitions(topic, lambda st: all(s.leader == old for s in st.values()), {old},
+                            cluster.SESSION_TIMEOUT_MS / 1000 + 30,
+                            f"node {old}, the last live replica, to lead every partition "
+                            f"(to read its own log)")
+    check_all(load, cluster.nodes[old].addr, must_not_contain=(probe,))
+
+
+def test_restarted_node_rejoins(cluster, topic):
+    """SIGTERM the leader of p0 (a clean stop), keep writing while it is down, start it again:
+    it catches up and rejoins every ISR."""
+    with Load(cluster.bootstrap(), topic, [0, 1, 2]) as load:
+        load.wait_acks_after(0, WARMUP, 60, what="warm-up")
+        old, epoch = leader_of(cluster, topic)
+        survivors = set(cluster.nodes) - {old}
+        t_stop = time.monotonic()
+        rc = cluster.nodes[old].terminate()
+        assert rc == 0, f"node {old} exited with {rc} on SIGTERM"
+        cluster.wait_full_isr(topic, survivors, timeout=30)
+        assert cluster.agreed(topic, survivors)[0].leader_epoch > epoch
+        # Enough written while it is down that it has something to catch up on.
+        load.wait_acks_after(t_stop, 600, 60, what="while the node is down")
+
+        t_start = time.monotonic()
+        cluster.nodes[old].start()
+        cluster.nodes[old].wait_listening()
+        cluster.wait_full_isr(topic, timeout=60)
+        print(f"\n[cluster] node {old} restarted and back in every ISR after "
+              f"{time.monotonic() - t_start:.1f} s")
+        load.wait_acks_after(time.monotonic(), 200, 30, what="after the node rejoined")
+    load.assert_clean()
+    check_all(load, cluster.bootstrap())
+
+
+def test_cut_follower(cluster, topic, topology):
+    """Cut a follower of p0 off the network: the ISRs shrink to the two others, writes go on
+    (min.insync.replicas 2 still met), and after healing it rejoins."""
+    if not topology.can_cut:
+        pytest.skip(f"cannot cut a node off: {topology.reason}")
+    with Load(cluster.bootstrap(), topic, [0, 1, 2]) as load:
+        load.wait_acks_after(0, WARMUP, 60, what="warm-up")
+        st = cluster.wait_full_isr(topic, timeout=30)
+        follower = max(set(cluster.nodes) - {st[0].leader})
+        others = set(cluster.nodes) - {follower}
+        topology.cut(follower)
+        try:
+            cluster.wait_full_isr(topic, others,
+                                  timeout=(cluster.LAG_MS + cluster.SESSION_TIMEOUT_MS) / 1000 + 30)
+            t_shrunk = time.monotonic()
+            for p in load.partitions:
+                load.wait_acks_after(t_shrunk, 50, 30, p=p,
+                                     what=f"p{p} with ISR {sorted(others)} (node {follower} cut off)")
+        finally:
+            topology.heal(follower)
+        cluster.wait_full_isr(topic, timeout=60)
+        load.wait_acks_after(time.monotonic(), 200, 30, what="after healing")
+    load.assert_clean()
+    check_all(load, cluster.bootstrap())
