@@ -21,6 +21,7 @@ Without namespaces (not root, `ip netns` missing, or STRATA_CLUSTER_NETNS=0) eve
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -274,6 +275,20 @@ def cleanup_stale():
 # ---- processes -------------------------------------------------------------------------------
 
 
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL when pytest dies, even by SIGKILL, so that no node
+    outlives a run (the flag survives `ip netns exec`'s exec)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 class Proc:
     """One process of the cluster, restartable with the same arguments; output to a log file
     in which the test's signals are marked with `==== HH:MM:SS test: SIG...` lines."""
@@ -296,7 +311,8 @@ class Proc:
             log.flush()
             self.log_offset = log.tell()
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True)
+                                         env=self.env, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         return self
 
     @property

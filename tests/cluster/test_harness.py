@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from harness import port_open, wait_for
+from harness import free_port, port_open, wait_for
 
 SERVER = r"""
 import socket, sys
@@ -45,10 +45,12 @@ def test_network_cut_isolates_one_node(topology):
     topo = topology
     if not topo.can_cut:
         pytest.skip(topo.reason)
-    node1_host, node1_port = topo.node_addr(1).rsplit(":", 1)
+    # Ports of their own, so that no TIME_WAIT is left on the ones the cluster will bind.
+    node1_host, node1_port = topo.node_addr(1).rsplit(":", 1)[0], "9999"
     server = subprocess.Popen(topo.wrap(1, [sys.executable, "-c", SERVER, node1_host, node1_port]),
                               stdout=subprocess.PIPE, text=True)
-    ctl_host, ctl_port = topo.controller_host(), topo.controller_port
+    ctl_host = topo.controller_host()
+    ctl_port = free_port(ctl_host)
     ctl = socket.socket()
     ctl.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ctl.bind((ctl_host, ctl_port))
