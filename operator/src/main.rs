@@ -1,20 +1,275 @@
-//! strata-operator: will reconcile `Topic` and `Cluster` resources and host the controller.
+//! strata-operator: hosts the Strata controller and (later) reconciles `Topic` and `Cluster`
+//! resources on Kubernetes.
 //!
-//! This is a skeleton: the controller, the `local` mode and the Kubernetes reconcilers are
-//! later milestones. It exists so the workspace has its final shape.
+//! `strata-operator local` runs the controller without Kubernetes, its state in a local
+//! directory: several `strata-node` processes on this machine (or others) join it. The
+//! Kubernetes mode is a later milestone; its subcommand says so and exits 2.
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-/// strata-operator (not implemented yet).
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use strata_controller::core::{self, MAX_PARTITIONS};
+use strata_controller::service::{ControllerService, ServiceConfig};
+use strata_controller::store::FileStore;
+use tracing_subscriber::EnvFilter;
+
+/// strata-operator: hosts the Strata controller.
 #[derive(Debug, Parser)]
-#[command(name = "strata-operator", version, about)]
-struct Args {}
+#[command(
+    name = "strata-operator",
+    version,
+    about,
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Log format (`RUST_LOG` filters; default level info).
+    #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller without Kubernetes, keeping cluster metadata in a local directory.
+    Local(LocalArgs),
+    /// Reconcile Topic and Cluster resources on Kubernetes (not implemented yet).
+    Kubernetes,
+}
+
+/// Flags of `strata-operator local`. With none, a controller on 127.0.0.1:9093 keeps its state
+/// in ./controller.
+#[derive(Debug, Clone, clap::Args)]
+struct LocalArgs {
+    /// Directory holding controller.json (created if missing).
+    #[arg(long, env = "STRATA_STATE_DIR", default_value = "./controller")]
+    state_dir: PathBuf,
+
+    /// gRPC address nodes connect to (`--controller` on strata-node).
+    #[arg(
+        long,
+        env = "STRATA_CONTROLLER_LISTEN",
+        default_value = "127.0.0.1:9093"
+    )]
+    listen: SocketAddr,
+
+    /// A node not heard from for this long is declared dead and its leaderships move.
+    #[arg(long, env = "STRATA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    session_timeout_ms: u64,
+
+    /// How often nodes heartbeat (told to them at registration).
+    #[arg(long, env = "STRATA_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
+    heartbeat_interval_ms: u64,
+
+    /// Replication factor of topics created without one (Kafka's default.replication.factor).
+    #[arg(long, env = "STRATA_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    default_replication_factor: i32,
+
+    /// Partitions of topics created without a count (Kafka's num.partitions).
+    #[arg(long, env = "STRATA_NUM_PARTITIONS", default_value_t = 1)]
+    num_partitions: i32,
+
+    /// Replication factor of __consumer_offsets (Kafka's offsets.topic.replication.factor).
+    #[arg(
+        long,
+        env = "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        default_value_t = 3
+    )]
+    offsets_topic_replication_factor: i32,
+
+    /// Partitions of __consumer_offsets (Kafka's offsets.topic.num.partitions).
+    #[arg(
+        long,
+        env = "STRATA_OFFSETS_TOPIC_NUM_PARTITIONS",
+        default_value_t = 50
+    )]
+    offsets_topic_num_partitions: i32,
+}
+
+/// `local` mode's validated, immutable configuration.
+#[derive(Debug, Clone)]
+struct LocalConfig {
+    state_dir: PathBuf,
+    listen: SocketAddr,
+    service: ServiceConfig,
+}
+
+impl LocalArgs {
+    fn validate(self) -> anyhow::Result<LocalConfig> {
+        anyhow::ensure!(
+            self.heartbeat_interval_ms >= 1,
+            "--heartbeat-interval-ms must be at least 1"
+        );
+        // Two missed heartbeats must not be enough to declare a node dead.
+        anyhow::ensure!(
+            self.session_timeout_ms >= 2 * self.heartbeat_interval_ms,
+            "--session-timeout-ms ({}) must be at least twice --heartbeat-interval-ms ({})",
+            self.session_timeout_ms,
+            self.heartbeat_interval_ms
+        );
+        for (flag, value) in [
+            (
+                "--default-replication-factor",
+                self.default_replication_factor,
+            ),
+            (
+                "--offsets-topic-replication-factor",
+                self.offsets_topic_replication_factor,
+            ),
+        ] {
+            anyhow::ensure!(value >= 1, "{flag} must be at least 1 (got {value})");
+        }
+        for (flag, value) in [
+            ("--num-partitions", self.num_partitions),
+            (
+                "--offsets-topic-num-partitions",
+                self.offsets_topic_num_partitions,
+            ),
+        ] {
+            anyhow::ensure!(
+                (1..=MAX_PARTITIONS).contains(&value),
+                "{flag} must be in 1..={MAX_PARTITIONS} (got {value})"
+            );
+        }
+        Ok(LocalConfig {
+            state_dir: self.state_dir,
+            listen: self.listen,
+            service: ServiceConfig {
+                core: core::Config {
+                    session_timeout_ms: self.session_timeout_ms,
+                    default_replication_factor: self.default_replication_factor,
+                    num_partitions: self.num_partitions,
+                    offsets_topic_replication_factor: self.offsets_topic_replication_factor,
+                    offsets_topic_num_partitions: self.offsets_topic_num_partitions,
+                },
+                heartbeat_interval_ms: self.heartbeat_interval_ms,
+            },
+        })
+    }
+}
 
 fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    tracing_subscriber::fmt().init();
-    tracing::error!(
-        "strata-operator is not implemented yet; run strata-node for a single-node broker"
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log_format {
+        // Colour only on a terminal, so log files and test captures stay plain text.
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    match cli.command {
+        Command::Local(args) => {
+            let config = args
+                .validate()
+                .context("invalid configuration for strata-operator local")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_local(config))
+        }
+        Command::Kubernetes => {
+            tracing::error!(
+                "the Kubernetes mode is not implemented yet; use `strata-operator local`"
+            );
+            std::process::exit(2)
+        }
+    }
+}
+
+async fn run_local(config: LocalConfig) -> anyhow::Result<()> {
+    let store = FileStore::open(&config.state_dir)?;
+    tracing::info!(state = %store.path().display(), "opening controller state");
+    let service = ControllerService::start(config.service.clone(), Arc::new(store)).await?;
+    let (listener, addr) = ControllerService::bind(config.listen).await?;
+    tracing::info!(
+        session_timeout_ms = config.service.core.session_timeout_ms,
+        heartbeat_interval_ms = config.service.heartbeat_interval_ms,
+        "controller settings"
     );
-    std::process::exit(2)
+    // Scripts wait for this exact line (the address ends it), so it carries no fields.
+    tracing::info!("strata-operator local: controller listening on {addr}");
+    service.serve(listener, shutdown_signal()).await?;
+    tracing::info!("clean shutdown complete");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT. If the handlers cannot be installed, it never completes
+/// (the process can still be killed) rather than stopping a healthy controller.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("strata-operator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn local_defaults_work_with_no_flags() {
+        let Command::Local(args) = parse(&["local"]).unwrap().command else {
+            panic!("local subcommand");
+        };
+        let config = args.validate().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9093");
+        assert_eq!(config.service.heartbeat_interval_ms, 500);
+        assert_eq!(config.service.core, core::Config::default());
+    }
+
+    #[test]
+    fn bad_flags_are_refused_at_start() {
+        for args in [
+            &["local", "--session-timeout-ms", "500"][..],
+            &["local", "--default-replication-factor", "0"],
+            &["local", "--num-partitions", "0"],
+            &["local", "--offsets-topic-num-partitions", "1000000"],
+        ] {
+            let Command::Local(a) = parse(args).unwrap().command else {
+                panic!("local subcommand");
+            };
+            assert!(a.validate().is_err(), "{args:?}");
+        }
+        assert!(parse(&["local", "--listen", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn no_subcommand_is_an_error_with_help() {
+        let err = parse(&[]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+    }
 }
