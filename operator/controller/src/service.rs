@@ -144,6 +144,10 @@ impl ControllerService {
             shared.stopping.send_replace(true);
         };
         let served = tonic::transport::Server::builder()
+            // A node cut off without a FIN (a partition, a dead host) would otherwise keep its
+            // watch stream and task forever.
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(ControllerServer::new(self.clone()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
@@ -664,6 +668,135 @@ impl Controller for ControllerService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::State;
+    use crate::store::BoxFuture;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// A store that keeps the last saved state in memory and fails on demand.
+    #[derive(Default)]
+    struct FlakyStore {
+        saved: std::sync::Mutex<Option<State>>,
+        /// 0: succeed, 1: fail with I/O, 2: fail with a conflict.
+        mode: AtomicU8,
+    }
+
+    impl MetadataStore for FlakyStore {
+        fn load(&self) -> BoxFuture<'_, Result<Option<State>>> {
+            let state = self.saved.lock().unwrap().clone();
+            Box::pin(async move { Ok(state) })
+        }
+
+        fn save<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                match self.mode.load(Ordering::SeqCst) {
+                    0 => {
+                        *self.saved.lock().unwrap() = Some(state.clone());
+                        Ok(())
+                    }
+                    1 => Err(Error::io("flaky", std::io::Error::other("disk full"))),
+                    _ => Err(Error::StoreConflict {
+                        reason: "another controller".into(),
+                    }),
+                }
+            })
+        }
+    }
+
+    fn create_request(name: &str) -> Request<proto::CreateTopicsRequest> {
+        Request::new(proto::CreateTopicsRequest {
+            topics: vec![proto::CreatableTopic {
+                name: name.into(),
+                partitions: 1,
+                replication_factor: 1,
+                ..Default::default()
+            }],
+            validate_only: false,
+        })
+    }
+
+    /// A service over `store` with node 1 registered.
+    async fn with_one_node(store: Arc<FlakyStore>) -> ControllerService {
+        let service = ControllerService::start(ServiceConfig::default(), store)
+            .await
+            .unwrap();
+        let registered = service
+            .register(Request::new(proto::RegisterRequest {
+                node_id: 1,
+                host: "h".into(),
+                port: 1,
+                rack: String::new(),
+                incarnation_id: "a".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(registered.error_code, 0);
+        service
+    }
+
+    #[tokio::test]
+    async fn a_failed_save_rolls_back_and_publishes_nothing() {
+        let store = Arc::new(FlakyStore::default());
+        let service = with_one_node(store.clone()).await;
+        let images = service.subscribe();
+        let version = images.borrow().version;
+
+        store.mode.store(1, Ordering::SeqCst);
+        let status = service
+            .create_topics(create_request("t"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            service.snapshot().await.state().topics.is_empty(),
+            "rolled back"
+        );
+        assert_eq!(images.borrow().version, version, "nothing published");
+        let saved = store.saved.lock().unwrap().clone().unwrap();
+        assert_eq!(saved.version, version);
+
+        store.mode.store(0, Ordering::SeqCst);
+        let ok = service
+            .create_topics(create_request("t"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ok.results[0].error_code, 0);
+        assert_eq!(ok.metadata_version, version + 1);
+        assert_eq!(images.borrow().version, version + 1);
+        assert_eq!(
+            store.saved.lock().unwrap().as_ref().unwrap().version,
+            version + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_conflict_deposes_the_controller() {
+        let store = Arc::new(FlakyStore::default());
+        let service = with_one_node(store.clone()).await;
+        let (listener, _) = ControllerService::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let serving = tokio::spawn(service.clone().serve(listener, std::future::pending()));
+        store.mode.store(2, Ordering::SeqCst);
+        let status = service
+            .create_topics(create_request("t"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let served = tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("serve stops once deposed")
+            .unwrap();
+        assert!(matches!(served, Err(Error::StoreConflict { .. })));
+        // Deposed for good: later changes are refused even if the store would take them.
+        store.mode.store(0, Ordering::SeqCst);
+        let status = service
+            .create_topics(create_request("u"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
 
     #[test]
     fn cluster_ids_look_like_kafkas() {
