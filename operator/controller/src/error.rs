@@ -89,6 +89,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The state could not be serialised (never expected: it is plain data).
+    #[error("metadata state cannot be encoded: {0}")]
+    EncodeState(#[source] serde_json::Error),
     /// A file operation of the metadata store failed.
     #[error("metadata store I/O on {path}: {source}")]
     StoreIo {

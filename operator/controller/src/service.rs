@@ -307,6 +307,7 @@ pub fn kafka_code(e: &Error) -> i32 {
         Error::ProducerIdsExhausted
         | Error::UnknownStateFormat { .. }
         | Error::CorruptState { .. }
+        | Error::EncodeState(_)
         | Error::StoreIo { .. }
         | Error::Transport(_) => codes::UNKNOWN_SERVER_ERROR,
     }

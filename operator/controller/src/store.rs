@@ -87,10 +87,11 @@ impl MetadataStore for FileStore {
     }
 
     fn save<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<()>> {
-        let bytes = state.to_json();
+        let encoded = state.to_json();
         let dir = self.dir.clone();
         let path = self.path();
         Box::pin(async move {
+            let bytes = encoded?;
             tokio::task::spawn_blocking(move || Self::save_blocking(&dir, &path, &bytes))
                 .await
                 .map_err(|e| Error::io(Self::FILE_NAME, std::io::Error::other(e)))?

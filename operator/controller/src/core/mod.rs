@@ -131,11 +131,8 @@ impl State {
     }
 
     /// Serialised form (pretty JSON, so an operator can read it).
-    pub fn to_json(&self) -> Vec<u8> {
-        // A State holds only strings, integers, maps with string or integer keys and vectors,
-        // all of which serde_json encodes; fall back to compact form rather than panic.
-        serde_json::to_vec_pretty(self)
-            .unwrap_or_else(|_| serde_json::to_vec(self).unwrap_or_default())
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(Error::EncodeState)
     }
 
     /// Parses a stored state, refusing a format version this build does not know. `origin`

@@ -810,7 +810,7 @@ fn image_names_lowest_alive_node_controller() {
 fn state_round_trips_and_refuses_unknown_formats() {
     let mut c = cluster(2);
     create(&mut c, "t", 3, 2);
-    let json = c.state().to_json();
+    let json = c.state().to_json().unwrap();
     let back = State::from_json(&json, "mem").unwrap();
     assert_eq!(&back, c.state());
     let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
