@@ -45,6 +45,33 @@ fn read_all(log: &PartitionLog) -> Vec<u8> {
     out
 }
 
+/// The record set as the log must store it, built the straightforward way: a copy of the
+/// whole set with each batch's header fields overwritten in place and, for LogAppendTime, its
+/// CRC recomputed over the whole patched batch. Field positions are the v2 batch layout:
+/// base offset at 0, leader epoch at 12, CRC at 17, attributes at 21, max timestamp at 35.
+fn patched_in_place(
+    data: &[u8],
+    spans: &[batch::BatchSpan],
+    log_append_time: Option<i64>,
+) -> Vec<u8> {
+    let mut out = data.to_vec();
+    let mut next = 0i64;
+    for s in spans {
+        let b = &mut out[s.position..s.position + s.header.total_len()];
+        b[0..8].copy_from_slice(&next.to_be_bytes());
+        b[12..16].copy_from_slice(&0i32.to_be_bytes());
+        if let Some(now) = log_append_time {
+            let attributes = i16::from_be_bytes([b[21], b[22]]) | batch::ATTR_LOG_APPEND_TIME;
+            b[21..23].copy_from_slice(&attributes.to_be_bytes());
+            b[35..43].copy_from_slice(&now.to_be_bytes());
+            let crc = batch::compute_crc(b);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+        next += s.header.last_offset_delta as i64 + 1;
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(spans) = batch::validate_produce_records(data) else {
         return;
@@ -73,19 +100,20 @@ fuzz_target!(|data: &[u8]| {
         let id = uuid::Uuid::from_u128(0x5742_a7a0);
         let mut log =
             PartitionLog::open(dir.path(), id, config.clone(), false).expect("open empty log");
-        let mut buf = data.to_vec();
         let now = fsutil::now_ms();
-        let Ok(info) = log.append(&mut buf, &spans, 0, now) else {
+        let Ok(info) = log.append(data, &spans, 0, now) else {
             continue;
         };
         assert!(!info.duplicate, "nothing to duplicate in an empty log");
         assert_eq!(info.base_offset, 0);
         assert_eq!(log.log_end_offset(), info.last_offset + 1);
 
-        // What is stored is exactly the patched record set, and every batch is CRC-valid.
+        // What is stored is exactly the record set patched in place (offsets from 0, epoch 0,
+        // LogAppendTime with a recomputed CRC), and every batch is CRC-valid.
+        let expected = patched_in_place(data, &spans, config.log_append_time.then_some(now));
         let stored = read_all(&log);
         assert!(
-            stored == buf,
+            stored == expected,
             "stored bytes differ from the appended record set"
         );
 

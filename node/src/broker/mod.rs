@@ -471,15 +471,18 @@ impl Broker {
 
     /// Validate and append a producer's record set to a partition. Runs synchronously so that
     /// requests on one connection are appended in the order they arrived.
-    pub fn append(&self, part: &Arc<Partition>, mut data: Vec<u8>) -> Result<(AppendInfo, i64)> {
-        let spans = batch::validate_produce_records(&data)?;
+    pub fn append(
+        &self,
+        part: &Arc<Partition>,
+        data: impl AsRef<[u8]>,
+    ) -> Result<(AppendInfo, i64)> {
+        let data = data.as_ref();
+        let spans = batch::validate_produce_records(data)?;
         let (info, log_start) = {
             let mut log = part.log.lock();
-            let epoch = self
-                .topic(&part.topic)
-                .map(|t| t.meta.leader_epoch)
-                .unwrap_or(0);
-            let info = log.append(&mut data, &spans, epoch, fsutil::now_ms())?;
+            // The partition's current leader epoch (standalone: the topic's, which is 0).
+            let epoch = part.leader_epoch.load(Ordering::Relaxed).max(0);
+            let info = log.append(data, &spans, epoch, fsutil::now_ms())?;
             (info, log.log_start_offset())
         };
         if !info.duplicate {

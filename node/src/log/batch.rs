@@ -2,7 +2,9 @@
 //!
 //! Batches are stored exactly as producers send them. The broker only reads the fixed
 //! 61-byte header, checks the CRC32C, and patches `base_offset` and
-//! `partition_leader_epoch`, which lie outside the CRC-covered range.
+//! `partition_leader_epoch`, which lie outside the CRC-covered range (and, on LogAppendTime
+//! topics, the attributes and max timestamp, recomputing the CRC). Only the header changes,
+//! so the log writes a patched copy of it followed by the producer's bytes as they came.
 
 use crate::error::{Error, Result};
 
@@ -235,13 +237,32 @@ pub fn assign_offset(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[OFF_LEADER_EPOCH..OFF_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
-/// Rewrite a batch to LogAppendTime with `now` as its max timestamp, recomputing the CRC.
-pub fn set_log_append_time(batch: &mut [u8], now: i64) {
-    let attrs = be_i16(batch, OFF_ATTRIBUTES) | ATTR_LOG_APPEND_TIME;
-    batch[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
-    batch[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+/// Rewrite a batch header to LogAppendTime with `now` as its max timestamp, recomputing the
+/// CRC. `header` is the batch's fixed header and `body` the rest of the batch: they may live
+/// apart, so the append path can patch a copy of the header and leave the records in place.
+pub fn set_log_append_time(header: &mut [u8; HEADER_LEN], body: &[u8], now: i64) {
+    let attrs = be_i16(header, OFF_ATTRIBUTES) | ATTR_LOG_APPEND_TIME;
+    header[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+    header[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[OFF_ATTRIBUTES..]), body);
+    header[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A copy of the header of `batch` (one complete, validated batch) patched as the log stores
+/// it: offset and leader epoch, and LogAppendTime when `log_append_time` is given.
+pub fn patched_header(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) -> [u8; HEADER_LEN] {
+    let (head, body) = batch.split_at(HEADER_LEN);
+    let mut header: [u8; HEADER_LEN] = head.try_into().expect("split at HEADER_LEN");
+    assign_offset(&mut header, base_offset, leader_epoch);
+    if let Some(now) = log_append_time {
+        set_log_append_time(&mut header, body, now);
+    }
+    header
 }
 
 #[cfg(test)]
@@ -350,12 +371,27 @@ pub(crate) mod tests {
 
     #[test]
     fn log_append_time_recomputes_crc() {
-        let mut b = make_batch(&[b"x"], 5, -1, -1);
-        set_log_append_time(&mut b, 99);
-        let h = parse_header(&b).unwrap().unwrap();
+        let b = make_batch(&[b"x", b"yz"], 5, -1, -1);
+        let header = patched_header(&b, 42, 3, Some(99));
+        let mut stored = header.to_vec();
+        stored.extend_from_slice(&b[HEADER_LEN..]);
+        let h = parse_header(&stored).unwrap().unwrap();
         assert_eq!(h.max_timestamp, 99);
+        assert_eq!(h.base_offset, 42);
+        assert_eq!(h.partition_leader_epoch, 3);
         assert!(h.attributes & ATTR_LOG_APPEND_TIME != 0);
-        verify_crc(&h, &b).unwrap();
+        verify_crc(&h, &stored).unwrap();
+        // The CRC is the one of the whole patched batch, as if it were patched in place.
+        assert_eq!(h.crc, compute_crc(&stored));
+    }
+
+    #[test]
+    fn patched_header_without_log_append_time_changes_only_offset_and_epoch() {
+        let b = make_batch(&[b"x"], 5, -1, -1);
+        let header = patched_header(&b, 7, 2, None);
+        let mut in_place = b.clone();
+        assign_offset(&mut in_place, 7, 2);
+        assert_eq!(&header[..], &in_place[..HEADER_LEN]);
     }
 
     #[test]

@@ -177,9 +177,9 @@ mod tests {
         let now = fsutil::now_ms();
         let old = now - 10_000;
         let mut put = |k: &[u8], v: Option<&[u8]>, ts: i64| {
-            let mut b = make_batch_keyed(vec![(Some(k), v)], ts, -1, -1);
+            let b = make_batch_keyed(vec![(Some(k), v)], ts, -1, -1);
             let spans = batch::validate_produce_records(&b).unwrap();
-            log.append(&mut b, &spans, 0, now).unwrap();
+            log.append(&b, &spans, 0, now).unwrap();
         };
         put(b"a", Some(b"1"), old); // 0
         put(b"b", Some(b"1"), old); // 1

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -367,10 +368,11 @@ impl PartitionLog {
     }
 
     /// Check a validated record set against topic limits and producer state, assign offsets,
-    /// and append it. `data` is patched in place.
+    /// and append it. `data` is left as it is: the log gets a patched copy of each batch
+    /// header followed by the rest of the batch from `data`.
     pub fn append(
         &mut self,
-        data: &mut [u8],
+        data: &[u8],
         spans: &[BatchSpan],
         leader_epoch: i32,
         now_ms: i64,
@@ -438,28 +440,30 @@ impl PartitionLog {
         }
 
         let base_offset = self.log_end_offset();
+        let log_append_time = self.config.log_append_time.then_some(now_ms);
         let mut next = base_offset;
-        let mut headers = Vec::with_capacity(spans.len());
+        // Only the headers change: patch copies of them and write the producer's bytes for
+        // the rest, instead of copying the whole record set to patch it in place.
+        let mut patched = Vec::with_capacity(spans.len());
+        let mut headers: Vec<(BatchHeader, usize)> = Vec::with_capacity(spans.len());
+        let mut written = 0usize;
         for s in spans {
             let len = s.header.total_len();
-            let b = &mut data[s.position..s.position + len];
-            batch::assign_offset(b, next, leader_epoch);
-            if self.config.log_append_time {
-                batch::set_log_append_time(b, now_ms);
-            }
-            let h = batch::parse_header(b)?.expect("validated header");
-            headers.push((h, s.position));
+            let b = &data[s.position..s.position + len];
+            let header = batch::patched_header(b, next, leader_epoch, log_append_time);
+            let h = batch::parse_header(&header)?.expect("validated header");
+            patched.push(header);
+            headers.push((h, written));
             next = h.last_offset() + 1;
+            written += len;
         }
-        let contiguous = spans.first().map(|s| s.position).unwrap_or(0);
-        let end = spans
-            .last()
-            .map(|s| s.position + s.header.total_len())
-            .unwrap_or(0);
-        let slice = &data[contiguous..end];
-        let rel: Vec<(BatchHeader, usize)> =
-            headers.iter().map(|(h, p)| (*h, p - contiguous)).collect();
-        if let Err(e) = self.active_mut().append(slice, &rel) {
+        let mut pieces = Vec::with_capacity(2 * spans.len());
+        for (s, header) in spans.iter().zip(&patched) {
+            let body = s.position + batch::HEADER_LEN..s.position + s.header.total_len();
+            pieces.push(IoSlice::new(header));
+            pieces.push(IoSlice::new(&data[body]));
+        }
+        if let Err(e) = self.active_mut().append_vectored(&mut pieces, &headers) {
             tracing::error!(dir = %self.dir.display(), error = %e, "append failed; partition refuses writes until restart");
             if !matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
             {
@@ -833,9 +837,9 @@ mod tests {
         }
     }
 
-    fn append(log: &mut PartitionLog, mut b: Vec<u8>) -> Result<AppendInfo> {
+    fn append(log: &mut PartitionLog, b: Vec<u8>) -> Result<AppendInfo> {
         let spans = batch::validate_produce_records(&b)?;
-        log.append(&mut b, &spans, 0, fsutil::now_ms())
+        log.append(&b, &spans, 0, fsutil::now_ms())
     }
 
     fn read_all(log: &PartitionLog, from: i64) -> Vec<i64> {
@@ -1043,9 +1047,9 @@ mod properties {
             for (bi, sizes) in batches.iter().enumerate() {
                 let vals: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| vec![(bi * 7 + i) as u8; *n]).collect();
                 let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
-                let mut b = make_batch(&refs, 1000 + bi as i64, -1, -1);
+                let b = make_batch(&refs, 1000 + bi as i64, -1, -1);
                 let spans = batch::validate_produce_records(&b).unwrap();
-                let info = log.append(&mut b, &spans, 0, 0).unwrap();
+                let info = log.append(&b, &spans, 0, 0).unwrap();
                 for (i, v) in vals.into_iter().enumerate() {
                     expected.push((info.base_offset + i as i64, v));
                 }
@@ -1067,9 +1071,9 @@ mod properties {
             let mut expected = Vec::new();
             for i in 0..n {
                 let v = format!("record-{i}").into_bytes();
-                let mut b = make_batch(&[&v], i as i64, -1, -1);
+                let b = make_batch(&[&v], i as i64, -1, -1);
                 let spans = batch::validate_produce_records(&b).unwrap();
-                log.append(&mut b, &spans, 0, 0).unwrap();
+                log.append(&b, &spans, 0, 0).unwrap();
                 expected.push((i as i64, v));
             }
             drop(log);
@@ -1082,9 +1086,9 @@ mod properties {
             prop_assert!(expected.starts_with(&got));
             let leo = log.log_end_offset();
             prop_assert_eq!(leo, got.len() as i64);
-            let mut b = make_batch(&[b"after"], 0, -1, -1);
+            let b = make_batch(&[b"after"], 0, -1, -1);
             let spans = batch::validate_produce_records(&b).unwrap();
-            prop_assert_eq!(log.append(&mut b, &spans, 0, 0).unwrap().base_offset, leo);
+            prop_assert_eq!(log.append(&b, &spans, 0, 0).unwrap().base_offset, leo);
         }
     }
 }

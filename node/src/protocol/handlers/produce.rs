@@ -61,7 +61,8 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
                     ResponseError::UnknownTopicOrPartition.code(),
                     "unknown partition".to_string(),
                 ))?;
-                let data = pd.records.as_ref().map(|r| r.to_vec()).unwrap_or_default();
+                // A slice of the request frame: the log writes it without copying it first.
+                let data: &[u8] = pd.records.as_deref().unwrap_or_default();
                 let (info, log_start) = b
                     .append(&part, data)
                     .map_err(|e: Error| (e.code(), e.to_string()))?;
