@@ -149,6 +149,7 @@ fuzz_target!(|data: &[u8]| {
     match reply {
         Err(_) => panic!("{api:?} v{version} handler still pending after {HANG:?}"),
         Ok(Reply::Bytes(b)) => {
+            let b = b.to_vec();
             // A response frame: size prefix matching its length, then our correlation id.
             assert!(
                 b.len() >= 8,

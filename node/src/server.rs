@@ -2,24 +2,26 @@
 //! dispatches them, and writes responses back in request order.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::protocol::{self, handlers, Parsed};
+use crate::protocol::{self, handlers, Parsed, ResponseBytes};
 
 /// What a request turns into.
 #[derive(Debug)]
 pub enum Reply {
-    /// Encoded response bytes to send.
-    Bytes(BytesMut),
+    /// An encoded response to send.
+    Bytes(ResponseBytes),
     /// No response (acks=0 produce).
     Nothing,
     /// Close the connection (malformed or unanswerable request).
@@ -122,7 +124,7 @@ async fn connection(
                     // Answer what is already in flight, then close.
                     while let Some(resp) = in_flight.next().await {
                         match resp {
-                            Reply::Bytes(bytes) => wr.write_all(&bytes).await?,
+                            Reply::Bytes(bytes) => write_response(&mut wr, &bytes).await?,
                             Reply::Nothing => {}
                             Reply::Close => break,
                         }
@@ -139,7 +141,7 @@ async fn connection(
             biased;
             Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
                 match resp {
-                    Reply::Bytes(bytes) => wr.write_all(&bytes).await?,
+                    Reply::Bytes(bytes) => write_response(&mut wr, &bytes).await?,
                     Reply::Nothing => {}
                     Reply::Close => return Ok(()),
                 }
@@ -152,4 +154,23 @@ async fn connection(
             _ = shutdown.changed(), if !draining => draining = true,
         }
     }
+}
+
+/// Write a response's chunks with vectored writes (one `writev` for the whole response when
+/// the socket takes it), continuing after partial writes.
+async fn write_response(wr: &mut OwnedWriteHalf, response: &ResponseBytes) -> std::io::Result<()> {
+    if let [one] = response.chunks() {
+        return wr.write_all(one).await;
+    }
+    let mut slices: Vec<IoSlice<'_>> = response.chunks().iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        let n = wr.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }

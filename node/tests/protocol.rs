@@ -261,3 +261,170 @@ async fn produce_with_bad_crc_is_corrupt_message_and_writes_nothing() {
         "nothing was written"
     );
 }
+
+/// A v2 batch of records with the given values.
+fn batch_of(values: &[Vec<u8>]) -> Bytes {
+    use kafka_protocol::records::*;
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch where sequences are not consecutive.
+            sequence: i as i32 - 1,
+            timestamp: 1000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(v.clone())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let count = i32::from_be_bytes(out[57..61].try_into().unwrap());
+    assert_eq!(count as usize, values.len(), "one batch");
+    out.freeze()
+}
+
+/// Produce multi-batch record sets, then fetch them back, pipelined, at every Fetch version:
+/// the stored batches come back byte for byte (apart from the offset and leader epoch the log
+/// assigns), whether the response carries them as chunks of their own (4 KiB or more) or
+/// copied, and every response is framed right.
+#[tokio::test]
+async fn produced_batches_fetch_back_byte_for_byte_at_every_fetch_version() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let srv = start().await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let topic = TopicName(StrBytes::from_static_str("zero-copy"));
+
+    let mut ct = CreateTopicsRequest::default();
+    let mut c = CreatableTopic::default();
+    c.name = topic.clone();
+    c.num_partitions = 3;
+    c.replication_factor = 1;
+    ct.topics = vec![c];
+    ct.timeout_ms = 5000;
+    s.write_all(&frame(ApiKey::CreateTopics, 7, 1, &ct))
+        .await
+        .unwrap();
+    let mut r = read_response(&mut s).await.unwrap();
+    ResponseHeader::decode(&mut r, ApiKey::CreateTopics.response_header_version(7)).unwrap();
+    let created = CreateTopicsResponse::decode(&mut r, 7).unwrap();
+    assert_eq!(created.topics[0].error_code, 0);
+    let topic_id = created.topics[0].topic_id;
+
+    // Partitions 0 and 1: two batches each, large enough to be spliced; partition 2: one
+    // small batch, copied into the response.
+    let sets: Vec<Vec<Bytes>> = (0..3u8)
+        .map(|p| {
+            if p == 2 {
+                vec![batch_of(&[vec![2; 100]])]
+            } else {
+                vec![
+                    batch_of(&[vec![p; 3000], vec![p + 10; 3000], vec![p + 20; 3000]]),
+                    batch_of(&[vec![p + 30; 5000]]),
+                ]
+            }
+        })
+        .collect();
+    let mut td = TopicProduceData::default();
+    td.name = topic.clone();
+    td.partition_data = sets
+        .iter()
+        .enumerate()
+        .map(|(p, batches)| {
+            let mut pd = PartitionProduceData::default();
+            pd.index = p as i32;
+            pd.records = Some(batches.concat().into());
+            pd
+        })
+        .collect();
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![td];
+    s.write_all(&frame(ApiKey::Produce, 9, 2, &req))
+        .await
+        .unwrap();
+    let mut r = read_response(&mut s).await.unwrap();
+    ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(9)).unwrap();
+    let produced = ProduceResponse::decode(&mut r, 9).unwrap();
+    for p in &produced.responses[0].partition_responses {
+        assert_eq!(
+            (p.error_code, p.base_offset),
+            (0, 0),
+            "partition {}",
+            p.index
+        );
+    }
+
+    let versions = 4..=16i16;
+    let mut all = BytesMut::new();
+    for v in versions.clone() {
+        let mut ft = FetchTopic::default();
+        if v >= 13 {
+            ft.topic_id = topic_id;
+        } else {
+            ft.topic = topic.clone();
+        }
+        ft.partitions = (0..3)
+            .map(|p| {
+                let mut fp = FetchPartition::default();
+                fp.partition = p;
+                fp.partition_max_bytes = 1 << 20;
+                fp
+            })
+            .collect();
+        let mut fetch = FetchRequest::default();
+        if v < 15 {
+            fetch.replica_id = BrokerId(-1);
+        }
+        fetch.max_bytes = 10 << 20;
+        fetch.min_bytes = 1;
+        fetch.topics = vec![ft];
+        all.extend_from_slice(&frame(ApiKey::Fetch, v, 100 + v as i32, &fetch));
+    }
+    s.write_all(&all).await.unwrap();
+    for v in versions {
+        let mut r = read_response(&mut s).await.unwrap();
+        let header =
+            ResponseHeader::decode(&mut r, ApiKey::Fetch.response_header_version(v)).unwrap();
+        assert_eq!(header.correlation_id, 100 + v as i32);
+        let resp = FetchResponse::decode(&mut r, v).unwrap();
+        assert!(!r.has_remaining(), "Fetch v{v}: bytes after the response");
+        let parts = &resp.responses[0].partitions;
+        assert_eq!(parts.len(), 3);
+        for (pd, batches) in parts.iter().zip(&sets) {
+            assert_eq!(pd.error_code, 0, "Fetch v{v}");
+            let got = pd.records.clone().unwrap_or_default();
+            assert_eq!(got.len(), batches.iter().map(|b| b.len()).sum::<usize>());
+            let mut pos = 0;
+            let mut offset = 0i64;
+            for b in batches {
+                let stored = &got[pos..pos + b.len()];
+                assert_eq!(i64::from_be_bytes(stored[..8].try_into().unwrap()), offset);
+                // Length, then (after the leader epoch) magic, CRC and everything after.
+                assert_eq!(stored[8..12], b[8..12], "Fetch v{v}: batch length");
+                assert_eq!(stored[16..], b[16..], "Fetch v{v}: batch bytes");
+                offset += i32::from_be_bytes(b[23..27].try_into().unwrap()) as i64 + 1;
+                pos += b.len();
+            }
+        }
+    }
+}

@@ -83,7 +83,7 @@ async fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usiz
             pd.high_watermark = hw;
             pd.last_stable_offset = hw;
             pd.log_start_offset = start;
-            let mut result = plan.and_then(|p| p.map(|p| p.read()).transpose());
+            let mut result = plan.and_then(|p| p.map(|p| p.read().map(Bytes::from)).transpose());
             // Tiering hook: below the local log start, read from the bucket; the log start
             // a client sees is the bucket's.
             if let (Some(t), true) = (&b.tiering, tiered) {
@@ -95,15 +95,14 @@ async fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usiz
                     // Bucket failures map to their Kafka codes below like local ones.
                     result = t
                         .read(topic_id, fp.partition, fp.fetch_offset, limit, total == 0)
-                        .await
-                        .map(|bytes| bytes.map(|b| b.to_vec()));
+                        .await;
                 }
             }
             match result {
                 Ok(Some(bytes)) => {
                     remaining = remaining.saturating_sub(bytes.len());
                     total += bytes.len();
-                    pd.records = Some(Bytes::from(bytes));
+                    pd.records = Some(bytes);
                 }
                 Ok(None) => {}
                 Err(e @ Error::OffsetOutOfRange { .. }) => {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::{decode_body, encode_response, Frame};
+use super::{decode_body, encode_fetch_response, encode_response, Frame, ResponseBytes};
 use crate::broker::Broker;
 use crate::server::{Pending, Reply};
 
@@ -40,7 +40,12 @@ pub fn reply<T: Encodable>(
     correlation_id: i32,
     body: &T,
 ) -> Reply {
-    match encode_response(frame_key, version, correlation_id, body) {
+    encoded(encode_response(frame_key, version, correlation_id, body))
+}
+
+/// The reply for an encoded response, or close the connection if it could not be encoded.
+fn encoded(response: crate::error::Result<ResponseBytes>) -> Reply {
+    match response {
         Ok(b) => Reply::Bytes(b),
         Err(e) => {
             tracing::error!(error = %e, "response encoding failed; closing connection");
@@ -93,7 +98,8 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Frame) -> Pending {
             let b = broker.clone();
             Box::pin(async move {
                 let resp = fetch::handle(b, v, req).await;
-                reply(key, v, cid, &resp)
+                // Record sets go out as chunks of their own instead of being copied.
+                encoded(encode_fetch_response(v, cid, &resp))
             })
         }
         ApiKey::ListOffsets => {
