@@ -67,6 +67,20 @@ pub struct Args {
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
 
+    /// Join a cluster: the controller's gRPC address (`http://HOST:PORT`, served by
+    /// `strata-operator`). Without it the node is a standalone broker with its own metadata.
+    #[arg(long, env = "STRATA_CONTROLLER")]
+    pub controller: Option<String>,
+
+    /// A follower that has not caught up with the leader's log end for this long leaves the
+    /// ISR (Kafka's replica.lag.time.max.ms).
+    #[arg(long, env = "STRATA_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30_000)]
+    pub replica_lag_time_max_ms: u64,
+
+    /// Longest a follower's fetch waits at the leader for new data (replica.fetch.wait.max.ms).
+    #[arg(long, env = "STRATA_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
+    pub replica_fetch_wait_max_ms: u64,
+
     /// Partitions of auto-created topics and of CreateTopics with -1 (Kafka's num.partitions).
     #[arg(long, env = "STRATA_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: i32,
@@ -178,6 +192,10 @@ pub struct NodeConfig {
     pub group_max_session_timeout_ms: i32,
     pub offsets_retention_minutes: u64,
     pub offsets_retention_check_interval_ms: u64,
+    /// The controller to join (cluster mode), or None (standalone).
+    pub controller: Option<String>,
+    pub replica_lag_time_max_ms: u64,
+    pub replica_fetch_wait_max_ms: u64,
     /// Tiered storage settings, when `--object-store` is given.
     pub tiering: Option<crate::tiering::TieringOptions>,
 }
@@ -268,6 +286,9 @@ impl Args {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
             offsets_retention_minutes: self.offsets_retention_minutes,
             offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms.max(10),
+            controller: self.controller,
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms.max(100),
+            replica_fetch_wait_max_ms: self.replica_fetch_wait_max_ms.max(1),
             tiering,
         })
     }

@@ -81,6 +81,20 @@ pub enum Error {
     CorruptRemoteSegment { key: String, reason: String },
     #[error("remote data of this partition is not available yet: {0}")]
     RemoteUnavailable(String),
+    #[error("replication: {0}")]
+    Replication(String),
+    #[error("controller unreachable: {0}")]
+    ControllerUnavailable(String),
+    #[error("controller refused: {message}")]
+    Controller { code: i16, message: String },
+    #[error("this node does not lead {0}")]
+    NotLeader(String),
+    /// A Kafka error decided by replication (NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, ...).
+    #[error("{message}")]
+    Kafka {
+        code: ResponseError,
+        message: String,
+    },
 }
 
 /// Result alias for the node.
@@ -128,6 +142,13 @@ impl Error {
             | Error::RemoteUnavailable(_) => ResponseError::KafkaStorageError,
             // A newer leader owns the partition's manifest: this node no longer leads it.
             Error::ManifestFenced { .. } => ResponseError::NotLeaderOrFollower,
+            Error::Replication(_) => ResponseError::NetworkException,
+            Error::ControllerUnavailable(_) => ResponseError::NotController,
+            Error::Controller { code, .. } => {
+                ResponseError::try_from_code(*code).unwrap_or(ResponseError::UnknownServerError)
+            }
+            Error::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+            Error::Kafka { code, .. } => *code,
         }
     }
 

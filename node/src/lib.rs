@@ -8,5 +8,6 @@ pub mod error;
 pub mod fsutil;
 pub mod log;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod tiering;

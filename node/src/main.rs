@@ -73,6 +73,10 @@ async fn run(
         }
     });
 
+    if broker.cluster.is_some() {
+        tracing::info!(controller = ?broker.config.controller, "cluster mode: joining the controller");
+        tokio::spawn(strata_node::replication::cluster::run(broker.clone()));
+    }
     let uploader = broker.tiering.clone().map(|t| {
         tracing::info!(object_store = %t.options().url, "tiered storage on");
         tokio::spawn(strata_node::tiering::run(t, broker.clone()))

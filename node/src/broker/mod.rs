@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{FlushPolicy, NodeConfig};
@@ -19,6 +20,7 @@ use crate::log::batch;
 use crate::log::compaction;
 use crate::log::config::{validate_for_node, LogConfig};
 use crate::log::{AppendInfo, PartitionLog};
+use crate::replication::state::ReplicaState;
 use metadata::{validate_topic_name, MetadataImage, MetadataStore, TopicMeta};
 
 /// Name of the internal topic holding consumer group state and offsets.
@@ -35,9 +37,64 @@ pub struct Partition {
     pub leader_epoch: std::sync::atomic::AtomicI32,
     pub log: Mutex<PartitionLog>,
     flush_lock: tokio::sync::Mutex<()>,
+    /// Role, ISR and follower progress (a standalone node leads with ISR = itself).
+    pub repl: Mutex<ReplicaState>,
+    /// High watermark: consumers read below it, acks=all completes once it passes.
+    /// Every change (and every role or ISR change) notifies the watchers.
+    hw: tokio::sync::watch::Sender<i64>,
 }
 
 impl Partition {
+    /// The high watermark.
+    pub fn high_watermark(&self) -> i64 {
+        *self.hw.borrow()
+    }
+
+    /// Raise the high watermark (it never goes back, except through `reset_high_watermark`).
+    pub fn advance_high_watermark(&self, hw: i64) -> bool {
+        self.hw.send_if_modified(|cur| {
+            if hw > *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Set the high watermark to `hw` (a follower's truncation).
+    pub fn reset_high_watermark(&self, hw: i64) {
+        self.hw.send_replace(hw);
+    }
+
+    /// Wake everything waiting on this partition (role or ISR changed).
+    pub fn notify_state_change(&self) {
+        self.hw.send_modify(|_| {});
+    }
+
+    /// Watch the high watermark and state changes.
+    pub fn subscribe_high_watermark(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.hw.subscribe()
+    }
+
+    /// Whether this node leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.repl.lock().is_leader()
+    }
+
+    /// The leader's high watermark after its own log grew (or a follower fetched).
+    pub fn recompute_high_watermark(&self) -> bool {
+        let leo = self.log.lock().log_end_offset();
+        let hw = {
+            let r = self.repl.lock();
+            if !r.is_leader() {
+                return false;
+            }
+            r.high_watermark(leo)
+        };
+        self.advance_high_watermark(hw)
+    }
+
     /// fsync the log until at least `offset` is durable; concurrent callers share one fsync.
     pub async fn flush_to(&self, offset: i64) -> Result<()> {
         let _turn = self.flush_lock.lock().await;
@@ -91,6 +148,11 @@ pub struct Broker {
     shutting_down: AtomicBool,
     /// Tiered storage, when the node has `--object-store`.
     pub tiering: Option<Arc<crate::tiering::Tiering>>,
+    /// Cluster mode (`--controller`): the link to the controller, whose metadata decides
+    /// which partitions live here and who leads them.
+    pub cluster: Option<Arc<crate::replication::cluster::ClusterLink>>,
+    /// Whether logs opened later (cluster mode) recover their active segment.
+    recover_on_open: bool,
     _lock: std::fs::File,
 }
 
@@ -107,8 +169,14 @@ impl Broker {
         let store = MetadataStore::new(&data)?;
         let lock = lock_data_dir(&data.join("meta").join("lock"))?;
         let fresh = !store.exists();
-        let image = store.load()?;
-        store.save(&image)?;
+        let clustered = config.controller.is_some();
+        let mut image = store.load()?;
+        if clustered {
+            // The controller's metadata decides what is hosted here; it arrives later.
+            image.topics.clear();
+        } else {
+            store.save(&image)?;
+        }
         let marker = data.join("meta").join("clean_shutdown");
         let recover = !fresh && !marker.exists();
         let _ = std::fs::remove_file(&marker);
@@ -134,11 +202,26 @@ impl Broker {
                 };
                 partitions.insert(
                     (name.clone(), p),
-                    Arc::new(new_partition(name, p, meta.leader_epoch, log)),
+                    Arc::new(new_partition(
+                        config.node_id,
+                        name,
+                        p,
+                        meta.leader_epoch,
+                        log,
+                    )),
                 );
             }
         }
-        remove_orphans(&data, &image)?;
+        if !clustered {
+            remove_orphans(&data, &image)?;
+        }
+        let cluster = match &config.controller {
+            Some(url) => Some(Arc::new(crate::replication::cluster::ClusterLink::new(
+                url,
+                config.node_id,
+            )?)),
+            None => None,
+        };
         let block_end = image.producer_id_block_end;
         let (tx, _) = tokio::sync::watch::channel(0);
         let groups = GroupCoordinator::new(CoordinatorConfig {
@@ -164,10 +247,102 @@ impl Broker {
             admin: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             tiering,
+            cluster,
+            recover_on_open: recover,
             _lock: lock,
         });
         broker.groups.begin_load(&broker);
         Ok(broker)
+    }
+
+    /// Wake long-polling fetches (new data, a moved high watermark, a role change).
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Cluster mode: wake fetches so they re-check leadership after new metadata.
+    pub(crate) fn wake_fetches(&self) {
+        self.notify_appended();
+    }
+
+    /// Cluster mode: replace the topic image with the controller's.
+    pub(crate) fn install_cluster_image(&self, image: MetadataImage) {
+        *self.image.write() = image;
+    }
+
+    /// Cluster mode: the partition, opened (or created) here if it is not yet. A local
+    /// directory left by an older topic of the same name is removed first.
+    pub(crate) fn host_partition(
+        &self,
+        name: &str,
+        meta: &TopicMeta,
+        p: i32,
+    ) -> Result<Arc<Partition>> {
+        if let Some(part) = self.partition(name, p) {
+            let mut log = part.log.lock();
+            if log.topic_id() == meta.id {
+                let cfg = LogConfig::resolve(&meta.configs, &self.config.topic_defaults);
+                log.set_config(cfg);
+                drop(log);
+                return Ok(part);
+            }
+            drop(log);
+            self.drop_partition(&part);
+        }
+        let dir = partition_dir(&self.config.data_dir, name, p);
+        let cfg = LogConfig::resolve(&meta.configs, &self.config.topic_defaults);
+        let open = |dir: &Path| -> Result<PartitionLog> {
+            match &self.tiering {
+                Some(t) if cfg.remote_storage => {
+                    t.open_partition(dir, meta.id, p, cfg.clone(), self.recover_on_open)
+                }
+                _ => PartitionLog::open(dir, meta.id, cfg.clone(), self.recover_on_open),
+            }
+        };
+        let mut log = open(&dir)?;
+        if log.topic_id() != meta.id {
+            drop(log);
+            tracing::warn!(dir = %dir.display(), "removing the data of an older topic of the same name");
+            let _ = std::fs::remove_dir_all(&dir);
+            log = open(&dir)?;
+        }
+        let start = log.log_start_offset();
+        let repl = ReplicaState {
+            role: crate::replication::state::Role::Follower { leader: -1 },
+            leader_epoch: -1,
+            ..ReplicaState::standalone(self.config.node_id, -1)
+        };
+        let part = Arc::new(new_partition_with(name, p, repl, start, log));
+        self.partitions
+            .write()
+            .insert((name.to_string(), p), part.clone());
+        Ok(part)
+    }
+
+    /// Cluster mode: stop hosting a partition and delete its local data.
+    pub(crate) fn drop_partition(&self, part: &Arc<Partition>) {
+        let mut parts = self.partitions.write();
+        if parts
+            .get(&(part.topic.clone(), part.index))
+            .is_some_and(|p| Arc::ptr_eq(p, part))
+        {
+            parts.remove(&(part.topic.clone(), part.index));
+        }
+        drop(parts);
+        part.repl.lock().role = crate::replication::state::Role::Follower { leader: -1 };
+        part.notify_state_change();
+        let dir = partition_dir(&self.config.data_dir, &part.topic, part.index);
+        let id = part.log.lock().topic_id();
+        let doomed = dir.with_file_name(format!(
+            "{}-{}.{}-delete",
+            part.topic,
+            part.index,
+            id.simple()
+        ));
+        if std::fs::rename(&dir, &doomed).is_ok() {
+            let _ = std::fs::remove_dir_all(&doomed);
+        }
+        tracing::info!(topic = %part.topic, partition = part.index, "no longer hosted here; local data deleted");
     }
 
     /// Cluster id.
@@ -234,6 +409,31 @@ impl Broker {
         validate_only: bool,
     ) -> Result<TopicView> {
         validate_topic_name(name)?;
+        if let Some(link) = &self.cluster {
+            validate_for_node(
+                &configs,
+                &self.config.topic_defaults,
+                self.tiering.is_some(),
+            )?;
+            let partitions = if partitions == -1 && name != OFFSETS_TOPIC {
+                self.config.num_partitions
+            } else {
+                partitions
+            };
+            let meta =
+                link.create_topic(name, partitions, replication_factor, configs, validate_only)?;
+            if !validate_only {
+                tracing::info!(
+                    topic = name,
+                    partitions = meta.partitions,
+                    "created topic (through the controller)"
+                );
+            }
+            return Ok(TopicView {
+                name: name.to_string(),
+                meta,
+            });
+        }
         let internal = name == OFFSETS_TOPIC;
         let partitions = if partitions == -1 {
             self.config.num_partitions
@@ -307,7 +507,13 @@ impl Broker {
             let log = PartitionLog::open(&dir, meta.id, cfg.clone(), false)?;
             self.partitions.write().insert(
                 (name.to_string(), p),
-                Arc::new(new_partition(name, p, meta.leader_epoch, log)),
+                Arc::new(new_partition(
+                    self.config.node_id,
+                    name,
+                    p,
+                    meta.leader_epoch,
+                    log,
+                )),
             );
         }
         Ok(())
@@ -336,10 +542,12 @@ impl Broker {
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
         configs.insert("segment.bytes".to_string(), "104857600".to_string());
+        // In a cluster the controller's offsets.topic.replication.factor applies.
+        let rf = if self.cluster.is_some() { -1 } else { 1 };
         match self.create_topic(
             OFFSETS_TOPIC,
             self.config.offsets_topic_partitions,
-            1,
+            rf,
             configs,
             false,
         ) {
@@ -353,6 +561,12 @@ impl Broker {
 
     /// Delete a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
+        if let Some(link) = &self.cluster {
+            if self.topic(name).is_none() {
+                return Err(Error::UnknownTopicOrPartition(name.to_string()));
+            }
+            return link.delete_topic(name);
+        }
         let _admin = self.admin.lock();
         let meta = self
             .image
@@ -384,6 +598,9 @@ impl Broker {
 
     /// Raise a topic's partition count.
     pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
+        if let Some(link) = &self.cluster {
+            return link.create_partitions(name, count, validate_only);
+        }
         let _admin = self.admin.lock();
         let meta = self
             .image
@@ -453,6 +670,10 @@ impl Broker {
                 reason: "remote storage cannot be turned off once it is on".into(),
             });
         }
+        if let Some(link) = &self.cluster {
+            // Every node applies the new configs when the controller's metadata arrives.
+            return link.alter_topic_configs(name, configs, validate_only);
+        }
         if validate_only {
             return Ok(());
         }
@@ -486,6 +707,7 @@ impl Broker {
             (info, log.log_start_offset())
         };
         if !info.duplicate {
+            part.recompute_high_watermark();
             self.appended.send_modify(|v| *v = v.wrapping_add(1));
         }
         Ok((info, log_start))
@@ -546,6 +768,86 @@ impl Broker {
         }
     }
 
+    /// Complete a write the client waits for: durable per the flush policy, and with
+    /// acks=all in a cluster, replicated to the whole ISR (the high watermark passed it)
+    /// with at least min.insync.replicas members, as Kafka's produce purgatory decides.
+    pub async fn complete_write(
+        &self,
+        part: &Arc<Partition>,
+        last_offset: i64,
+        acks: i16,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        if self.must_sync(acks) {
+            part.flush_to(last_offset + 1).await?;
+        }
+        if self.cluster.is_none() || acks != -1 {
+            return Ok(());
+        }
+        let mut rx = part.subscribe_high_watermark();
+        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let name = || format!("{}-{}", part.topic, part.index);
+        loop {
+            let hw = *rx.borrow_and_update();
+            {
+                let r = part.repl.lock();
+                if !r.is_leader() || r.leader_epoch != epoch {
+                    return Err(Error::NotLeader(name()));
+                }
+                if hw > last_offset {
+                    let min_isr = part.log.lock().config().min_insync_replicas;
+                    if (r.isr.len() as i32) < min_isr {
+                        return Err(Error::Kafka {
+                            code: ResponseError::NotEnoughReplicasAfterAppend,
+                            message: format!(
+                                "{}: written, but the ISR {:?} is smaller than min.insync.replicas={min_isr}",
+                                name(),
+                                r.isr
+                            ),
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => {
+                    return Err(Error::Kafka {
+                        code: ResponseError::RequestTimedOut,
+                        message: format!("{}: not replicated to the ISR in time", name()),
+                    })
+                }
+                Ok(Err(_)) => return Err(Error::NotLeader(name())),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Cluster mode: refuse a write this node cannot take (not the leader; for acks=all,
+    /// an ISR below min.insync.replicas).
+    pub fn check_writable(&self, part: &Arc<Partition>, acks: i16) -> Result<()> {
+        if self.cluster.is_none() {
+            return Ok(());
+        }
+        let r = part.repl.lock();
+        if !r.is_leader() {
+            return Err(Error::NotLeader(format!("{}-{}", part.topic, part.index)));
+        }
+        if acks == -1 {
+            let min_isr = part.log.lock().config().min_insync_replicas;
+            if (r.isr.len() as i32) < min_isr {
+                return Err(Error::Kafka {
+                    code: ResponseError::NotEnoughReplicas,
+                    message: format!(
+                        "the ISR {:?} is smaller than min.insync.replicas={min_isr}",
+                        r.isr
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a produce with `acks` must wait for an fsync under the flush policy.
     pub fn must_sync(&self, acks: i16) -> bool {
         match self.config.flush_policy {
@@ -557,6 +859,9 @@ impl Broker {
 
     /// Allocate a new producer id, reserving blocks durably so ids are never reused.
     pub fn allocate_producer_id(&self) -> Result<i64> {
+        if let Some(link) = &self.cluster {
+            return link.allocate_producer_id();
+        }
         let mut ids = self.producer_ids.lock();
         if ids.0 >= ids.1 {
             let _admin = self.admin.lock();
@@ -630,13 +935,41 @@ impl Broker {
     }
 }
 
-fn new_partition(topic: &str, index: i32, leader_epoch: i32, log: PartitionLog) -> Partition {
+/// A partition as a standalone node hosts it: led here, everything written is committed.
+fn new_partition(
+    node_id: i32,
+    topic: &str,
+    index: i32,
+    leader_epoch: i32,
+    log: PartitionLog,
+) -> Partition {
+    let hw = log.log_end_offset();
+    new_partition_with(
+        topic,
+        index,
+        ReplicaState::standalone(node_id, leader_epoch),
+        hw,
+        log,
+    )
+}
+
+/// A partition in a given replication state, with its high watermark to start from.
+pub(crate) fn new_partition_with(
+    topic: &str,
+    index: i32,
+    repl: ReplicaState,
+    hw: i64,
+    log: PartitionLog,
+) -> Partition {
+    let (hw_tx, _) = tokio::sync::watch::channel(hw);
     Partition {
         topic: topic.to_string(),
         index,
-        leader_epoch: std::sync::atomic::AtomicI32::new(leader_epoch),
+        leader_epoch: std::sync::atomic::AtomicI32::new(repl.leader_epoch),
         log: Mutex::new(log),
         flush_lock: tokio::sync::Mutex::new(()),
+        repl: Mutex::new(repl),
+        hw: hw_tx,
     }
 }
 

@@ -179,6 +179,55 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Cluster mode: this node started or stopped leading offsets partition `p`. Taking
+    /// over replays the partition (groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile);
+    /// giving up forgets its groups, which the new leader rebuilds from the same records.
+    pub fn on_offsets_leadership(&self, b: &std::sync::Arc<Broker>, p: i32, leading: bool) {
+        let Some(n) = Self::offsets_partitions(b) else {
+            return;
+        };
+        self.groups.lock().retain(|g, _| partition_for(g, n) != p);
+        if !leading {
+            self.loading.write().remove(&p);
+            tracing::info!(
+                partition = p,
+                "no longer coordinating the groups of this offsets partition"
+            );
+            return;
+        }
+        self.loading.write().insert(p);
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            // Replay only what is committed: wait (briefly) for the high watermark to reach
+            // the log end, as a new leader's followers catch up.
+            if let Some(part) = b.partition(OFFSETS_TOPIC, p) {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline
+                    && part.high_watermark() < part.log.lock().log_end_offset()
+                    && part.is_leader()
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let res = b.groups.load_partition(&b, p);
+            if !b.partition(OFFSETS_TOPIC, p).is_some_and(|x| x.is_leader()) {
+                return;
+            }
+            match res {
+                Ok(()) => {
+                    b.groups.loading.write().remove(&p);
+                    tracing::info!(
+                        partition = p,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "coordinating the groups of this offsets partition"
+                    );
+                }
+                Err(e) => tracing::error!(partition = p, error = %e, "failed to load group state"),
+            }
+        });
+    }
+
     /// Check that the coordinator can serve `group` now.
     pub fn check_available(
         &self,
@@ -197,7 +246,11 @@ impl GroupCoordinator {
                     .partitions
             }
         };
-        if self.loading.read().contains(&partition_for(group, n)) {
+        let p = partition_for(group, n);
+        if b.cluster.is_some() && !b.partition(OFFSETS_TOPIC, p).is_some_and(|x| x.is_leader()) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        if self.loading.read().contains(&p) {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         Ok(())

@@ -19,6 +19,8 @@ use super::segment::{self, Segment};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
+mod replica;
+
 /// Result of appending one produce record set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {

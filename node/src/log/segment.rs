@@ -397,6 +397,25 @@ impl Segment {
     }
 
     /// Delete the segment's files.
+    /// Cut the segment back to the first batch whose base offset is at least `offset`
+    /// (a follower's truncation after a leader change), rebuilding the indexes.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        let cut = match self.locate(offset)? {
+            Some(loc) if loc.header.base_offset >= offset => loc.position,
+            // The batch holding `offset` starts below it: keep that batch whole.
+            Some(loc) => loc.position + loc.header.total_len() as u64,
+            None => return Ok(()),
+        };
+        if cut >= self.size {
+            return Ok(());
+        }
+        self.file
+            .set_len(cut)
+            .map_err(|e| Error::io(format!("truncate segment {}", self.base_offset), e))?;
+        self.size = cut;
+        self.rebuild(false)
+    }
+
     pub fn delete(self) {
         let (lp, _, _) = Self::paths(&self.dir, self.base_offset);
         let _ = std::fs::remove_file(lp);

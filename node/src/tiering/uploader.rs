@@ -120,6 +120,10 @@ impl Tiering {
 
     /// One pass over one partition: never fails, backs off on errors.
     pub(crate) async fn sync_partition(&self, part: &Arc<Partition>) {
+        // Only the leader uploads; a new leader continues from the manifest.
+        if !part.is_leader() {
+            return;
+        }
         let (topic_id, tiered) = {
             let log = part.log.lock();
             (log.topic_id(), log.config().remote_storage)

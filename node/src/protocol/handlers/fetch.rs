@@ -23,7 +23,14 @@ fn session_error(req: &FetchRequest) -> Option<i16> {
     None
 }
 
-async fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    // A follower's fetch (replica id set) reads to the log end and reports its progress;
+    // a consumer's reads only what the ISR has (below the high watermark).
+    let replica = if v >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut any_error = false;
@@ -61,7 +68,13 @@ async fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usiz
                 parts.push(pd);
                 continue;
             };
-            let epoch = view.meta.leader_epoch;
+            if b.cluster.is_some() && !part.is_leader() {
+                pd.error_code = ResponseError::NotLeaderOrFollower.code();
+                any_error = true;
+                parts.push(pd);
+                continue;
+            }
+            let epoch = part.leader_epoch.load(std::sync::atomic::Ordering::Relaxed);
             if fp.current_leader_epoch >= 0 && fp.current_leader_epoch != epoch {
                 pd.error_code = if fp.current_leader_epoch < epoch {
                     ResponseError::FencedLeaderEpoch.code()
@@ -73,10 +86,25 @@ async fn collect(b: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usiz
                 continue;
             }
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+            if replica >= 0 && b.cluster.is_some() {
+                crate::replication::fetcher::on_replica_fetch(b, &part, replica, fp.fetch_offset);
+            }
             let (plan, hw, start, tiered, topic_id) = {
                 let log = part.log.lock();
-                let hw = log.log_end_offset();
-                let plan = log.plan_read(fp.fetch_offset, limit, total == 0, hw);
+                let (hw, bound) = if b.cluster.is_some() {
+                    let hw = part.high_watermark();
+                    (
+                        hw,
+                        if replica >= 0 {
+                            log.log_end_offset()
+                        } else {
+                            hw
+                        },
+                    )
+                } else {
+                    (log.log_end_offset(), log.log_end_offset())
+                };
+                let plan = log.plan_read(fp.fetch_offset, limit, total == 0, bound);
                 let tiered = log.config().remote_storage;
                 (plan, hw, log.log_start_offset(), tiered, log.topic_id())
             };

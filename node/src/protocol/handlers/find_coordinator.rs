@@ -7,8 +7,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
+use kafka_protocol::protocol::StrBytes;
+
 use super::s;
-use crate::broker::Broker;
+use crate::broker::{Broker, OFFSETS_TOPIC};
+use crate::coordinator::records::partition_for;
 
 /// Answer FindCoordinator (single key before v4, batched keys from v4).
 pub fn handle(b: &Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
@@ -31,15 +34,48 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoord
             ),
         }
     };
-    let host = s(b.config.advertised_host.clone());
-    let port = b.config.advertised_port;
-    let node = BrokerId(b.config.node_id);
+    // Cluster mode: the coordinator of a group is the leader of its offsets partition.
+    let locate = |key: &str| -> (i16, Option<String>, BrokerId, StrBytes, i32) {
+        let (code, msg) = answer(req.key_type);
+        if code != 0 {
+            return (code, msg, BrokerId(-1), s(""), -1);
+        }
+        let Some(link) = &b.cluster else {
+            return (
+                0,
+                None,
+                BrokerId(b.config.node_id),
+                s(b.config.advertised_host.clone()),
+                b.config.advertised_port,
+            );
+        };
+        let view = link.view();
+        let n = b
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.meta.partitions)
+            .unwrap_or(0);
+        let leader = (n > 0)
+            .then(|| view.assignment(OFFSETS_TOPIC, partition_for(key, n)))
+            .flatten()
+            .map(|a| a.leader)
+            .and_then(|l| view.nodes.get(&l).filter(|n| n.alive));
+        match leader {
+            Some(node) => (0, None, BrokerId(node.id), s(node.host.clone()), node.port),
+            None => (
+                ResponseError::CoordinatorNotAvailable.code(),
+                Some("the group's offsets partition has no leader yet".into()),
+                BrokerId(-1),
+                s(""),
+                -1,
+            ),
+        }
+    };
     if v >= 4 {
         let coordinators = req
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (code, msg) = answer(req.key_type);
+                let (code, msg, node, host, port) = locate(k.as_str());
                 build!(Coordinator {
                     key: k.clone(),
                     node_id: if code == 0 { node } else { BrokerId(-1) },
@@ -54,7 +90,7 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoord
             coordinators: coordinators
         });
     }
-    let (code, msg) = answer(req.key_type);
+    let (code, msg, node, host, port) = locate(req.key.as_str());
     build!(FindCoordinatorResponse {
         error_code: code,
         error_message: msg.map(s),

@@ -20,6 +20,7 @@ use super::{reply, s};
 use crate::broker::Broker;
 use crate::coordinator::group::{GroupState, JoinRequest, JoinResult, Outcome, SyncResult};
 use crate::coordinator::{CommitEntry, PendingWrite};
+use crate::error::Error;
 use crate::protocol::Frame;
 use crate::server::Pending;
 
@@ -247,12 +248,27 @@ pub fn leave_group(b: &Arc<Broker>, v: i16, req: LeaveGroupRequest) -> LeaveGrou
 }
 
 async fn durable(b: &Broker, w: Option<PendingWrite>) -> i16 {
+    // Group writes are acks=all writes to the offsets topic, as in Kafka.
     match w {
-        Some(w) if b.must_sync(-1) => match w.partition.flush_to(w.last_offset + 1).await {
+        Some(w) => match b
+            .complete_write(
+                &w.partition,
+                w.last_offset,
+                -1,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+        {
             Ok(()) => 0,
+            // Kafka reports these to group clients as coordinator moves, so they retry.
+            Err(Error::NotLeader(_)) => ResponseError::NotCoordinator.code(),
+            Err(e @ Error::Kafka { .. }) => {
+                tracing::debug!(error = %e, "group write not replicated");
+                ResponseError::CoordinatorNotAvailable.code()
+            }
             Err(e) => e.code(),
         },
-        _ => 0,
+        None => 0,
     }
 }
 

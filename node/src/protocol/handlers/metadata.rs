@@ -14,6 +14,44 @@ use crate::broker::{Broker, TopicView};
 use crate::error::Error;
 
 fn topic_entry(b: &Broker, t: &TopicView) -> MetadataResponseTopic {
+    if let Some(link) = &b.cluster {
+        let view = link.view();
+        return build!(MetadataResponseTopic {
+            error_code: 0,
+            name: Some(topic_name(&t.name)),
+            topic_id: t.meta.id,
+            is_internal: t.meta.internal,
+            partitions: (0..t.meta.partitions)
+                .map(|p| match view.assignment(&t.name, p) {
+                    Some(a) => build!(MetadataResponsePartition {
+                        error_code: if a.leader < 0 {
+                            ResponseError::LeaderNotAvailable.code()
+                        } else {
+                            0
+                        },
+                        partition_index: p,
+                        leader_id: BrokerId(a.leader),
+                        leader_epoch: a.leader_epoch,
+                        replica_nodes: a.replicas.iter().map(|r| BrokerId(*r)).collect(),
+                        isr_nodes: a.isr.iter().map(|r| BrokerId(*r)).collect(),
+                        offline_replicas: a
+                            .replicas
+                            .iter()
+                            .filter(|r| !view.nodes.get(r).is_some_and(|n| n.alive))
+                            .map(|r| BrokerId(*r))
+                            .collect()
+                    }),
+                    None => build!(MetadataResponsePartition {
+                        error_code: ResponseError::LeaderNotAvailable.code(),
+                        partition_index: p,
+                        leader_id: BrokerId(-1),
+                        leader_epoch: -1
+                    }),
+                })
+                .collect(),
+            topic_authorized_operations: i32::MIN
+        });
+    }
     let me = BrokerId(b.config.node_id);
     build!(MetadataResponseTopic {
         error_code: 0,
@@ -101,18 +139,46 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse
             })
             .collect()
     };
+    let (brokers, controller_id) = brokers(b);
     build!(MetadataResponse {
-        brokers: vec![build!(MetadataResponseBroker {
-            node_id: BrokerId(b.config.node_id),
-            host: s(b.config.advertised_host.clone()),
-            port: b.config.advertised_port,
-            rack: None
-        })],
+        brokers: brokers
+            .into_iter()
+            .map(|(id, host, port, rack)| build!(MetadataResponseBroker {
+                node_id: BrokerId(id),
+                host: s(host),
+                port: port,
+                rack: rack.map(s)
+            }))
+            .collect(),
         cluster_id: Some(s(b.cluster_id())),
-        controller_id: BrokerId(b.config.node_id),
+        controller_id: BrokerId(controller_id),
         topics: topics,
         cluster_authorized_operations: i32::MIN
     })
+}
+
+/// The brokers clients are told about (id, host, port, rack) and the controller id they
+/// send admin requests to: this node alone, or the cluster's live nodes.
+fn brokers(b: &Broker) -> (Vec<(i32, String, i32, Option<String>)>, i32) {
+    match &b.cluster {
+        Some(link) => {
+            let view = link.view();
+            let list = view
+                .alive_nodes()
+                .map(|n| (n.id, n.host.clone(), n.port, n.rack.clone()))
+                .collect();
+            (list, view.controller_id)
+        }
+        None => (
+            vec![(
+                b.config.node_id,
+                b.config.advertised_host.clone(),
+                b.config.advertised_port,
+                None,
+            )],
+            b.config.node_id,
+        ),
+    }
 }
 
 /// Answer DescribeCluster.
@@ -121,16 +187,20 @@ pub fn describe_cluster(
     _v: i16,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let (brokers, controller_id) = brokers(b);
     build!(DescribeClusterResponse {
         cluster_id: s(b.cluster_id()),
-        controller_id: BrokerId(b.config.node_id),
+        controller_id: BrokerId(controller_id),
         endpoint_type: 1,
-        brokers: vec![build!(DescribeClusterBroker {
-            broker_id: BrokerId(b.config.node_id),
-            host: s(b.config.advertised_host.clone()),
-            port: b.config.advertised_port,
-            rack: None
-        })],
+        brokers: brokers
+            .into_iter()
+            .map(|(id, host, port, rack)| build!(DescribeClusterBroker {
+                broker_id: BrokerId(id),
+                host: s(host),
+                port: port,
+                rack: rack.map(s)
+            }))
+            .collect(),
         cluster_authorized_operations: i32::MIN
     })
 }

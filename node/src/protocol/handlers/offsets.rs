@@ -28,9 +28,15 @@ fn lookup(b: &Broker, topic: &str, p: i32) -> Result<(TopicView, Arc<Partition>)
     let view = b
         .topic(topic)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
-    let part = b
-        .partition(topic, p)
-        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    let part = b.partition(topic, p).ok_or(if b.cluster.is_some() {
+        // Hosted elsewhere: clients refresh metadata and go to the leader.
+        ResponseError::NotLeaderOrFollower.code()
+    } else {
+        ResponseError::UnknownTopicOrPartition.code()
+    })?;
+    if b.cluster.is_some() && !part.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower.code());
+    }
     Ok((view, part))
 }
 
@@ -84,8 +90,8 @@ async fn list_offset(
     topic: &str,
     p: &ListOffsetsPartition,
 ) -> Result<(i64, i64, i32), i16> {
-    let (view, part) = lookup(b, topic, p.partition_index)?;
-    let epoch = view.meta.leader_epoch;
+    let (_, part) = lookup(b, topic, p.partition_index)?;
+    let epoch = part.leader_epoch.load(std::sync::atomic::Ordering::Relaxed);
     epoch_check(p.current_leader_epoch, epoch)?;
     let code = |e: Error| e.code();
     let found = |r: Option<(i64, i64)>| match r {
@@ -93,6 +99,7 @@ async fn list_offset(
         None => (-1, -1, -1),
     };
     Ok(match p.timestamp {
+        LATEST if b.cluster.is_some() => (part.high_watermark(), -1, epoch),
         LATEST => (part.log.lock().log_end_offset(), -1, epoch),
         // Tiering hook: the earliest offset is the bucket's start, and lookups by time
         // include the bucket's part of the log; EARLIEST_LOCAL stays the local log's.
@@ -124,9 +131,10 @@ pub fn offset_for_leader_epoch(
                             leader_epoch: -1,
                             end_offset: -1
                         });
-                        match lookup(b, t.topic.0.as_str(), p.partition).and_then(|(view, part)| {
-                            epoch_check(p.current_leader_epoch, view.meta.leader_epoch)
-                                .map(|_| part)
+                        match lookup(b, t.topic.0.as_str(), p.partition).and_then(|(_, part)| {
+                            let epoch =
+                                part.leader_epoch.load(std::sync::atomic::Ordering::Relaxed);
+                            epoch_check(p.current_leader_epoch, epoch).map(|_| part)
                         }) {
                             Ok(part) => {
                                 let (epoch, end) = part.log.lock().epoch_end_offset(p.leader_epoch);

@@ -19,6 +19,7 @@ struct Appended {
 /// Append every partition's records now; the returned future waits for fsync and answers.
 pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) -> Pending {
     let acks = req.acks;
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut to_sync: Vec<(usize, usize, Appended)> = Vec::new();
     let mut any_error = false;
@@ -61,6 +62,8 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
                     ResponseError::UnknownTopicOrPartition.code(),
                     "unknown partition".to_string(),
                 ))?;
+                b.check_writable(&part, acks)
+                    .map_err(|e: Error| (e.code(), e.to_string()))?;
                 // A slice of the request frame: the log writes it without copying it first.
                 let data: &[u8] = pd.records.as_deref().unwrap_or_default();
                 let (info, log_start) = b
@@ -73,7 +76,8 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
                     resp.base_offset = info.base_offset;
                     resp.log_append_time_ms = info.log_append_time;
                     resp.log_start_offset = log_start;
-                    if b.must_sync(acks) && !info.duplicate {
+                    if (b.must_sync(acks) || (b.cluster.is_some() && acks == -1)) && !info.duplicate
+                    {
                         to_sync.push((
                             ti,
                             pi,
@@ -101,7 +105,10 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
     }
     Box::pin(async move {
         for (ti, pi, a) in to_sync {
-            if let Err(e) = a.part.flush_to(a.last_offset + 1).await {
+            if let Err(e) = b
+                .complete_write(&a.part, a.last_offset, acks, timeout)
+                .await
+            {
                 any_error = true;
                 let r = &mut responses[ti].partition_responses[pi];
                 r.error_code = e.code();
