@@ -27,6 +27,19 @@ def moved_from(old: int, epoch: int, p: int = 0):
     return lambda st: st[p].leader not in (old, -1) and st[p].leader_epoch > epoch
 
 
+def check_alone(cluster, topic, load, node, must_not_contain=()):
+    """Read `node`'s own copy of every partition: kill every other node so that it is the last
+    live replica (it must be in every ISR, so it has to take every partition over), then check
+    it holds every acknowledged record. Catches a replica that is in the ISR without the data."""
+    for i in set(cluster.nodes) - {node}:
+        cluster.nodes[i].kill()
+    cluster.wait_partitions(topic, lambda st: all(s.leader == node for s in st.values()), {node},
+                            cluster.SESSION_TIMEOUT_MS / 1000 + 30,
+                            f"node {node}, the last live replica, to lead every partition "
+                            f"(to read its own log)")
+    check_all(load, cluster.nodes[node].addr, must_not_contain)
+
+
 def test_kill_leader(cluster, topic, tmp_path):
     """SIGKILL the leader of p0: a follower takes over, nothing acknowledged is lost, and the
     failover time (kill to the first acknowledgement of a record produced after the kill) is
@@ -88,21 +101,12 @@ def test_paused_leader_is_fenced(cluster, topic):
         load.wait_acks_after(time.monotonic(), 200, 30, what="after the old leader rejoined")
     load.assert_clean()
     check_all(load, cluster.bootstrap(), must_not_contain=(probe,))
-
-    # Read the old leader's own log: with the two others dead it is the only replica left
-    # (and in every ISR), so it must take over every partition.
-    for s in survivors:
-        cluster.nodes[s].kill()
-    cluster.wait_partitions(topic, lambda st: all(s.leader == old for s in st.values()), {old},
-                            cluster.SESSION_TIMEOUT_MS / 1000 + 30,
-                            f"node {old}, the last live replica, to lead every partition "
-                            f"(to read its own log)")
-    check_all(load, cluster.nodes[old].addr, must_not_contain=(probe,))
+    check_alone(cluster, topic, load, old, must_not_contain=(probe,))
 
 
 def test_restarted_node_rejoins(cluster, topic):
     """SIGTERM the leader of p0 (a clean stop), keep writing while it is down, start it again:
-    it catches up and rejoins every ISR."""
+    it catches up and rejoins every ISR, and its own log then has every acknowledged record."""
     with Load(cluster.bootstrap(), topic, [0, 1, 2]) as load:
         load.wait_acks_after(0, WARMUP, 60, what="warm-up")
         old, epoch = leader_of(cluster, topic)
@@ -124,11 +128,13 @@ def test_restarted_node_rejoins(cluster, topic):
         load.wait_acks_after(time.monotonic(), 200, 30, what="after the node rejoined")
     load.assert_clean()
     check_all(load, cluster.bootstrap())
+    check_alone(cluster, topic, load, old)
 
 
 def test_cut_follower(cluster, topic, topology):
     """Cut a follower of p0 off the network: the ISRs shrink to the two others, writes go on
-    (min.insync.replicas 2 still met), and after healing it rejoins."""
+    (min.insync.replicas 2 still met), and after healing it rejoins with every acknowledged
+    record in its own log."""
     if not topology.can_cut:
         pytest.skip(f"cannot cut a node off: {topology.reason}")
     with Load(cluster.bootstrap(), topic, [0, 1, 2]) as load:
@@ -150,3 +156,4 @@ def test_cut_follower(cluster, topic, topology):
         load.wait_acks_after(time.monotonic(), 200, 30, what="after healing")
     load.assert_clean()
     check_all(load, cluster.bootstrap())
+    check_alone(cluster, topic, load, follower)
