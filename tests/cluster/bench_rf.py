@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,10 +81,14 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--bootstrap", help="an existing cluster (default: start one)")
     ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the cluster's directory (logs and GBs of data); by default it is "
+                         "kept only when something failed")
     args = ap.parse_args()
 
     topo = cluster = None
     workdir = None
+    ok = False
     try:
         if args.bootstrap:
             bootstrap = args.bootstrap
@@ -112,12 +117,18 @@ def main() -> int:
         print(f"RF=3 / RF=1 throughput: {ratio:.2f}")
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-        return 0 if all(results[k]["failed"] == 0 for k in ("rf3", "rf1")) else 1
+        ok = all(results[k]["failed"] == 0 for k in ("rf3", "rf1"))
+        return 0 if ok else 1
     finally:
         if cluster:
             cluster.stop()
         if topo:
             topo.teardown()
+        if workdir:
+            if ok and not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+            else:
+                print(f"cluster directory kept: {workdir}", file=sys.stderr)
 
 
 if __name__ == "__main__":
