@@ -5,7 +5,11 @@ record must be readable exactly once at the offset its acknowledgement named."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +161,65 @@ def test_cut_follower(cluster, topic, topology):
     load.assert_clean()
     check_all(load, cluster.bootstrap())
     check_alone(cluster, topic, load, follower)
+
+
+PROBE_FROM_INSIDE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import kwire
+addr, topic, value, acks = sys.argv[2], sys.argv[3], sys.argv[4].encode(), int(sys.argv[5])
+try:
+    r = kwire.send_produce(addr, topic, 0, [value], acks=acks, timeout_ms=5000).result(timeout=20)
+    print(json.dumps({"error": r.error, "offset": r.base_offset, "message": r.message}))
+except kwire.KafkaWireError as e:
+    print(json.dumps({"error": None, "connection": str(e)}))
+"""
+
+
+def produce_inside(topology, node, topic: str, value: bytes, acks: int) -> subprocess.Popen:
+    """A client in node's own namespace (on its side of a cut) producing to it directly."""
+    argv = [sys.executable, "-c", PROBE_FROM_INSIDE, str(Path(__file__).resolve().parent),
+            node.addr, topic, value.decode(), str(acks)]
+    return subprocess.Popen(topology.wrap(node.id, argv), stdout=subprocess.PIPE, text=True)
+
+
+def test_cut_leader_minority_side(cluster, topic, topology):
+    """Cut the leader of p0 off the network (a split brain: it keeps running and, for a while,
+    believes it leads). A client on its side of the cut sends it an acks=-1 and an acks=1
+    produce: the acks=-1 one must not be acknowledged (its followers are gone). The majority
+    elects a new leader and writes go on. After healing, the old leader truncates its
+    diverged tail (the acks=1 record, acknowledged or not, is gone from every replica) and
+    rejoins with every acknowledged record."""
+    if not topology.can_cut:
+        pytest.skip(f"cannot cut a node off: {topology.reason}")
+    with Load(cluster.bootstrap(), topic, [0, 1, 2]) as load:
+        load.wait_acks_after(0, WARMUP, 60, what="warm-up")
+        old, epoch = leader_of(cluster, topic)
+        majority = set(cluster.nodes) - {old}
+        probe_all = f"split-acks-all-{load.tag}".encode()
+        probe_one = f"split-acks-one-{load.tag}".encode()
+        topology.cut(old)
+        try:
+            clients = [produce_inside(topology, cluster.nodes[old], topic, v, acks)
+                       for v, acks in ((probe_all, -1), (probe_one, 1))]
+            t_cut = time.monotonic()
+            cluster.wait_partitions(topic, moved_from(old, epoch), majority,
+                                    cluster.SESSION_TIMEOUT_MS / 1000 + 30,
+                                    f"the majority {sorted(majority)} to elect a leader for p0")
+            load.wait_acks_after(t_cut, 50, 60, p=0, what="p0 on the majority side")
+            answers = []
+            for cl in clients:
+                out, _ = cl.communicate(timeout=40)
+                answers.append(json.loads(out))
+        finally:
+            topology.heal(old)
+        print(f"\n[cluster] produce to the cut-off leader {old} from its side: "
+              f"acks=-1 -> {answers[0]}, acks=1 -> {answers[1]}")
+        assert answers[0].get("error") != 0, (
+            f"the cut-off old leader {old} acknowledged an acks=-1 produce with no follower "
+            f"reachable: {answers[0]}")
+        cluster.wait_full_isr(topic, timeout=60)
+        load.wait_acks_after(time.monotonic(), 200, 30, what="after healing")
+    load.assert_clean()
+    check_all(load, cluster.bootstrap(), must_not_contain=(probe_all, probe_one))
+    check_alone(cluster, topic, load, old, must_not_contain=(probe_all, probe_one))
