@@ -67,6 +67,10 @@ pub struct Args {
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
 
+    /// Serve Prometheus metrics on `http://HOST:PORT/metrics` (off when unset).
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Join a cluster: the controller's gRPC address (`http://HOST:PORT`, served by
     /// `strata-operator`). Without it the node is a standalone broker with its own metadata.
     #[arg(long, env = "STRATA_CONTROLLER")]
@@ -194,6 +198,8 @@ pub struct NodeConfig {
     pub offsets_retention_check_interval_ms: u64,
     /// The controller to join (cluster mode), or None (standalone).
     pub controller: Option<String>,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub replica_lag_time_max_ms: u64,
     pub replica_fetch_wait_max_ms: u64,
     /// Tiered storage settings, when `--object-store` is given.
@@ -287,6 +293,7 @@ impl Args {
             offsets_retention_minutes: self.offsets_retention_minutes,
             offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms.max(10),
             controller: self.controller,
+            metrics_listen: self.metrics_listen,
             replica_lag_time_max_ms: self.replica_lag_time_max_ms.max(100),
             replica_fetch_wait_max_ms: self.replica_fetch_wait_max_ms.max(1),
             tiering,

@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fsutil;
 pub mod log;
+pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod server;

@@ -73,6 +73,11 @@ async fn run(
         }
     });
 
+    if let Some(addr) = broker.config.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        tokio::spawn(strata_node::metrics::serve(broker.clone(), l));
+    }
     if broker.cluster.is_some() {
         tracing::info!(controller = ?broker.config.controller, "cluster mode: joining the controller");
         tokio::spawn(strata_node::replication::cluster::run(broker.clone()));

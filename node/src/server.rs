@@ -66,9 +66,12 @@ pub async fn serve(
                 let sd = shutdown.clone();
                 let span = tracing::info_span!("conn", id = conn_id, %peer);
                 tasks.spawn(async move {
-                    if let Err(e) = connection(b, stream, sd).await {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    b.metrics.connections.fetch_add(1, Relaxed);
+                    if let Err(e) = connection(b.clone(), stream, sd).await {
                         tracing::debug!(error = %e, "connection closed with error");
                     }
+                    b.metrics.connections.fetch_sub(1, Relaxed);
                     drop(permit);
                 }.instrument(span));
             }
@@ -108,11 +111,23 @@ async fn connection(
                 break;
             }
             buf.advance(4);
+            broker
+                .metrics
+                .bytes_in
+                .fetch_add(4 + size as u64, std::sync::atomic::Ordering::Relaxed);
             let frame = buf.split_to(size).freeze();
             match protocol::parse_frame(frame) {
                 Parsed::Request(mut frame) => {
                     frame.client_host = client_host.clone();
-                    in_flight.push_back(handlers::dispatch(&broker, frame))
+                    let key = frame.api_key as i16;
+                    let started = std::time::Instant::now();
+                    let pending = handlers::dispatch(&broker, frame);
+                    let b = broker.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        let reply = pending.await;
+                        b.metrics.observe(key, started.elapsed());
+                        reply
+                    }))
                 }
                 Parsed::UnsupportedApiVersions { correlation_id } => {
                     in_flight.push_back(Box::pin(std::future::ready(
@@ -141,7 +156,14 @@ async fn connection(
             biased;
             Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
                 match resp {
-                    Reply::Bytes(bytes) => write_response(&mut wr, &bytes).await?,
+                    Reply::Bytes(bytes) => {
+                        let n = bytes.len();
+                        broker
+                            .metrics
+                            .bytes_out
+                            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        write_response(&mut wr, &bytes).await?
+                    }
                     Reply::Nothing => {}
                     Reply::Close => return Ok(()),
                 }

@@ -153,6 +153,8 @@ pub struct Broker {
     pub cluster: Option<Arc<crate::replication::cluster::ClusterLink>>,
     /// Whether logs opened later (cluster mode) recover their active segment.
     recover_on_open: bool,
+    /// Request and traffic counters for `--metrics-listen`.
+    pub metrics: crate::metrics::Metrics,
     _lock: std::fs::File,
 }
 
@@ -249,6 +251,7 @@ impl Broker {
             tiering,
             cluster,
             recover_on_open: recover,
+            metrics: crate::metrics::Metrics::default(),
             _lock: lock,
         });
         broker.groups.begin_load(&broker);

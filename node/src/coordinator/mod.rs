@@ -228,6 +228,18 @@ impl GroupCoordinator {
         });
     }
 
+    /// Every committed offset held here: (group, topic, partition, offset), for metrics.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.groups.lock();
+        let mut out = Vec::new();
+        for (id, g) in groups.iter() {
+            for ((t, p), v) in &g.offsets {
+                out.push((id.clone(), t.clone(), *p, v.offset));
+            }
+        }
+        out
+    }
+
     /// Check that the coordinator can serve `group` now.
     pub fn check_available(
         &self,
