@@ -63,8 +63,10 @@ impl ClusterView {
 /// The controller link of a node in cluster mode.
 pub struct ClusterLink {
     pub me: i32,
-    url: String,
-    channel: Channel,
+    /// Every controller address given (operator replicas); the one in use rotates on failure.
+    urls: Vec<String>,
+    channels: Vec<Channel>,
+    current: std::sync::atomic::AtomicUsize,
     incarnation: String,
     broker_epoch: AtomicI64,
     view: RwLock<Arc<ClusterView>>,
@@ -98,18 +100,33 @@ fn refused(code: i32, message: String) -> Result<()> {
 }
 
 impl ClusterLink {
-    /// A link to `url` (connects lazily; must run inside the runtime).
-    pub fn new(url: &str, me: i32) -> Result<ClusterLink> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| Error::InvalidRequest(format!("--controller {url:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect_lazy();
+    /// A link to `urls` (comma-separated controller addresses, for example every operator
+    /// replica; only the leading one answers). Connects lazily; must run inside the runtime.
+    pub fn new(urls: &str, me: i32) -> Result<ClusterLink> {
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err(Error::InvalidRequest("--controller has no address".into()));
+        }
+        let mut channels = Vec::new();
+        for url in &urls {
+            channels.push(
+                tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|e| Error::InvalidRequest(format!("--controller {url:?}: {e}")))?
+                    .connect_timeout(Duration::from_secs(3))
+                    .tcp_nodelay(true)
+                    .connect_lazy(),
+            );
+        }
         let (applied, _) = tokio::sync::watch::channel(0);
         Ok(ClusterLink {
             me,
-            url: url.to_string(),
-            channel,
+            urls,
+            channels,
+            current: std::sync::atomic::AtomicUsize::new(0),
             incarnation: uuid::Uuid::new_v4().to_string(),
             broker_epoch: AtomicI64::new(-1),
             view: RwLock::new(Arc::new(ClusterView {
@@ -123,7 +140,33 @@ impl ClusterLink {
     }
 
     fn client(&self) -> ControllerClient<Channel> {
-        ControllerClient::new(self.channel.clone())
+        let i = self.current.load(Ordering::Relaxed) % self.channels.len();
+        ControllerClient::new(self.channels[i].clone())
+    }
+
+    /// The controller address in use (index, URL).
+    fn in_use(&self) -> (usize, &str) {
+        let i = self.current.load(Ordering::Relaxed) % self.urls.len();
+        (i, &self.urls[i])
+    }
+
+    /// A call through address `i` failed in transport: move on to the next address (unless
+    /// another task already did).
+    fn failed(&self, i: usize) {
+        if self.urls.len() > 1 {
+            let _ = self.current.compare_exchange(
+                i,
+                (i + 1) % self.urls.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Map a transport failure of a call through address `i`, rotating to the next one.
+    fn down(&self, i: usize, e: tonic::Status) -> Error {
+        self.failed(i);
+        unavailable(e)
     }
 
     /// The metadata applied last.
@@ -137,7 +180,11 @@ impl ClusterLink {
         let timed = async {
             tokio::time::timeout(Duration::from_secs(15), f)
                 .await
-                .map_err(|_| unavailable(format!("{} did not answer in 15 s", self.url)))?
+                .map_err(|_| {
+                    let (i, url) = self.in_use();
+                    self.failed(i);
+                    unavailable(format!("{url} did not answer in 15 s"))
+                })?
         };
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(timed))
     }
@@ -160,6 +207,7 @@ impl ClusterLink {
         validate_only: bool,
     ) -> Result<TopicMeta> {
         self.block_on(async {
+            let (i, _) = self.in_use();
             let resp = self
                 .client()
                 .create_topics(pb::CreateTopicsRequest {
@@ -173,7 +221,7 @@ impl ClusterLink {
                     validate_only,
                 })
                 .await
-                .map_err(unavailable)?
+                .map_err(|e| self.down(i, e))?
                 .into_inner();
             let r = resp
                 .results
@@ -193,13 +241,14 @@ impl ClusterLink {
 
     pub fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
         self.block_on(async {
+            let (i, _) = self.in_use();
             let resp = self
                 .client()
                 .delete_topics(pb::DeleteTopicsRequest {
                     names: vec![name.to_string()],
                 })
                 .await
-                .map_err(unavailable)?
+                .map_err(|e| self.down(i, e))?
                 .into_inner();
             let r = resp
                 .results
@@ -214,6 +263,7 @@ impl ClusterLink {
 
     pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
         self.block_on(async {
+            let (i, _) = self.in_use();
             let resp = self
                 .client()
                 .create_partitions(pb::CreatePartitionsRequest {
@@ -224,7 +274,7 @@ impl ClusterLink {
                     validate_only,
                 })
                 .await
-                .map_err(unavailable)?
+                .map_err(|e| self.down(i, e))?
                 .into_inner();
             let r = resp
                 .results
@@ -246,6 +296,7 @@ impl ClusterLink {
         validate_only: bool,
     ) -> Result<()> {
         self.block_on(async {
+            let (i, _) = self.in_use();
             let resp = self
                 .client()
                 .alter_topic_configs(pb::AlterTopicConfigsRequest {
@@ -254,7 +305,7 @@ impl ClusterLink {
                     validate_only,
                 })
                 .await
-                .map_err(unavailable)?
+                .map_err(|e| self.down(i, e))?
                 .into_inner();
             refused(resp.error_code, resp.error_message)?;
             if !validate_only {
@@ -269,6 +320,7 @@ impl ClusterLink {
         let mut ids = self.producer_ids.lock();
         if ids.0 >= ids.1 {
             let epoch = self.broker_epoch.load(Ordering::Relaxed);
+            let (i, _) = self.in_use();
             let resp = self.block_on(async {
                 self.client()
                     .allocate_producer_ids(pb::AllocateProducerIdsRequest {
@@ -276,7 +328,7 @@ impl ClusterLink {
                         broker_epoch: epoch,
                     })
                     .await
-                    .map_err(unavailable)
+                    .map_err(|e| self.down(i, e))
                     .map(|r| r.into_inner())
             })?;
             refused(resp.error_code, resp.error_message)?;
@@ -376,6 +428,8 @@ pub async fn run(b: Arc<Broker>) {
         if b.is_shutting_down() {
             return;
         }
+        let (i, url) = link.in_use();
+        let url = url.to_string();
         let reg = link
             .client()
             .register(pb::RegisterRequest {
@@ -389,7 +443,8 @@ pub async fn run(b: Arc<Broker>) {
         let reg = match reg {
             Ok(r) => r.into_inner(),
             Err(e) => {
-                tracing::warn!(controller = %link.url, error = %e, "cannot register with the controller; retrying");
+                link.failed(i);
+                tracing::warn!(controller = %url, error = %e, "cannot register with the controller; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -400,7 +455,7 @@ pub async fn run(b: Arc<Broker>) {
             continue;
         }
         link.broker_epoch.store(reg.broker_epoch, Ordering::Relaxed);
-        tracing::info!(controller = %link.url, broker_epoch = reg.broker_epoch, cluster_id = %reg.cluster_id, "registered with the controller");
+        tracing::info!(controller = %url, broker_epoch = reg.broker_epoch, cluster_id = %reg.cluster_id, "registered with the controller");
         let every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(50, 10_000) as u64);
         // Heartbeat until the controller says the registration is stale.
         loop {
@@ -409,6 +464,7 @@ pub async fn run(b: Arc<Broker>) {
                 return;
             }
             let applied = *link.applied.borrow();
+            let (i, _) = link.in_use();
             let hb = link
                 .client()
                 .heartbeat(pb::HeartbeatRequest {
@@ -429,6 +485,7 @@ pub async fn run(b: Arc<Broker>) {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    link.failed(i);
                     tracing::debug!(error = %e, "heartbeat failed");
                 }
             }
@@ -446,6 +503,7 @@ async fn watch_loop(b: Arc<Broker>, link: Arc<ClusterLink>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        let (i, _) = link.in_use();
         let stream = link
             .client()
             .watch_metadata(pb::WatchMetadataRequest {
@@ -456,6 +514,7 @@ async fn watch_loop(b: Arc<Broker>, link: Arc<ClusterLink>) {
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
             Err(e) => {
+                link.failed(i);
                 tracing::debug!(error = %e, "metadata watch failed; retrying");
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;
@@ -480,6 +539,7 @@ async fn watch_loop(b: Arc<Broker>, link: Arc<ClusterLink>) {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    link.failed(i);
                     tracing::debug!(error = %e, "metadata watch ended");
                     break;
                 }
