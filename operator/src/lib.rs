@@ -1,0 +1,4 @@
+//! strata-operator as a library: the custom resource types shared by the operator binary, the
+//! `crdgen` generator and the tests.
+
+pub mod crd;
