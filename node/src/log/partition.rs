@@ -7,6 +7,7 @@ use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{self, BatchHeader, BatchSpan};
@@ -44,6 +45,12 @@ impl ReadPlan {
     /// Perform the read.
     pub fn read(&self) -> Result<Vec<u8>> {
         segment::read_at(&self.file, self.position, self.len)
+    }
+
+    /// Perform the read into a pooled buffer, which goes back to the pool when the returned
+    /// bytes are dropped (fetch responses, read often and dropped once written).
+    pub fn read_bytes(&self) -> Result<Bytes> {
+        segment::read_pooled(&self.file, self.position, self.len)
     }
 }
 

@@ -111,7 +111,7 @@ async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse,
             pd.high_watermark = hw;
             pd.last_stable_offset = hw;
             pd.log_start_offset = start;
-            let mut result = plan.and_then(|p| p.map(|p| p.read().map(Bytes::from)).transpose());
+            let mut result = plan.and_then(|p| p.map(|p| p.read_bytes()).transpose());
             // Tiering hook: below the local log start, read from the bucket; the log start
             // a client sees is the bucket's.
             if let (Some(t), true) = (&b.tiering, tiered) {
