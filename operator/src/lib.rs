@@ -2,3 +2,4 @@
 //! `crdgen` generator and the tests.
 
 pub mod crd;
+pub mod k8s;

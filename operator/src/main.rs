@@ -1,9 +1,11 @@
-//! strata-operator: hosts the Strata controller and (later) reconciles `Topic` and `Cluster`
-//! resources on Kubernetes.
+//! strata-operator: hosts the Strata controller and reconciles `Topic` resources on
+//! Kubernetes.
 //!
 //! `strata-operator local` runs the controller without Kubernetes, its state in a local
-//! directory: several `strata-node` processes on this machine (or others) join it. The
-//! Kubernetes mode is a later milestone; its subcommand says so and exits 2.
+//! directory: several `strata-node` processes on this machine (or others) join it.
+//! `strata-operator kubernetes` hosts it on a cluster (src/k8s): Lease election among
+//! replicas, state in a ConfigMap, Topic resources reconciled. Cluster resources (the
+//! StatefulSet of nodes) are not reconciled yet.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,26 +45,57 @@ enum LogFormat {
 enum Command {
     /// Run the controller without Kubernetes, keeping cluster metadata in a local directory.
     Local(LocalArgs),
-    /// Reconcile Topic and Cluster resources on Kubernetes (not implemented yet).
-    Kubernetes,
+    /// Host the controller on Kubernetes: elect a leader among replicas with a Lease, keep the
+    /// metadata in a ConfigMap, and reconcile Topic resources.
+    Kubernetes(KubeArgs),
 }
 
-/// Flags of `strata-operator local`. With none, a controller on 127.0.0.1:9093 keeps its state
-/// in ./controller.
+/// Flags of `strata-operator kubernetes`.
 #[derive(Debug, Clone, clap::Args)]
-struct LocalArgs {
-    /// Directory holding controller.json (created if missing).
-    #[arg(long, env = "STRATA_STATE_DIR", default_value = "./controller")]
-    state_dir: PathBuf,
+struct KubeArgs {
+    /// Namespace of the resources, the Lease and the state ConfigMap (default: the client's).
+    #[arg(long, env = "STRATA_NAMESPACE")]
+    namespace: Option<String>,
 
-    /// gRPC address nodes connect to (`--controller` on strata-node).
-    #[arg(
-        long,
-        env = "STRATA_CONTROLLER_LISTEN",
-        default_value = "127.0.0.1:9093"
-    )]
+    /// gRPC address nodes connect to while this replica leads.
+    #[arg(long, env = "STRATA_CONTROLLER_LISTEN", default_value = "0.0.0.0:9093")]
     listen: SocketAddr,
 
+    /// Serve Prometheus metrics at /metrics (off when unset).
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// This replica's name in the Lease (default: $POD_NAME, else the host name and pid).
+    #[arg(long, env = "STRATA_IDENTITY")]
+    identity: Option<String>,
+
+    /// Name of the coordination.k8s.io Lease replicas compete for.
+    #[arg(long, env = "STRATA_LEASE_NAME", default_value = "strata-operator")]
+    lease_name: String,
+
+    /// A leader that has not renewed the Lease for this long is replaced.
+    #[arg(long, env = "STRATA_LEASE_DURATION_MS", default_value_t = 15_000)]
+    lease_duration_ms: u64,
+
+    /// ConfigMap holding the controller's state.
+    #[arg(
+        long,
+        env = "STRATA_STATE_CONFIGMAP",
+        default_value = "strata-controller-state"
+    )]
+    state_configmap: String,
+
+    /// Cluster resource named by Topic resources made for topics created through Kafka.
+    #[arg(long, env = "STRATA_CLUSTER_NAME", default_value = "strata")]
+    cluster_name: String,
+
+    #[command(flatten)]
+    controller: ControllerArgs,
+}
+
+/// The controller's own knobs, the same in every mode.
+#[derive(Debug, Clone, clap::Args)]
+struct ControllerArgs {
     /// A node not heard from for this long is declared dead and its leaderships move.
     #[arg(long, env = "STRATA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
     session_timeout_ms: u64,
@@ -96,6 +129,26 @@ struct LocalArgs {
     offsets_topic_num_partitions: i32,
 }
 
+/// Flags of `strata-operator local`. With none, a controller on 127.0.0.1:9093 keeps its state
+/// in ./controller.
+#[derive(Debug, Clone, clap::Args)]
+struct LocalArgs {
+    /// Directory holding controller.json (created if missing).
+    #[arg(long, env = "STRATA_STATE_DIR", default_value = "./controller")]
+    state_dir: PathBuf,
+
+    /// gRPC address nodes connect to (`--controller` on strata-node).
+    #[arg(
+        long,
+        env = "STRATA_CONTROLLER_LISTEN",
+        default_value = "127.0.0.1:9093"
+    )]
+    listen: SocketAddr,
+
+    #[command(flatten)]
+    controller: ControllerArgs,
+}
+
 /// `local` mode's validated, immutable configuration.
 #[derive(Debug, Clone)]
 struct LocalConfig {
@@ -106,6 +159,48 @@ struct LocalConfig {
 
 impl LocalArgs {
     fn validate(self) -> anyhow::Result<LocalConfig> {
+        Ok(LocalConfig {
+            state_dir: self.state_dir,
+            listen: self.listen,
+            service: self.controller.validate()?,
+        })
+    }
+}
+
+impl KubeArgs {
+    fn validate(self) -> anyhow::Result<strata_operator::k8s::KubeConfig> {
+        anyhow::ensure!(
+            self.lease_duration_ms >= 3000,
+            "--lease-duration-ms must be at least 3000"
+        );
+        let identity = self.identity.unwrap_or_else(|| {
+            std::env::var("POD_NAME").unwrap_or_else(|_| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "strata-operator".into());
+                format!("{host}-{}", std::process::id())
+            })
+        });
+        let duration = std::time::Duration::from_millis(self.lease_duration_ms);
+        Ok(strata_operator::k8s::KubeConfig {
+            namespace: self.namespace,
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            lease: strata_operator::k8s::lease::LeaseConfig {
+                name: self.lease_name,
+                identity,
+                duration,
+                renew_every: duration / 5,
+            },
+            state_configmap: self.state_configmap,
+            cluster_name: self.cluster_name,
+            service: self.controller.validate()?,
+        })
+    }
+}
+
+impl ControllerArgs {
+    fn validate(self) -> anyhow::Result<ServiceConfig> {
         anyhow::ensure!(
             self.heartbeat_interval_ms >= 1,
             "--heartbeat-interval-ms must be at least 1"
@@ -141,19 +236,15 @@ impl LocalArgs {
                 "{flag} must be in 1..={MAX_PARTITIONS} (got {value})"
             );
         }
-        Ok(LocalConfig {
-            state_dir: self.state_dir,
-            listen: self.listen,
-            service: ServiceConfig {
-                core: core::Config {
-                    session_timeout_ms: self.session_timeout_ms,
-                    default_replication_factor: self.default_replication_factor,
-                    num_partitions: self.num_partitions,
-                    offsets_topic_replication_factor: self.offsets_topic_replication_factor,
-                    offsets_topic_num_partitions: self.offsets_topic_num_partitions,
-                },
-                heartbeat_interval_ms: self.heartbeat_interval_ms,
+        Ok(ServiceConfig {
+            core: core::Config {
+                session_timeout_ms: self.session_timeout_ms,
+                default_replication_factor: self.default_replication_factor,
+                num_partitions: self.num_partitions,
+                offsets_topic_replication_factor: self.offsets_topic_replication_factor,
+                offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             },
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
         })
     }
 }
@@ -182,11 +273,14 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(run_local(config))
         }
-        Command::Kubernetes => {
-            tracing::error!(
-                "the Kubernetes mode is not implemented yet; use `strata-operator local`"
-            );
-            std::process::exit(2)
+        Command::Kubernetes(args) => {
+            let config = args
+                .validate()
+                .context("invalid configuration for strata-operator kubernetes")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(strata_operator::k8s::run(config, shutdown_signal()))
         }
     }
 }

@@ -1,0 +1,497 @@
+//! Topic resources <-> the controller. The spec is the desired topic (created, grown, its
+//! configs set); the status is the controller's state of it; a finalizer deletes the topic.
+//! Topics made through the Kafka admin API (or auto-created) get a Topic resource, and a
+//! topic deleted through Kafka loses its resource: one source of truth either way.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use strata_controller::proto::controller_server::Controller as _;
+use strata_controller::proto::{self as pb, ClusterMetadata};
+use strata_controller::service::ControllerService;
+
+use crate::crd::topic::{ClusterRef, PartitionStatus, Topic, TopicSpec, TopicStatus};
+use crate::k8s::metrics::OperatorMetrics;
+
+pub const FINALIZER: &str = "strata.dev/topic";
+/// Set on Topic resources the operator made for topics created through Kafka.
+pub const ORIGIN_ANNOTATION: &str = "strata.dev/origin";
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("controller refused {op} of {topic}: {message} (Kafka error {code})")]
+    Refused {
+        op: &'static str,
+        topic: String,
+        code: i32,
+        message: String,
+    },
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// What the reconciler works with.
+pub struct Ctx {
+    pub api: Api<Topic>,
+    pub service: ControllerService,
+    pub metrics: Arc<OperatorMetrics>,
+    /// The Cluster resource new Topic resources (made for Kafka-created topics) point to.
+    pub default_cluster: String,
+}
+
+fn topic_of<'a>(md: &'a ClusterMetadata, name: &str) -> Option<&'a pb::TopicInfo> {
+    md.topics.iter().find(|t| t.name == name)
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Keep a condition's transition time when its status did not change.
+fn carry_transitions(old: &[Condition], new: &mut [Condition]) {
+    for c in new.iter_mut() {
+        if let Some(o) = old.iter().find(|o| o.type_ == c.type_) {
+            if o.status == c.status {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+}
+
+/// The status a Topic should show, from the controller's view of its topic (None: not
+/// created yet, with `pending` saying why).
+pub fn status_for(t: &Topic, info: Option<&pb::TopicInfo>, pending: Option<String>) -> TopicStatus {
+    let generation = t.metadata.generation;
+    let Some(info) = info else {
+        let refused = pending.is_some();
+        let why = pending.unwrap_or_else(|| "creating the topic".into());
+        return TopicStatus {
+            observed_generation: generation,
+            conditions: vec![
+                condition("Ready", false, "NotCreated", why.clone(), generation),
+                condition("Progressing", true, "Creating", why.clone(), generation),
+                condition("Degraded", refused, "CreateRefused", why, generation),
+            ],
+            ..Default::default()
+        };
+    };
+    let parts: Vec<PartitionStatus> = info
+        .partitions
+        .iter()
+        .map(|p| PartitionStatus {
+            partition: p.partition,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+        })
+        .collect();
+    let leaderless = parts.iter().filter(|p| p.leader < 0).count();
+    let under = parts
+        .iter()
+        .filter(|p| p.isr.len() < p.replicas.len())
+        .count();
+    let growing = (info.partitions.len() as i32) < t.spec.partitions;
+    let configs: BTreeMap<String, String> = info
+        .configs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let config_pending = configs != t.spec.config;
+    let ready = leaderless == 0 && !growing;
+    let progressing = growing || config_pending || pending.is_some();
+    let ready_msg = if ready {
+        format!("{} partitions, all with a leader", parts.len())
+    } else if growing {
+        format!("{} of {} partitions exist", parts.len(), t.spec.partitions)
+    } else {
+        format!("{leaderless} partitions have no leader")
+    };
+    let degraded_msg = match (&pending, under, leaderless) {
+        (Some(p), _, _) => p.clone(),
+        (None, 0, 0) => "every partition is fully replicated".into(),
+        (None, u, l) => format!("{u} under-replicated partitions, {l} without a leader"),
+    };
+    TopicStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition(
+                "Ready",
+                ready,
+                if ready { "Ready" } else { "NotReady" },
+                ready_msg,
+                generation,
+            ),
+            condition(
+                "Progressing",
+                progressing,
+                if progressing {
+                    "Reconciling"
+                } else {
+                    "Reconciled"
+                },
+                if progressing {
+                    "applying the spec".into()
+                } else {
+                    "the topic matches its spec".into()
+                },
+                generation,
+            ),
+            condition(
+                "Degraded",
+                pending.is_some() || under > 0 || leaderless > 0,
+                if pending.is_some() {
+                    "Refused"
+                } else if under > 0 || leaderless > 0 {
+                    "UnderReplicated"
+                } else {
+                    "Healthy"
+                },
+                degraded_msg,
+                generation,
+            ),
+        ],
+        partitions: Some(info.partitions.len() as i32),
+        replication_factor: info.partitions.first().map(|p| p.replicas.len() as i32),
+        topic_id: uuid::Uuid::from_slice(&info.topic_id)
+            .ok()
+            .map(|u| u.to_string()),
+        partition_status: parts,
+        under_replicated_partitions: Some(under as i32),
+        effective_config: configs,
+        local_bytes: None,
+        remote_bytes: None,
+    }
+}
+
+async fn refused<T>(
+    op: &'static str,
+    topic: &str,
+    code: i32,
+    message: String,
+    ok: T,
+) -> Result<T, ReconcileError> {
+    if code == 0 {
+        Ok(ok)
+    } else {
+        Err(ReconcileError::Refused {
+            op,
+            topic: topic.into(),
+            code,
+            message,
+        })
+    }
+}
+
+fn unavailable(s: tonic::Status) -> ReconcileError {
+    ReconcileError::Unavailable(s.message().to_string())
+}
+
+/// Bring the controller's topic to the spec; returns the refusal to show, if any.
+async fn apply_spec(t: &Topic, ctx: &Ctx) -> Result<Option<String>, ReconcileError> {
+    let name = t.kafka_name().unwrap_or_default().to_string();
+    let md = ctx.service.subscribe().borrow().clone();
+    let res: Result<(), ReconcileError> = async {
+        match topic_of(&md, &name) {
+            None => {
+                let resp = ctx
+                    .service
+                    .create_topics(tonic::Request::new(pb::CreateTopicsRequest {
+                        topics: vec![pb::CreatableTopic {
+                            name: name.clone(),
+                            partitions: t.spec.partitions,
+                            replication_factor: t.spec.replication_factor.unwrap_or(-1),
+                            configs: t.spec.config.clone().into_iter().collect(),
+                            assignments: vec![],
+                        }],
+                        validate_only: false,
+                    }))
+                    .await
+                    .map_err(unavailable)?
+                    .into_inner();
+                let r = resp.results.into_iter().next();
+                let (code, msg) = r.map(|r| (r.error_code, r.error_message)).unwrap_or((0, String::new()));
+                refused("creation", &name, code, msg, ()).await?;
+                tracing::info!(topic = %name, partitions = t.spec.partitions, "created topic from its resource");
+            }
+            Some(info) => {
+                if (info.partitions.len() as i32) < t.spec.partitions {
+                    let resp = ctx
+                        .service
+                        .create_partitions(tonic::Request::new(pb::CreatePartitionsRequest {
+                            topics: vec![pb::PartitionCount {
+                                topic: name.clone(),
+                                count: t.spec.partitions,
+                            }],
+                            validate_only: false,
+                        }))
+                        .await
+                        .map_err(unavailable)?
+                        .into_inner();
+                    let r = resp.results.into_iter().next();
+                    let (code, msg) = r.map(|r| (r.error_code, r.error_message)).unwrap_or((0, String::new()));
+                    refused("partition increase", &name, code, msg, ()).await?;
+                    tracing::info!(topic = %name, from = info.partitions.len(), to = t.spec.partitions, "added partitions");
+                }
+                let current: BTreeMap<String, String> =
+                    info.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                if current != t.spec.config {
+                    let resp = ctx
+                        .service
+                        .alter_topic_configs(tonic::Request::new(pb::AlterTopicConfigsRequest {
+                            topic: name.clone(),
+                            configs: t.spec.config.clone().into_iter().collect(),
+                            validate_only: false,
+                        }))
+                        .await
+                        .map_err(unavailable)?
+                        .into_inner();
+                    refused("config change", &name, resp.error_code, resp.error_message, ()).await?;
+                    tracing::info!(topic = %name, "topic configs set from the resource");
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match res {
+        Ok(()) => Ok(None),
+        // A refusal is the user's to fix: show it in the status, do not hammer the controller.
+        Err(ReconcileError::Refused {
+            op, code, message, ..
+        }) => Ok(Some(format!(
+            "{op} refused: {message} (Kafka error {code})"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_status(t: &Topic, ctx: &Ctx, pending: Option<String>) -> Result<(), ReconcileError> {
+    let name = t.kafka_name().unwrap_or_default().to_string();
+    let md = ctx.service.subscribe().borrow().clone();
+    let mut status = status_for(t, topic_of(&md, &name), pending);
+    if let Some(old) = &t.status {
+        carry_transitions(&old.conditions, &mut status.conditions);
+        if *old == status {
+            return Ok(());
+        }
+    }
+    let patch = serde_json::json!({ "status": status });
+    ctx.api
+        .patch_status(
+            &t.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn apply(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let pending = apply_spec(&t, &ctx).await?;
+    write_status(&t, &ctx, pending.clone()).await?;
+    Ok(Action::requeue(if pending.is_some() {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(60)
+    }))
+}
+
+async fn cleanup(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let name = t.kafka_name().unwrap_or_default().to_string();
+    let md = ctx.service.subscribe().borrow().clone();
+    if topic_of(&md, &name).is_some() {
+        let resp = ctx
+            .service
+            .delete_topics(tonic::Request::new(pb::DeleteTopicsRequest {
+                names: vec![name.clone()],
+            }))
+            .await
+            .map_err(unavailable)?
+            .into_inner();
+        if let Some(r) = resp.results.into_iter().next() {
+            // Already gone is fine: the resource may go.
+            if r.error_code != 0 && r.error_code != 3 {
+                return refused(
+                    "deletion",
+                    &name,
+                    r.error_code,
+                    r.error_message,
+                    Action::await_change(),
+                )
+                .await;
+            }
+        }
+        tracing::info!(topic = %name, policy = ?t.spec.deletion_policy, "deleted topic with its resource");
+    }
+    Ok(Action::await_change())
+}
+
+async fn reconcile(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let res = finalizer(&ctx.api, FINALIZER, t, |ev| async {
+        match ev {
+            Event::Apply(t) => apply(t, ctx.clone()).await,
+            Event::Cleanup(t) => cleanup(t, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(e.to_string()));
+    ctx.metrics
+        .observe_reconcile("topic", started.elapsed(), res.is_ok());
+    res
+}
+
+fn error_policy(t: Arc<Topic>, e: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(topic = %t.name_any(), error = %e, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// A DNS-1123 name for a Topic resource of Kafka topic `name` (Kafka allows `_`, `.` and
+/// upper case; resource names do not), and whether `spec.topicName` must carry the real one.
+pub fn resource_name(name: &str) -> (String, bool) {
+    let mut out: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' | '.' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    out = out.trim_matches(|c| c == '-' || c == '.').to_string();
+    if out.is_empty() {
+        out = "topic".into();
+    }
+    if out.len() > 253 {
+        out.truncate(253);
+    }
+    let differs = out != name;
+    (out, differs)
+}
+
+/// Keep resources and Kafka topics in step after every metadata change: a topic without a
+/// resource gets one, a resource whose topic was deleted through Kafka goes.
+async fn sync_resources(ctx: Arc<Ctx>) {
+    let mut rx = ctx.service.subscribe();
+    loop {
+        let md = rx.borrow_and_update().clone();
+        if let Err(e) = sync_once(&ctx, &md).await {
+            tracing::warn!(error = %e, "syncing Topic resources with the controller failed; retrying");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn sync_once(ctx: &Ctx, md: &ClusterMetadata) -> Result<(), kube::Error> {
+    let resources = ctx.api.list(&Default::default()).await?;
+    let by_kafka: BTreeMap<String, &Topic> = resources
+        .items
+        .iter()
+        .filter_map(|t| t.kafka_name().map(|n| (n.to_string(), t)))
+        .collect();
+    for info in &md.topics {
+        if info.internal || info.name == OFFSETS_TOPIC || by_kafka.contains_key(&info.name) {
+            continue;
+        }
+        let (rname, differs) = resource_name(&info.name);
+        let spec = TopicSpec {
+            partitions: info.partitions.len() as i32,
+            replication_factor: info.partitions.first().map(|p| p.replicas.len() as i32),
+            config: info
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cluster_ref: ClusterRef {
+                name: ctx.default_cluster.clone(),
+            },
+            deletion_policy: Default::default(),
+            topic_name: differs.then(|| info.name.clone()),
+        };
+        let t = Topic {
+            metadata: ObjectMeta {
+                name: Some(rname.clone()),
+                annotations: Some(BTreeMap::from([(
+                    ORIGIN_ANNOTATION.to_string(),
+                    "kafka".to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec,
+            status: None,
+        };
+        match ctx.api.create(&PostParams::default(), &t).await {
+            Ok(_) => {
+                tracing::info!(topic = %info.name, resource = %rname, "made a Topic resource for a topic created through Kafka")
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Deleted through Kafka: the resource had a topic id, the topic is gone. (A resource
+    // still being created has no id yet and is left alone.)
+    for t in &resources.items {
+        let Some(name) = t.kafka_name() else { continue };
+        let had_id = t.status.as_ref().and_then(|s| s.topic_id.as_ref());
+        let gone = topic_of(md, name).is_none();
+        let same_id = topic_of(md, name)
+            .and_then(|i| uuid::Uuid::from_slice(&i.topic_id).ok())
+            .map(|u| u.to_string());
+        if had_id.is_some() && gone && t.metadata.deletion_timestamp.is_none() {
+            tracing::info!(topic = %name, "topic deleted through Kafka; deleting its resource");
+            match ctx.api.delete(&t.name_any(), &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        } else if had_id.is_some() && same_id.is_some() && had_id != same_id.as_ref() {
+            tracing::warn!(topic = %name, "the topic was recreated through Kafka with a new id; its resource now describes the new one");
+        }
+    }
+    Ok(())
+}
+
+/// Run the Topic controller and the resource sync until the process stops.
+pub async fn run(ctx: Arc<Ctx>) {
+    tokio::spawn(sync_resources(ctx.clone()));
+    // Every metadata change re-reconciles every Topic (leaders, ISR and new partitions show
+    // in the statuses at once).
+    let rx = ctx.service.subscribe();
+    let trigger = tokio_stream::wrappers::WatchStream::new(rx).map(|_| ());
+    Controller::new(ctx.api.clone(), watcher::Config::default())
+        .reconcile_all_on(trigger)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {})
+        .await;
+}
