@@ -112,7 +112,18 @@ pub struct ClusterSpec {
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Size of each node's volume (for example 100Gi). With tiering it only needs to hold the
-    /// local retention of every partition the node replicates.
+    /// local retention of every partition the node replicates. It may grow (when the
+    /// StorageClass allows volume expansion), never shrink.
+    #[x_kube(
+        validation = Rule::new("isQuantity(string(self))")
+            .message(Message::Message("size must be a quantity, for example 100Gi".into())),
+        validation = Rule::new(
+            "!isQuantity(string(self)) || !isQuantity(string(oldSelf)) || \
+             quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0"
+        )
+        .message(Message::Message("storage.size cannot be decreased: volumes only grow".into()))
+        .reason(Reason::FieldValueForbidden)
+    )]
     pub size: Quantity,
 
     /// StorageClass of the volumes. Omitted: the namespace's default class. Immutable once set.

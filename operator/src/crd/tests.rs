@@ -475,7 +475,7 @@ fn cluster_transitions() {
     // Scaling, a bigger disk, omitting storageClassName: accepted.
     let ok = cluster(json!({
         "nodes": 5,
-        "storage": {"size": "20Gi"},
+        "storage": {"size": "0.5Ti"},
         "objectStore": {"bucket": "b", "prefix": "p", "endpoint": "https://s3.example.com"},
     }));
     assert!(refusals(&crd, &ok, Some(&old)).is_empty());
@@ -495,6 +495,14 @@ fn cluster_transitions() {
         (
             json!({"objectStore": {"bucket": "b", "prefix": "p", "endpoint": "s3.example.com"}}),
             "endpoint must be an http:// or https:// URL",
+        ),
+        (
+            json!({"storage": {"size": "9Gi", "storageClassName": "fast"}, "objectStore": {"bucket": "b", "prefix": "p"}}),
+            "storage.size cannot be decreased: volumes only grow",
+        ),
+        (
+            json!({"storage": {"size": "lots"}, "objectStore": {"bucket": "b", "prefix": "p"}}),
+            "size must be a quantity, for example 100Gi",
         ),
     ];
     for (spec, message) in cases {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The operator suite: the committed CRDs (crds/) applied to a real kube-apiserver with etcd
+# (tests/testbed/kube.sh), valid resources accepted, each invalid one refused with its message.
+#
+#   tests/operator/run.sh [pytest args...]
+#
+#   STRATA_CACHE=DIR   test-bed cache (default ~/.cache/strata-testbed); the venv is
+#                      $STRATA_CACHE/operator-venv, the API server binaries $STRATA_CACHE/kube
+#
+# A cold `kube.sh install` builds etcd, kube-apiserver and kubectl from source (long, once).
+# Exits with pytest's status; "no tests collected" (5) counts as a failure.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/tests/operator"
+CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
+export STRATA_CACHE="$CACHE"
+
+REQS="$HERE/requirements.txt"
+VENV="$CACHE/operator-venv"
+want="$(sha256sum "$REQS" | cut -d' ' -f1)-$(python3 -c 'import sys; print(sys.version.split()[0])')"
+if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "[operator] python venv -> $VENV" >&2
+  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || exit 1
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || exit 1
+  echo "$want" > "$VENV/.stamp"
+fi
+
+bash "$ROOT/tests/testbed/kube.sh" install || { echo "operator: kube.sh install failed" >&2; exit 1; }
+
+cd "$HERE"
+"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" .
+rc=$?
+if [[ $rc -eq 5 ]]; then
+  echo "operator: pytest collected no tests; treating as failure" >&2
+  exit 1
+fi
+exit $rc
