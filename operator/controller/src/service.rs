@@ -120,6 +120,16 @@ impl ControllerService {
         self.shared.inner.lock().await.cluster.clone()
     }
 
+    /// Makes `nodes` the cluster's node set and starts the partition moves that drain the
+    /// others and balance the load ([`Cluster::rebalance`]), at most `max_in_flight` at once.
+    pub async fn rebalance(
+        &self,
+        nodes: Vec<i32>,
+        max_in_flight: usize,
+    ) -> Result<core::RebalanceOutcome> {
+        self.apply(|c, _| c.rebalance(&nodes, max_in_flight)).await
+    }
+
     /// Checks deadlines once; [`ControllerService::serve`] does this every [`TICK_INTERVAL`].
     pub async fn tick(&self) -> Result<Vec<i32>> {
         self.apply(|c, now| c.tick(now)).await
@@ -284,6 +294,17 @@ fn log_event(event: &Event, version: u64) {
         Event::TopicConfigsAltered { topic } => {
             tracing::info!(%topic, version, "topic configs altered")
         }
+        Event::ReassignmentStarted {
+            topic,
+            partition,
+            from,
+            to,
+        } => tracing::info!(%topic, partition, ?from, ?to, version, "reassignment started"),
+        Event::ReassignmentCompleted {
+            topic,
+            partition,
+            replicas,
+        } => tracing::info!(%topic, partition, ?replicas, version, "reassignment completed"),
     }
 }
 

@@ -1,17 +1,19 @@
 //! The controller's pure core: cluster metadata as plain data and the rules that change it
-//! (registration, liveness, leader election, ISR commits, topic administration, placement).
+//! (registration, liveness, leader election, ISR commits, topic administration, placement,
+//! partition reassignment).
 //!
 //! Nothing here does I/O, reads a clock or spawns a task: callers pass `now_ms` (any monotonic
 //! millisecond clock) and persist [`State`] themselves, so every rule is unit-tested directly.
 //! Every method that changes the metadata image bumps [`State::version`] exactly once.
 
 mod placement;
+mod reassign;
 mod topics;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::proto;
 
 pub use placement::{place, Load};
+pub use reassign::{plan, Blocked, Move, Plan, RebalanceOutcome};
 pub use topics::{validate_topic_name, NewTopic, TopicOutcome};
 
 /// The persisted format this build writes and the only one it reads.
@@ -56,6 +59,14 @@ pub struct State {
     pub nodes: BTreeMap<i32, NodeRecord>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicRecord>,
+    /// Nodes new replicas are not placed on: registered but outside the node set of the last
+    /// [`Cluster::rebalance`] (being drained, or gone).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub excluded_nodes: BTreeSet<i32>,
+    /// The node set replicas were last fully balanced over; a rebalance over another set
+    /// moves replicas to even the load, one over the same set only drains.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub balanced_for: BTreeSet<i32>,
 }
 
 /// A registered node.
@@ -114,6 +125,11 @@ pub struct PartitionRecord {
     pub isr: Vec<i32>,
     /// +1 on every change of leader, ISR or replicas.
     pub partition_epoch: i32,
+    /// A reassignment in flight: the replicas the partition is moving to. Meanwhile
+    /// `replicas` is these followed by the ones leaving, so no copy goes before the new
+    /// ones are in the ISR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_replicas: Option<Vec<i32>>,
 }
 
 impl State {
@@ -127,6 +143,8 @@ impl State {
             producer_id_block_end: 0,
             nodes: BTreeMap::new(),
             topics: BTreeMap::new(),
+            excluded_nodes: BTreeSet::new(),
+            balanced_for: BTreeSet::new(),
         }
     }
 
@@ -227,6 +245,19 @@ pub enum Event {
     PartitionsCreated { topic: String, count: usize },
     /// A topic's config overrides were replaced.
     TopicConfigsAltered { topic: String },
+    /// A partition started moving from `from` to `to` (its replicas are now the union).
+    ReassignmentStarted {
+        topic: String,
+        partition: i32,
+        from: Vec<i32>,
+        to: Vec<i32>,
+    },
+    /// Every new replica of a moving partition reached the ISR; the old ones were dropped.
+    ReassignmentCompleted {
+        topic: String,
+        partition: i32,
+        replicas: Vec<i32>,
+    },
 }
 
 /// Result of a registration.
@@ -319,6 +350,15 @@ impl Cluster {
         self.live.keys().copied().collect()
     }
 
+    /// Alive nodes new replicas may be placed on (not excluded by a rebalance), ascending.
+    pub fn placement_nodes(&self) -> Vec<i32> {
+        self.live
+            .keys()
+            .copied()
+            .filter(|n| !self.state.excluded_nodes.contains(n))
+            .collect()
+    }
+
     /// Drains what happened since the last call.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -397,6 +437,7 @@ impl Cluster {
                 let restarted = existing.is_some();
                 if restarted && self.live.remove(&node).is_some() {
                     self.fence(node);
+                    self.complete_reassignments();
                 }
                 let state = self.state_mut();
                 let broker_epoch = state.next_broker_epoch;
@@ -450,6 +491,8 @@ impl Cluster {
         for &node in &expired {
             self.fence(node);
         }
+        // An unclean election may have left a moving partition's ISR inside its target.
+        self.complete_reassignments();
         self.finish();
         expired
     }
@@ -540,6 +583,9 @@ impl Cluster {
             isr: committed.isr.clone(),
             partition_epoch: committed.partition_epoch,
         });
+        // A new replica joining the ISR may finish a reassignment. The leader is answered
+        // with the ISR it proposed; the completion reaches it with the next image.
+        self.complete_reassignments();
         self.finish();
         Ok(committed)
     }
@@ -624,11 +670,15 @@ impl Cluster {
         );
         match previous {
             Some(l) if l.confirmed => {}
-            Some(_) => self.elect_leaderless(),
+            Some(_) => {
+                self.elect_leaderless();
+                self.complete_reassignments();
+            }
             None => {
                 self.dirty = true;
                 self.events.push(Event::NodeAlive { node });
                 self.elect_leaderless();
+                self.complete_reassignments();
             }
         }
     }

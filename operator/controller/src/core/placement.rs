@@ -187,6 +187,7 @@ mod tests {
                     leader_epoch: 3,
                     isr: vec![1, 9],
                     partition_epoch: 4,
+                    target_replicas: None,
                 }],
             },
         );

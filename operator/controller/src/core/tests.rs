@@ -917,6 +917,10 @@ enum Op {
     Expand(usize, usize),
     Create(i32, i32),
     Unclean(usize, bool),
+    /// Rebalance over the nodes whose bits are set (of 1..=4), at most this many moving.
+    Rebalance(u8, usize),
+    /// A moving partition's leader proposes the ISR plus its alive moving-in replicas.
+    CatchUp(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -928,6 +932,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..8usize, 0..4usize).prop_map(|(t, r)| Op::Expand(t, r)),
         1 => (1..4i32, 1..4i32).prop_map(|(p, r)| Op::Create(p, r)),
         1 => (0..8usize, any::<bool>()).prop_map(|(t, u)| Op::Unclean(t, u)),
+        1 => (1..16u8, 1..4usize).prop_map(|(m, n)| Op::Rebalance(m, n)),
+        2 => (0..8usize).prop_map(Op::CatchUp),
     ]
 }
 
@@ -936,6 +942,19 @@ fn check_invariants(c: &Cluster, epochs_before: &BTreeMap<(String, usize), (i32,
     for (name, t) in &c.state().topics {
         for (i, p) in t.partitions.iter().enumerate() {
             assert!(!p.isr.is_empty(), "{name}-{i}: empty ISR");
+            let mut distinct = p.replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), p.replicas.len(), "{name}-{i}: a node twice");
+            if let Some(to) = &p.target_replicas {
+                assert!(!to.is_empty(), "{name}-{i}: empty target");
+                assert_eq!(&p.replicas[..to.len()], &to[..], "{name}-{i}: target first");
+                assert!(
+                    !to.iter().all(|r| p.isr.contains(r)) || !to.iter().any(|r| c.is_alive(*r)),
+                    "{name}-{i}: a move that could complete is still in flight: {p:?} alive {:?}",
+                    c.alive_nodes()
+                );
+            }
             assert!(
                 p.isr.iter().all(|r| p.replicas.contains(r)),
                 "{name}-{i}: ISR ⊄ replicas"
@@ -1026,7 +1045,7 @@ proptest! {
                     let out = c.create_topics(&[topic(&name, parts, rf)], false);
                     if let Err(e) = &out[0].result {
                         prop_assert_eq!(code(e), codes::INVALID_REPLICATION_FACTOR);
-                        prop_assert!(rf as usize > c.alive_nodes().len());
+                        prop_assert!(rf as usize > c.placement_nodes().len());
                     }
                 }
                 Op::Unclean(t, on) => {
@@ -1035,6 +1054,39 @@ proptest! {
                     let name = &names[t % names.len()];
                     let configs = BTreeMap::from([(UNCLEAN_LEADER_ELECTION.to_string(), on.to_string())]);
                     c.alter_topic_configs(name, configs, false).unwrap();
+                }
+                Op::Rebalance(mask, max) => {
+                    let nodes: Vec<i32> = (1..=4).filter(|n| mask & (1 << (n - 1)) != 0).collect();
+                    let moving_before = c.in_flight();
+                    let out = c.rebalance(&nodes, max);
+                    if out.waiting_for.is_empty() {
+                        prop_assert!(out.in_flight <= max.max(moving_before));
+                    } else {
+                        prop_assert!(out.started.is_empty());
+                    }
+                    if out.drained {
+                        for t in c.state().topics.values() {
+                            for p in &t.partitions {
+                                prop_assert!(p.replicas.iter().all(|r| nodes.contains(r)));
+                            }
+                        }
+                    }
+                }
+                Op::CatchUp(k) => {
+                    let moving: Vec<(String, usize, PartitionRecord)> = c
+                        .state()
+                        .topics
+                        .iter()
+                        .flat_map(|(n, t)| t.partitions.iter().enumerate().map(move |(i, p)| (n.clone(), i, p.clone())))
+                        .filter(|(_, _, p)| p.target_replicas.is_some() && p.leader != NO_LEADER)
+                        .collect();
+                    if moving.is_empty() { continue; }
+                    let (name, i, p) = &moving[k % moving.len()];
+                    let to = p.target_replicas.clone().unwrap_or_default();
+                    let mut isr = p.isr.clone();
+                    isr.extend(to.iter().copied().filter(|r| !p.isr.contains(r) && c.is_alive(*r)));
+                    let e = epoch(&c, p.leader);
+                    c.alter_partition(p.leader, e, name, *i as i32, p.leader_epoch, p.partition_epoch, &isr).unwrap();
                 }
             }
             prop_assert!(c.version() >= version && c.version() <= version + 1, "at most one bump per call");

@@ -109,7 +109,7 @@ impl Cluster {
                 ),
             });
         }
-        let alive = self.alive_nodes();
+        let alive = self.placement_nodes();
         let partitions = if t.assignments.is_empty() {
             self.placed_partitions(t, &alive)?
         } else {
@@ -211,6 +211,7 @@ impl Cluster {
                 leader_epoch: 0,
                 isr,
                 partition_epoch: 0,
+                target_replicas: None,
             });
         }
         Ok(partitions)
@@ -279,7 +280,7 @@ impl Cluster {
                 ),
             });
         }
-        let alive = self.alive_nodes();
+        let alive = self.placement_nodes();
         let rf = check_replication_factor(
             name,
             i32::try_from(topic.replication_factor()).unwrap_or(i32::MAX),
@@ -323,6 +324,7 @@ impl Cluster {
             topic: name.to_string(),
         });
         self.elect_leaderless();
+        self.complete_reassignments();
         self.finish();
         Ok(())
     }
@@ -372,6 +374,7 @@ fn new_partition(replicas: Vec<i32>) -> PartitionRecord {
         isr: replicas.clone(),
         replicas,
         partition_epoch: 0,
+        target_replicas: None,
     }
 }
 
