@@ -5,6 +5,7 @@
 #   2. the client-compatibility suite against a real strata-node process
 #   3. tiered storage against MinIO and file:// (tests/tiering)
 #   3b. replication and failover: a controller and three nodes (tests/cluster)
+#   3c. the operator on a real kube-apiserver + etcd: CRD validation, Topic resources (tests/operator)
 #   4. each fuzz target briefly
 #   5. the benchmark suite in smoke mode (so it cannot rot)
 # Every stage runs; the script fails if any stage failed and prints a summary line.
@@ -44,6 +45,7 @@ stage unit cargo test --workspace
 stage compat bash tests/run-compat.sh -q
 [ -f tests/tiering/run.sh ] && stage tiering bash tests/tiering/run.sh -q
 [ -f tests/cluster/run.sh ] && stage cluster bash tests/cluster/run.sh -q
+[ -f tests/operator/run.sh ] && stage operator bash tests/operator/run.sh -q -p no:warnings
 [ -f tests/fuzz.sh ] && stage fuzz bash tests/fuzz.sh "${STRATA_FUZZ_SECONDS:-15}"
 [ -f bench/run.sh ] && stage bench-smoke bash bench/run.sh --smoke
 

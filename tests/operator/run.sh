@@ -28,6 +28,12 @@ fi
 
 bash "$ROOT/tests/testbed/kube.sh" install || { echo "operator: kube.sh install failed" >&2; exit 1; }
 
+# The Topic tests run strata-operator and strata-node processes (the kubelet's part).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/cargo-target}"
+if [[ -z "${STRATA_NODE_BIN:-}" || -z "${STRATA_OPERATOR_BIN:-}" ]]; then
+  (cd "$ROOT" && cargo build -q -p strata-node -p strata-operator) || { echo "operator: build failed" >&2; exit 1; }
+fi
+
 cd "$HERE"
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" .
 rc=$?
