@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# Strata's two images from one build: strata-node (the broker) and strata-operator.
+#
+#   docker build --target node     -t strata-node:0.1.0 .
+#   docker build --target operator -t strata-operator:0.1.0 .
+#
+# The builder is Debian 12 (bookworm), the same glibc as the runtime base, which is distroless
+# (glibc, libgcc, CA certificates; no shell, no package manager) and runs as the unprivileged
+# user 65532. Nothing else is needed at run time: the protobuf contract is compiled by a
+# pure-Rust compiler at build time and TLS is rustls.
+# Not built by the test suite: the test machines have no Docker engine.
+
+ARG RUST_VERSION=1.95
+
+FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+COPY . .
+# The caches keep the registry and the target directory between builds (BuildKit); the
+# binaries are copied out of the cache mount before the step ends.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p strata-node -p strata-operator \
+    && mkdir -p /out \
+    && cp target/release/strata-node target/release/strata-operator /out/
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS node
+COPY --from=build /out/strata-node /usr/local/bin/strata-node
+USER 65532:65532
+WORKDIR /home/nonroot
+# Kafka (the operator sets the listener, data directory and controller with flags).
+EXPOSE 9092
+ENTRYPOINT ["/usr/local/bin/strata-node"]
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS operator
+COPY --from=build /out/strata-operator /usr/local/bin/strata-operator
+USER 65532:65532
+WORKDIR /home/nonroot
+# Controller gRPC (leader only) and metrics, as the chart configures them.
+EXPOSE 9093 8080
+ENTRYPOINT ["/usr/local/bin/strata-operator"]
