@@ -4,8 +4,8 @@
 //! `strata-operator local` runs the controller without Kubernetes, its state in a local
 //! directory: several `strata-node` processes on this machine (or others) join it.
 //! `strata-operator kubernetes` hosts it on a cluster (src/k8s): Lease election among
-//! replicas, state in a ConfigMap, Topic resources reconciled. Cluster resources (the
-//! StatefulSet of nodes) are not reconciled yet.
+//! replicas, state in a ConfigMap, Topic and Cluster resources reconciled (a Cluster becomes
+//! the StatefulSet of nodes and its Services; scaling moves partitions).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,9 +85,31 @@ struct KubeArgs {
     )]
     state_configmap: String,
 
-    /// Cluster resource named by Topic resources made for topics created through Kafka.
+    /// The namespace's Cluster resource: the one whose nodes this controller serves, and the
+    /// one Topic resources made for topics created through Kafka point to.
     #[arg(long, env = "STRATA_CLUSTER_NAME", default_value = "strata")]
     cluster_name: String,
+
+    /// Image of the nodes of Cluster resources that do not name one.
+    #[arg(
+        long,
+        env = "STRATA_NODE_IMAGE",
+        default_value = concat!("ghcr.io/strata/strata-node:", env!("CARGO_PKG_VERSION"))
+    )]
+    node_image: String,
+
+    /// Controller address(es) nodes are given (their `--controller`), comma-separated;
+    /// `{namespace}` is replaced by the operator's namespace.
+    #[arg(
+        long,
+        env = "STRATA_CONTROLLER_URL",
+        default_value = "http://strata-operator.{namespace}.svc:9093"
+    )]
+    controller_url: String,
+
+    /// Partitions moving at once while scaling a Cluster rebalances them.
+    #[arg(long, env = "STRATA_MAX_PARTITION_MOVES", default_value_t = 8)]
+    max_partition_moves: usize,
 
     #[command(flatten)]
     controller: ControllerArgs,
@@ -181,6 +203,20 @@ impl KubeArgs {
                 format!("{host}-{}", std::process::id())
             })
         });
+        anyhow::ensure!(
+            !self.node_image.is_empty(),
+            "--node-image must not be empty"
+        );
+        for url in self.controller_url.split(',') {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "--controller-url {url:?} must be http://HOST:PORT (several: comma-separated)"
+            );
+        }
+        anyhow::ensure!(
+            self.max_partition_moves >= 1,
+            "--max-partition-moves must be at least 1"
+        );
         let duration = std::time::Duration::from_millis(self.lease_duration_ms);
         Ok(strata_operator::k8s::KubeConfig {
             namespace: self.namespace,
@@ -194,6 +230,9 @@ impl KubeArgs {
             },
             state_configmap: self.state_configmap,
             cluster_name: self.cluster_name,
+            node_image: self.node_image,
+            controller_url: self.controller_url,
+            max_partition_moves: self.max_partition_moves,
             service: self.controller.validate()?,
         })
     }
@@ -356,6 +395,37 @@ mod tests {
             assert!(a.validate().is_err(), "{args:?}");
         }
         assert!(parse(&["local", "--listen", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn kubernetes_flags_default_and_are_checked() {
+        let Command::Kubernetes(args) = parse(&["kubernetes", "--identity", "op-0"])
+            .unwrap()
+            .command
+        else {
+            panic!("kubernetes subcommand");
+        };
+        let c = args.validate().unwrap();
+        assert_eq!(
+            c.controller_url,
+            "http://strata-operator.{namespace}.svc:9093"
+        );
+        assert_eq!(
+            c.node_image,
+            concat!("ghcr.io/strata/strata-node:", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(c.max_partition_moves, 8);
+        for args in [
+            &["kubernetes", "--controller-url", "strata-operator:9093"][..],
+            &["kubernetes", "--controller-url", "http://a:1,b:2"],
+            &["kubernetes", "--max-partition-moves", "0"],
+            &["kubernetes", "--node-image", ""],
+        ] {
+            let Command::Kubernetes(a) = parse(args).unwrap().command else {
+                panic!("kubernetes subcommand");
+            };
+            assert!(a.validate().is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `strata-operator kubernetes`: the controller hosted on Kubernetes. Replicas elect a leader
 //! with a Lease; the leader keeps the controller's state in a ConfigMap (compare-and-swap on
-//! resourceVersion), serves the controller's gRPC to the nodes, and reconciles Topic
-//! resources. Standbys wait for the lease and serve nothing, so nodes (given every replica's
-//! address) reconnect to whichever replica leads.
+//! resourceVersion), serves the controller's gRPC to the nodes, and reconciles Topic and
+//! Cluster resources. Standbys wait for the lease and serve nothing, so nodes (given every
+//! replica's address) reconnect to whichever replica leads.
 
+pub mod cluster;
 pub mod lease;
 pub mod metrics;
 pub mod store;
@@ -19,6 +20,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use strata_controller::service::{ControllerService, ServiceConfig};
 
+use crate::crd::cluster::Cluster;
 use crate::crd::topic::Topic;
 
 /// Validated settings of the Kubernetes mode.
@@ -31,8 +33,15 @@ pub struct KubeConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub lease: lease::LeaseConfig,
     pub state_configmap: String,
-    /// Cluster name put in Topic resources made for topics created through Kafka.
+    /// Cluster name put in Topic resources made for topics created through Kafka, and the
+    /// one Cluster resource of the namespace the controller serves.
     pub cluster_name: String,
+    /// Image of nodes whose Cluster names none.
+    pub node_image: String,
+    /// What nodes are given as `--controller` ({namespace} replaced).
+    pub controller_url: String,
+    /// Partitions moving at once while a Cluster's scaling rebalances.
+    pub max_partition_moves: usize,
     pub service: ServiceConfig,
 }
 
@@ -83,6 +92,22 @@ pub async fn run(
         default_cluster: cfg.cluster_name.clone(),
     });
     tokio::spawn(topics::run(ctx));
+    let cluster_ctx = Arc::new(cluster::Ctx {
+        client: client.clone(),
+        api: Api::<Cluster>::namespaced(client.clone(), &ns),
+        service: service.clone(),
+        metrics: m.clone(),
+        recorder: cluster::recorder(client.clone(), &cfg.lease.identity),
+        cfg: cluster::ClusterConfig {
+            namespace: ns.clone(),
+            node_image: cfg.node_image.clone(),
+            controller_url: cfg.controller_url.replace("{namespace}", &ns),
+            cluster_name: cfg.cluster_name.clone(),
+            identity: cfg.lease.identity.clone(),
+            max_partition_moves: cfg.max_partition_moves,
+        },
+    });
+    tokio::spawn(cluster::run(cluster_ctx));
     tokio::spawn(track_controller(service.clone(), m.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,1135 @@
+//! Cluster resources -> the Kubernetes objects that run the storage nodes, and scaling.
+//!
+//! A reconcile reads as: pick (is this the namespace's served cluster?) -> validate (pure) ->
+//! ask the controller to rebalance over nodes `0..spec.nodes` -> build (pure: headless and
+//! bootstrap Services, ConfigMap, PodDisruptionBudget, StatefulSet) -> server-side apply ->
+//! grow volumes -> status.
+//!
+//! Each pod's node id is its StatefulSet ordinal, so the node set is `0..spec.nodes`. Scaling
+//! up applies the new replica count at once and, when the new nodes have registered, the
+//! controller moves partitions onto them. Scaling down first has the controller move every
+//! replica off the nodes that will go (they also stop getting new ones); the StatefulSet
+//! shrinks only once nothing is left on them.
+//!
+//! The operator's controller holds the metadata of one Kafka cluster, so it serves one
+//! Cluster resource per namespace: the one named by `--cluster-name`. Others are told so in
+//! their status and get no objects.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, OwnerReference, Time,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strata_controller::core::RebalanceOutcome;
+use strata_controller::proto::ClusterMetadata;
+use strata_controller::service::ControllerService;
+use tracing::Instrument;
+
+use crate::crd::cluster::{Cluster, ClusterStatus};
+use crate::crd::{CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY};
+use crate::k8s::metrics::OperatorMetrics;
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "strata-operator";
+/// Where each node's volume is mounted (`--data-dir`).
+pub const DATA_DIR: &str = "/data";
+/// Name of the volume claim template (PVCs are `data-<cluster>-<ordinal>`).
+pub const DATA_VOLUME: &str = "data";
+/// Port of each node's `/metrics`.
+pub const METRICS_PORT: i32 = 9100;
+/// Label every object of a cluster carries (its value: the Cluster's name).
+pub const CLUSTER_LABEL: &str = "strata.dev/cluster";
+/// Pod template annotation: a digest of the ConfigMap, so a change rolls the nodes.
+pub const CONFIG_HASH_ANNOTATION: &str = "strata.dev/config-hash";
+/// ConfigMap key holding the topic defaults as strata-node reads them (`K=V,K=V`).
+pub const TOPIC_DEFAULTS_KEY: &str = "topic-defaults";
+/// The downward-API label with a StatefulSet pod's ordinal (Kubernetes 1.28+).
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+/// User and group the node runs as (the distroless "nonroot" user).
+pub const NODE_UID: i64 = 65532;
+/// The default advertised host: the pod's own name in the headless Service.
+pub const DEFAULT_ADVERTISED_HOST: &str = "{pod}.{service}.{namespace}.svc";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("controller: {0}")]
+    Controller(#[from] strata_controller::Error),
+}
+
+/// The Cluster reconciler's settings, from the operator's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Namespace of the Cluster resources (and of everything made for them).
+    pub namespace: String,
+    /// Image of nodes whose Cluster names none.
+    pub node_image: String,
+    /// What nodes get as `--controller`: the operator's controller URL(s), comma-separated.
+    pub controller_url: String,
+    /// The Cluster resource this namespace's controller serves.
+    pub cluster_name: String,
+    /// This operator replica (shown as `status.controllerLeader`).
+    pub identity: String,
+    /// Partitions moving at once while scaling rebalances.
+    pub max_partition_moves: usize,
+}
+
+/// What the reconciler works with.
+pub struct Ctx {
+    pub client: kube::Client,
+    pub api: Api<Cluster>,
+    pub service: ControllerService,
+    pub metrics: Arc<OperatorMetrics>,
+    pub recorder: Recorder,
+    pub cfg: ClusterConfig,
+}
+
+// ---- pure: names, labels, validation -------------------------------------------------------
+
+/// Name of the headless Service giving each node its DNS name.
+pub fn headless_name(c: &Cluster) -> String {
+    format!("{}-nodes", c.name_any())
+}
+
+/// Name of the bootstrap Service clients connect to first.
+pub fn bootstrap_name(c: &Cluster) -> String {
+    format!("{}-bootstrap", c.name_any())
+}
+
+/// Name of the nodes' ConfigMap.
+pub fn config_map_name(c: &Cluster) -> String {
+    format!("{}-config", c.name_any())
+}
+
+fn namespace_of(c: &Cluster, cfg: &ClusterConfig) -> String {
+    c.namespace().unwrap_or_else(|| cfg.namespace.clone())
+}
+
+/// `bootstrap.servers` for clients inside the Kubernetes cluster.
+pub fn bootstrap_address(c: &Cluster, cfg: &ClusterConfig) -> String {
+    format!(
+        "{}.{}.svc:{}",
+        bootstrap_name(c),
+        namespace_of(c, cfg),
+        c.spec.listener.port
+    )
+}
+
+/// Labels selecting a cluster's pods (immutable in the StatefulSet: never add to these).
+pub fn selector_labels(c: &Cluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "strata".to_string()),
+        ("app.kubernetes.io/instance".to_string(), c.name_any()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "node".to_string(),
+        ),
+    ])
+}
+
+/// Labels of every object made for a cluster.
+pub fn labels(c: &Cluster) -> BTreeMap<String, String> {
+    let mut l = selector_labels(c);
+    l.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        FIELD_MANAGER.to_string(),
+    );
+    l.insert(CLUSTER_LABEL.to_string(), c.name_any());
+    l
+}
+
+/// The owner reference that makes every object go with its Cluster.
+pub fn owner_reference(c: &Cluster) -> Option<OwnerReference> {
+    let mut o = c.controller_owner_ref(&())?;
+    o.block_owner_deletion = Some(true);
+    Some(o)
+}
+
+fn meta(c: &Cluster, cfg: &ClusterConfig, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace_of(c, cfg)),
+        labels: Some(labels(c)),
+        owner_references: owner_reference(c).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// Why a Cluster cannot be built as it is, for its status; objects wait for a spec change.
+pub fn validate(c: &Cluster) -> Result<(), String> {
+    let name = c.name_any();
+    // Service names are DNS-1035 labels; the StatefulSet adds "-<hash>" (11 characters) to
+    // its name in the controller-revision-hash label, which must stay within 63.
+    let dns1035 = name.starts_with(|ch: char| ch.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        && !name.ends_with('-');
+    if !dns1035 || name.len() > 52 {
+        return Err(format!(
+            "the name {name:?} must be at most 52 characters of a-z, 0-9 and '-', starting \
+             with a letter (it names the Services and pods)"
+        ));
+    }
+    for (k, v) in &c.spec.topic_defaults {
+        if k.contains(',') || k.contains('=') || v.contains(',') {
+            return Err(format!(
+                "topicDefaults {k}={v}: strata-node takes defaults as K=V,K=V, so keys cannot \
+                 hold ',' or '=' and values cannot hold ','"
+            ));
+        }
+    }
+    if let Some(os) = &c.spec.object_store {
+        if os.bucket.contains('/') {
+            return Err(format!(
+                "objectStore.bucket {:?} cannot hold '/'",
+                os.bucket
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The host each node advertises, with the pod's name and ordinal left as `$(POD_NAME)` and
+/// `$(STRATA_NODE_ID)` for the kubelet to expand.
+pub fn advertised_host(c: &Cluster, cfg: &ClusterConfig) -> String {
+    let template = c
+        .spec
+        .listener
+        .advertised_host_template
+        .as_deref()
+        .unwrap_or(DEFAULT_ADVERTISED_HOST);
+    template
+        .replace("{pod}", "$(POD_NAME)")
+        .replace("{ordinal}", "$(STRATA_NODE_ID)")
+        .replace("{service}", &headless_name(c))
+        .replace("{cluster}", &c.name_any())
+        .replace("{namespace}", &namespace_of(c, cfg))
+}
+
+/// The object-store URL strata-node takes (`s3://bucket/prefix`), if tiering is on.
+pub fn object_store_url(c: &Cluster) -> Option<String> {
+    let os = c.spec.object_store.as_ref()?;
+    let prefix = os.prefix.as_deref().unwrap_or("").trim_matches('/');
+    Some(if prefix.is_empty() {
+        format!("s3://{}", os.bucket)
+    } else {
+        format!("s3://{}/{prefix}", os.bucket)
+    })
+}
+
+/// FNV-1a (64 bits): a digest stable across builds, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+// ---- pure: the objects ---------------------------------------------------------------------
+
+fn kafka_port(c: &Cluster) -> ServicePort {
+    ServicePort {
+        name: Some("kafka".into()),
+        port: c.spec.listener.port,
+        target_port: Some(IntOrString::String("kafka".into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// The headless Service: `<pod>.<name>-nodes.<ns>.svc` for every node, ready or not (nodes
+/// must reach each other while starting).
+pub fn headless_service(c: &Cluster, cfg: &ClusterConfig) -> Service {
+    Service {
+        metadata: meta(c, cfg, headless_name(c)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(c)),
+            ports: Some(vec![
+                kafka_port(c),
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: METRICS_PORT,
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The bootstrap Service: one stable address for `bootstrap.servers`, over ready nodes.
+pub fn bootstrap_service(c: &Cluster, cfg: &ClusterConfig) -> Service {
+    Service {
+        metadata: meta(c, cfg, bootstrap_name(c)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(c)),
+            ports: Some(vec![kafka_port(c)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The nodes' ConfigMap: settings every node reads at start (today the topic defaults).
+pub fn config_map(c: &Cluster, cfg: &ClusterConfig) -> ConfigMap {
+    let defaults = c
+        .spec
+        .topic_defaults
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    ConfigMap {
+        metadata: meta(c, cfg, config_map_name(c)),
+        data: Some(BTreeMap::from([(TOPIC_DEFAULTS_KEY.to_string(), defaults)])),
+        ..Default::default()
+    }
+}
+
+/// At most one node down for voluntary disruptions (drains, upgrades).
+pub fn pod_disruption_budget(c: &Cluster, cfg: &ClusterConfig) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(c, cfg, c.name_any()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(c)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn env_from(name: &str, source: EnvVarSource) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(source),
+        ..Default::default()
+    }
+}
+
+fn field_ref(path: &str) -> EnvVarSource {
+    EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The node container's environment. Object-store keys come only from the Secret.
+pub fn node_env(c: &Cluster) -> Vec<EnvVar> {
+    let mut out = vec![
+        env_from("POD_NAME", field_ref("metadata.name")),
+        env_from(
+            "STRATA_NODE_ID",
+            field_ref(&format!("metadata.labels['{POD_INDEX_LABEL}']")),
+        ),
+        env("STRATA_LOG_FORMAT", "json"),
+    ];
+    if !c.spec.topic_defaults.is_empty() {
+        out.push(env_from(
+            "STRATA_TOPIC_DEFAULT",
+            EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: config_map_name(c),
+                    key: TOPIC_DEFAULTS_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            },
+        ));
+    }
+    if let (Some(os), Some(url)) = (&c.spec.object_store, object_store_url(c)) {
+        out.push(env("STRATA_OBJECT_STORE", url));
+        if let Some(endpoint) = &os.endpoint {
+            out.push(env("AWS_ENDPOINT", endpoint.clone()));
+            if endpoint.starts_with("http://") {
+                out.push(env("AWS_ALLOW_HTTP", "true"));
+            }
+        }
+        if let Some(region) = &os.region {
+            out.push(env("AWS_REGION", region.clone()));
+        }
+        if let Some(secret) = &os.credentials_secret_ref {
+            for (name, key) in [
+                ("AWS_ACCESS_KEY_ID", &secret.access_key_id_key),
+                ("AWS_SECRET_ACCESS_KEY", &secret.secret_access_key_key),
+            ] {
+                out.push(env_from(
+                    name,
+                    EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: secret.name.clone(),
+                            key: key.clone(),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The node command line; `$(VAR)` is expanded by the kubelet from the environment.
+pub fn node_args(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
+    let port = c.spec.listener.port;
+    let advertised_port = c.spec.listener.advertised_port.unwrap_or(port);
+    [
+        "--node-id",
+        "$(STRATA_NODE_ID)",
+        "--controller",
+        &cfg.controller_url,
+        "--listen",
+        &format!("0.0.0.0:{port}"),
+        "--advertise",
+        &format!("{}:{advertised_port}", advertised_host(c, cfg)),
+        "--data-dir",
+        DATA_DIR,
+        "--metrics-listen",
+        &format!("0.0.0.0:{METRICS_PORT}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The node container.
+pub fn node_container(c: &Cluster, cfg: &ClusterConfig) -> Container {
+    Container {
+        name: "node".into(),
+        image: Some(
+            c.spec
+                .image
+                .clone()
+                .unwrap_or_else(|| cfg.node_image.clone()),
+        ),
+        command: Some(vec!["strata-node".into()]),
+        args: Some(node_args(c, cfg)),
+        env: Some(node_env(c)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("kafka".into()),
+                container_port: c.spec.listener.port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        resources: c.spec.resources.clone(),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("kafka".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NODE_UID),
+            run_as_group: Some(NODE_UID),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.into(),
+                mount_path: DATA_DIR.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    }
+}
+
+/// The claim template each node's volume comes from.
+pub fn data_claim_template(c: &Cluster) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(selector_labels(c)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: c.spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    c.spec.storage.size.clone(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The StatefulSet of `replicas` nodes (the reconciler decides the count while draining).
+pub fn statefulset(c: &Cluster, cfg: &ClusterConfig, replicas: i32) -> StatefulSet {
+    let config_hash = format!(
+        "{:016x}",
+        fnv1a(
+            serde_json::to_string(&config_map(c, cfg).data)
+                .unwrap_or_default()
+                .as_bytes()
+        )
+    );
+    StatefulSet {
+        metadata: meta(c, cfg, c.name_any()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(headless_name(c)),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(c)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(c)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash,
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![node_container(c, cfg)],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NODE_UID),
+                        run_as_group: Some(NODE_UID),
+                        fs_group: Some(NODE_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    // Nodes flush and leave their partitions cleanly on SIGTERM.
+                    termination_grace_period_seconds: Some(60),
+                    affinity: Some(k8s_openapi::api::core::v1::Affinity {
+                        pod_anti_affinity: Some(PodAntiAffinity {
+                            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                                WeightedPodAffinityTerm {
+                                    weight: 100,
+                                    pod_affinity_term: PodAffinityTerm {
+                                        topology_key: "kubernetes.io/hostname".into(),
+                                        label_selector: Some(LabelSelector {
+                                            match_labels: Some(selector_labels(c)),
+                                            ..Default::default()
+                                        }),
+                                        ..Default::default()
+                                    },
+                                },
+                            ]),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    volumes: Some(vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![data_claim_template(c)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+// ---- pure: scaling and status --------------------------------------------------------------
+
+/// The StatefulSet size to apply: up at once, down only once the leaving nodes are drained.
+pub fn replicas_to_apply(desired: i32, current: Option<i32>, drained: bool) -> i32 {
+    match current {
+        Some(n) if desired < n && !drained => n,
+        _ => desired,
+    }
+}
+
+/// Bytes in a Kubernetes quantity (`10Gi`, `500M`, `1.5Ti`, `1e9`), when it is one.
+pub fn quantity_bytes(q: &str) -> Option<f64> {
+    let q = q.trim();
+    const SUFFIXES: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+        ("m", 1e-3),
+    ];
+    for (s, mult) in SUFFIXES {
+        if let Some(n) = q.strip_suffix(s) {
+            return n.parse::<f64>().ok().map(|v| v * mult);
+        }
+    }
+    q.parse::<f64>().ok()
+}
+
+/// What the reconcile observed, for [`status_for`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Nodes of `0..spec.nodes` alive in the controller.
+    pub ready_nodes: i32,
+    /// Nodes of `0..spec.nodes` registered once but not alive now.
+    pub down_nodes: Vec<i32>,
+    /// The StatefulSet size applied.
+    pub replicas: i32,
+    /// The controller's rebalance, when it ran.
+    pub rebalance: Option<RebalanceOutcome>,
+    /// Volumes that could not be grown.
+    pub resize_failures: Vec<String>,
+    /// Why the cluster is not served (another cluster is, or the spec is invalid).
+    pub refused: Option<(&'static str, String)>,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, gen: Option<i64>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: gen,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Keep a condition's transition time when its status did not change.
+fn carry_transitions(old: &[Condition], new: &mut [Condition]) {
+    for c in new.iter_mut() {
+        if let Some(o) = old.iter().find(|o| o.type_ == c.type_) {
+            if o.status == c.status {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+}
+
+fn list(nodes: &[i32]) -> String {
+    nodes
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The status a Cluster should show.
+pub fn status_for(c: &Cluster, cfg: &ClusterConfig, o: &Observed) -> ClusterStatus {
+    let gen = c.metadata.generation;
+    let want = c.spec.nodes;
+    if let Some((reason, why)) = &o.refused {
+        return ClusterStatus {
+            observed_generation: gen,
+            conditions: vec![
+                condition(CONDITION_READY, false, reason, why.clone(), gen),
+                condition(CONDITION_PROGRESSING, false, reason, why.clone(), gen),
+                condition(CONDITION_DEGRADED, true, reason, why.clone(), gen),
+            ],
+            ready_nodes: None,
+            bootstrap_address: None,
+            controller_leader: Some(cfg.identity.clone()),
+        };
+    }
+    let r = o.rebalance.clone().unwrap_or_default();
+    let ready = o.ready_nodes == want;
+    let ready_msg = format!("{} of {want} nodes registered and alive", o.ready_nodes);
+    let (progressing, p_reason, p_msg) = if o.replicas > want {
+        let leaving: Vec<i32> = (want..o.replicas).collect();
+        (
+            true,
+            "Draining",
+            format!(
+                "moving partitions off nodes {} before they go ({} moving)",
+                list(&leaving),
+                r.in_flight
+            ),
+        )
+    } else if !r.waiting_for.is_empty() {
+        (
+            true,
+            "WaitingForNodes",
+            format!("waiting for nodes {} to register", list(&r.waiting_for)),
+        )
+    } else if r.in_flight > 0 || r.deferred > 0 {
+        (
+            true,
+            "Rebalancing",
+            format!(
+                "{} partitions moving, {} more to move",
+                r.in_flight, r.deferred
+            ),
+        )
+    } else {
+        (
+            false,
+            "Reconciled",
+            format!("{want} nodes, partitions balanced over them"),
+        )
+    };
+    let (degraded, d_reason, d_msg) = if !r.blocked.is_empty() && o.replicas > want {
+        let some: Vec<String> = r
+            .blocked
+            .iter()
+            .take(5)
+            .map(|b| format!("{}-{}: {}", b.topic, b.partition, b.reason))
+            .collect();
+        (
+            true,
+            "ScaleDownBlocked",
+            format!(
+                "cannot drain to {want} nodes ({} partitions cannot move): {}",
+                r.blocked.len(),
+                some.join("; ")
+            ),
+        )
+    } else if !o.resize_failures.is_empty() {
+        (true, "VolumeResizeFailed", o.resize_failures.join("; "))
+    } else if !o.down_nodes.is_empty() {
+        (
+            true,
+            "NodesDown",
+            format!("nodes {} are not alive", list(&o.down_nodes)),
+        )
+    } else {
+        (false, "Healthy", "every node is alive".to_string())
+    };
+    ClusterStatus {
+        observed_generation: gen,
+        conditions: vec![
+            condition(
+                CONDITION_READY,
+                ready,
+                if ready { "Ready" } else { "NodesNotReady" },
+                ready_msg,
+                gen,
+            ),
+            condition(CONDITION_PROGRESSING, progressing, p_reason, p_msg, gen),
+            condition(CONDITION_DEGRADED, degraded, d_reason, d_msg, gen),
+        ],
+        ready_nodes: Some(o.ready_nodes),
+        bootstrap_address: Some(bootstrap_address(c, cfg)),
+        controller_leader: Some(cfg.identity.clone()),
+    }
+}
+
+/// Alive and down (registered, not alive) nodes of `0..nodes` in the controller's image.
+pub fn node_health(md: &ClusterMetadata, nodes: i32) -> (i32, Vec<i32>) {
+    let mut alive = 0;
+    let mut down = Vec::new();
+    for n in md.nodes.iter().filter(|n| (0..nodes).contains(&n.node_id)) {
+        if n.alive {
+            alive += 1;
+        } else {
+            down.push(n.node_id);
+        }
+    }
+    (alive, down)
+}
+
+// ---- the edges: apply, events, status ------------------------------------------------------
+
+/// What a server-side apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<Applied, kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let before = api
+        .get_opt(&name)
+        .await?
+        .map(|o| o.meta().resource_version.clone());
+    let after = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?;
+    Ok(match before {
+        None => Applied::Created,
+        Some(v) if v != after.meta().resource_version => Applied::Updated,
+        Some(_) => Applied::Unchanged,
+    })
+}
+
+async fn publish(ctx: &Ctx, c: &Cluster, type_: EventType, reason: &str, note: String) {
+    let ev = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &c.object_ref(&())).await {
+        tracing::warn!(cluster = %c.name_any(), error = %e, "could not publish an event");
+    }
+}
+
+async fn apply_and_tell<K>(ctx: &Ctx, c: &Cluster, obj: &K) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace_of(c, &ctx.cfg));
+    let what = format!(
+        "{} {}",
+        K::kind(&()),
+        obj.meta().name.as_deref().unwrap_or("")
+    );
+    match apply(&api, obj).await? {
+        Applied::Created => {
+            tracing::info!(cluster = %c.name_any(), object = %what, "created");
+            publish(
+                ctx,
+                c,
+                EventType::Normal,
+                "Created",
+                format!("created {what}"),
+            )
+            .await;
+        }
+        Applied::Updated => {
+            tracing::info!(cluster = %c.name_any(), object = %what, "updated");
+            publish(
+                ctx,
+                c,
+                EventType::Normal,
+                "Updated",
+                format!("updated {what}"),
+            )
+            .await;
+        }
+        Applied::Unchanged => {}
+    }
+    Ok(())
+}
+
+/// Grows every existing volume of the cluster to `spec.storage.size` (the StatefulSet's claim
+/// template cannot change, so its PVCs are patched). Returns what failed.
+async fn grow_volumes(ctx: &Ctx, c: &Cluster, replicas: i32) -> Vec<String> {
+    let want = &c.spec.storage.size.0;
+    let Some(want_bytes) = quantity_bytes(want) else {
+        return vec![format!("storage.size {want:?} is not a quantity")];
+    };
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &namespace_of(c, &ctx.cfg));
+    let mut failures = Vec::new();
+    for i in 0..replicas {
+        let name = format!("{DATA_VOLUME}-{}-{i}", c.name_any());
+        let pvc = match api.get_opt(&name).await {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let has = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| quantity_bytes(&q.0));
+        if has.is_some_and(|h| h >= want_bytes) {
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": want}}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                tracing::info!(pvc = %name, size = %want, "volume grown");
+                publish(
+                    ctx,
+                    c,
+                    EventType::Normal,
+                    "VolumeResized",
+                    format!("asked for {want} on {name}"),
+                )
+                .await;
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    failures
+}
+
+async fn write_status(c: &Cluster, ctx: &Ctx, o: &Observed) -> Result<(), ReconcileError> {
+    let mut status = status_for(c, &ctx.cfg, o);
+    if let Some(old) = &c.status {
+        carry_transitions(&old.conditions, &mut status.conditions);
+        if *old == status {
+            return Ok(());
+        }
+        let was_degraded = old
+            .conditions
+            .iter()
+            .find(|x| x.type_ == CONDITION_DEGRADED);
+        let now_degraded = status
+            .conditions
+            .iter()
+            .find(|x| x.type_ == CONDITION_DEGRADED);
+        if let Some(d) = now_degraded.filter(|d| d.status == "True") {
+            if was_degraded.map(|w| (&w.status, &w.reason)) != Some((&d.status, &d.reason)) {
+                publish(ctx, c, EventType::Warning, &d.reason, d.message.clone()).await;
+            }
+        }
+    }
+    let patch = serde_json::json!({ "status": status });
+    ctx.api
+        .patch_status(
+            &c.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    if c.name_any() != ctx.cfg.cluster_name {
+        let why = format!(
+            "this namespace's controller serves Cluster {:?} (strata-operator --cluster-name); \
+             a namespace holds one Strata cluster",
+            ctx.cfg.cluster_name
+        );
+        let o = Observed {
+            refused: Some(("NotServed", why)),
+            ..Default::default()
+        };
+        write_status(c, ctx, &o).await?;
+        return Ok(Action::await_change());
+    }
+    if let Err(why) = validate(c) {
+        let o = Observed {
+            refused: Some(("InvalidSpec", why)),
+            ..Default::default()
+        };
+        write_status(c, ctx, &o).await?;
+        return Ok(Action::await_change());
+    }
+    let ns = namespace_of(c, &ctx.cfg);
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = sts_api.get_opt(&c.name_any()).await?;
+    let current = existing
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas);
+    let want = c.spec.nodes;
+    let outcome = ctx
+        .service
+        .rebalance((0..want).collect(), ctx.cfg.max_partition_moves)
+        .await?;
+    if !outcome.started.is_empty() {
+        let moving: Vec<String> = outcome
+            .started
+            .iter()
+            .take(10)
+            .map(|m| format!("{}-{} {:?}->{:?}", m.topic, m.partition, m.from, m.to))
+            .collect();
+        publish(
+            ctx,
+            c,
+            EventType::Normal,
+            "Rebalancing",
+            format!(
+                "started moving {} partitions: {}",
+                outcome.started.len(),
+                moving.join(", ")
+            ),
+        )
+        .await;
+    }
+    let replicas = replicas_to_apply(want, current, outcome.drained);
+    if current.is_some_and(|n| replicas < n) {
+        publish(
+            ctx,
+            c,
+            EventType::Normal,
+            "ScalingDown",
+            format!("nodes {want}.. drained; shrinking the StatefulSet to {replicas}"),
+        )
+        .await;
+    }
+
+    apply_and_tell(ctx, c, &config_map(c, &ctx.cfg)).await?;
+    apply_and_tell(ctx, c, &headless_service(c, &ctx.cfg)).await?;
+    apply_and_tell(ctx, c, &bootstrap_service(c, &ctx.cfg)).await?;
+    apply_and_tell(ctx, c, &pod_disruption_budget(c, &ctx.cfg)).await?;
+    let mut sts = statefulset(c, &ctx.cfg, replicas);
+    // Claim templates are immutable: keep the existing ones; volumes grow through their PVCs.
+    if let (Some(spec), Some(old)) = (
+        sts.spec.as_mut(),
+        existing.as_ref().and_then(|s| s.spec.as_ref()),
+    ) {
+        spec.volume_claim_templates = old.volume_claim_templates.clone();
+    }
+    apply_and_tell(ctx, c, &sts).await?;
+    let resize_failures = grow_volumes(ctx, c, replicas.max(current.unwrap_or(0))).await;
+
+    let md = ctx.service.subscribe().borrow().clone();
+    let (ready_nodes, down_nodes) = node_health(&md, want);
+    let busy = replicas != want
+        || outcome.in_flight > 0
+        || outcome.deferred > 0
+        || !outcome.waiting_for.is_empty();
+    let o = Observed {
+        ready_nodes,
+        down_nodes,
+        replicas,
+        rebalance: Some(outcome),
+        resize_failures,
+        refused: None,
+    };
+    write_status(c, ctx, &o).await?;
+    Ok(Action::requeue(if busy {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(60)
+    }))
+}
+
+async fn reconcile(c: Arc<Cluster>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let span = tracing::info_span!("reconcile", cluster = %c.name_any());
+    let res = apply_cluster(&c, &ctx).instrument(span).await;
+    ctx.metrics
+        .observe_reconcile("cluster", started.elapsed(), res.is_ok());
+    res
+}
+
+fn error_policy(c: Arc<Cluster>, e: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(cluster = %c.name_any(), error = %e, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// A recorder for events about Cluster resources, reported as this operator replica.
+pub fn recorder(client: kube::Client, identity: &str) -> Recorder {
+    Recorder::new(
+        client,
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.into()),
+        },
+    )
+}
+
+/// Run the Cluster controller until the process stops.
+pub async fn run(ctx: Arc<Ctx>) {
+    let ns = ctx.cfg.namespace.clone();
+    let owned = || watcher::Config::default().labels(CLUSTER_LABEL);
+    // Node liveness and partition moves show in the controller's image: each change
+    // re-reconciles (debounced), which also starts the next moves.
+    let trigger = tokio_stream::wrappers::WatchStream::new(ctx.service.subscribe()).map(|_| ());
+    Controller::new(ctx.api.clone(), watcher::Config::default())
+        .owns(
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns),
+            owned(),
+        )
+        .owns(Api::<Service>::namespaced(ctx.client.clone(), &ns), owned())
+        .owns(
+            Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
+            owned(),
+        )
+        .owns(
+            Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns),
+            owned(),
+        )
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
+        .reconcile_all_on(trigger)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {})
+        .await;
+}
+
+#[cfg(test)]
+mod tests;
