@@ -9,6 +9,7 @@ The tests run in file order and build on each other."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -295,6 +296,30 @@ def test_deleting_a_topic_runs_its_finalizer(kube: Kube, release):
     wait_for("Topic events to go", lambda: kube.get("topic", "events", "-n", NAMESPACE) is None,
              timeout=30)
     State.procs["a"].wait_log("deleted topic with its resource")
+
+
+def controller_topics(kube: Kube) -> set[str]:
+    cm = kube.get("configmap", "strata-controller-state", "-n", NAMESPACE)
+    return set(json.loads(cm["data"]["state.json"])["topics"])
+
+
+@pytest.mark.xfail(strict=True, reason="the Topic finalizer deletes the Kafka topic whatever "
+                   "its deletionPolicy (operator/src/k8s/topics.rs, cleanup)")
+def test_deleting_a_retained_topic_keeps_the_kafka_topic(kube: Kube, release):
+    """deletionPolicy: Retain, which the README's uninstall section relies on: the resource
+    goes, the topic and its data stay."""
+    kube.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "Topic", "metadata": {"name": "kept"},
+        "spec": {"clusterRef": {"name": "strata"}, "partitions": 1, "replicationFactor": 1,
+                 "deletionPolicy": "Retain"}}))
+    wait_for("Topic kept Ready", lambda: (condition(kube.get("topic", "kept", "-n", NAMESPACE),
+                                                    "Ready") or {}).get("status") == "True")
+    uid = kube.get("topic", "kept", "-n", NAMESPACE)["metadata"]["uid"]
+    kube.kubectl("delete", "topic", "kept", "-n", NAMESPACE, "--wait=false")
+    wait_for("the resource of Topic kept to go", lambda: (
+        kube.get("topic", "kept", "-n", NAMESPACE) or {"metadata": {"uid": None}}
+    )["metadata"]["uid"] != uid)
+    assert "kept" in controller_topics(kube), "deleting a Retain Topic deleted the Kafka topic"
 
 
 def test_the_operator_was_never_forbidden(release):
