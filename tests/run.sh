@@ -48,6 +48,7 @@ stage compat bash tests/run-compat.sh -q
 [ -f tests/operator/run.sh ] && stage operator bash tests/operator/run.sh -q -p no:warnings
 [ -f tests/fuzz.sh ] && stage fuzz bash tests/fuzz.sh "${STRATA_FUZZ_SECONDS:-15}"
 [ -f bench/run.sh ] && stage bench-smoke bash bench/run.sh --smoke
+[ -f tests/helm/run.sh ] && stage helm bash tests/helm/run.sh -q
 
 echo
 if [ "$failed" -gt 0 ]; then
