@@ -291,6 +291,35 @@ def test_cluster_objects_are_applied_with_the_chart_token(kube: Kube, release):
     assert refs and set(refs) == {"strata-s3"}
 
 
+def test_node_pods_pass_restricted_pod_security(kube: Kube, release):
+    """The StatefulSet the operator made, submitted again as a dry run: the namespace enforces
+    the restricted level, and the API server has no Pod Security warning for its pods."""
+    sts = kube.get("statefulset", "strata", "-n", NAMESPACE)
+    if sts is None:
+        pytest.skip("no StatefulSet: this strata-operator does not reconcile Clusters")
+    meta = sts["metadata"]
+    sts["metadata"] = {"name": "strata-dry-run", "labels": meta.get("labels", {})}
+    sts.pop("status", None)
+    r = kube.kubectl("create", "--dry-run=server", "-n", NAMESPACE, "-f", "-",
+                     input=yaml.safe_dump(sts))
+    assert "Warning" not in r.err, r.err
+
+
+@pytest.mark.xfail(strict=True, reason="the Cluster reconciler neither sets "
+                   "automountServiceAccountToken: false on node pods nor uses the chart's node "
+                   "ServiceAccount (STRATA_NODE_SERVICE_ACCOUNT)")
+def test_node_pods_mount_no_token(kube: Kube, release):
+    sts = kube.get("statefulset", "strata", "-n", NAMESPACE)
+    if sts is None:
+        pytest.skip("no StatefulSet: this strata-operator does not reconcile Clusters")
+    pod = sts["spec"]["template"]["spec"]
+    sa = pod.get("serviceAccountName", "default")
+    account = kube.get("serviceaccount", sa, "-n", NAMESPACE) or {}
+    automount = pod.get("automountServiceAccountToken",
+                        account.get("automountServiceAccountToken", True))
+    assert automount is False, f"node pods get the token of ServiceAccount {sa}"
+
+
 def test_deleting_a_topic_runs_its_finalizer(kube: Kube, release):
     kube.kubectl("delete", "topic", "events", "-n", NAMESPACE, "--wait=false")
     wait_for("Topic events to go", lambda: kube.get("topic", "events", "-n", NAMESPACE) is None,
