@@ -76,6 +76,9 @@ def test_template_renders_hardened_operator(name):
                  "--cluster-name", "--session-timeout-ms", "--heartbeat-interval-ms"):
         assert flags.get(flag), f"{flag} missing from {args}"
     assert flags["--listen"].endswith(":9093")
+    # What the Cluster reconciler puts in node pods: the node image and the controller Service.
+    assert flags["--node-image"] == "strata-node:0.1.0"
+    assert flags["--controller-url"] == f"http://strata-controller.{NAMESPACE}.svc:9093"
 
     # The nodes' account: no token in their pods, and nothing binds it to a role.
     sas = {o["metadata"]["name"]: o for o in by_kind(objs, "ServiceAccount")}
