@@ -92,8 +92,10 @@ class StrataOnKube:
 
     LEASE_MS = 6000
 
-    def __init__(self, workdir: Path, kubeconfig: str, ns: str, nodes: int = 3):
+    def __init__(self, workdir: Path, kubeconfig: str, ns: str, nodes: int = 3,
+                 object_store: str | None = None):
         self.dir = workdir
+        self.object_store = object_store
         self.ns = ns
         self.kubeconfig = kubeconfig
         self.ctl_ports = [free_port(), free_port()]
@@ -131,6 +133,8 @@ class StrataOnKube:
             "--group-initial-rebalance-delay-ms", "0",
             "--offsets-topic-partitions", "6",
         ]
+        if self.object_store:
+            args += ["--object-store", self.object_store, "--tiering-interval-ms", "200"]
         return Proc(f"node-{i}", args, self.dir / f"node-{i}.log")
 
     def leader(self) -> Proc | None:

@@ -181,3 +181,38 @@ def test_operator_restart_and_failover_keep_leaders(kube, ns, strata):
     lease = kube.get("lease", "strata-operator", ns)["spec"]
     assert lease["holderIdentity"] == "operator-0" and lease["leaseTransitions"] >= 2
     producer.close()
+
+
+def test_deletion_policy_decides_what_happens_to_tiered_data(kube, ns, tmp_path):
+    """Deleting a Topic resource always deletes the Kafka topic; with deletionPolicy Delete
+    its tiered objects go from the bucket too, with Retain they stay."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    s = StrataOnKube(tmp_path, kube.env["KUBECONFIG"], ns, object_store=f"file://{bucket}")
+    try:
+        s.start()
+        ids = {}
+        for name, policy in (("gone", "Delete"), ("kept", "Retain")):
+            kube.create(topic(name, 1, replicationFactor=3, deletionPolicy=policy,
+                              config={"remote.storage.enable": "true", "segment.bytes": "16384"}), ns)
+            wait_for(lambda: ready(kube, ns, name), 30, f"{name} Ready")
+            wait_for(lambda: partitions_seen(s.bootstrap, name) == 1, 10, f"clients to see {name}")
+            p = KafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+            for i in range(200):
+                p.send(name, b"x" * 1000)
+            p.flush()
+            p.close()
+            ids[name] = kube.get("topic", name, ns)["status"]["topicId"]
+            wait_for(lambda: list((bucket / ids[name]).rglob("*.log")), 60, f"{name}'s segments in the bucket")
+        a = KafkaAdminClient(bootstrap_servers=s.bootstrap)
+        for name in ids:
+            kube.run("delete", "topic", name, "-n", ns, "--wait=true", "--timeout=30s")
+            wait_for(lambda: name not in a.list_topics(), 30, f"the Kafka topic {name} to go")
+        a.close()
+        wait_for(lambda: not list((bucket / ids["gone"]).rglob("*.*")), 30,
+                 "the Delete topic's objects to leave the bucket")
+        time.sleep(2)
+        assert list((bucket / ids["kept"]).rglob("*.log")), "Retain keeps the tiered data"
+    finally:
+        print(s.logs())
+        s.close()

@@ -683,6 +683,27 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
             }
         }
     }
+    // Topics deleted by this image: their tiered data goes too, unless the operator marked
+    // it to keep (deletionPolicy: Retain). Every node that knew the topic asks; deleting
+    // objects is idempotent.
+    if let Some(t) = &b.tiering {
+        for old in b.topics() {
+            if image.topics.values().any(|m| m.id == old.meta.id) {
+                continue;
+            }
+            let cfg = crate::log::LogConfig::resolve(&old.meta.configs, b.topic_defaults());
+            let retain = old
+                .meta
+                .configs
+                .get(strata_controller::RETAIN_REMOTE_DATA_CONFIG)
+                .is_some_and(|v| v == "true");
+            if cfg.remote_storage && !retain {
+                t.delete_topic_data(old.meta.id);
+            } else if cfg.remote_storage {
+                tracing::info!(topic = %old.name, topic_id = %old.meta.id, "topic deleted; its tiered data is retained");
+            }
+        }
+    }
     b.install_cluster_image(image);
     *link.view.write() = Arc::new(view);
     for (p, leading) in offsets_leadership {

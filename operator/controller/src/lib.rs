@@ -15,6 +15,11 @@ pub mod store;
 
 pub use error::{Error, Result};
 
+/// Topic config the operator sets before deleting a topic whose resource says
+/// `deletionPolicy: Retain`: nodes then leave the topic's tiered data in the bucket. Without
+/// it, deleting a tiered topic deletes its objects too (as deleting a Kafka topic does).
+pub const RETAIN_REMOTE_DATA_CONFIG: &str = "strata.retain.remote.data.on.delete";
+
 /// The generated gRPC contract: messages, `controller_client` and `controller_server`.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {

@@ -19,7 +19,9 @@ use strata_controller::proto::controller_server::Controller as _;
 use strata_controller::proto::{self as pb, ClusterMetadata};
 use strata_controller::service::ControllerService;
 
-use crate::crd::topic::{ClusterRef, PartitionStatus, Topic, TopicSpec, TopicStatus};
+use crate::crd::topic::{
+    ClusterRef, DeletionPolicy, PartitionStatus, Topic, TopicSpec, TopicStatus,
+};
 use crate::k8s::metrics::OperatorMetrics;
 
 pub const FINALIZER: &str = "strata.dev/topic";
@@ -327,7 +329,25 @@ async fn apply(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
 async fn cleanup(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let name = t.kafka_name().unwrap_or_default().to_string();
     let md = ctx.service.subscribe().borrow().clone();
-    if topic_of(&md, &name).is_some() {
+    if let Some(info) = topic_of(&md, &name) {
+        if t.spec.deletion_policy == DeletionPolicy::Retain
+            && info.configs.get(strata_controller::RETAIN_REMOTE_DATA_CONFIG).map(String::as_str) != Some("true")
+        {
+            // Tell the nodes to keep the tiered data before the topic goes.
+            let mut configs = info.configs.clone();
+            configs.insert(strata_controller::RETAIN_REMOTE_DATA_CONFIG.into(), "true".into());
+            let resp = ctx
+                .service
+                .alter_topic_configs(tonic::Request::new(pb::AlterTopicConfigsRequest {
+                    topic: name.clone(),
+                    configs,
+                    validate_only: false,
+                }))
+                .await
+                .map_err(unavailable)?
+                .into_inner();
+            refused("retain marking", &name, resp.error_code, resp.error_message, ()).await?;
+        }
         let resp = ctx
             .service
             .delete_topics(tonic::Request::new(pb::DeleteTopicsRequest {
