@@ -331,11 +331,18 @@ async fn cleanup(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
     let md = ctx.service.subscribe().borrow().clone();
     if let Some(info) = topic_of(&md, &name) {
         if t.spec.deletion_policy == DeletionPolicy::Retain
-            && info.configs.get(strata_controller::RETAIN_REMOTE_DATA_CONFIG).map(String::as_str) != Some("true")
+            && info
+                .configs
+                .get(strata_controller::RETAIN_REMOTE_DATA_CONFIG)
+                .map(String::as_str)
+                != Some("true")
         {
             // Tell the nodes to keep the tiered data before the topic goes.
             let mut configs = info.configs.clone();
-            configs.insert(strata_controller::RETAIN_REMOTE_DATA_CONFIG.into(), "true".into());
+            configs.insert(
+                strata_controller::RETAIN_REMOTE_DATA_CONFIG.into(),
+                "true".into(),
+            );
             let resp = ctx
                 .service
                 .alter_topic_configs(tonic::Request::new(pb::AlterTopicConfigsRequest {
@@ -346,7 +353,14 @@ async fn cleanup(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
                 .await
                 .map_err(unavailable)?
                 .into_inner();
-            refused("retain marking", &name, resp.error_code, resp.error_message, ()).await?;
+            refused(
+                "retain marking",
+                &name,
+                resp.error_code,
+                resp.error_message,
+                (),
+            )
+            .await?;
         }
         let resp = ctx
             .service
