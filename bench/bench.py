@@ -258,8 +258,9 @@ class Broker:
 
 
 class StrataBroker(Broker):
-    def __init__(self, work, policy):
+    def __init__(self, work, policy, binary=None):
         super().__init__(work)
+        self.binary = binary or STRATA
         self.policy = policy
         self.key = f"strata-{policy}"
         self.name = f"Strata ({policy})"
@@ -285,7 +286,7 @@ class StrataBroker(Broker):
         self.logf = open(os.path.join(self.work, f"{self.key}.log"), "ab")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [STRATA, "--listen", self.bootstrap, "--advertise", self.bootstrap,
+            [self.binary, "--listen", self.bootstrap, "--advertise", self.bootstrap,
              "--data-dir", self.dir, "--node-id", "1", "--flush-policy", self.policy],
             stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, "RUST_LOG": "warn"})
