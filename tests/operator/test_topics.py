@@ -108,6 +108,12 @@ def test_origin_example_on_a_topic_resource(kube, ns, strata):
     th.join(30)
     consumer.close()
     assert seen == [('test_topic', b'message%d' % i) for i in range(10, 15)]
+    # Bytes on the nodes' disks (every replica) reach the status from the nodes' heartbeats.
+    st = wait_for(lambda: (lambda s: s if s.get("localBytes", 0) > 0 else None)(
+        kube.get("topic", "test-topic", ns)["status"]), 30, "localBytes in the status")
+    assert st["remoteBytes"] == 0
+    out = kube.run("get", "topics", "-n", ns).out
+    assert "LOCAL" in out and str(st["localBytes"]) in out, out
 
 
 def test_partitions_grow_by_merge_patch_and_never_shrink(kube, ns, strata):
@@ -204,6 +210,8 @@ def test_deletion_policy_decides_what_happens_to_tiered_data(kube, ns, tmp_path)
             p.close()
             ids[name] = kube.get("topic", name, ns)["status"]["topicId"]
             wait_for(lambda: list((bucket / ids[name]).rglob("*.log")), 60, f"{name}'s segments in the bucket")
+            wait_for(lambda: kube.get("topic", name, ns)["status"].get("remoteBytes", 0) > 0, 30,
+                     f"{name}'s remoteBytes in the status")
         a = KafkaAdminClient(bootstrap_servers=s.bootstrap)
         for name in ids:
             kube.run("delete", "topic", name, "-n", ns, "--wait=true", "--timeout=30s")

@@ -464,6 +464,7 @@ pub async fn run(b: Arc<Broker>) {
                 return;
             }
             let applied = *link.applied.borrow();
+            let partition_sizes = partition_sizes(&b);
             let (i, _) = link.in_use();
             let hb = link
                 .client()
@@ -471,6 +472,7 @@ pub async fn run(b: Arc<Broker>) {
                     node_id: link.me,
                     broker_epoch: reg.broker_epoch,
                     metadata_version: applied,
+                    partition_sizes,
                 })
                 .await;
             match hb {
@@ -491,6 +493,41 @@ pub async fn run(b: Arc<Broker>) {
             }
         }
     }
+}
+
+/// What this node holds, for the controller (Topic status): local bytes of every replica
+/// here, and bucket bytes of the partitions it leads.
+fn partition_sizes(b: &Broker) -> Vec<pb::PartitionSize> {
+    let remote: HashMap<(String, i32), u64> = b
+        .tiering
+        .as_ref()
+        .map(|t| {
+            t.stats()
+                .partitions
+                .into_iter()
+                .map(|p| ((p.topic, p.partition), p.remote_bytes))
+                .collect()
+        })
+        .unwrap_or_default();
+    b.all_partitions()
+        .iter()
+        .map(|p| {
+            let leader = p.is_leader();
+            pb::PartitionSize {
+                topic: p.topic.clone(),
+                partition: p.index,
+                local_bytes: p.log.lock().size_bytes() as i64,
+                remote_bytes: if leader {
+                    remote
+                        .get(&(p.topic.clone(), p.index))
+                        .copied()
+                        .unwrap_or(0) as i64
+                } else {
+                    0
+                },
+            }
+        })
+        .collect()
 }
 
 async fn watch_loop(b: Arc<Broker>, link: Arc<ClusterLink>) {

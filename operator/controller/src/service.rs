@@ -63,6 +63,9 @@ struct Shared {
     started: Instant,
     heartbeat_interval_ms: u64,
     session_timeout_ms: u64,
+    /// Partition sizes each node last reported (runtime only: they come back with the next
+    /// heartbeat after a restart).
+    sizes: std::sync::Mutex<std::collections::HashMap<i32, Vec<proto::PartitionSize>>>,
 }
 
 struct Inner {
@@ -106,8 +109,24 @@ impl ControllerService {
                 started,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
                 session_timeout_ms: config.core.session_timeout_ms,
+                sizes: Default::default(),
             }),
         })
+    }
+
+    /// Bytes per topic as the nodes last reported them: (local bytes summed over every
+    /// replica, remote bytes summed over partitions as their leaders report them).
+    pub fn topic_sizes(&self) -> std::collections::HashMap<String, (i64, i64)> {
+        let sizes = self.shared.sizes.lock().expect("not poisoned");
+        let mut out: std::collections::HashMap<String, (i64, i64)> = Default::default();
+        for reports in sizes.values() {
+            for p in reports {
+                let e = out.entry(p.topic.clone()).or_default();
+                e.0 += p.local_bytes;
+                e.1 += p.remote_bytes;
+            }
+        }
+        out
     }
 
     /// The metadata image, current value first; for in-process watchers.
@@ -420,8 +439,9 @@ impl Controller for ControllerService {
         &self,
         request: Request<proto::HeartbeatRequest>,
     ) -> Result<Response<proto::HeartbeatResponse>, Status> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         let span = tracing::debug_span!("heartbeat", node = r.node_id, epoch = r.broker_epoch);
+        let reported = std::mem::take(&mut r.partition_sizes);
         async move {
             let result = self
                 .apply(|c, now| {
@@ -431,10 +451,17 @@ impl Controller for ControllerService {
                 .await
                 .and_then(|r| r);
             let response = match answer(result)? {
-                Ok(version) => proto::HeartbeatResponse {
-                    metadata_version: version,
-                    ..Default::default()
-                },
+                Ok(version) => {
+                    self.shared
+                        .sizes
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(r.node_id, reported);
+                    proto::HeartbeatResponse {
+                        metadata_version: version,
+                        ..Default::default()
+                    }
+                }
                 Err((code, message)) => {
                     tracing::info!(code, %message, "heartbeat refused");
                     proto::HeartbeatResponse {

@@ -299,6 +299,12 @@ async fn write_status(t: &Topic, ctx: &Ctx, pending: Option<String>) -> Result<(
     let name = t.kafka_name().unwrap_or_default().to_string();
     let md = ctx.service.subscribe().borrow().clone();
     let mut status = status_for(t, topic_of(&md, &name), pending);
+    if status.topic_id.is_some() {
+        let sizes = ctx.service.topic_sizes();
+        let (local, remote) = sizes.get(&name).copied().unwrap_or((0, 0));
+        status.local_bytes = Some(local);
+        status.remote_bytes = Some(remote);
+    }
     if let Some(old) = &t.status {
         carry_transitions(&old.conditions, &mut status.conditions);
         if *old == status {
@@ -319,11 +325,8 @@ async fn write_status(t: &Topic, ctx: &Ctx, pending: Option<String>) -> Result<(
 async fn apply(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let pending = apply_spec(&t, &ctx).await?;
     write_status(&t, &ctx, pending.clone()).await?;
-    Ok(Action::requeue(if pending.is_some() {
-        Duration::from_secs(10)
-    } else {
-        Duration::from_secs(60)
-    }))
+    // Sizes move without metadata changes: refresh the status every few seconds.
+    Ok(Action::requeue(Duration::from_secs(5)))
 }
 
 async fn cleanup(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
