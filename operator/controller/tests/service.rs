@@ -88,6 +88,7 @@ fn heartbeats(mut c: ControllerClient<Channel>, node: i32, epoch: i64) -> onesho
                     node_id: node,
                     broker_epoch: epoch,
                     metadata_version: 0,
+                    partition_sizes: vec![],
                 })
                 .await;
             if let Ok(r) = r {
@@ -330,6 +331,7 @@ async fn admin_rpcs_answer_with_kafka_codes() {
             node_id: 7,
             broker_epoch: 1,
             metadata_version: 0,
+            partition_sizes: vec![],
         })
         .await
         .unwrap()
