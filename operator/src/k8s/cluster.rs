@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -709,8 +710,18 @@ pub fn status_for(c: &Cluster, cfg: &ClusterConfig, o: &Observed) -> ClusterStat
     let r = o.rebalance.clone().unwrap_or_default();
     let ready = o.ready_nodes == want;
     let ready_msg = format!("{} of {want} nodes registered and alive", o.ready_nodes);
-    let (progressing, p_reason, p_msg) = if o.replicas > want {
-        let leaving: Vec<i32> = (want..o.replicas).collect();
+    let leaving: Vec<i32> = (want..o.replicas).collect();
+    let (progressing, p_reason, p_msg) = if !leaving.is_empty() && !r.blocked.is_empty() {
+        (
+            false,
+            "ScaleDownBlocked",
+            format!(
+                "staying at {} nodes: partitions cannot leave nodes {}",
+                o.replicas,
+                list(&leaving)
+            ),
+        )
+    } else if !leaving.is_empty() {
         (
             true,
             "Draining",
@@ -812,7 +823,8 @@ enum Applied {
     Unchanged,
 }
 
-async fn apply<K>(api: &Api<K>, obj: &K) -> Result<Applied, kube::Error>
+/// Server-side applies `obj`; returns what happened and the object as stored.
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(Applied, K), kube::Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -828,20 +840,51 @@ where
             &Patch::Apply(obj),
         )
         .await?;
-    Ok(match before {
+    let what = match before {
         None => Applied::Created,
         Some(v) if v != after.meta().resource_version => Applied::Updated,
         Some(_) => Applied::Unchanged,
-    })
+    };
+    Ok((what, after))
 }
 
-async fn publish(ctx: &Ctx, c: &Cluster, type_: EventType, reason: &str, note: String) {
+/// The API server's own message for a refused call (without the debug dump of the status).
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Publishes an event about `c`, about `related` too when given (events are grouped by
+/// reason and related object, so each object's creation is its own event).
+async fn publish(
+    ctx: &Ctx,
+    c: &Cluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
     let ev = KubeEvent {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        // The API server refuses notes over 1 kB.
+        note: Some(truncate(&note, 1024)),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &c.object_ref(&())).await {
         tracing::warn!(cluster = %c.name_any(), error = %e, "could not publish an event");
@@ -862,28 +905,18 @@ where
         K::kind(&()),
         obj.meta().name.as_deref().unwrap_or("")
     );
-    match apply(&api, obj).await? {
+    let (applied, stored) = apply(&api, obj).await?;
+    let related = Some(stored.object_ref(&()));
+    match applied {
         Applied::Created => {
             tracing::info!(cluster = %c.name_any(), object = %what, "created");
-            publish(
-                ctx,
-                c,
-                EventType::Normal,
-                "Created",
-                format!("created {what}"),
-            )
-            .await;
+            let note = format!("created {what}");
+            publish(ctx, c, EventType::Normal, "Created", note, related).await;
         }
         Applied::Updated => {
             tracing::info!(cluster = %c.name_any(), object = %what, "updated");
-            publish(
-                ctx,
-                c,
-                EventType::Normal,
-                "Updated",
-                format!("updated {what}"),
-            )
-            .await;
+            let note = format!("updated {what}");
+            publish(ctx, c, EventType::Normal, "Updated", note, related).await;
         }
         Applied::Unchanged => {}
     }
@@ -906,7 +939,7 @@ async fn grow_volumes(ctx: &Ctx, c: &Cluster, replicas: i32) -> Vec<String> {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => {
-                failures.push(format!("{name}: {e}"));
+                failures.push(format!("{name}: {}", api_message(&e)));
                 continue;
             }
         };
@@ -934,10 +967,11 @@ async fn grow_volumes(ctx: &Ctx, c: &Cluster, replicas: i32) -> Vec<String> {
                     EventType::Normal,
                     "VolumeResized",
                     format!("asked for {want} on {name}"),
+                    Some(pvc.object_ref(&())),
                 )
                 .await;
             }
-            Err(e) => failures.push(format!("{name}: {e}")),
+            Err(e) => failures.push(format!("{name}: {}", api_message(&e))),
         }
     }
     failures
@@ -960,7 +994,15 @@ async fn write_status(c: &Cluster, ctx: &Ctx, o: &Observed) -> Result<(), Reconc
             .find(|x| x.type_ == CONDITION_DEGRADED);
         if let Some(d) = now_degraded.filter(|d| d.status == "True") {
             if was_degraded.map(|w| (&w.status, &w.reason)) != Some((&d.status, &d.reason)) {
-                publish(ctx, c, EventType::Warning, &d.reason, d.message.clone()).await;
+                publish(
+                    ctx,
+                    c,
+                    EventType::Warning,
+                    &d.reason,
+                    d.message.clone(),
+                    None,
+                )
+                .await;
             }
         }
     }
@@ -1026,6 +1068,7 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
                 outcome.started.len(),
                 moving.join(", ")
             ),
+            None,
         )
         .await;
     }
@@ -1037,6 +1080,7 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
             EventType::Normal,
             "ScalingDown",
             format!("nodes {want}.. drained; shrinking the StatefulSet to {replicas}"),
+            None,
         )
         .await;
     }

@@ -288,29 +288,34 @@ impl Cluster {
     /// are moved onto it and, the first time the set differs from the one last balanced,
     /// replicas and leaderships are evened out over it. At most `max_in_flight` partitions
     /// move at once; call again (every metadata change or so) to start the rest. Nothing
-    /// is planned while a node of the set is not alive, since a move onto it could not
-    /// complete.
+    /// moves while a node of the set is not alive (a move onto it could not complete), and
+    /// nothing changes at all when some partition cannot fit on the set
+    /// ([`RebalanceOutcome::blocked`]).
     pub fn rebalance(&mut self, nodes: &[i32], max_in_flight: usize) -> RebalanceOutcome {
         let set: BTreeSet<i32> = nodes.iter().copied().collect();
-        let excluded: BTreeSet<i32> = self
-            .state
-            .nodes
-            .keys()
-            .copied()
-            .filter(|n| !set.contains(n))
-            .collect();
-        if excluded != self.state.excluded_nodes {
-            self.state_mut().excluded_nodes = excluded;
-        }
         self.complete_reassignments();
+        let full = self.state.balanced_for != set;
+        let plan = plan(&self.state, nodes, full);
         let mut out = RebalanceOutcome {
             waiting_for: set.iter().copied().filter(|&n| !self.is_alive(n)).collect(),
+            blocked: plan.blocked,
             ..Default::default()
         };
-        if out.waiting_for.is_empty() {
-            let full = self.state.balanced_for != set;
-            let plan = plan(&self.state, nodes, full);
-            out.blocked = plan.blocked;
+        // A set some partition cannot fit on is refused whole: draining the others would
+        // only churn data for a shrink that cannot happen.
+        if out.blocked.is_empty() {
+            let excluded: BTreeSet<i32> = self
+                .state
+                .nodes
+                .keys()
+                .copied()
+                .filter(|n| !set.contains(n))
+                .collect();
+            if excluded != self.state.excluded_nodes {
+                self.state_mut().excluded_nodes = excluded;
+            }
+        }
+        if out.blocked.is_empty() && out.waiting_for.is_empty() {
             let mut in_flight = self.in_flight();
             for m in plan.drains.into_iter().chain(plan.balance) {
                 let retarget = self

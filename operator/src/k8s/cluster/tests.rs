@@ -530,6 +530,20 @@ fn status_ready_when_every_node_is_alive() {
 fn status_while_draining_blocked_or_with_a_node_down() {
     let c = tiered();
     let cfg = cfg();
+    let draining = Observed {
+        ready_nodes: 3,
+        replicas: 5,
+        rebalance: Some(RebalanceOutcome {
+            in_flight: 2,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let s = status_for(&c, &cfg, &draining);
+    let p = cond(&s, "Progressing");
+    assert_eq!((p.status.as_str(), p.reason.as_str()), ("True", "Draining"));
+    assert!(p.message.contains("nodes 3, 4") && p.message.contains("2 moving"));
+    assert_eq!(cond(&s, "Degraded").status, "False");
     let o = Observed {
         ready_nodes: 3,
         replicas: 5,
@@ -545,8 +559,12 @@ fn status_while_draining_blocked_or_with_a_node_down() {
         ..Default::default()
     };
     let s = status_for(&c, &cfg, &o);
-    assert_eq!(cond(&s, "Progressing").reason, "Draining");
-    assert!(cond(&s, "Progressing").message.contains("nodes 3, 4"));
+    let p = cond(&s, "Progressing");
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("False", "ScaleDownBlocked")
+    );
+    assert!(p.message.contains("nodes 3, 4"), "{}", p.message);
     let d = cond(&s, "Degraded");
     assert_eq!(
         (d.status.as_str(), d.reason.as_str()),
@@ -580,4 +598,12 @@ fn a_cluster_not_served_says_why() {
     assert_eq!(cond(&s, "Degraded").status, "True");
     assert_eq!(s.ready_nodes, None);
     assert_eq!(s.bootstrap_address, None);
+}
+
+#[test]
+fn truncation_keeps_characters_whole() {
+    assert_eq!(truncate("short", 1024), "short");
+    let long = "é".repeat(600);
+    let t = truncate(&long, 1024);
+    assert!(t.len() <= 1024 && t.ends_with("..."));
 }
