@@ -721,6 +721,16 @@ pub fn status_for(c: &Cluster, cfg: &ClusterConfig, o: &Observed) -> ClusterStat
                 list(&leaving)
             ),
         )
+    } else if !leaving.is_empty() && !r.waiting_for.is_empty() {
+        (
+            true,
+            "Draining",
+            format!(
+                "waiting for nodes {} to be alive before moving partitions off nodes {}",
+                list(&r.waiting_for),
+                list(&leaving)
+            ),
+        )
     } else if !leaving.is_empty() {
         (
             true,

@@ -544,6 +544,16 @@ fn status_while_draining_blocked_or_with_a_node_down() {
     assert_eq!((p.status.as_str(), p.reason.as_str()), ("True", "Draining"));
     assert!(p.message.contains("nodes 3, 4") && p.message.contains("2 moving"));
     assert_eq!(cond(&s, "Degraded").status, "False");
+    let waiting = Observed {
+        rebalance: Some(RebalanceOutcome {
+            waiting_for: vec![1],
+            ..Default::default()
+        }),
+        ..draining.clone()
+    };
+    let p = status_for(&c, &cfg, &waiting).conditions[1].clone();
+    assert_eq!(p.reason, "Draining");
+    assert!(p.message.contains("waiting for nodes 1"), "{}", p.message);
     let o = Observed {
         ready_nodes: 3,
         replicas: 5,
