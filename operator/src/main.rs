@@ -98,6 +98,10 @@ struct KubeArgs {
     )]
     node_image: String,
 
+    /// ServiceAccount of node pods (they mount no token; default: the namespace's default).
+    #[arg(long, env = "STRATA_NODE_SERVICE_ACCOUNT")]
+    node_service_account: Option<String>,
+
     /// Controller address(es) nodes are given (their `--controller`), comma-separated;
     /// `{namespace}` is replaced by the operator's namespace.
     #[arg(
@@ -233,6 +237,7 @@ impl KubeArgs {
             node_image: self.node_image,
             controller_url: self.controller_url,
             max_partition_moves: self.max_partition_moves,
+            node_service_account: self.node_service_account.filter(|s| !s.is_empty()),
             service: self.controller.validate()?,
         })
     }

@@ -301,9 +301,6 @@ def test_node_pods_pass_restricted_pod_security(kube: Kube, release):
     assert "Warning" not in r.err, r.err
 
 
-@pytest.mark.xfail(strict=True, reason="the Cluster reconciler neither sets "
-                   "automountServiceAccountToken: false on node pods nor uses the chart's node "
-                   "ServiceAccount (STRATA_NODE_SERVICE_ACCOUNT)")
 def test_node_pods_mount_no_token(kube: Kube, release):
     sts = kube.get("statefulset", "strata", "-n", NAMESPACE)
     pod = sts["spec"]["template"]["spec"]

@@ -96,6 +96,9 @@ pub struct ClusterConfig {
     pub identity: String,
     /// Partitions moving at once while scaling rebalances.
     pub max_partition_moves: usize,
+    /// ServiceAccount of node pods (None: the namespace's default). Nodes never call the
+    /// API, so their pods mount no token either way.
+    pub node_service_account: Option<String>,
 }
 
 /// What the reconciler works with.
@@ -560,6 +563,8 @@ pub fn statefulset(c: &Cluster, cfg: &ClusterConfig, replicas: i32) -> StatefulS
                 }),
                 spec: Some(PodSpec {
                     containers: vec![node_container(c, cfg)],
+                    service_account_name: cfg.node_service_account.clone(),
+                    automount_service_account_token: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(NODE_UID),

@@ -42,6 +42,8 @@ pub struct KubeConfig {
     pub controller_url: String,
     /// Partitions moving at once while a Cluster's scaling rebalances.
     pub max_partition_moves: usize,
+    /// ServiceAccount of node pods.
+    pub node_service_account: Option<String>,
     pub service: ServiceConfig,
 }
 
@@ -105,6 +107,7 @@ pub async fn run(
             cluster_name: cfg.cluster_name.clone(),
             identity: cfg.lease.identity.clone(),
             max_partition_moves: cfg.max_partition_moves,
+            node_service_account: cfg.node_service_account.clone(),
         },
     });
     tokio::spawn(cluster::run(cluster_ctx));

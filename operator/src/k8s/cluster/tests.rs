@@ -17,6 +17,7 @@ fn cfg() -> ClusterConfig {
         cluster_name: "strata".into(),
         identity: "strata-operator-7d9f-0".into(),
         max_partition_moves: 8,
+        node_service_account: Some("strata-node".into()),
     }
 }
 
@@ -310,6 +311,9 @@ fn topic_defaults_come_from_the_config_map_and_a_change_rolls_the_nodes() {
 fn nodes_run_unprivileged() {
     let sts = statefulset(&tiered(), &cfg(), 3);
     let pod = sts.spec.unwrap().template.spec.unwrap();
+    // Nodes never call the API: their own ServiceAccount, and no token in the pod.
+    assert_eq!(pod.service_account_name.as_deref(), Some("strata-node"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
     let psc = pod.security_context.unwrap();
     assert_eq!(psc.run_as_non_root, Some(true));
     assert_eq!(psc.fs_group, Some(NODE_UID), "the volume is writable");
