@@ -355,11 +355,13 @@ def render(meta, results, chart_rel, json_name):
     w(f"Raw results: `{json_name}`. Reproduce with `bash bench/run.sh --full` "
       "(see `bench/README.md`).")
     w()
-    # Figures measured by other suites (tiering) are kept in their own file and carried over.
-    extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks-tiering.md")
-    if os.path.exists(extra):
-        w(open(extra).read().rstrip())
-        w()
+    # Figures measured by other suites (tiering, bench/ab.py's before/after of the profile
+    # fixes) are kept in their own files and carried over.
+    for name in ("benchmarks-tiering.md", "benchmarks-profile.md"):
+        extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", name)
+        if os.path.exists(extra):
+            w(open(extra).read().rstrip())
+            w()
     return "\n".join(d.lines)
 
 
