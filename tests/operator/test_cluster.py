@@ -5,10 +5,13 @@ args and env the operator wrote. Scaling moves partitions with real data on real
 
 from __future__ import annotations
 
+import time
+
 import base64
 from collections import Counter
 
 import pytest
+from kafka.errors import KafkaConnectionError
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from cluster_fixtures import Kubelet, Operator, flag
@@ -196,7 +199,21 @@ def test_growing_storage_keeps_the_claim_template_and_grows_the_volumes(kube, ns
 
 
 def describe_all(bootstrap) -> dict[tuple[str, int], dict]:
-    """Every partition as clients see it: {(topic, partition): {replicas, isr, leader}}."""
+    """Every partition as clients see it: {(topic, partition): {replicas, isr, leader}}.
+    A node whose pod just went stays in the metadata until the controller's session timeout
+    declares it dead (there is no controlled shutdown yet), and kafka-python's admin client
+    raises on a refused connection instead of trying another broker: retry for a while."""
+    deadline = time.time() + 30
+    while True:
+        try:
+            return _describe_all(bootstrap)
+        except KafkaConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _describe_all(bootstrap) -> dict[tuple[str, int], dict]:
     a = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         out = {}
