@@ -31,11 +31,8 @@ use k8s_openapi::api::core::v1::{
     TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    Condition, LabelSelector, OwnerReference, Time,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -50,6 +47,7 @@ use tracing::Instrument;
 
 use crate::crd::cluster::{Cluster, ClusterStatus};
 use crate::crd::{CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY};
+use crate::k8s::conditions::{carry_transitions, condition};
 use crate::k8s::metrics::OperatorMetrics;
 
 /// Field manager of every server-side apply.
@@ -663,28 +661,6 @@ pub struct Observed {
     pub resize_failures: Vec<String>,
     /// Why the cluster is not served (another cluster is, or the spec is invalid).
     pub refused: Option<(&'static str, String)>,
-}
-
-fn condition(type_: &str, ok: bool, reason: &str, message: String, gen: Option<i64>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: gen,
-        last_transition_time: Time(Timestamp::now()),
-    }
-}
-
-/// Keep a condition's transition time when its status did not change.
-fn carry_transitions(old: &[Condition], new: &mut [Condition]) {
-    for c in new.iter_mut() {
-        if let Some(o) = old.iter().find(|o| o.type_ == c.type_) {
-            if o.status == c.status {
-                c.last_transition_time = o.last_transition_time.clone();
-            }
-        }
-    }
 }
 
 fn list(nodes: &[i32]) -> String {

@@ -5,6 +5,7 @@
 //! replica's address) reconnect to whichever replica leads.
 
 pub mod cluster;
+pub mod conditions;
 pub mod lease;
 pub mod metrics;
 pub mod store;

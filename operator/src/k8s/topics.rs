@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
@@ -22,6 +20,7 @@ use strata_controller::service::ControllerService;
 use crate::crd::topic::{
     ClusterRef, DeletionPolicy, PartitionStatus, Topic, TopicSpec, TopicStatus,
 };
+use crate::k8s::conditions::{carry_transitions, condition};
 use crate::k8s::metrics::OperatorMetrics;
 
 pub const FINALIZER: &str = "strata.dev/topic";
@@ -57,34 +56,6 @@ pub struct Ctx {
 
 fn topic_of<'a>(md: &'a ClusterMetadata, name: &str) -> Option<&'a pb::TopicInfo> {
     md.topics.iter().find(|t| t.name == name)
-}
-
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(Timestamp::now()),
-    }
-}
-
-/// Keep a condition's transition time when its status did not change.
-fn carry_transitions(old: &[Condition], new: &mut [Condition]) {
-    for c in new.iter_mut() {
-        if let Some(o) = old.iter().find(|o| o.type_ == c.type_) {
-            if o.status == c.status {
-                c.last_transition_time = o.last_transition_time.clone();
-            }
-        }
-    }
 }
 
 /// The status a Topic should show, from the controller's view of its topic (None: not

@@ -8,6 +8,7 @@ use strata_controller::core::{Blocked, RebalanceOutcome};
 use strata_controller::proto::{ClusterMetadata, NodeInfo};
 
 use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 fn cfg() -> ClusterConfig {
     ClusterConfig {
