@@ -35,6 +35,10 @@ pub struct ServiceConfig {
     pub core: core::Config,
     /// How often nodes should heartbeat; told to them in RegisterResponse.
     pub heartbeat_interval_ms: u64,
+    /// How often leadership imbalance is checked (Kafka's
+    /// `leader.imbalance.check.interval.seconds`); `None` turns the automatic rebalance off
+    /// (Kafka's `auto.leader.rebalance.enable=false`).
+    pub leader_balance_interval: Option<Duration>,
 }
 
 impl Default for ServiceConfig {
@@ -42,6 +46,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             core: core::Config::default(),
             heartbeat_interval_ms: 500,
+            leader_balance_interval: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -63,6 +68,7 @@ struct Shared {
     started: Instant,
     heartbeat_interval_ms: u64,
     session_timeout_ms: u64,
+    leader_balance_interval: Option<Duration>,
     /// Partition sizes each node last reported (runtime only: they come back with the next
     /// heartbeat after a restart).
     sizes: std::sync::Mutex<std::collections::HashMap<i32, Vec<proto::PartitionSize>>>,
@@ -109,6 +115,7 @@ impl ControllerService {
                 started,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
                 session_timeout_ms: config.core.session_timeout_ms,
+                leader_balance_interval: config.leader_balance_interval,
                 sizes: Default::default(),
             }),
         })
@@ -199,12 +206,30 @@ impl ControllerService {
         Ok((listener, local))
     }
 
+    /// Moves leaderships back to preferred replicas where nodes are imbalanced; the service
+    /// does this every `leader_balance_interval`.
+    pub async fn balance_leaders(&self) -> Result<usize> {
+        self.apply(|c, _| c.balance_leaders()).await
+    }
+
     async fn tick_forever(self) {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut next_balance = self
+            .shared
+            .leader_balance_interval
+            .map(|every| Instant::now() + every);
         loop {
             interval.tick().await;
+            if let (Some(at), Some(every)) = (next_balance, self.shared.leader_balance_interval) {
+                if Instant::now() >= at {
+                    next_balance = Some(Instant::now() + every);
+                    if let Err(e) = self.balance_leaders().await {
+                        tracing::warn!(error = %e, "could not commit a leader rebalance");
+                    }
+                }
+            }
             match self.tick().await {
                 Ok(_) => failing = false,
                 // Logged once per streak: the tick retries every interval.
@@ -282,6 +307,16 @@ fn log_event(event: &Event, version: u64) {
         } => tracing::info!(node, broker_epoch, restarted, version, "node registered"),
         Event::NodeAlive { node } => tracing::info!(node, version, "node alive"),
         Event::NodeDead { node } => tracing::info!(node, version, "node dead, fenced"),
+        Event::NodeShuttingDown { node } => {
+            tracing::info!(
+                node,
+                version,
+                "node shutting down: leaderships moved, ISRs left"
+            )
+        }
+        Event::NodeUnregistered { node } => {
+            tracing::info!(node, version, "drained node removed from the metadata")
+        }
         Event::LeaderChanged {
             topic,
             partition,
@@ -489,6 +524,16 @@ impl Controller for ControllerService {
         let span = tracing::info_span!("watch_metadata", node = r.node_id);
         let mut images = self.shared.images.subscribe();
         let mut stopping = self.shared.stopping.subscribe();
+        // A node's own stream is part of its liveness: opening it counts as a heartbeat and
+        // its end (the connection closed: the process died or is leaving) starts the grace.
+        let (node, epoch) = (r.node_id, r.broker_epoch);
+        let watcher = self.clone();
+        if let Err(e) = watcher
+            .apply(|c, now| c.stream_opened(node, epoch, now))
+            .await
+        {
+            return Err(status(e));
+        }
         // One slot: a slow watcher holds back only itself, and after it catches up it is sent
         // the newest image, skipping the ones in between.
         let (tx, rx) = mpsc::channel(1);
@@ -508,6 +553,11 @@ impl Controller for ControllerService {
                     }
                 }
                 tracing::debug!("watch ended");
+                if !*stopping.borrow() {
+                    let _ = watcher
+                        .apply(|c, now| c.stream_lost(node, epoch, now))
+                        .await;
+                }
             }
             .instrument(span),
         );
@@ -705,6 +755,51 @@ impl Controller for ControllerService {
                     error_message: message,
                     producer_id_start: -1,
                     producer_id_len: 0,
+                },
+            };
+            Ok(Response::new(response))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn controlled_shutdown(
+        &self,
+        request: Request<proto::ControlledShutdownRequest>,
+    ) -> Result<Response<proto::ControlledShutdownResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("controlled_shutdown", node = r.node_id);
+        async move {
+            let result = self
+                .apply(|c, now| {
+                    c.controlled_shutdown(r.node_id, r.broker_epoch, now)
+                        .map(|p| (p, c.version()))
+                })
+                .await
+                .and_then(|r| r);
+            let response = match answer(result)? {
+                Ok((progress, version)) => {
+                    if !progress.still_leading.is_empty() {
+                        tracing::info!(
+                            count = progress.still_leading.len(),
+                            "node is the last in-sync replica of some partitions"
+                        );
+                    }
+                    proto::ControlledShutdownResponse {
+                        still_leading: progress
+                            .still_leading
+                            .into_iter()
+                            .map(|(topic, partition)| proto::TopicPartition { topic, partition })
+                            .collect(),
+                        metadata_version: version,
+                        ..Default::default()
+                    }
+                }
+                Err((code, message)) => proto::ControlledShutdownResponse {
+                    error_code: code,
+                    error_message: message,
+                    metadata_version: self.shared.images.borrow().version,
+                    ..Default::default()
                 },
             };
             Ok(Response::new(response))

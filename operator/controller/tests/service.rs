@@ -42,6 +42,7 @@ async fn start(dir: &Path) -> Running {
             ..Config::default()
         },
         heartbeat_interval_ms: 100,
+        ..ServiceConfig::default()
     };
     let store = Arc::new(FileStore::open(dir).unwrap());
     let service = ControllerService::start(config, store).await.unwrap();

@@ -6,8 +6,10 @@
 //! millisecond clock) and persist [`State`] themselves, so every rule is unit-tested directly.
 //! Every method that changes the metadata image bumps [`State::version`] exactly once.
 
+mod balance;
 mod placement;
 mod reassign;
+mod shutdown;
 mod topics;
 
 #[cfg(test)]
@@ -23,6 +25,7 @@ use crate::proto;
 
 pub use placement::{place, Load};
 pub use reassign::{plan, Blocked, Move, Plan, RebalanceOutcome};
+pub use shutdown::ShutdownProgress;
 pub use topics::{validate_topic_name, NewTopic, TopicOutcome};
 
 /// The persisted format this build writes and the only one it reads.
@@ -189,6 +192,12 @@ pub struct Config {
     pub offsets_topic_replication_factor: i32,
     /// Partitions of `__consumer_offsets` created with -1.
     pub offsets_topic_num_partitions: i32,
+    /// A node whose metadata stream broke (its process died, or its connection did) is
+    /// declared dead this long after, unless it heartbeats or watches again meanwhile.
+    pub stream_loss_grace_ms: u64,
+    /// Kafka's `leader.imbalance.per.broker.percentage`: a node that is the preferred
+    /// leader of more partitions than it leads, by more than this share, gets them back.
+    pub leader_imbalance_percentage: u32,
 }
 
 impl Default for Config {
@@ -200,6 +209,8 @@ impl Default for Config {
             num_partitions: 1,
             offsets_topic_replication_factor: 3,
             offsets_topic_num_partitions: 50,
+            stream_loss_grace_ms: 500,
+            leader_imbalance_percentage: 10,
         }
     }
 }
@@ -218,6 +229,12 @@ pub enum Event {
     NodeAlive { node: i32 },
     /// A node missed its deadline or restarted, and was fenced.
     NodeDead { node: i32 },
+    /// A node asked to shut down: it leads nothing another in-sync replica can take, and it
+    /// left every ISR it was not the last member of.
+    NodeShuttingDown { node: i32 },
+    /// A dead node outside the cluster's node set holds no replica any more and was removed
+    /// from the metadata (a scale-down finished).
+    NodeUnregistered { node: i32 },
     /// A partition's leader changed; `leader` is [`NO_LEADER`] when it went offline.
     LeaderChanged {
         topic: String,
@@ -276,6 +293,14 @@ struct Liveness {
     /// Heard from since this controller started. Nodes recovered from the store are alive but
     /// unconfirmed until they register or heartbeat; confirming one may elect it.
     confirmed: bool,
+    /// In a controlled shutdown: alive (it still serves and replicates) but never elected,
+    /// never added to an ISR and never given new replicas. Cleared only by a new incarnation.
+    shutting_down: bool,
+}
+
+/// Whether `node` may lead or join an ISR: alive and not shutting down.
+fn eligible(live: &BTreeMap<i32, Liveness>, node: i32) -> bool {
+    live.get(&node).is_some_and(|l| !l.shutting_down)
 }
 
 /// The metadata plus liveness, with every rule that changes them.
@@ -312,6 +337,7 @@ impl Cluster {
                     Liveness {
                         deadline_ms,
                         confirmed: false,
+                        shutting_down: false,
                     },
                 )
             })
@@ -350,12 +376,18 @@ impl Cluster {
         self.live.keys().copied().collect()
     }
 
-    /// Alive nodes new replicas may be placed on (not excluded by a rebalance), ascending.
+    /// Whether the node is alive and may lead or join ISRs (not in a controlled shutdown).
+    pub fn is_eligible(&self, node: i32) -> bool {
+        eligible(&self.live, node)
+    }
+
+    /// Alive nodes new replicas may be placed on (not excluded by a rebalance, not shutting
+    /// down), ascending.
     pub fn placement_nodes(&self) -> Vec<i32> {
         self.live
-            .keys()
-            .copied()
-            .filter(|n| !self.state.excluded_nodes.contains(n))
+            .iter()
+            .filter(|(n, l)| !l.shutting_down && !self.state.excluded_nodes.contains(n))
+            .map(|(&n, _)| n)
             .collect()
     }
 
@@ -493,6 +525,7 @@ impl Cluster {
         }
         // An unclean election may have left a moving partition's ISR inside its target.
         self.complete_reassignments();
+        self.forget_departed();
         self.finish();
         expired
     }
@@ -552,6 +585,9 @@ impl Cluster {
             }
             if !current.isr.contains(r) && !self.is_alive(*r) {
                 return Err(ineligible(format!("{r} is not alive")));
+            }
+            if !current.isr.contains(r) && !self.is_eligible(*r) {
+                return Err(ineligible(format!("{r} is shutting down")));
             }
         }
         if current.isr.as_slice() == new_isr {
@@ -637,8 +673,14 @@ impl Cluster {
             version: self.state.version,
             cluster_id: self.state.cluster_id.clone(),
             // Kafka clients send controller-bound requests to this node; any alive node
-            // forwards them, and the lowest id is stable while it lives.
-            controller_id: self.live.keys().next().copied().unwrap_or(NO_LEADER),
+            // forwards them, and the lowest id is stable while it lives. A node shutting
+            // down is passed over while another is there.
+            controller_id: self
+                .live
+                .iter()
+                .find(|(_, l)| !l.shutting_down)
+                .or_else(|| self.live.iter().next())
+                .map_or(NO_LEADER, |(&id, _)| id),
             nodes,
             topics,
         }
@@ -661,11 +703,13 @@ impl Cluster {
     /// now lead partitions that have no leader.
     fn mark_alive(&mut self, node: i32, now_ms: u64) {
         let deadline_ms = now_ms.saturating_add(self.config.session_timeout_ms);
+        let shutting_down = self.live.get(&node).is_some_and(|l| l.shutting_down);
         let previous = self.live.insert(
             node,
             Liveness {
                 deadline_ms,
                 confirmed: true,
+                shutting_down,
             },
         );
         match previous {
@@ -754,16 +798,28 @@ impl Cluster {
 /// and in the ISR; failing that, when `unclean` allows, the first alive replica with the ISR
 /// reset to it. Returns whether the election was unclean, or `None` if nobody is eligible.
 fn elect(p: &mut PartitionRecord, live: &BTreeMap<i32, Liveness>, unclean: bool) -> Option<bool> {
+    // A replica in a controlled shutdown leads only when no other in-sync one is alive: it
+    // still serves until it stops, which beats an offline partition.
     if let Some(&r) = p
         .replicas
         .iter()
-        .find(|r| live.contains_key(r) && p.isr.contains(r))
+        .find(|&&r| eligible(live, r) && p.isr.contains(&r))
+        .or_else(|| {
+            p.replicas
+                .iter()
+                .find(|r| live.contains_key(r) && p.isr.contains(r))
+        })
     {
         p.leader = r;
         return Some(false);
     }
     if unclean {
-        if let Some(&r) = p.replicas.iter().find(|r| live.contains_key(r)) {
+        if let Some(&r) = p
+            .replicas
+            .iter()
+            .find(|&&r| eligible(live, r))
+            .or_else(|| p.replicas.iter().find(|r| live.contains_key(r)))
+        {
             p.leader = r;
             p.isr = vec![r];
             return Some(true);

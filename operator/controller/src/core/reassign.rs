@@ -346,6 +346,7 @@ impl Cluster {
             .values()
             .flat_map(|t| t.partitions.iter())
             .all(|p| p.replicas.iter().all(|r| set.contains(r)));
+        self.forget_departed();
         self.finish();
         out
     }
@@ -413,7 +414,12 @@ impl Cluster {
                 if !to.iter().all(|r| p.isr.contains(r)) {
                     continue;
                 }
-                let Some(&leader) = to.iter().find(|r| live.contains_key(r)) else {
+                // A target replica shutting down leads only if no other is alive.
+                let Some(&leader) = to
+                    .iter()
+                    .find(|&&r| super::eligible(live, r))
+                    .or_else(|| to.iter().find(|r| live.contains_key(r)))
+                else {
                     continue;
                 };
                 self.dirty = true;

@@ -7,20 +7,22 @@ use proptest::prelude::*;
 use super::*;
 use crate::codes;
 
-const SESSION: u64 = 6000;
+pub(super) const SESSION: u64 = 6000;
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config {
         session_timeout_ms: SESSION,
         default_replication_factor: 1,
         num_partitions: 1,
         offsets_topic_replication_factor: 3,
         offsets_topic_num_partitions: 50,
+        stream_loss_grace_ms: 1000,
+        leader_imbalance_percentage: 10,
     }
 }
 
 /// A cluster with nodes 1..=n registered at time 0 (incarnation "a").
-fn cluster(n: i32) -> Cluster {
+pub(super) fn cluster(n: i32) -> Cluster {
     let mut c = Cluster::new("cluster", config());
     for id in 1..=n {
         c.register(id, "127.0.0.1", 9000 + id, "", "a", 0).unwrap();
@@ -29,11 +31,11 @@ fn cluster(n: i32) -> Cluster {
     c
 }
 
-fn epoch(c: &Cluster, node: i32) -> i64 {
+pub(super) fn epoch(c: &Cluster, node: i32) -> i64 {
     c.state().nodes[&node].broker_epoch
 }
 
-fn topic(name: &str, partitions: i32, rf: i32) -> NewTopic {
+pub(super) fn topic(name: &str, partitions: i32, rf: i32) -> NewTopic {
     NewTopic {
         name: name.to_string(),
         partitions,
@@ -42,26 +44,26 @@ fn topic(name: &str, partitions: i32, rf: i32) -> NewTopic {
     }
 }
 
-fn create(c: &mut Cluster, name: &str, partitions: i32, rf: i32) {
+pub(super) fn create(c: &mut Cluster, name: &str, partitions: i32, rf: i32) {
     let out = c.create_topics(&[topic(name, partitions, rf)], false);
     out.into_iter().for_each(|o| {
         o.result.unwrap();
     });
 }
 
-fn part(c: &Cluster, name: &str, p: i32) -> PartitionRecord {
+pub(super) fn part(c: &Cluster, name: &str, p: i32) -> PartitionRecord {
     c.partition(name, p).unwrap().clone()
 }
 
 /// Keeps `nodes` alive at `now` by heartbeating them.
-fn beat(c: &mut Cluster, nodes: &[i32], now: u64) {
+pub(super) fn beat(c: &mut Cluster, nodes: &[i32], now: u64) {
     for &n in nodes {
         let e = epoch(c, n);
         c.heartbeat(n, e, now).unwrap();
     }
 }
 
-fn code(e: &crate::Error) -> i32 {
+pub(super) fn code(e: &crate::Error) -> i32 {
     crate::service::kafka_code(e)
 }
 
@@ -921,6 +923,12 @@ enum Op {
     Rebalance(u8, usize),
     /// A moving partition's leader proposes the ISR plus its alive moving-in replicas.
     CatchUp(usize),
+    /// A node starts (or repeats) a controlled shutdown.
+    Shutdown(i32),
+    /// A node's metadata stream closes.
+    StreamLost(i32),
+    /// The periodic preferred-leader rebalance.
+    BalanceLeaders,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -934,6 +942,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..8usize, any::<bool>()).prop_map(|(t, u)| Op::Unclean(t, u)),
         1 => (1..16u8, 1..4usize).prop_map(|(m, n)| Op::Rebalance(m, n)),
         2 => (0..8usize).prop_map(Op::CatchUp),
+        1 => (1..=4i32).prop_map(Op::Shutdown),
+        1 => (1..=4i32).prop_map(Op::StreamLost),
+        1 => Just(Op::BalanceLeaders),
     ]
 }
 
@@ -1008,9 +1019,28 @@ proptest! {
             let before = epochs(&c);
             let version = c.version();
             match op {
+                // A node a scale-down removed is gone until it registers again.
+                Op::Heartbeat(n) | Op::Shutdown(n) | Op::StreamLost(n)
+                    if !c.state().nodes.contains_key(&n) => {}
                 Op::Heartbeat(n) => {
                     let e = epoch(&c, n);
                     c.heartbeat(n, e, now).unwrap();
+                }
+                Op::Shutdown(n) => {
+                    let e = epoch(&c, n);
+                    let progress = c.controlled_shutdown(n, e, now).unwrap();
+                    for (name, i) in progress.still_leading {
+                        prop_assert_eq!(c.partition(&name, i).unwrap().leader, n);
+                    }
+                    prop_assert!(!c.is_eligible(n));
+                }
+                Op::StreamLost(n) => {
+                    let e = epoch(&c, n);
+                    c.stream_lost(n, e, now);
+                    prop_assert_eq!(c.version(), version);
+                }
+                Op::BalanceLeaders => {
+                    c.balance_leaders();
                 }
                 Op::Restart(n) => {
                     incarnation += 1;
@@ -1085,6 +1115,7 @@ proptest! {
                     let to = p.target_replicas.clone().unwrap_or_default();
                     let mut isr = p.isr.clone();
                     isr.extend(to.iter().copied().filter(|r| !p.isr.contains(r) && c.is_alive(*r)));
+                    isr.retain(|r| p.isr.contains(r) || c.is_eligible(*r));
                     let e = epoch(&c, p.leader);
                     c.alter_partition(p.leader, e, name, *i as i32, p.leader_epoch, p.partition_epoch, &isr).unwrap();
                 }

@@ -202,7 +202,11 @@ impl Cluster {
                 .copied()
                 .filter(|r| self.is_alive(*r))
                 .collect();
-            let Some(&leader) = isr.first() else {
+            let Some(&leader) = isr
+                .iter()
+                .find(|&&r| self.is_eligible(r))
+                .or_else(|| isr.first())
+            else {
                 return Err(bad(format!("no replica of partition {i} is alive")));
             };
             partitions.push(PartitionRecord {
