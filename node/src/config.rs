@@ -85,6 +85,26 @@ pub struct Args {
     #[arg(long, env = "STRATA_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
     pub replica_fetch_wait_max_ms: u64,
 
+    /// On SIGTERM in a cluster, wait at most this long for the controller to move this node's
+    /// leaderships to other in-sync replicas before closing the listener (Kafka's controlled
+    /// shutdown). A node that is the last in-sync replica of a partition stops after it.
+    #[arg(
+        long,
+        env = "STRATA_CONTROLLED_SHUTDOWN_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub controlled_shutdown_timeout_ms: u64,
+
+    /// `/ready` (on the metrics listener) turns true once this node has the cluster metadata
+    /// and every partition it follows is back in the ISR, or this long after it registered,
+    /// whichever comes first (a partition whose leader is gone cannot be caught up).
+    #[arg(
+        long,
+        env = "STRATA_READY_CATCH_UP_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub ready_catch_up_timeout_ms: u64,
+
     /// Partitions of auto-created topics and of CreateTopics with -1 (Kafka's num.partitions).
     #[arg(long, env = "STRATA_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: i32,
@@ -202,6 +222,10 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub replica_lag_time_max_ms: u64,
     pub replica_fetch_wait_max_ms: u64,
+    /// Bound of the controlled shutdown on SIGTERM (cluster mode).
+    pub controlled_shutdown_timeout_ms: u64,
+    /// Longest `/ready` waits for this node's partitions to be in sync.
+    pub ready_catch_up_timeout_ms: u64,
     /// Tiered storage settings, when `--object-store` is given.
     pub tiering: Option<crate::tiering::TieringOptions>,
 }
@@ -296,6 +320,8 @@ impl Args {
             metrics_listen: self.metrics_listen,
             replica_lag_time_max_ms: self.replica_lag_time_max_ms.max(100),
             replica_fetch_wait_max_ms: self.replica_fetch_wait_max_ms.max(1),
+            controlled_shutdown_timeout_ms: self.controlled_shutdown_timeout_ms,
+            ready_catch_up_timeout_ms: self.ready_catch_up_timeout_ms,
             tiering,
         })
     }

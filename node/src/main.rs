@@ -104,13 +104,33 @@ async fn run(
         }
     });
 
+    let mut signal = Box::pin(shutdown_signal());
+    // Like a Kafka broker, a cluster node serves clients only once it has the cluster's
+    // metadata; until then connections wait in the listen backlog.
+    let mut stopped_early = false;
+    if let Some(link) = broker.cluster.clone() {
+        tokio::select! {
+            _ = link.first_image() => {
+                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "cluster metadata applied; serving clients");
+            }
+            _ = &mut signal => stopped_early = true,
+        }
+    }
     let server = tokio::spawn(strata_node::server::serve(
         broker.clone(),
         listener,
         stop_rx,
     ));
-    shutdown_signal().await;
+    if !stopped_early {
+        signal.await;
+    }
     tracing::info!("shutting down");
+    // Leaderships move away while this node still serves, so clients are told where to
+    // go instead of finding the door closed.
+    if let Some(link) = broker.cluster.clone() {
+        let bound = Duration::from_millis(broker.config.controlled_shutdown_timeout_ms);
+        link.controlled_shutdown(bound).await;
+    }
     broker.begin_shutdown();
     let _ = stop_tx.send(true);
     if let Some(t) = &broker.tiering {

@@ -282,7 +282,22 @@ pub fn render(b: &Broker) -> String {
     o
 }
 
-/// Serve `GET /metrics` (anything else: 404) until the process ends. Requests are read with
+/// Whether the node should take traffic (the pod's readiness): standalone, until it stops;
+/// in a cluster, once it has the metadata and its partitions are in sync (see
+/// [`crate::replication::cluster::ClusterLink::readiness`]).
+fn readiness(b: &Broker) -> Result<(), String> {
+    if b.is_shutting_down() {
+        return Err("shutting down".into());
+    }
+    match &b.cluster {
+        Some(link) => link
+            .readiness(Duration::from_millis(b.config.ready_catch_up_timeout_ms))
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// Serve `GET /metrics` and `GET /ready` (anything else: 404) until the process ends. Requests are read with
 /// a bound and a timeout; this is a scrape endpoint, not a web server.
 pub async fn serve(b: Arc<Broker>, listener: TcpListener) {
     loop {
@@ -312,7 +327,12 @@ pub async fn serve(b: Arc<Broker>, listener: TcpListener) {
             }
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if head.starts_with("GET ")
+            let (status, body) = if head.starts_with("GET ") && path == "/ready" {
+                match readiness(&b) {
+                    Ok(()) => ("200 OK", "ready\n".to_string()),
+                    Err(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
+                }
+            } else if head.starts_with("GET ")
                 && (path == "/metrics" || path.starts_with("/metrics?"))
             {
                 let b2 = b.clone();
@@ -321,7 +341,7 @@ pub async fn serve(b: Arc<Broker>, listener: TcpListener) {
                     Err(_) => ("500 Internal Server Error", String::new()),
                 }
             } else {
-                ("404 Not Found", "try /metrics\n".to_string())
+                ("404 Not Found", "try /metrics or /ready\n".to_string())
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

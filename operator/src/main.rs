@@ -153,6 +153,31 @@ struct ControllerArgs {
         default_value_t = 50
     )]
     offsets_topic_num_partitions: i32,
+
+    /// A node whose metadata stream closed (its process died) is declared dead this long
+    /// after, unless it reconnects; a node that hangs with its connection open still gets the
+    /// whole session timeout.
+    #[arg(long, env = "STRATA_STREAM_LOSS_GRACE_MS", default_value_t = 500)]
+    stream_loss_grace_ms: u64,
+
+    /// Move leaderships back to preferred replicas when a node's share of partitions it
+    /// prefers but does not lead passes --leader-imbalance-percentage (Kafka's
+    /// auto.leader.rebalance.enable).
+    #[arg(long, env = "STRATA_AUTO_LEADER_REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_leader_rebalance: bool,
+
+    /// Kafka's leader.imbalance.per.broker.percentage.
+    #[arg(long, env = "STRATA_LEADER_IMBALANCE_PERCENTAGE", default_value_t = 10)]
+    leader_imbalance_percentage: u32,
+
+    /// How often leadership imbalance is checked (Kafka's leader.imbalance.check.interval.seconds,
+    /// 300 s there; a node that caught up gets its leaderships back sooner here).
+    #[arg(
+        long,
+        env = "STRATA_LEADER_IMBALANCE_CHECK_INTERVAL_MS",
+        default_value_t = 5000
+    )]
+    leader_imbalance_check_interval_ms: u64,
 }
 
 /// Flags of `strata-operator local`. With none, a controller on 127.0.0.1:9093 keeps its state
@@ -256,6 +281,14 @@ impl ControllerArgs {
             self.session_timeout_ms,
             self.heartbeat_interval_ms
         );
+        anyhow::ensure!(
+            self.leader_imbalance_check_interval_ms >= 100,
+            "--leader-imbalance-check-interval-ms must be at least 100"
+        );
+        anyhow::ensure!(
+            self.leader_imbalance_percentage <= 100,
+            "--leader-imbalance-percentage must be 0..=100"
+        );
         for (flag, value) in [
             (
                 "--default-replication-factor",
@@ -287,8 +320,13 @@ impl ControllerArgs {
                 num_partitions: self.num_partitions,
                 offsets_topic_replication_factor: self.offsets_topic_replication_factor,
                 offsets_topic_num_partitions: self.offsets_topic_num_partitions,
+                stream_loss_grace_ms: self.stream_loss_grace_ms,
+                leader_imbalance_percentage: self.leader_imbalance_percentage,
             },
             heartbeat_interval_ms: self.heartbeat_interval_ms,
+            leader_balance_interval: self
+                .auto_leader_rebalance
+                .then(|| std::time::Duration::from_millis(self.leader_imbalance_check_interval_ms)),
         })
     }
 }

@@ -76,6 +76,33 @@ pub struct ClusterLink {
     pub(crate) fetchers: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
     /// Producer ids handed out by the controller: (next, end).
     producer_ids: Mutex<(i64, i64)>,
+    /// When this process first registered (the readiness bound counts from it).
+    registered_at: Mutex<Option<std::time::Instant>>,
+    /// A controlled shutdown has begun: not ready any more.
+    leaving: std::sync::atomic::AtomicBool,
+}
+
+/// Why a node is not ready to take traffic in a roll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// Not registered with the controller, or no metadata image applied yet.
+    NoMetadata,
+    /// Some partitions this node replicates are not in their ISR yet.
+    CatchingUp { partitions: usize },
+    /// Shutting down.
+    Leaving,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::NoMetadata => write!(f, "no cluster metadata yet"),
+            NotReady::CatchingUp { partitions } => {
+                write!(f, "{partitions} partitions not yet in sync")
+            }
+            NotReady::Leaving => write!(f, "shutting down"),
+        }
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -136,6 +163,8 @@ impl ClusterLink {
             applied,
             fetchers: Mutex::new(HashMap::new()),
             producer_ids: Mutex::new((0, 0)),
+            registered_at: Mutex::new(None),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -187,6 +216,112 @@ impl ClusterLink {
                 })?
         };
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(timed))
+    }
+
+    /// Wait until the first metadata image is applied: a node answers Kafka clients only
+    /// from then on (before it, it would name no controller and a cluster id of its own).
+    pub async fn first_image(&self) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|v| *v >= 1).await;
+    }
+
+    /// Ready for traffic in a rolling restart: registered, metadata applied, and every
+    /// partition this node replicates back in its ISR — or `catch_up_bound` passed since it
+    /// registered (a partition whose leader is gone cannot catch up).
+    pub fn readiness(&self, catch_up_bound: Duration) -> std::result::Result<(), NotReady> {
+        if self.leaving.load(Ordering::Relaxed) {
+            return Err(NotReady::Leaving);
+        }
+        let Some(since) = *self.registered_at.lock() else {
+            return Err(NotReady::NoMetadata);
+        };
+        let view = self.view();
+        if view.version == 0 || *self.applied.borrow() == 0 {
+            return Err(NotReady::NoMetadata);
+        }
+        let lagging = view
+            .assignments
+            .values()
+            .filter(|a| a.replicas.contains(&self.me) && !a.isr.contains(&self.me))
+            .count();
+        if lagging > 0 && since.elapsed() < catch_up_bound {
+            return Err(NotReady::CatchingUp {
+                partitions: lagging,
+            });
+        }
+        Ok(())
+    }
+
+    /// Kafka's controlled shutdown: ask the controller to move every leadership this node
+    /// holds to another in-sync replica and to take it out of the ISRs, and wait until this
+    /// node has applied that image; repeated (a follower may catch up meanwhile) until
+    /// nothing is left or `bound` passes. Returns the partitions it still leads (it is their
+    /// last in-sync replica).
+    pub async fn controlled_shutdown(&self, bound: Duration) -> Vec<(String, i32)> {
+        self.leaving.store(true, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let deadline = started + bound;
+        let mut left: Vec<(String, i32)> = Vec::new();
+        loop {
+            let epoch = self.broker_epoch.load(Ordering::Relaxed);
+            if epoch < 0 {
+                tracing::info!("controlled shutdown: never registered, nothing to move");
+                return Vec::new();
+            }
+            let (i, url) = self.in_use();
+            let url = url.to_string();
+            let mut client = self.client();
+            let call = client.controlled_shutdown(pb::ControlledShutdownRequest {
+                node_id: self.me,
+                broker_epoch: epoch,
+            });
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(resp)) => {
+                    let resp = resp.into_inner();
+                    if resp.error_code == 0 {
+                        let applied = tokio::time::timeout_at(deadline, async {
+                            let mut rx = self.applied.subscribe();
+                            let _ = rx.wait_for(|v| *v >= resp.metadata_version).await;
+                        });
+                        let _ = applied.await;
+                        left = resp
+                            .still_leading
+                            .into_iter()
+                            .map(|tp| (tp.topic, tp.partition))
+                            .collect();
+                        if left.is_empty() {
+                            tracing::info!(
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "controlled shutdown: leaderships moved, ISRs left"
+                            );
+                            return left;
+                        }
+                    } else {
+                        tracing::warn!(code = resp.error_code, message = %resp.error_message, "controlled shutdown refused; retrying");
+                    }
+                }
+                Ok(Err(e)) if e.code() == tonic::Code::Unimplemented => {
+                    // A controller older than this node: stop as before (the session
+                    // timeout moves the leaderships).
+                    tracing::warn!(controller = %url, "the controller has no controlled shutdown; stopping without it");
+                    return Vec::new();
+                }
+                Ok(Err(e)) => {
+                    self.failed(i);
+                    tracing::warn!(controller = %url, error = %e, "controlled shutdown call failed; retrying");
+                }
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
+                tracing::warn!(
+                    partitions = ?left,
+                    bound_ms = bound.as_millis() as u64,
+                    "controlled shutdown bound passed; this node is the last in-sync replica of these partitions and stops anyway"
+                );
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Wait until metadata of at least `version` is applied here (so this node's own
@@ -455,6 +590,9 @@ pub async fn run(b: Arc<Broker>) {
             continue;
         }
         link.broker_epoch.store(reg.broker_epoch, Ordering::Relaxed);
+        link.registered_at
+            .lock()
+            .get_or_insert_with(std::time::Instant::now);
         tracing::info!(controller = %url, broker_epoch = reg.broker_epoch, cluster_id = %reg.cluster_id, "registered with the controller");
         let every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(50, 10_000) as u64);
         // Heartbeat until the controller says the registration is stale.

@@ -25,10 +25,11 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
@@ -465,13 +466,18 @@ pub fn node_container(c: &Cluster, cfg: &ClusterConfig) -> Container {
             },
         ]),
         resources: c.spec.resources.clone(),
+        // Ready means caught up: the node has the cluster metadata and every partition it
+        // replicates is back in the ISR (bounded by --ready-catch-up-timeout-ms), so a
+        // StatefulSet roll moves to the next pod only once this one is in sync again.
         readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::String("kafka".into()),
+            http_get: Some(HTTPGetAction {
+                path: Some("/ready".into()),
+                port: IntOrString::String("metrics".into()),
                 ..Default::default()
             }),
-            period_seconds: Some(5),
-            failure_threshold: Some(3),
+            period_seconds: Some(2),
+            failure_threshold: Some(2),
+            timeout_seconds: Some(2),
             ..Default::default()
         }),
         security_context: Some(SecurityContext {
@@ -574,8 +580,10 @@ pub fn statefulset(c: &Cluster, cfg: &ClusterConfig, replicas: i32) -> StatefulS
                         }),
                         ..Default::default()
                     }),
-                    // Nodes flush and leave their partitions cleanly on SIGTERM.
-                    termination_grace_period_seconds: Some(60),
+                    // On SIGTERM a node moves its leaderships away (controlled shutdown, 30 s
+                    // bound), then drains connections and uploads (30 s bound): this covers
+                    // both with room to spare.
+                    termination_grace_period_seconds: Some(75),
                     affinity: Some(k8s_openapi::api::core::v1::Affinity {
                         pod_anti_affinity: Some(PodAntiAffinity {
                             preferred_during_scheduling_ignored_during_execution: Some(vec![

@@ -160,10 +160,9 @@ fn node_command_line() {
         .collect();
     assert_eq!(ports, vec![(Some("kafka"), 9094), (Some("metrics"), 9100)]);
     let ready = node.readiness_probe.as_ref().unwrap();
-    assert_eq!(
-        ready.tcp_socket.as_ref().unwrap().port,
-        IntOrString::String("kafka".into())
-    );
+    let get = ready.http_get.as_ref().unwrap();
+    assert_eq!(get.path.as_deref(), Some("/ready"));
+    assert_eq!(get.port, IntOrString::String("metrics".into()));
     assert_eq!(
         node.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"],
         Quantity("1".into())
