@@ -399,9 +399,13 @@ class Node(Proc):
         self.id = i
         self.addr = topo.node_addr(i)
         self.data_dir = workdir / f"node{i}"
+        host, port = kwire.split_addr(self.addr)
+        # /metrics and /ready: beside the Kafka port (in a namespace every port is free).
+        self.metrics_addr = f"{host}:{port + 1000 if topo.x is not None else free_port()}"
         argv = [str(node_bin()), "--node-id", str(i),
                 "--controller", f"http://{controller.listen}",
-                "--listen", self.addr, "--advertise", self.addr, "--data-dir", str(self.data_dir)]
+                "--listen", self.addr, "--advertise", self.addr, "--data-dir", str(self.data_dir),
+                "--metrics-listen", self.metrics_addr]
         for k, v in args.items():
             argv += [k, str(v)]
         super().__init__(f"node{i}", topo.wrap(i, argv), workdir / f"node{i}.log")
@@ -415,6 +419,18 @@ class Node(Proc):
             return port_open(host, port)
 
         wait_for(up, timeout, f"{self.name} to listen on {self.addr}")
+
+    def ready(self) -> tuple[int, str]:
+        """(HTTP status, body) of GET /ready, the pod readiness the operator configures."""
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://{self.metrics_addr}/ready", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except (urllib.error.URLError, OSError) as e:  # not listening yet, or gone
+            return 0, str(e)
 
 
 # ---- the cluster -----------------------------------------------------------------------------
@@ -433,17 +449,21 @@ class Cluster:
     LAG_MS = 3000
 
     def __init__(self, topo: Topology, workdir: Path, n: int = 3,
-                 offsets_rf: int = 3, offsets_partitions: int = 5, node_args: dict | None = None):
+                 offsets_rf: int = 3, offsets_partitions: int = 5, node_args: dict | None = None,
+                 controller_args: dict | None = None):
         self.topo = topo
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.controller = Controller(topo, workdir, {
+        cargs = {
             "--session-timeout-ms": self.SESSION_TIMEOUT_MS,
             "--heartbeat-interval-ms": self.HEARTBEAT_MS,
             "--default-replication-factor": 3,
             "--offsets-topic-replication-factor": offsets_rf,
             "--offsets-topic-num-partitions": offsets_partitions,
-        })
+        }
+        # None drops a flag (the controller's own default applies).
+        cargs.update(controller_args or {})
+        self.controller = Controller(topo, workdir, {k: v for k, v in cargs.items() if v is not None})
         args = {"--replica-lag-time-max-ms": self.LAG_MS, "--group-initial-rebalance-delay-ms": 0}
         args.update(node_args or {})
         self.nodes = {i: Node(topo, i, workdir, self.controller, args) for i in range(1, n + 1)}
