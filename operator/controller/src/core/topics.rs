@@ -212,6 +212,7 @@ impl Cluster {
                 isr,
                 partition_epoch: 0,
                 target_replicas: None,
+                original_replicas: None,
             });
         }
         Ok(partitions)
@@ -375,6 +376,7 @@ fn new_partition(replicas: Vec<i32>) -> PartitionRecord {
         replicas,
         partition_epoch: 0,
         target_replicas: None,
+        original_replicas: None,
     }
 }
 
