@@ -69,6 +69,15 @@ def test_reassign_under_load_execute_then_verify(cluster, kafka_tools, tmp_path)
     create_topic(boot, topic, 2, 2, {"min.insync.replicas": "2"})
     st = cluster.wait_partitions(topic, lambda st: all(len(s.isr) == 2 for s in st.values()),
                                  set(cluster.nodes), 60, "both partitions with 2 in sync")
+    # --generate is computed by the tool from Metadata and DescribeCluster.
+    topics_json = tmp_path / "topics.json"
+    topics_json.write_text(json.dumps({"version": 1, "topics": [{"topic": topic}]}))
+    g = tool(REASSIGN, "--bootstrap-server", boot, "--topics-to-move-json-file",
+             str(topics_json), "--broker-list", "1,2,3", "--generate")
+    assert g.returncode == 0, g.described
+    assert "Proposed partition reassignment configuration" in g.stdout, g.described
+    proposed = json.loads(g.stdout.strip().splitlines()[-1])
+    assert sorted(q["partition"] for q in proposed["partitions"]) == [0, 1], g.described
     # Each partition's first replica is replaced by the node it is not on, which leads.
     targets = {}
     for p, s in st.items():
