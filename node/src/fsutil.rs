@@ -41,3 +41,30 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Size and space available to unprivileged users of the file system holding `path`, in
+/// bytes (`statvfs`: blocks and available blocks times the fragment size), as Kafka reports
+/// a log directory's total and usable bytes.
+pub fn volume_bytes(path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let ctx = || format!("statvfs {}", path.display());
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        Error::io(
+            ctx(),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+        )
+    })?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `st` points to
+    // writable memory of the size of `statvfs`, which the call fills on success.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(Error::io(ctx(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it initialised every field of `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types are c_ulong / fsblkcnt_t, which differ across platforms.
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, blocks, bavail) = (st.f_frsize as u64, st.f_blocks as u64, st.f_bavail as u64);
+    Ok((blocks.saturating_mul(frsize), bavail.saturating_mul(frsize)))
+}

@@ -200,4 +200,57 @@ async fn all_handlers_encode_at_all_versions() {
     lg.members = vec![lm];
     lg.member_id = s("nobody");
     check(&b, ApiKey::LeaveGroup, &lg).await;
+
+    // Operations: log directories, leader elections, partition reassignments.
+    let mut dl = DescribeLogDirsRequest::default();
+    dl.topics = None;
+    check(&b, ApiKey::DescribeLogDirs, &dl).await;
+    let mut dlt = describe_log_dirs_request::DescribableLogDirTopic::default();
+    dlt.topic = topic.clone();
+    dlt.partitions = vec![0, 1, 7];
+    dl.topics = Some(vec![dlt]);
+    check(&b, ApiKey::DescribeLogDirs, &dl).await;
+
+    for election_type in [0, 1, 2] {
+        let mut el = ElectLeadersRequest::default();
+        el.election_type = election_type;
+        el.topic_partitions = None;
+        check(&b, ApiKey::ElectLeaders, &el).await;
+        let mut etp = elect_leaders_request::TopicPartitions::default();
+        etp.topic = topic.clone();
+        etp.partitions = vec![0, 9];
+        let mut missing = elect_leaders_request::TopicPartitions::default();
+        missing.topic = TopicName(s("missing"));
+        missing.partitions = vec![0];
+        el.topic_partitions = Some(vec![etp, missing]);
+        check(&b, ApiKey::ElectLeaders, &el).await;
+    }
+
+    for allow in [true, false] {
+        let mut ar = AlterPartitionReassignmentsRequest::default();
+        ar.allow_replication_factor_change = allow;
+        let mut art = alter_partition_reassignments_request::ReassignableTopic::default();
+        art.name = topic.clone();
+        art.partitions = [Some(vec![1]), Some(vec![2]), Some(vec![]), None]
+            .into_iter()
+            .enumerate()
+            .map(|(i, replicas)| {
+                let mut p = alter_partition_reassignments_request::ReassignablePartition::default();
+                p.partition_index = i as i32 % 2;
+                p.replicas = replicas.map(|r| r.into_iter().map(BrokerId).collect());
+                p
+            })
+            .collect();
+        ar.topics = vec![art];
+        check(&b, ApiKey::AlterPartitionReassignments, &ar).await;
+    }
+
+    let mut lr = ListPartitionReassignmentsRequest::default();
+    lr.topics = None;
+    check(&b, ApiKey::ListPartitionReassignments, &lr).await;
+    let mut lrt = list_partition_reassignments_request::ListPartitionReassignmentsTopics::default();
+    lrt.name = topic.clone();
+    lrt.partition_indexes = vec![0];
+    lr.topics = Some(vec![lrt]);
+    check(&b, ApiKey::ListPartitionReassignments, &lr).await;
 }

@@ -32,6 +32,14 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" 
   echo "$want" > "$VENV/.stamp"
 fi
 
+# Apache Kafka's admin tools (kafka-reassign-partitions and friends, for test_admin_tools.py):
+# the test bed's Kafka jars, installed by tests/testbed/install.sh when missing or stale.
+want="$(sha256sum "$ROOT/tests/testbed/kafka/pom.xml" | cut -d' ' -f1)"
+if [[ "$(cat "$CACHE/kafka-libs/.stamp" 2>/dev/null)" != "$want" ]]; then
+  bash "$ROOT/tests/testbed/install.sh" || { echo "cluster: test-bed install failed" >&2; exit 1; }
+fi
+export STRATA_KAFKA_LIBS="$CACHE/kafka-libs"
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/cargo-target}"
 target="$CARGO_TARGET_DIR"
 build=()

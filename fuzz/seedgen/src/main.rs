@@ -448,6 +448,67 @@ fn request_frames(dir: &Path) {
             }),
         ),
     );
+    // Operations: log directories, leader elections, partition reassignments.
+    w(
+        "describe_log_dirs_v4_all",
+        frame(
+            ApiKey::DescribeLogDirs,
+            4,
+            &build!(DescribeLogDirsRequest { topics: None }),
+        ),
+    );
+    w(
+        "elect_leaders_v2_preferred",
+        frame(
+            ApiKey::ElectLeaders,
+            2,
+            &build!(ElectLeadersRequest {
+                election_type: 0,
+                topic_partitions: Some(vec![build!(elect_leaders_request::TopicPartitions {
+                    topic: tn("fuzz"),
+                    partitions: vec![0, 1]
+                })]),
+                timeout_ms: 1000
+            }),
+        ),
+    );
+    w(
+        "alter_partition_reassignments_v1",
+        frame(
+            ApiKey::AlterPartitionReassignments,
+            1,
+            &build!(AlterPartitionReassignmentsRequest {
+                allow_replication_factor_change: false,
+                topics: vec![build!(
+                    alter_partition_reassignments_request::ReassignableTopic {
+                        name: tn("fuzz"),
+                        partitions: vec![
+                            build!(
+                                alter_partition_reassignments_request::ReassignablePartition {
+                                    partition_index: 0,
+                                    replicas: Some(vec![BrokerId(1)])
+                                }
+                            ),
+                            build!(
+                                alter_partition_reassignments_request::ReassignablePartition {
+                                    partition_index: 1,
+                                    replicas: None
+                                }
+                            )
+                        ]
+                    }
+                )]
+            }),
+        ),
+    );
+    w(
+        "list_partition_reassignments_v0",
+        frame(
+            ApiKey::ListPartitionReassignments,
+            0,
+            &build!(ListPartitionReassignmentsRequest { topics: None }),
+        ),
+    );
     w(
         "find_coordinator_v3",
         frame(

@@ -527,6 +527,110 @@ impl ClusterLink {
     }
 }
 
+// ---- Kafka admin APIs for operations: elections and reassignments, forwarded ---------
+
+/// One partition's answer from the controller: (topic, partition, Kafka error code, message).
+pub type PartitionAnswer = (String, i32, i16, String);
+
+fn partition_answers(results: Vec<pb::PartitionResult>) -> Vec<PartitionAnswer> {
+    results
+        .into_iter()
+        .map(|r| (r.topic, r.partition, r.error_code as i16, r.error_message))
+        .collect()
+}
+
+fn topic_partitions(named: Option<Vec<(String, Vec<i32>)>>) -> (bool, Vec<pb::TopicPartitions>) {
+    match named {
+        None => (true, Vec::new()),
+        Some(named) => (
+            false,
+            named
+                .into_iter()
+                .map(|(topic, partitions)| pb::TopicPartitions { topic, partitions })
+                .collect(),
+        ),
+    }
+}
+
+impl ClusterLink {
+    /// ElectLeaders: `election_type` is Kafka's (0 preferred, 1 unclean); `None` elects on
+    /// every partition. Answers once this node's metadata shows the new leaders.
+    pub fn elect_leaders(
+        &self,
+        election_type: i8,
+        named: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<PartitionAnswer>> {
+        let (all_partitions, topic_partitions) = topic_partitions(named);
+        self.block_on(async {
+            let (i, _) = self.in_use();
+            let resp = self
+                .client()
+                .elect_leaders(pb::ElectLeadersRequest {
+                    election_type: i32::from(election_type),
+                    all_partitions,
+                    topic_partitions,
+                })
+                .await
+                .map_err(|e| self.down(i, e))?
+                .into_inner();
+            self.caught_up(resp.metadata_version).await;
+            Ok(partition_answers(resp.results))
+        })
+    }
+
+    /// AlterPartitionReassignments: each partition's target replicas, `None` to cancel.
+    pub fn alter_reassignments(
+        &self,
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+        keep_replication_factor: bool,
+    ) -> Result<Vec<PartitionAnswer>> {
+        let partitions = partitions
+            .into_iter()
+            .map(|(topic, partition, replicas)| pb::PartitionReassignment {
+                topic,
+                partition,
+                cancel: replicas.is_none(),
+                replicas: replicas.unwrap_or_default(),
+            })
+            .collect();
+        self.block_on(async {
+            let (i, _) = self.in_use();
+            let resp = self
+                .client()
+                .alter_partition_reassignments(pb::AlterPartitionReassignmentsRequest {
+                    partitions,
+                    keep_replication_factor,
+                })
+                .await
+                .map_err(|e| self.down(i, e))?
+                .into_inner();
+            self.caught_up(resp.metadata_version).await;
+            Ok(partition_answers(resp.results))
+        })
+    }
+
+    /// ListPartitionReassignments: the moves in flight, of every partition with `None`.
+    pub fn list_reassignments(
+        &self,
+        named: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<pb::OngoingReassignment>> {
+        let (all_partitions, topic_partitions) = topic_partitions(named);
+        self.block_on(async {
+            let (i, _) = self.in_use();
+            let resp = self
+                .client()
+                .list_partition_reassignments(pb::ListPartitionReassignmentsRequest {
+                    all_partitions,
+                    topic_partitions,
+                })
+                .await
+                .map_err(|e| self.down(i, e))?
+                .into_inner();
+            Ok(resp.reassignments)
+        })
+    }
+}
+
 /// A topic's metadata from the controller's form.
 fn topic_meta(t: &pb::TopicInfo) -> TopicMeta {
     TopicMeta {

@@ -105,6 +105,28 @@ pub enum Error {
     /// The server could not bind or serve.
     #[error("controller transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    // ---- admin APIs: elections and reassignments ----
+    /// An election found the partition already led by the replica it would elect.
+    #[error("{topic}-{partition}: leader {leader} is already the one the election would pick")]
+    ElectionNotNeeded {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
+    /// A preferred election whose preferred replica is not alive or not in sync.
+    #[error("{topic}-{partition}: preferred leader {preferred} is not available: {reason}")]
+    PreferredLeaderNotAvailable {
+        topic: String,
+        partition: i32,
+        preferred: i32,
+        reason: String,
+    },
+    /// An unclean election found no alive replica.
+    #[error("{topic}-{partition}: no replica is alive to lead")]
+    EligibleLeadersNotAvailable { topic: String, partition: i32 },
+    /// Cancelling a reassignment of a partition that is not moving.
+    #[error("{topic}-{partition} has no reassignment in progress")]
+    NoReassignmentInProgress { topic: String, partition: i32 },
 }
 
 impl Error {

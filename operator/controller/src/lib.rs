@@ -75,6 +75,15 @@ pub mod codes {
     pub const INELIGIBLE_REPLICA: i32 = 107;
     /// The controller is not the active one (another took over the store).
     pub const NOT_CONTROLLER: i32 = 41;
+    // ---- admin APIs: elections and reassignments ----
+    /// The preferred replica cannot lead (not alive or not in sync).
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i32 = 80;
+    /// No replica can lead.
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i32 = 83;
+    /// The partition already has the leader the election would pick.
+    pub const ELECTION_NOT_NEEDED: i32 = 84;
+    /// Cancelling a reassignment that does not exist.
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i32 = 85;
 }
 
 /// Connects a client to a controller at `addr`, given as `host:port` or a full `http://` URI.

@@ -385,6 +385,11 @@ pub fn kafka_code(e: &Error) -> i32 {
         | Error::EncodeState(_)
         | Error::StoreIo { .. }
         | Error::Transport(_) => codes::UNKNOWN_SERVER_ERROR,
+        // ---- admin APIs: elections and reassignments ----
+        Error::ElectionNotNeeded { .. } => codes::ELECTION_NOT_NEEDED,
+        Error::PreferredLeaderNotAvailable { .. } => codes::PREFERRED_LEADER_NOT_AVAILABLE,
+        Error::EligibleLeadersNotAvailable { .. } => codes::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+        Error::NoReassignmentInProgress { .. } => codes::NO_REASSIGNMENT_IN_PROGRESS,
     }
 }
 
@@ -429,6 +434,37 @@ fn topic_results(outcomes: Vec<TopicOutcome>) -> Vec<proto::TopicResult> {
 
 fn to_btree(map: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     map.into_iter().collect()
+}
+
+// ---- Kafka admin APIs for operations: leader elections and reassignments ----
+
+/// (topic, partition) pairs of a request, in order.
+fn flatten(topics: &[proto::TopicPartitions]) -> Vec<(String, i32)> {
+    topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.clone(), p)))
+        .collect()
+}
+
+/// Per-partition Kafka answers; a store failure inside is a transport failure.
+fn partition_results(
+    outcomes: Vec<core::PartitionOutcome>,
+) -> Result<Vec<proto::PartitionResult>, Status> {
+    outcomes
+        .into_iter()
+        .map(|o| {
+            let (error_code, error_message) = match answer(o.result)? {
+                Ok(()) => (codes::NONE, String::new()),
+                Err(refused) => refused,
+            };
+            Ok(proto::PartitionResult {
+                topic: o.topic,
+                partition: o.partition,
+                error_code,
+                error_message,
+            })
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -806,6 +842,99 @@ impl Controller for ControllerService {
         }
         .instrument(span)
         .await
+    }
+
+    // ---- Kafka admin APIs for operations: leader elections and reassignments ----
+
+    async fn elect_leaders(
+        &self,
+        request: Request<proto::ElectLeadersRequest>,
+    ) -> Result<Response<proto::ElectLeadersResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!(
+            "elect_leaders",
+            election_type = r.election_type,
+            all = r.all_partitions
+        );
+        async move {
+            let Some(kind) = core::ElectionType::from_kafka(r.election_type) else {
+                return Err(Status::invalid_argument(format!(
+                    "unknown election type {}",
+                    r.election_type
+                )));
+            };
+            let named = (!r.all_partitions).then(|| flatten(&r.topic_partitions));
+            let (outcomes, version) = self
+                .apply(|c, _| (c.elect_leaders(kind, named.as_deref()), c.version()))
+                .await
+                .map_err(status)?;
+            Ok(Response::new(proto::ElectLeadersResponse {
+                results: partition_results(outcomes)?,
+                metadata_version: version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn alter_partition_reassignments(
+        &self,
+        request: Request<proto::AlterPartitionReassignmentsRequest>,
+    ) -> Result<Response<proto::AlterPartitionReassignmentsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("alter_partition_reassignments", count = r.partitions.len());
+        async move {
+            let requests: Vec<core::ReassignmentRequest> = r
+                .partitions
+                .into_iter()
+                .map(|p| core::ReassignmentRequest {
+                    topic: p.topic,
+                    partition: p.partition,
+                    replicas: (!p.cancel).then_some(p.replicas),
+                })
+                .collect();
+            for q in requests.iter().filter(|q| q.replicas.is_none()) {
+                tracing::info!(topic = %q.topic, partition = q.partition, "reassignment cancel requested");
+            }
+            let (outcomes, version) = self
+                .apply(|c, _| {
+                    (
+                        c.alter_reassignments(&requests, r.keep_replication_factor),
+                        c.version(),
+                    )
+                })
+                .await
+                .map_err(status)?;
+            Ok(Response::new(proto::AlterPartitionReassignmentsResponse {
+                results: partition_results(outcomes)?,
+                metadata_version: version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_partition_reassignments(
+        &self,
+        request: Request<proto::ListPartitionReassignmentsRequest>,
+    ) -> Result<Response<proto::ListPartitionReassignmentsResponse>, Status> {
+        let r = request.into_inner();
+        let named = (!r.all_partitions).then(|| flatten(&r.topic_partitions));
+        let cluster = self.snapshot().await;
+        let reassignments = cluster
+            .list_reassignments(named.as_deref())
+            .into_iter()
+            .map(|o| proto::OngoingReassignment {
+                topic: o.topic,
+                partition: o.partition,
+                replicas: o.replicas,
+                adding_replicas: o.adding,
+                removing_replicas: o.removing,
+            })
+            .collect();
+        Ok(Response::new(proto::ListPartitionReassignmentsResponse {
+            reassignments,
+        }))
     }
 }
 

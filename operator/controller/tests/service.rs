@@ -364,3 +364,134 @@ async fn admin_rpcs_answer_with_kafka_codes() {
     assert_eq!(again.producer_id_start, ids.producer_id_start + 1000);
     server.shutdown().await;
 }
+
+// ---- Kafka admin APIs for operations: leader elections and reassignments ----
+
+#[tokio::test]
+async fn reassignments_over_grpc_survive_a_controller_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let mut c = client(running.addr).await;
+    let mut epochs = Vec::new();
+    for n in 1..=3 {
+        epochs.push((n, register(&mut c, n, "a").await));
+    }
+    let created = c
+        .create_topics(proto::CreateTopicsRequest {
+            topics: vec![proto::CreatableTopic {
+                name: "t".into(),
+                partitions: -1,
+                replication_factor: -1,
+                assignments: vec![proto::ReplicaList {
+                    replicas: vec![1, 2],
+                }],
+                ..Default::default()
+            }],
+            validate_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.results[0].error_code, 0);
+
+    let mv = |replicas: Vec<i32>, cancel: bool| proto::AlterPartitionReassignmentsRequest {
+        partitions: vec![proto::PartitionReassignment {
+            topic: "t".into(),
+            partition: 0,
+            cancel,
+            replicas,
+        }],
+        keep_replication_factor: false,
+    };
+    // Targets must be alive: a slow machine must not let the session expire first.
+    for &(node_id, broker_epoch) in &epochs {
+        c.heartbeat(proto::HeartbeatRequest {
+            node_id,
+            broker_epoch,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let bad = c
+        .alter_partition_reassignments(mv(vec![3, 9], false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bad.results[0].error_code, codes::INVALID_REPLICA_ASSIGNMENT);
+    assert!(bad.results[0].error_message.contains("broker 9"));
+    let ok = c
+        .alter_partition_reassignments(mv(vec![3, 2], false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ok.results[0].error_code, 0,
+        "{}",
+        ok.results[0].error_message
+    );
+    assert!(ok.metadata_version > created.metadata_version);
+
+    let listed = |c: &mut ControllerClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            c.list_partition_reassignments(proto::ListPartitionReassignmentsRequest {
+                all_partitions: true,
+                topic_partitions: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .reassignments
+        }
+    };
+    let want = vec![proto::OngoingReassignment {
+        topic: "t".into(),
+        partition: 0,
+        replicas: vec![3, 2, 1],
+        adding_replicas: vec![3],
+        removing_replicas: vec![1],
+    }];
+    assert_eq!(listed(&mut c).await, want);
+
+    // The original replicas are part of the stored state: a restarted controller can still
+    // list and cancel the move.
+    running.shutdown().await;
+    let running = start(dir.path()).await;
+    let mut c = client(running.addr).await;
+    assert_eq!(listed(&mut c).await, want);
+    let cancelled = c
+        .alter_partition_reassignments(mv(vec![], true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.results[0].error_code, 0);
+    assert!(listed(&mut c).await.is_empty());
+    let again = c
+        .alter_partition_reassignments(mv(vec![], true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.results[0].error_code,
+        codes::NO_REASSIGNMENT_IN_PROGRESS
+    );
+
+    // Elections: every partition is led by its preferred replica, so nothing is reported;
+    // a named one answers ELECTION_NOT_NEEDED, an unknown election type is refused.
+    let elect = |election_type: i32, all: bool| proto::ElectLeadersRequest {
+        election_type,
+        all_partitions: all,
+        topic_partitions: vec![proto::TopicPartitions {
+            topic: "t".into(),
+            partitions: vec![0],
+        }],
+    };
+    let all = c.elect_leaders(elect(0, true)).await.unwrap().into_inner();
+    assert!(all.results.is_empty(), "{:?}", all.results);
+    let named = c.elect_leaders(elect(0, false)).await.unwrap().into_inner();
+    assert_eq!(named.results[0].error_code, codes::ELECTION_NOT_NEEDED);
+    let status = c.elect_leaders(elect(5, false)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    running.shutdown().await;
+}

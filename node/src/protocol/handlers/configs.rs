@@ -287,13 +287,17 @@ pub fn incremental_alter_configs(
                     )
                 })
                 .collect();
-            let (code, msg) = alter_resource(
-                b,
-                res.resource_type,
-                res.resource_name.as_str(),
-                req.validate_only,
-                |cfg| apply_incremental(cfg, &ops),
-            );
+            let (code, msg) =
+                match throttle_ops(b, res.resource_type, res.resource_name.as_str(), &ops) {
+                    Throttles::Answer(code, msg) => (code, msg.map(s)),
+                    Throttles::Rest(ops) => alter_resource(
+                        b,
+                        res.resource_type,
+                        res.resource_name.as_str(),
+                        req.validate_only,
+                        |cfg| apply_incremental(cfg, &ops),
+                    ),
+                };
             build!(AlterConfigsResourceResponse {
                 error_code: code,
                 error_message: msg,
@@ -305,6 +309,71 @@ pub fn incremental_alter_configs(
     build!(IncrementalAlterConfigsResponse {
         responses: responses
     })
+}
+
+// ---- replication throttles (kafka-reassign-partitions.sh --throttle) ------------------
+
+/// Kafka's replication throttle configs: rates on brokers, throttled replica lists on
+/// topics. Strata does not throttle replication: setting them is refused, deleting them (what
+/// `kafka-reassign-partitions.sh --verify` does once a move is done) is a no-op, since they
+/// can never be set.
+pub const THROTTLE_CONFIGS: &[(i8, &str)] = &[
+    (BROKER, "leader.replication.throttled.rate"),
+    (BROKER, "follower.replication.throttled.rate"),
+    (BROKER, "replica.alter.log.dirs.io.max.bytes.per.second"),
+    (TOPIC, "leader.replication.throttled.replicas"),
+    (TOPIC, "follower.replication.throttled.replicas"),
+];
+
+/// What to do with a resource's incremental operations once throttles are looked at.
+#[derive(Debug, PartialEq)]
+pub enum Throttles {
+    /// Answer now with (error code, message).
+    Answer(i16, Option<String>),
+    /// Apply these remaining operations as usual.
+    Rest(Vec<(String, i8, Option<String>)>),
+}
+
+/// Sorts out the throttle configs of one resource's operations (DELETE = 1).
+pub fn throttle_ops(
+    b: &Broker,
+    resource_type: i8,
+    resource_name: &str,
+    ops: &[(String, i8, Option<String>)],
+) -> Throttles {
+    let is_throttle = |key: &str| {
+        THROTTLE_CONFIGS
+            .iter()
+            .any(|(t, k)| *t == resource_type && *k == key)
+    };
+    if let Some((key, _, _)) = ops.iter().find(|(k, op, _)| is_throttle(k) && *op != 1) {
+        return Throttles::Answer(
+            ResponseError::InvalidConfig.code(),
+            Some(format!(
+                "{key}: Strata does not throttle replication; reassign partitions without --throttle"
+            )),
+        );
+    }
+    let rest: Vec<_> = ops
+        .iter()
+        .filter(|(k, _, _)| !is_throttle(k))
+        .cloned()
+        .collect();
+    if rest.len() == ops.len() {
+        return Throttles::Rest(rest);
+    }
+    // Only throttle deletions (or deletions besides other changes, handled as usual).
+    match resource_type {
+        BROKER if rest.is_empty() => Throttles::Answer(0, None),
+        TOPIC if rest.is_empty() => match b.topic(resource_name) {
+            Some(_) => Throttles::Answer(0, None),
+            None => Throttles::Answer(
+                ResponseError::UnknownTopicOrPartition.code(),
+                Some(format!("unknown topic {resource_name}")),
+            ),
+        },
+        _ => Throttles::Rest(rest),
+    }
 }
 
 /// Apply incremental operations to a set of overrides (pure).
@@ -392,5 +461,65 @@ mod tests {
             apply_incremental(&mut c, &[("retention.ms".into(), 2, Some("1".into()))]).is_err()
         );
         assert!(apply_incremental(&mut c, &[("nope".into(), 0, Some("1".into()))]).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn throttles_are_refused_and_their_deletion_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(crate::config::NodeConfig::for_tests(
+            dir.path().to_path_buf(),
+        ))
+        .unwrap();
+        b.create_topic("t", 1, 1, Default::default(), false)
+            .unwrap();
+        let op = |k: &str, o: i8, v: Option<&str>| (k.to_string(), o, v.map(String::from));
+        let rate = "leader.replication.throttled.rate";
+        let replicas = "leader.replication.throttled.replicas";
+        // SET of a throttle: refused with a reason, on brokers and topics alike.
+        for (rt, name, key) in [(BROKER, "1", rate), (TOPIC, "t", replicas)] {
+            match throttle_ops(&b, rt, name, &[op(key, 0, Some("1000"))]) {
+                Throttles::Answer(code, Some(msg)) => {
+                    assert_eq!(code, ResponseError::InvalidConfig.code());
+                    assert!(msg.contains("does not throttle"), "{msg}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // DELETE: nothing to do.
+        assert_eq!(
+            throttle_ops(&b, BROKER, "1", &[op(rate, 1, None)]),
+            Throttles::Answer(0, None)
+        );
+        assert_eq!(
+            throttle_ops(
+                &b,
+                TOPIC,
+                "t",
+                &[
+                    op(replicas, 1, None),
+                    op("follower.replication.throttled.replicas", 1, None)
+                ]
+            ),
+            Throttles::Answer(0, None)
+        );
+        assert!(matches!(
+            throttle_ops(&b, TOPIC, "nope", &[op(replicas, 1, None)]),
+            Throttles::Answer(3, _)
+        ));
+        // Other operations go through as usual, without the throttle deletions.
+        assert_eq!(
+            throttle_ops(
+                &b,
+                TOPIC,
+                "t",
+                &[op(replicas, 1, None), op("retention.ms", 0, Some("5"))]
+            ),
+            Throttles::Rest(vec![op("retention.ms", 0, Some("5"))])
+        );
+        // A topic config named like a broker throttle is not one.
+        assert_eq!(
+            throttle_ops(&b, TOPIC, "t", &[op(rate, 1, None)]),
+            Throttles::Rest(vec![op(rate, 1, None)])
+        );
     }
 }

@@ -18,10 +18,12 @@ pub mod configs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod replicas;
 pub mod topics;
 
 use std::sync::Arc;
@@ -158,6 +160,17 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Frame) -> Pending {
             let req = decode!(OffsetDeleteRequest);
             groups::offset_delete(broker.clone(), &frame, req)
         }
+        // Operations: log directories, leader elections, partition reassignments.
+        ApiKey::DescribeLogDirs => sync!(DescribeLogDirsRequest, log_dirs::describe_log_dirs),
+        ApiKey::ElectLeaders => sync!(ElectLeadersRequest, replicas::elect_leaders),
+        ApiKey::AlterPartitionReassignments => sync!(
+            AlterPartitionReassignmentsRequest,
+            replicas::alter_partition_reassignments
+        ),
+        ApiKey::ListPartitionReassignments => sync!(
+            ListPartitionReassignmentsRequest,
+            replicas::list_partition_reassignments
+        ),
         other => {
             // parse_frame only lets advertised APIs through; this is a programming error.
             tracing::error!(api = ?other, "advertised API without a handler; closing connection");

@@ -11,6 +11,9 @@ mod placement;
 mod reassign;
 mod shutdown;
 mod topics;
+// Kafka admin APIs for operations: ElectLeaders, Alter/ListPartitionReassignments.
+mod alter_reassignments;
+mod elect;
 
 #[cfg(test)]
 mod tests;
@@ -27,6 +30,9 @@ pub use placement::{place, Load};
 pub use reassign::{plan, Blocked, Move, Plan, RebalanceOutcome};
 pub use shutdown::ShutdownProgress;
 pub use topics::{validate_topic_name, NewTopic, TopicOutcome};
+// Kafka admin APIs for operations.
+pub use alter_reassignments::{OngoingReassignment, ReassignmentRequest};
+pub use elect::{ElectionType, PartitionOutcome};
 
 /// The persisted format this build writes and the only one it reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -133,6 +139,10 @@ pub struct PartitionRecord {
     /// ones are in the ISR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_replicas: Option<Vec<i32>>,
+    /// The replicas before the move in flight (set with `target_replicas`), so a cancel
+    /// can go back to them and ListPartitionReassignments can tell adding from removing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_replicas: Option<Vec<i32>>,
 }
 
 impl State {

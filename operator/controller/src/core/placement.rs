@@ -188,6 +188,7 @@ mod tests {
                     isr: vec![1, 9],
                     partition_epoch: 4,
                     target_replicas: None,
+                    original_replicas: None,
                 }],
             },
         );

@@ -362,7 +362,7 @@ impl Cluster {
     }
 
     /// Starts (or re-targets) a move of one partition to `to`.
-    fn start_reassignment(&mut self, topic: &str, partition: i32, to: &[i32]) {
+    pub(super) fn start_reassignment(&mut self, topic: &str, partition: i32, to: &[i32]) {
         let Ok(index) = usize::try_from(partition) else {
             return;
         };
@@ -380,6 +380,9 @@ impl Cluster {
             .unwrap_or_else(|| p.replicas.clone());
         let mut union = to.to_vec();
         union.extend(p.replicas.iter().copied().filter(|r| !to.contains(r)));
+        if p.original_replicas.is_none() {
+            p.original_replicas = Some(p.replicas.clone());
+        }
         p.replicas = union;
         p.target_replicas = Some(to.to_vec());
         p.partition_epoch = p.partition_epoch.saturating_add(1);
@@ -426,6 +429,7 @@ impl Cluster {
                 let isr_before = p.isr.len();
                 p.replicas = to.clone();
                 p.target_replicas = None;
+                p.original_replicas = None;
                 p.isr.retain(|r| to.contains(r));
                 let isr_changed = p.isr.len() != isr_before;
                 let leader_changed = p.leader != leader;

@@ -216,6 +216,7 @@ impl Cluster {
                 isr,
                 partition_epoch: 0,
                 target_replicas: None,
+                original_replicas: None,
             });
         }
         Ok(partitions)
@@ -379,6 +380,7 @@ fn new_partition(replicas: Vec<i32>) -> PartitionRecord {
         replicas,
         partition_epoch: 0,
         target_replicas: None,
+        original_replicas: None,
     }
 }
 

@@ -1,0 +1,375 @@
+//! ElectLeaders, AlterPartitionReassignments and ListPartitionReassignments: who leads a
+//! partition and where its replicas live (`kafka-leader-election.sh`,
+//! `kafka-reassign-partitions.sh`).
+//!
+//! In a cluster these are the controller's decisions, so the node forwards them and answers
+//! once its own metadata shows the result. A standalone node is the only replica and leader
+//! of every partition: elections are never needed, the only valid assignment is itself, and
+//! nothing is ever moving.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
+use kafka_protocol::messages::*;
+
+use super::{s, topic_name};
+use crate::broker::Broker;
+use crate::replication::cluster::PartitionAnswer;
+
+/// Whether the topic exists with this partition.
+fn exists(b: &Broker, topic: &str, partition: i32) -> bool {
+    b.topic(topic)
+        .is_some_and(|t| (0..t.meta.partitions).contains(&partition))
+}
+
+/// One topic's per-partition answers: (partition, error code, message when refused).
+type TopicAnswers = (String, Vec<(i32, i16, Option<String>)>);
+
+/// Per-partition answers grouped by topic, topics in order of first appearance.
+fn by_topic(answers: Vec<PartitionAnswer>) -> Vec<TopicAnswers> {
+    let mut out: Vec<TopicAnswers> = Vec::new();
+    for (topic, partition, code, message) in answers {
+        let message = (code != 0 && !message.is_empty()).then_some(message);
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, parts)) => parts.push((partition, code, message)),
+            None => out.push((topic, vec![(partition, code, message)])),
+        }
+    }
+    out
+}
+
+/// The same error for every named partition (the controller could not be asked).
+fn all_failed(named: &[(String, Vec<i32>)], e: &crate::error::Error) -> Vec<PartitionAnswer> {
+    named
+        .iter()
+        .flat_map(|(t, ps)| {
+            ps.iter()
+                .map(move |&p| (t.clone(), p, e.code(), e.to_string()))
+        })
+        .collect()
+}
+
+/// Answer ElectLeaders.
+pub fn elect_leaders(b: &Arc<Broker>, v: i16, req: ElectLeadersRequest) -> ElectLeadersResponse {
+    // v0 has no election type: preferred only.
+    let election_type = if v >= 1 { req.election_type } else { 0 };
+    let named: Option<Vec<(String, Vec<i32>)>> = req.topic_partitions.map(|tps| {
+        tps.into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect()
+    });
+    let mut resp = ElectLeadersResponse::default();
+    let answers = if !(0..=1).contains(&election_type) {
+        let e =
+            crate::error::Error::InvalidRequest(format!("unknown election type {election_type}"));
+        if v >= 1 {
+            resp.error_code = e.code();
+        }
+        all_failed(named.as_deref().unwrap_or_default(), &e)
+    } else if let Some(link) = &b.cluster {
+        match link.elect_leaders(election_type, named.clone()) {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "ElectLeaders could not reach the controller");
+                if v >= 1 {
+                    resp.error_code = e.code();
+                }
+                all_failed(named.as_deref().unwrap_or_default(), &e)
+            }
+        }
+    } else {
+        // Standalone: every partition is led by its only replica, this node.
+        let me = b.config.node_id;
+        named
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+            .map(|(t, p)| {
+                if exists(b, &t, p) {
+                    let msg = format!("node {me} is the only replica of {t}-{p} and leads it");
+                    (t, p, ResponseError::ElectionNotNeeded.code(), msg)
+                } else {
+                    let msg = format!("unknown topic or partition {t}-{p}");
+                    (t, p, ResponseError::UnknownTopicOrPartition.code(), msg)
+                }
+            })
+            .collect()
+    };
+    resp.replica_election_results = by_topic(answers)
+        .into_iter()
+        .map(|(topic, parts)| {
+            build!(ReplicaElectionResult {
+                topic: topic_name(&topic),
+                partition_result: parts
+                    .into_iter()
+                    .map(|(p, code, msg)| build!(PartitionResult {
+                        partition_id: p,
+                        error_code: code,
+                        error_message: msg.map(s)
+                    }))
+                    .collect()
+            })
+        })
+        .collect();
+    resp
+}
+
+/// Answer AlterPartitionReassignments.
+pub fn alter_partition_reassignments(
+    b: &Arc<Broker>,
+    v: i16,
+    req: AlterPartitionReassignmentsRequest,
+) -> AlterPartitionReassignmentsResponse {
+    // v0 always allows the replication factor to change (the field defaults to true).
+    let keep_rf = v >= 1 && !req.allow_replication_factor_change;
+    let partitions: Vec<(String, i32, Option<Vec<i32>>)> = req
+        .topics
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions.into_iter().map(move |p| {
+                (
+                    name.clone(),
+                    p.partition_index,
+                    p.replicas.map(|r| r.into_iter().map(|id| id.0).collect()),
+                )
+            })
+        })
+        .collect();
+    let mut resp = AlterPartitionReassignmentsResponse::default();
+    if v >= 1 {
+        resp.allow_replication_factor_change = !keep_rf;
+    }
+    let answers = if let Some(link) = &b.cluster {
+        match link.alter_reassignments(partitions.clone(), keep_rf) {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "AlterPartitionReassignments could not reach the controller");
+                resp.error_code = e.code();
+                resp.error_message = Some(s(e.to_string()));
+                partitions
+                    .into_iter()
+                    .map(|(t, p, _)| (t, p, e.code(), e.to_string()))
+                    .collect()
+            }
+        }
+    } else {
+        let me = b.config.node_id;
+        partitions
+            .into_iter()
+            .map(|(t, p, replicas)| {
+                let refused = |code: ResponseError, msg: String| (t.clone(), p, code.code(), msg);
+                if !exists(b, &t, p) {
+                    return refused(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("unknown topic or partition {t}-{p}"),
+                    );
+                }
+                match replicas.as_deref() {
+                    None => refused(
+                        ResponseError::NoReassignmentInProgress,
+                        format!("{t}-{p} has no reassignment in progress"),
+                    ),
+                    Some([only]) if *only == me => (t.clone(), p, 0, String::new()),
+                    Some([]) => refused(
+                        ResponseError::InvalidReplicaAssignment,
+                        "the target replica list is empty".into(),
+                    ),
+                    Some(rs) => {
+                        let why = match rs.iter().find(|&&r| r != me) {
+                            Some(other) => format!(
+                                "broker {other} is not registered (a standalone node has only node {me})"
+                            ),
+                            None => format!("replica {me} appears more than once"),
+                        };
+                        refused(ResponseError::InvalidReplicaAssignment, why)
+                    }
+                }
+            })
+            .collect()
+    };
+    resp.responses = by_topic(answers)
+        .into_iter()
+        .map(|(topic, parts)| {
+            build!(ReassignableTopicResponse {
+                name: topic_name(&topic),
+                partitions: parts
+                    .into_iter()
+                    .map(|(p, code, msg)| build!(ReassignablePartitionResponse {
+                        partition_index: p,
+                        error_code: code,
+                        error_message: msg.map(s)
+                    }))
+                    .collect()
+            })
+        })
+        .collect();
+    resp
+}
+
+/// Answer ListPartitionReassignments.
+pub fn list_partition_reassignments(
+    b: &Arc<Broker>,
+    _v: i16,
+    req: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    let mut resp = ListPartitionReassignmentsResponse::default();
+    // A standalone node never moves a replica.
+    let Some(link) = &b.cluster else {
+        return resp;
+    };
+    let named: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    match link.list_reassignments(named) {
+        Ok(ongoing) => {
+            let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
+            for o in ongoing {
+                let part = build!(OngoingPartitionReassignment {
+                    partition_index: o.partition,
+                    replicas: o.replicas.into_iter().map(BrokerId).collect(),
+                    adding_replicas: o.adding_replicas.into_iter().map(BrokerId).collect(),
+                    removing_replicas: o.removing_replicas.into_iter().map(BrokerId).collect()
+                });
+                match topics.iter_mut().find(|t| t.name.0.as_str() == o.topic) {
+                    Some(t) => t.partitions.push(part),
+                    None => topics.push(build!(OngoingTopicReassignment {
+                        name: topic_name(&o.topic),
+                        partitions: vec![part]
+                    })),
+                }
+            }
+            resp.topics = topics;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "ListPartitionReassignments could not reach the controller");
+            resp.error_code = e.code();
+            resp.error_message = Some(s(e.to_string()));
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+
+    fn broker(dir: &std::path::Path) -> Arc<Broker> {
+        let b = Broker::open(NodeConfig::for_tests(dir.to_path_buf())).unwrap();
+        b.create_topic("t", 2, 1, Default::default(), false)
+            .unwrap();
+        b
+    }
+
+    fn codes(r: &ElectLeadersResponse) -> Vec<(String, i32, i16)> {
+        r.replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(move |p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_standalone_node_never_needs_an_election() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let mut req = ElectLeadersRequest::default();
+        let mut tp = kafka_protocol::messages::elect_leaders_request::TopicPartitions::default();
+        tp.topic = topic_name("t");
+        tp.partitions = vec![0, 1, 2];
+        let mut other = tp.clone();
+        other.topic = topic_name("nope");
+        other.partitions = vec![0];
+        req.topic_partitions = Some(vec![tp, other]);
+        let resp = elect_leaders(&b, 2, req.clone());
+        let not_needed = ResponseError::ElectionNotNeeded.code();
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            codes(&resp),
+            vec![
+                ("t".into(), 0, not_needed),
+                ("t".into(), 1, not_needed),
+                ("t".into(), 2, unknown),
+                ("nope".into(), 0, unknown),
+            ]
+        );
+        // Every partition: none needed an election, so none is reported.
+        req.topic_partitions = None;
+        assert!(elect_leaders(&b, 2, req.clone())
+            .replica_election_results
+            .is_empty());
+        req.election_type = 7;
+        assert_eq!(
+            elect_leaders(&b, 2, req).error_code,
+            ResponseError::InvalidRequest.code()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_standalone_node_accepts_only_itself_as_replica() {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let me = b.config.node_id;
+        let mut topic = ReassignableTopic::default();
+        topic.name = topic_name("t");
+        for (p, replicas) in [
+            (0, Some(vec![me])),
+            (0, Some(vec![me + 1])),
+            (0, Some(vec![me, me])),
+            (0, Some(vec![])),
+            (1, None),
+            (5, Some(vec![me])),
+        ] {
+            let mut rp = ReassignablePartition::default();
+            rp.partition_index = p;
+            rp.replicas = replicas.map(|r| r.into_iter().map(BrokerId).collect());
+            topic.partitions.push(rp);
+        }
+        let mut req = AlterPartitionReassignmentsRequest::default();
+        req.topics = vec![topic];
+        let resp = alter_partition_reassignments(&b, 0, req);
+        let got: Vec<i16> = resp.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        let invalid = ResponseError::InvalidReplicaAssignment.code();
+        assert_eq!(
+            got,
+            vec![
+                0,
+                invalid,
+                invalid,
+                invalid,
+                ResponseError::NoReassignmentInProgress.code(),
+                ResponseError::UnknownTopicOrPartition.code(),
+            ]
+        );
+        let msg = resp.responses[0].partitions[1]
+            .error_message
+            .as_ref()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("not registered"), "{msg}");
+        let list =
+            list_partition_reassignments(&b, 0, ListPartitionReassignmentsRequest::default());
+        assert!(list.topics.is_empty());
+        assert_eq!(list.error_code, 0);
+    }
+}
