@@ -5,6 +5,8 @@ args and env the operator wrote. Scaling moves partitions with real data on real
 
 from __future__ import annotations
 
+import json
+
 import time
 
 import base64
@@ -301,6 +303,12 @@ def test_scaling_moves_partitions_onto_new_nodes_and_drains_before_shrinking(
     assert not on_3, f"the StatefulSet shrank while node 3 still held {on_3}"
     kubelet.sync()  # pod 3 goes
     wait_for(lambda: settled(kube, ns, 3), 60, "3 nodes Ready")
+    # The drained node leaves the controller's metadata once it is gone (no dead registration
+    # left behind by a scale-down).
+    def registered():
+        cm = kube.get("configmap", "strata-controller-state", ns)
+        return sorted(int(n) for n in json.loads(cm["data"]["state.json"])["nodes"])
+    wait_for(lambda: registered() == [0, 1, 2], 60, "node 3 to leave the controller's metadata")
     assert not is_true(kube.get("cluster", "strata", ns), "Degraded")
     assert sorted(read_all(kubelet.bootstrap, "moving", 6, 60)) == sent
     reasons = {e.get("reason") for e in

@@ -58,10 +58,24 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
                         "cannot produce to an internal topic".to_string(),
                     ));
                 }
-                let part = b.partition(&view.name, pd.index).ok_or((
-                    ResponseError::UnknownTopicOrPartition.code(),
-                    "unknown partition".to_string(),
-                ))?;
+                // A partition of the topic that is not hosted here (moved away by a
+                // reassignment, or not yet created locally) is someone else's: NOT_LEADER, as
+                // Kafka answers, so the client retries there. UNKNOWN_TOPIC_OR_PARTITION would
+                // tell an idempotent producer the batch was never written, and a retry of the
+                // batches after it would then leave a gap in its sequence numbers.
+                let part = b.partition(&view.name, pd.index).ok_or_else(|| {
+                    if (0..view.meta.partitions).contains(&pd.index) {
+                        (
+                            ResponseError::NotLeaderOrFollower.code(),
+                            format!("{}-{} is not led by this node", view.name, pd.index),
+                        )
+                    } else {
+                        (
+                            ResponseError::UnknownTopicOrPartition.code(),
+                            "unknown partition".to_string(),
+                        )
+                    }
+                })?;
                 b.check_writable(&part, acks)
                     .map_err(|e: Error| (e.code(), e.to_string()))?;
                 // A slice of the request frame: the log writes it without copying it first.
