@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: builds Strata, installs and caches the test
 # clients and peers (under ${STRATA_CACHE:-~/.cache/strata-testbed}), then runs
+#   0. build, then lint: cargo fmt --check and cargo clippy -D warnings
 #   1. unit and property tests (cargo test --workspace)
 #   2. the client-compatibility suite against a real strata-node process
 #   3. tiered storage against MinIO and file:// (tests/tiering)
@@ -41,6 +42,8 @@ stage() {
 }
 
 stage build cargo build --workspace --all-targets
+lint() { cargo fmt --all -- --check && cargo clippy --workspace --all-targets -q -- -D warnings; }
+stage lint lint
 stage unit cargo test --workspace
 stage compat bash tests/run-compat.sh -q
 [ -f tests/tiering/run.sh ] && stage tiering bash tests/tiering/run.sh -q

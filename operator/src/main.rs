@@ -47,7 +47,7 @@ enum Command {
     Local(LocalArgs),
     /// Host the controller on Kubernetes: elect a leader among replicas with a Lease, keep the
     /// metadata in a ConfigMap, and reconcile Topic resources.
-    Kubernetes(KubeArgs),
+    Kubernetes(Box<KubeArgs>),
 }
 
 /// Flags of `strata-operator kubernetes`.

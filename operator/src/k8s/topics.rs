@@ -409,8 +409,7 @@ pub fn resource_name(name: &str) -> (String, bool) {
 async fn sync_resources(ctx: Arc<Ctx>) {
     let mut rx = ctx.service.subscribe();
     loop {
-        let md = rx.borrow_and_update().clone();
-        if let Err(e) = sync_once(&ctx, &md).await {
+        if let Err(e) = sync_once(&ctx, &mut rx).await {
             tracing::warn!(error = %e, "syncing Topic resources with the controller failed; retrying");
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
@@ -421,8 +420,17 @@ async fn sync_resources(ctx: Arc<Ctx>) {
     }
 }
 
-async fn sync_once(ctx: &Ctx, md: &ClusterMetadata) -> Result<(), kube::Error> {
+async fn sync_once(
+    ctx: &Ctx,
+    images: &mut tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
+) -> Result<(), kube::Error> {
     let resources = ctx.api.list(&Default::default()).await?;
+    // The image is read after the list, never before: a Topic resource's finalizer deletes
+    // the Kafka topic before it lets the resource go, so a resource missing from the list has
+    // its topic missing from any image taken after it. An image from before the list could
+    // still hold the topic, and the resource would be made again for a topic being deleted.
+    let md = images.borrow_and_update().clone();
+    let md = md.as_ref();
     let by_kafka: BTreeMap<String, &Topic> = resources
         .items
         .iter()

@@ -159,7 +159,10 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse
 
 /// The brokers clients are told about (id, host, port, rack) and the controller id they
 /// send admin requests to: this node alone, or the cluster's live nodes.
-fn brokers(b: &Broker) -> (Vec<(i32, String, i32, Option<String>)>, i32) {
+/// A broker as Metadata and DescribeCluster list it: (id, host, port, rack).
+type BrokerAddr = (i32, String, i32, Option<String>);
+
+fn brokers(b: &Broker) -> (Vec<BrokerAddr>, i32) {
     match &b.cluster {
         Some(link) => {
             let view = link.view();
