@@ -18,7 +18,9 @@
 #   localhost/strata-testbed/bookworm-build:12     minbase + gcc, g++, make, cmake, perl; the
 #                                                   Rust toolchain is the host's, bind-mounted
 #                                                   read-only at build time (RUSTUP_HOME,
-#                                                   CARGO_HOME/bin), not copied into any image
+#                                                   CARGO_HOME/bin), not copied into any image;
+#                                                   so is the host's CA bundle (cargo reaches
+#                                                   crates.io through the host's TLS proxy)
 #   localhost/strata-testbed/bookworm-runtime:12   minbase + ca-certificates and the distroless
 #                                                   "nonroot" user (65532, /home/nonroot); also
 #                                                   the image of the test bed's own test pods
@@ -206,6 +208,7 @@ build() {
         --ulimit nofile=1024:20000 --ulimit nproc=4096:4096 \
         --build-arg "BUILDER=$BUILD_REF" --build-arg "RUNTIME_BASE=$RUNTIME_REF" \
         -v "$rustup:/usr/local/rustup:ro" -v "$cargo_bin:/usr/local/cargo/bin:ro" \
+        -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
         --layers -t "$ref" -f "$REPO/Dockerfile" "$REPO" > "$ROOT/build-$target.log" 2>&1 \
         || { tail -40 "$ROOT/build-$target.log" >&2; die "podman build --target $target failed (log: $ROOT/build-$target.log)"; }
       log "built $ref in $((SECONDS - t1)) s"
