@@ -163,7 +163,7 @@ GO
 # The running test cluster's containerd (k8s.sh env).
 ctr_() {
   local sock
-  sock="$(bash "$HERE/k8s.sh" env | sed -n 's/^CONTAINERD_ADDRESS=//p')"
+  sock="$(bash "$HERE/k8s.sh" env | sed -n "s/^CONTAINERD_ADDRESS='\(.*\)'$/\1/p")"
   [[ -S "$sock" ]] || die "the test cluster is not up (bash tests/testbed/k8s.sh up)"
   ctr --address "$sock" --namespace k8s.io "$@"
 }

@@ -128,13 +128,13 @@ wait_until() {  # WHAT TIMEOUT CMD...
   done
 }
 
-print_env() {
-  echo "KUBECONFIG=$STATE/kubeconfig"
-  echo "CLIENT_EXEC=ip netns exec $NS"
-  echo "KUBECTL=$KBIN/kubectl"
-  echo "CONTAINERD_ADDRESS=$STATE/containerd/containerd.sock"
-  echo "HOST_IP=$HOST_IP"
-  echo "K8S_STATE=$STATE"
+print_env() {  # shell-sourceable: VAR='value'
+  local kv
+  for kv in "KUBECONFIG=$STATE/kubeconfig" "CLIENT_EXEC=ip netns exec $NS" \
+            "KUBECTL=$KBIN/kubectl" "CONTAINERD_ADDRESS=$STATE/containerd/containerd.sock" \
+            "HOST_IP=$HOST_IP" "NODE_IP=$NODE_IP" "K8S_STATE=$STATE"; do
+    echo "${kv%%=*}='${kv#*=}'"
+  done
 }
 
 # ---- up -------------------------------------------------------------------------------------
