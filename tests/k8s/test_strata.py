@@ -211,6 +211,8 @@ def test_topic_is_ready_and_the_origin_example_runs(kube: Kube, release):
 # ---- 4. a node pod deleted under load -------------------------------------------------------
 
 def load_topic(kube: Kube, name: str) -> str:
+    # A fresh topic per run: a rerun on a kept cluster (K8S_KEEP=1) must not read old records.
+    name = f"{name}-{int(time.time()) % 100000}"
     kube.apply(topic_manifest(name, name))
     wait_for(f"Topic {name} Ready", lambda: topic_ready(kube, name), timeout=120)
     wait_for(f"every {name} partition in sync", lambda: all_in_sync(name), timeout=60)
@@ -449,7 +451,7 @@ def test_tiered_topic_uploads_and_reads_back_from_the_bucket(kube: Kube, release
     wait_for("the nodes restarted with the object store", rolled, timeout=600)
     timing("objectStore added -> nodes rolled", time.monotonic() - t0)
 
-    name = "tiered"
+    name = f"tiered-{int(time.time()) % 100000}"
     kube.apply(topic_manifest(name, name, partitions=1, config={
         "remote.storage.enable": "true", "segment.bytes": "65536",
         "local.retention.bytes": "65536", "retention.ms": "-1"}))
