@@ -208,6 +208,34 @@ def test_topic_is_ready_and_the_origin_example_runs(kube: Kube, release):
     assert sorted(seen) == sorted(b"idem%04d" % i for i in range(500))
 
 
+def check_exactly_once(load) -> dict:
+    """tests/cluster/load.py's check of every partition (each acknowledged record read back once,
+    at its acknowledged offset, in order, nothing else), except that an acknowledgement without
+    an offset is checked by value only. librdkafka reports some records delivered with no
+    offset; seen once during a rolling change, for a record that was in the log once (the
+    likely cause, not confirmed: a retried batch answered as a duplicate without its original
+    offset). Such records must still be in the log exactly once, and they are counted."""
+    from load import check_all, read_partition
+    no_offset = {p: [v for v, o in acked.items() if o is None or o < 0]
+                 for p, acked in load.acked.items()}
+    for p, vs in no_offset.items():
+        for v in vs:
+            del load.acked[p][v]
+    counts = check_all(load)  # duplicates of any value fail here
+    for p, vs in no_offset.items():
+        if vs:
+            records, _, _ = read_partition(load.bootstrap, load.topic, p)
+            present = set(records.values())
+            missing = [v for v in vs if v not in present]
+            assert not missing, f"{load.topic}/{p}: acked (no offset) but missing: {missing[:5]}"
+    n = sum(len(vs) for vs in no_offset.values())
+    if n:
+        print(f"{load.topic}: {n} acknowledgement(s) without an offset, each record found "
+              f"exactly once")
+        timing(f"{load.topic}: acks without an offset (count, not seconds)", n)
+    return counts
+
+
 # ---- 4. a node pod deleted under load -------------------------------------------------------
 
 def load_topic(kube: Kube, name: str) -> str:
@@ -220,7 +248,7 @@ def load_topic(kube: Kube, name: str) -> str:
 
 
 def test_deleted_node_pod_comes_back_with_its_data(kube: Kube, release):
-    from load import Load, check_all
+    from load import Load
     topic = load_topic(kube, "load-delete")
     victim = "strata-1"
     old = kube.get("pod", victim)
@@ -241,7 +269,7 @@ def test_deleted_node_pod_comes_back_with_its_data(kube: Kube, release):
         load.wait_acks_after(time.monotonic(), 300, timeout=60, what="after the rejoin")
     load.assert_clean()
     assert kube.get("pvc", f"data-{victim}")["metadata"]["uid"] == pvc_uid, "a new volume"
-    counts = check_all(load)
+    counts = check_exactly_once(load)
     timing("node pod deleted -> recreated and Ready", t_ready)
     timing("node pod deleted -> back in every ISR", t_isr)
     assert sum(c["acked"] for c in counts.values()) > 600, counts
@@ -278,7 +306,7 @@ def replicas_on(md: dict, node: int) -> int:
 
 
 def test_scale_out_and_back_in_moves_partitions(kube: Kube, release):
-    from load import Load, check_all
+    from load import Load
     topic = load_topic(kube, "load-scale")
     patch = lambda n: kube.k("patch", "cluster.strata.dev", CLUSTER, "--type=merge",
                              "-p", '{"spec":{"nodes":%d}}' % n)
@@ -311,7 +339,7 @@ def test_scale_out_and_back_in_moves_partitions(kube: Kube, release):
     # Only retriable errors: no record failed, no fatal error (librdkafka's transient
     # connection errors are in load.client_errors and allowed).
     load.assert_clean()
-    check_all(load)
+    check_exactly_once(load)
     # The fourth node's claim stays (StatefulSets keep claims; the README says so).
     pvc = kube.get("pvc", "data-strata-3")
     assert pvc is not None and pvc["status"]["phase"] == "Bound"
@@ -355,7 +383,7 @@ def statefulset_rolled(kube: Kube, image: str):
 
 
 def test_rolling_change_loses_and_duplicates_nothing(kube: Kube, release):
-    from load import Load, check_all
+    from load import Load
     topic = load_topic(kube, "load-roll")
     new_image = os.environ.get("NODE_IMAGE_ROLL")
     if not new_image:
@@ -387,7 +415,7 @@ def test_rolling_change_loses_and_duplicates_nothing(kube: Kube, release):
         load.wait_acks_after(time.monotonic(), 300, timeout=60, what="after the roll")
         t_end = time.monotonic()
     load.assert_clean()
-    check_all(load)
+    check_exactly_once(load)
     acks = sorted(a.t_ack for a in load.acks if t0 - 5 <= a.t_ack <= t_end)
     gap = max((b - a for a, b in zip(acks, acks[1:])), default=float("inf"))
     timing("rolling change of 3 nodes: patched -> all pods replaced and Ready", t_rolled)
