@@ -366,6 +366,7 @@ up() {
   mkdir -p "$STATE"
   [[ -d /run/containerd ]] || touch "$STATE/.made-run-containerd"
   [[ -d /var/lib/cni ]] || touch "$STATE/.made-var-lib-cni"
+  [[ -d /var/log/containers ]] || touch "$STATE/.made-var-log-containers"
   write_configs
   setup_network
 
@@ -465,7 +466,7 @@ node_pids() {
 down() {
   local t0; t0="$(now)"
   if [[ -d "$STATE" ]]; then
-    kill_pidfile "$STATE/kubelet.pid" 10
+    kill_pidfile "$STATE/kubelet.pid" 3
     local pids h=""
     [[ -f "$STATE/holder.pid" ]] && h="$(cat "$STATE/holder.pid")"
     # Containers first (so no shim restarts anything), then the node's daemons.
@@ -483,8 +484,8 @@ down() {
     kill_pidfile "$STATE/holder.pid" 2
     kill_pidfile "$STATE/kube-scheduler.pid" 5
     kill_pidfile "$STATE/kube-controller-manager.pid" 5
-    kill_pidfile "$STATE/kube-apiserver.pid" 10
-    kill_pidfile "$STATE/etcd.pid" 10
+    kill_pidfile "$STATE/kube-apiserver.pid" 5
+    kill_pidfile "$STATE/etcd.pid" 5
   fi
   # The pod cgroups, deepest first.
   local c
@@ -500,6 +501,7 @@ down() {
   ip netns del "$NS" 2>/dev/null || true
   ip link del "$HOST_IF" 2>/dev/null || true
   rm -rf "/etc/netns/$NS"
+  rmdir /etc/netns 2>/dev/null || true
   # Pod network namespaces' bind-mount files whose mounts lived in the node's mount namespace.
   local f
   for f in /run/netns/cni-*; do
@@ -510,6 +512,7 @@ down() {
     [[ -f "$STATE/.made-run-containerd" ]] && rm -rf /run/containerd
     [[ -f "$STATE/.made-var-lib-cni" ]] && rm -rf /var/lib/cni
     find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
+    [[ -f "$STATE/.made-var-log-containers" ]] && rmdir /var/log/containers 2>/dev/null || true
     rm -rf "$STATE"
   fi
   log "down in $(since "$t0") s"
