@@ -9,6 +9,9 @@
 #   3c. the operator on a real kube-apiserver + etcd: CRD validation, Topic resources (tests/operator)
 #   4. each fuzz target briefly
 #   5. the benchmark suite in smoke mode (so it cannot rot)
+#   6. the Helm chart (tests/helm), then Strata on a real one-node Kubernetes: images from the
+#      Dockerfile, the chart installed with helm, pods, Services, volumes (tests/k8s; needs root;
+#      STRATA_K8S=0 skips it)
 # Every stage runs; the script fails if any stage failed and prints a summary line.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +55,7 @@ stage compat bash tests/run-compat.sh -q
 [ -f tests/fuzz.sh ] && stage fuzz bash tests/fuzz.sh "${STRATA_FUZZ_SECONDS:-15}"
 [ -f bench/run.sh ] && stage bench-smoke bash bench/run.sh --smoke
 [ -f tests/helm/run.sh ] && stage helm bash tests/helm/run.sh -q
+[ -f tests/k8s/run.sh ] && [ "${STRATA_K8S:-1}" != 0 ] && stage k8s bash tests/k8s/run.sh -q
 
 echo
 if [ "$failed" -gt 0 ]; then

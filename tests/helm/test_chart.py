@@ -301,7 +301,7 @@ def test_schema_knows_every_default_value():
     walk(values, schema, "")
 
 
-# ---- the Dockerfile (not built here: no Docker engine) ---------------------------------------
+# ---- the Dockerfile (built with podman for tests/k8s by tests/testbed/images.sh) ---------------
 
 def dockerignored(rel: str, patterns: list[str]) -> bool:
     for p in patterns:
@@ -312,13 +312,25 @@ def dockerignored(rel: str, patterns: list[str]) -> bool:
     return False
 
 
+def dockerfile_args(text: str) -> dict[str, str]:
+    """The global ARGs (before the first FROM) and their defaults."""
+    head = text.split("\nFROM ", 1)[0]
+    return dict(l[4:].split("=", 1) for l in head.splitlines() if l.startswith("ARG ") and "=" in l)
+
+
 def test_dockerfile_stages_are_distroless_and_non_root():
     text = (ROOT / "Dockerfile").read_text()
     froms = [l.split() for l in text.splitlines() if l.startswith("FROM ")]
     stages = {f[-1]: f[1] for f in froms if len(f) == 4 and f[2] == "AS"}
     assert set(stages) == {"build", "node", "operator"}, stages
+    # The bases are build arguments (the test bed builds from local ones); the defaults are
+    # the public images users get.
+    args = dockerfile_args(text)
+    assert stages["build"] == "${BUILDER}"
+    assert args["BUILDER"] == "docker.io/library/rust:${RUST_VERSION}-bookworm"
+    assert args["RUNTIME_BASE"] == "gcr.io/distroless/cc-debian12:nonroot"
     for target in ("node", "operator"):
-        assert stages[target] == "gcr.io/distroless/cc-debian12:nonroot"
+        assert stages[target] == "${RUNTIME_BASE}"
         block = text.split(f"AS {target}\n", 1)[1].split("\nFROM ", 1)[0]
         assert "USER 65532:65532" in block
         assert f'ENTRYPOINT ["/usr/local/bin/strata-{target}"]' in block

@@ -8,6 +8,9 @@
 #   tests/testbed/kube.sh stop DIR     SIGTERM both (SIGKILL after KUBE_STOP_TIMEOUT s, def. 20)
 #   tests/testbed/kube.sh status DIR   exit 0 if both run and /readyz answers ok
 #   tests/testbed/kube.sh env          print `export KUBECTL=... KUBE_APISERVER=... ETCD=...`
+#   tests/testbed/kube.sh install-node also build kube-controller-manager, kube-scheduler,
+#                                      kubelet and kube-proxy (same release, same wrapper module
+#                                      and Go caches) for a real node (tests/testbed/k8s.sh)
 #
 # kube-apiserver and kubectl come from a wrapper module: k8s.io/kubernetes replaces its staging
 # modules (k8s.io/api, apimachinery, ...) with local folders, so `go install ...@v1.x` refuses;
@@ -88,11 +91,7 @@ install_kube() {
   pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl"
   (cd "$src" && gorun get "k8s.io/kubernetes@$KUBE_VERSION" \
       $(for p in $pkgs; do echo "$p@$KUBE_VERSION"; done) 2>&1 | quiet_get)
-  ldflags="-s -w"
-  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor"
-    ldflags+=" -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
-  done
+  ldflags="$(kube_ldflags)"
   for p in $pkgs; do
     log "kubernetes $KUBE_VERSION: building ${p##*/} (first time: long)"
     local t0=$SECONDS
@@ -101,6 +100,54 @@ install_kube() {
     mv "$BIN_DIR/${p##*/}.new" "$BIN_DIR/${p##*/}"
     log "kubernetes $KUBE_VERSION: ${p##*/} built in $((SECONDS - t0)) s"
   done
+}
+
+kube_ldflags() {
+  local minor v ldflags="-s -w"
+  minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor"
+    ldflags+=" -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$ldflags"
+}
+
+# The node's binaries, from the wrapper module install_kube made (its go.mod already replaces
+# the staging modules; `go get` only adds these packages' imports at the versions
+# k8s.io/kubernetes requires).
+NODE_PKGS="kube-controller-manager kube-scheduler kubelet kube-proxy"
+NODE_STAMP="$ROOT/.stamp-node"
+
+node_installed() {
+  local b
+  for b in $NODE_PKGS; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+  [[ "$(cat "$NODE_STAMP" 2>/dev/null)" == "$WANT" ]]
+}
+
+install_node() {
+  install
+  node_installed && return 0
+  exec 9>"$ROOT/.lock"
+  command -v flock >/dev/null && flock 9
+  if ! node_installed; then
+    local src="$ROOT/src/kubernetes" p t0 ldflags
+    [[ -f "$src/go.mod" ]] || die "no wrapper module in $src (kube.sh install first)"
+    rm -f "$NODE_STAMP"
+    log "kubernetes $KUBE_VERSION: resolving $NODE_PKGS"
+    (cd "$src" && gorun get $(for p in $NODE_PKGS; do echo "k8s.io/kubernetes/cmd/$p@$KUBE_VERSION"; done) \
+        2>&1 | quiet_get)
+    ldflags="$(kube_ldflags)"
+    for p in $NODE_PKGS; do
+      t0=$SECONDS
+      log "kubernetes $KUBE_VERSION: building $p"
+      (cd "$src" && gorun build $(build_p) -trimpath -ldflags "$ldflags" \
+          -o "$BIN_DIR/$p.new" "k8s.io/kubernetes/cmd/$p")
+      mv "$BIN_DIR/$p.new" "$BIN_DIR/$p"
+      log "kubernetes $KUBE_VERSION: $p built in $((SECONDS - t0)) s"
+    done
+    echo "$WANT" > "$NODE_STAMP"
+  fi
+  exec 9>&-
 }
 
 installed() {
@@ -323,9 +370,10 @@ status() {
 
 case "${1:-}" in
   install) install ;;
+  install-node) install_node ;;
   start) start "${2:-}" ;;
   stop) stop "${2:-}" ;;
   status) status "${2:-}" ;;
   env) printf 'export KUBECTL=%q KUBE_APISERVER=%q ETCD=%q\n' "$KUBECTL" "$KUBE_APISERVER" "$ETCD" ;;
-  *) echo "usage: $0 install | start DIR | stop DIR | status DIR | env" >&2; exit 2 ;;
+  *) echo "usage: $0 install | install-node | start DIR | stop DIR | status DIR | env" >&2; exit 2 ;;
 esac

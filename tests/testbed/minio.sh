@@ -3,7 +3,8 @@
 # cached outside the repo:
 #
 #   tests/testbed/minio.sh install            build once into $STRATA_CACHE/minio/bin/minio
-#   tests/testbed/minio.sh start DIR PORT     serve DIR on 127.0.0.1:PORT, wait until ready
+#   tests/testbed/minio.sh start DIR PORT     serve DIR on 127.0.0.1:PORT (MINIO_HOST:PORT when
+#                                             set, e.g. an address pods reach), wait until ready
 #   tests/testbed/minio.sh stop DIR           SIGTERM (SIGKILL after 10 s)
 #   tests/testbed/minio.sh path               print the binary's path (after install)
 #
@@ -45,11 +46,11 @@ start() {
   fi
   # The console gets a port too; keep it off the S3 port's neighbours by asking for :0.
   MINIO_BROWSER=off MINIO_UPDATE=off nohup "$BIN" server "$dir/data" \
-    --address "127.0.0.1:$port" --console-address "127.0.0.1:0" --quiet \
+    --address "${MINIO_HOST:-127.0.0.1}:$port" --console-address "${MINIO_HOST:-127.0.0.1}:0" --quiet \
     >"$dir/minio.log" 2>&1 &
   echo $! > "$dir/minio.pid"
   for _ in $(seq 1 300); do
-    if curl -sf "http://127.0.0.1:$port/minio/health/ready" >/dev/null 2>&1; then
+    if curl -sf "http://${MINIO_HOST:-127.0.0.1}:$port/minio/health/ready" >/dev/null 2>&1; then
       return 0
     fi
     kill -0 "$(cat "$dir/minio.pid")" 2>/dev/null || { log "exited:"; tail -20 "$dir/minio.log" >&2; return 1; }
