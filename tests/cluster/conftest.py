@@ -65,16 +65,21 @@ def topology():
     topo.teardown()
 
 
-@pytest.fixture
-def cluster(request, binaries, topology, tmp_path):
-    """A started controller and three nodes that all list each other as brokers."""
-    c = Cluster(topology, tmp_path / "cluster")
+def running(request, c: Cluster):
+    """Start `c` for the test, attach its log tails to a failure report, kill it afterwards.
+    Fixtures of clusters with other settings `yield from` this."""
     request.node._cluster = c
     try:
         c.start()
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def cluster(request, binaries, topology, tmp_path):
+    """A started controller and three nodes that all list each other as brokers."""
+    yield from running(request, Cluster(topology, tmp_path / "cluster"))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import running
 from harness import Cluster, create_topic, wait_for
 from load import Load, check_all
 
@@ -131,13 +132,7 @@ class SlowSessionCluster(Cluster):
 
 @pytest.fixture
 def slow_cluster(request, binaries, topology, tmp_path):
-    c = SlowSessionCluster(topology, tmp_path / "cluster")
-    request.node._cluster = c
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+    yield from running(request, SlowSessionCluster(topology, tmp_path / "cluster"))
 
 
 def test_reassign_list_verify_and_cancel_in_flight(slow_cluster, kafka_tools, tmp_path):

@@ -15,7 +15,8 @@ import time
 import pytest
 
 import kwire
-from harness import Cluster, create_topic, port_open, wait_for, write_report
+from conftest import running
+from harness import Cluster, create_topic, wait_for, write_report
 from load import Load, check_all
 
 WARMUP = 300
@@ -117,15 +118,11 @@ def test_rolling_restart_under_load_and_leaders_come_back(cluster, topic, tmp_pa
 
 
 @pytest.fixture
-def default_cluster(binaries, topology, tmp_path):
+def default_cluster(request, binaries, topology, tmp_path):
     """A controller with its default session timeout (6 s) and heartbeat interval (500 ms)."""
-    c = Cluster(topology, tmp_path / "cluster",
-                controller_args={"--session-timeout-ms": None, "--heartbeat-interval-ms": None})
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+    yield from running(request, Cluster(
+        topology, tmp_path / "cluster",
+        controller_args={"--session-timeout-ms": None, "--heartbeat-interval-ms": None}))
 
 
 def test_sigkill_failover_with_default_flags(default_cluster, tmp_path):
