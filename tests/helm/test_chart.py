@@ -103,16 +103,20 @@ def test_default_values_make_two_replicas_with_a_disruption_budget():
         assert not by_kind(objs, kind), f"{kind} is off by default"
 
 
-def test_role_grants_no_secrets_pods_or_wildcards():
+def test_role_grants_no_secrets_pod_creation_or_wildcards():
     rules = one(render(), "Role")["rules"]
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-    for forbidden in ("secrets", "pods", "pods/exec", "nodes", "customresourcedefinitions"):
+    for forbidden in ("secrets", "pods/exec", "pods/eviction", "nodes",
+                      "customresourcedefinitions"):
         assert not any(r == forbidden for _, r in granted), forbidden
-    # Nothing is deleted but Topics (a Cluster's objects go with it by garbage collection).
+    # Pods are only listed, watched and deleted (the roller replaces node pods one at a time).
+    pods = [r for r in rules if "pods" in r["resources"]]
+    assert [r["verbs"] for r in pods] == [["list", "watch", "delete"]]
+    # Nothing else is deleted but Topics (a Cluster's objects go with it by garbage collection).
     deletable = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
-    assert deletable == {"topics"}, deletable
+    assert deletable == {"topics", "pods"}, deletable
     # Volumes are only read and grown.
     pvc = [r for r in rules if "persistentvolumeclaims" in r["resources"]]
     assert [r["verbs"] for r in pvc] == [["get", "patch"]]

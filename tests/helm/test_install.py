@@ -164,6 +164,7 @@ OPERATOR_MAY = [
     ("create", "services", None), ("patch", "services", None),
     ("create", "poddisruptionbudgets.policy", None), ("patch", "poddisruptionbudgets.policy", None),
     ("patch", "persistentvolumeclaims", None),
+    ("list", "pods", None), ("watch", "pods", None), ("delete", "pods", None),
     ("create", "events.events.k8s.io", None), ("patch", "events.events.k8s.io", None),
 ]
 
@@ -171,7 +172,8 @@ OPERATOR_MAY = [
 OPERATOR_MAY_NOT = [
     ("get", "secrets", None, NAMESPACE), ("list", "secrets", None, NAMESPACE),
     ("get", "pods", None, NAMESPACE), ("create", "pods", None, NAMESPACE),
-    ("create", "pods", "exec", NAMESPACE),
+    ("create", "pods", "exec", NAMESPACE), ("create", "pods", "eviction", NAMESPACE),
+    ("delete", "pods", None, "default"),
     ("update", "topics.strata.dev", None, NAMESPACE),
     ("delete", "clusters.strata.dev", None, NAMESPACE),
     ("patch", "clusters.strata.dev", None, NAMESPACE),

@@ -70,6 +70,25 @@ def cluster(kube: Kube) -> dict | None:
     return kube.get("cluster.strata.dev", CLUSTER)
 
 
+def nodes_updated(kube: Kube, n: int) -> dict | None:
+    """The node StatefulSet when its template is taken, all n pods are Ready at its update
+    revision (the operator rolls them: the update strategy is OnDelete, which never moves
+    currentRevision) and the Cluster shows no roll."""
+    sts = kube.get("statefulset", CLUSTER)
+    st = (sts or {}).get("status", {})
+    if not sts or st.get("observedGeneration") != sts["metadata"]["generation"]:
+        return None
+    if st.get("updatedReplicas") != n:
+        return None
+    pods = ready_node_pods(kube, n)
+    if not pods or any(p["metadata"]["labels"].get("controller-revision-hash")
+                       != st.get("updateRevision") for p in pods):
+        return None
+    if ((cluster(kube) or {}).get("status") or {}).get("roll"):
+        return None
+    return sts
+
+
 def cluster_ready(kube: Kube, nodes: int) -> dict | None:
     c = cluster(kube)
     if not c or (condition(c, "Ready") or {}).get("status") != "True":
@@ -369,15 +388,10 @@ def test_bad_edit_is_refused_with_its_message(kube: Kube, release, kind, name, p
 # ---- 5. a rolling change under an idempotent acks=all producer ------------------------------
 
 def statefulset_rolled(kube: Kube, image: str):
-    sts = kube.get("statefulset", CLUSTER)
-    st = (sts or {}).get("status", {})
-    (c,) = sts["spec"]["template"]["spec"]["containers"]
-    if c["image"] != image or st.get("observedGeneration") != sts["metadata"]["generation"]:
+    sts = nodes_updated(kube, 3)
+    if not sts or sts["spec"]["template"]["spec"]["containers"][0]["image"] != image:
         return None
-    if st.get("updateRevision") != st.get("currentRevision") or st.get("updatedReplicas") != 3:
-        return None
-    pods = ready_node_pods(kube, 3)
-    if not pods or any(p["spec"]["containers"][0]["image"] != image for p in pods):
+    if any(p["spec"]["containers"][0]["image"] != image for p in node_pods(kube)):
         return None
     return sts
 
@@ -393,11 +407,15 @@ def test_rolling_change_loses_and_duplicates_nothing(kube: Kube, release):
         t0 = time.monotonic()
         kube.k("patch", "cluster.strata.dev", CLUSTER, "--type=merge",
                "-p", '{"spec":{"image":"%s"}}' % new_image)
-        # Watch the pods: how many are down at once, and in which order they go.
-        most_down, order, last = 0, [], {}
+        # Watch the pods: how many are down at once, and in which order they go; and the
+        # Cluster's status.roll as the operator reports its progress.
+        most_down, order, last, rolls = 0, [], {}, []
         deadline = time.monotonic() + 600
         while not statefulset_rolled(kube, new_image):
             assert time.monotonic() < deadline, "the roll did not finish in 600 s"
+            roll = ((cluster(kube) or {}).get("status") or {}).get("roll")
+            if roll and roll not in rolls:
+                rolls.append(roll)
             pods = node_pods(kube)
             down = [p["metadata"]["name"] for p in pods if not pod_ready(p)] + \
                    [f"strata-{i}" for i in range(3) if f"strata-{i}" not in
@@ -422,8 +440,19 @@ def test_rolling_change_loses_and_duplicates_nothing(kube: Kube, release):
     timing("rolling change of 3 nodes: patched -> every partition in sync", t_sync)
     timing("rolling change: longest stretch without an ack", gap)
     print(f"roll order (pods replaced): {order}; at most {most_down} node(s) down at once")
+    for r in rolls:
+        print(f"  status.roll: {r}")
     assert most_down <= 1, f"{most_down} nodes were down at once (order {order})"
     assert len(set(order)) == 3, order
+    # The operator rolled them (OnDelete): highest ordinal first, its progress in the status.
+    assert order == [f"{CLUSTER}-2", f"{CLUSTER}-1", f"{CLUSTER}-0"], order
+    assert any(r.get("replacing") for r in rolls), rolls
+    assert {r["updatedNodes"] for r in rolls} >= {0, 1, 2}, rolls
+    events = [e for e in kube.get("events.events.k8s.io")["items"]
+              if e.get("reason") == "RestartingNode"
+              and e.get("regarding", {}).get("name") == CLUSTER]
+    replaced = {e["note"].split()[2] for e in events if e.get("note")}
+    assert {f"{CLUSTER}-{i}" for i in range(3)} <= replaced, [e.get("note") for e in events]
 
 
 # ---- tiering to MinIO ------------------------------------------------------------------------
@@ -471,11 +500,10 @@ def test_tiered_topic_uploads_and_reads_back_from_the_bucket(kube: Kube, release
         c = cluster_ready(kube, 3)
         if not c or c["metadata"]["generation"] == gen:
             return None
-        sts = kube.get("statefulset", CLUSTER)
-        st = sts.get("status", {})
-        env = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0].get("env", [])}
-        return ("STRATA_OBJECT_STORE" in env and st.get("updateRevision") == st.get("currentRevision")
-                and st.get("updatedReplicas") == 3 and ready_node_pods(kube, 3))
+        sts = nodes_updated(kube, 3)
+        env = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0].get("env", [])
+               } if sts else set()
+        return "STRATA_OBJECT_STORE" in env and sts
     wait_for("the nodes restarted with the object store", rolled, timeout=600)
     timing("objectStore added -> nodes rolled", time.monotonic() - t0)
 

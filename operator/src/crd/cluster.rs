@@ -242,6 +242,30 @@ pub struct ClusterStatus {
     /// The operator replica (pod name) holding the controller lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_leader: Option<String>,
+
+    /// A rolling replacement of the node pods in progress (absent when every pod runs the
+    /// current template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roll: Option<RollStatus>,
+}
+
+/// Progress of a roll: the operator replaces node pods one at a time, only while every other
+/// pod is Ready and no partition is under-replicated.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollStatus {
+    /// The StatefulSet revision pods are being moved to.
+    pub revision: String,
+    /// Node pods already at that revision.
+    pub updated_nodes: i32,
+    /// Node pods in all.
+    pub nodes: i32,
+    /// The pod being replaced now, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<String>,
+    /// What the next replacement waits for, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 fn default_nodes() -> i32 {

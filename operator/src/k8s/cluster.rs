@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PersistentVolumeClaimSpec, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
     ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -46,10 +46,11 @@ use strata_controller::proto::ClusterMetadata;
 use strata_controller::service::ControllerService;
 use tracing::Instrument;
 
-use crate::crd::cluster::{Cluster, ClusterStatus};
+use crate::crd::cluster::{Cluster, ClusterStatus, RollStatus};
 use crate::crd::{CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY};
 use crate::k8s::conditions::{carry_transitions, condition};
 use crate::k8s::metrics::OperatorMetrics;
+use crate::k8s::roll::{self, NodePod, SetState, Step};
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "strata-operator";
@@ -552,6 +553,12 @@ pub fn statefulset(c: &Cluster, cfg: &ClusterConfig, replicas: i32) -> StatefulS
             replicas: Some(replicas),
             service_name: Some(headless_name(c)),
             pod_management_policy: Some("Parallel".into()),
+            // The operator replaces pods itself, one at a time and only while every partition
+            // is in sync (k8s::roll); the StatefulSet controller would not wait for that.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(c)),
                 ..Default::default()
@@ -669,6 +676,8 @@ pub struct Observed {
     pub resize_failures: Vec<String>,
     /// Why the cluster is not served (another cluster is, or the spec is invalid).
     pub refused: Option<(&'static str, String)>,
+    /// A roll of the node pods, when one is under way.
+    pub roll: Option<roll::Progress>,
 }
 
 fn list(nodes: &[i32]) -> String {
@@ -694,6 +703,7 @@ pub fn status_for(c: &Cluster, cfg: &ClusterConfig, o: &Observed) -> ClusterStat
             ready_nodes: None,
             bootstrap_address: None,
             controller_leader: Some(cfg.identity.clone()),
+            roll: None,
         };
     }
     let r = o.rebalance.clone().unwrap_or_default();
@@ -728,6 +738,20 @@ pub fn status_for(c: &Cluster, cfg: &ClusterConfig, o: &Observed) -> ClusterStat
                 "moving partitions off nodes {} before they go ({} moving)",
                 list(&leaving),
                 r.in_flight
+            ),
+        )
+    } else if let Some(p) = &o.roll {
+        let what = match &p.step {
+            Step::Replace { pod, .. } => format!("replacing pod {pod}"),
+            Step::Wait { message, .. } => message.clone(),
+            Step::Done => String::new(),
+        };
+        (
+            true,
+            "Rolling",
+            format!(
+                "{} of {} node pods at revision {}; {what}",
+                p.updated, p.nodes, p.revision
             ),
         )
     } else if !r.waiting_for.is_empty() {
@@ -795,7 +819,33 @@ pub fn status_for(c: &Cluster, cfg: &ClusterConfig, o: &Observed) -> ClusterStat
         ready_nodes: Some(o.ready_nodes),
         bootstrap_address: Some(bootstrap_address(c, cfg)),
         controller_leader: Some(cfg.identity.clone()),
+        roll: o.roll.as_ref().map(|p| RollStatus {
+            revision: p.revision.clone(),
+            updated_nodes: p.updated,
+            nodes: p.nodes,
+            replacing: match &p.step {
+                Step::Replace { pod, .. } => Some(pod.clone()),
+                _ => None,
+            },
+            waiting_for: match &p.step {
+                Step::Wait { message, .. } => Some(message.clone()),
+                _ => None,
+            },
+        }),
     }
+}
+
+/// Partitions (`topic-partition`) whose ISR is smaller than their replica set.
+pub fn under_replicated(md: &ClusterMetadata) -> Vec<String> {
+    md.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.isr.len() < p.replicas.len())
+                .map(move |p| format!("{}-{}", t.name, p.partition))
+        })
+        .collect()
 }
 
 /// Alive and down (registered, not alive) nodes of `0..nodes` in the controller's image.
@@ -1101,10 +1151,12 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
 
     let md = ctx.service.subscribe().borrow().clone();
     let (ready_nodes, down_nodes) = node_health(&md, want);
+    let roll = roll_nodes(ctx, c, &ns, &md).await?;
     let busy = replicas != want
         || outcome.in_flight > 0
         || outcome.deferred > 0
-        || !outcome.waiting_for.is_empty();
+        || !outcome.waiting_for.is_empty()
+        || roll.is_some();
     let o = Observed {
         ready_nodes,
         down_nodes,
@@ -1112,6 +1164,7 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
         rebalance: Some(outcome),
         resize_failures,
         refused: None,
+        roll,
     };
     write_status(c, ctx, &o).await?;
     Ok(Action::requeue(if busy {
@@ -1119,6 +1172,101 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
     } else {
         Duration::from_secs(60)
     }))
+}
+
+/// The roller's view of a node pod (None for a pod whose name has no ordinal).
+fn node_pod(c: &Cluster, p: &Pod) -> Option<NodePod> {
+    let name = p.name_any();
+    let ordinal = name
+        .strip_prefix(&format!("{}-", c.name_any()))?
+        .parse()
+        .ok()?;
+    let ready = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some(NodePod {
+        ordinal,
+        uid: p.metadata.uid.clone(),
+        revision: p.labels().get("controller-revision-hash").cloned(),
+        ready,
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        name,
+    })
+}
+
+/// One step of a roll of the node pods (see [`roll`]): reads the StatefulSet and its pods
+/// fresh from the API server, deletes at most one pod, and says how far the roll is.
+async fn roll_nodes(
+    ctx: &Ctx,
+    c: &Cluster,
+    ns: &str,
+    md: &ClusterMetadata,
+) -> Result<Option<roll::Progress>, ReconcileError> {
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(sts) = sts_api.get_opt(&c.name_any()).await? else {
+        return Ok(None);
+    };
+    let status = sts.status.clone().unwrap_or_default();
+    let set = SetState {
+        update_revision: status.update_revision.clone(),
+        observed: status.observed_generation >= sts.metadata.generation,
+        replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+    };
+    if set.update_revision.is_none() {
+        return Ok(None);
+    }
+    let selector = selector_labels(c)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Vec<NodePod> = pod_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .iter()
+        .filter_map(|p| node_pod(c, p))
+        .collect();
+    let progress = roll::next_step(&set, &pods, &under_replicated(md));
+    if let Some(roll::Progress {
+        step: Step::Replace { pod, uid, why },
+        updated,
+        nodes,
+        revision,
+    }) = &progress
+    {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match pod_api.delete(pod, &dp).await {
+            Ok(_) => {
+                tracing::info!(%pod, %revision, updated, nodes, %why, "replacing node pod");
+                publish(
+                    ctx,
+                    c,
+                    EventType::Normal,
+                    "RestartingNode",
+                    format!(
+                        "replacing pod {pod} for revision {revision} ({updated} of {nodes} \
+                         updated): {why}"
+                    ),
+                    None,
+                )
+                .await;
+            }
+            // Gone or replaced since the list: the next reconcile sees what is there now.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(progress)
 }
 
 async fn reconcile(c: Arc<Cluster>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
@@ -1166,6 +1314,16 @@ pub async fn run(ctx: Arc<Ctx>) {
         .owns(
             Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns),
             owned(),
+        )
+        // Node pods going Ready (or away) move a roll on.
+        .watches(
+            Api::<Pod>::namespaced(ctx.client.clone(), &ns),
+            owned(),
+            |pod| {
+                let ns = pod.namespace()?;
+                let name = pod.labels().get(CLUSTER_LABEL)?.clone();
+                Some(kube::runtime::reflector::ObjectRef::<Cluster>::new(&name).within(&ns))
+            },
         )
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
         .reconcile_all_on(trigger)

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod lease;
 pub mod metrics;
+pub mod roll;
 pub mod store;
 pub mod topics;
 

@@ -344,6 +344,12 @@ fn statefulset_shape() {
     assert_eq!(spec.replicas, Some(5));
     assert_eq!(spec.service_name.as_deref(), Some("strata-nodes"));
     assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let strategy = spec.update_strategy.unwrap();
+    assert_eq!(
+        strategy.type_.as_deref(),
+        Some("OnDelete"),
+        "the operator rolls the pods itself"
+    );
     let selector = spec.selector.match_labels.unwrap();
     let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
     for (k, v) in &selector {
@@ -597,6 +603,87 @@ fn status_while_draining_blocked_or_with_a_node_down() {
     let s = status_for(&c, &cfg, &o);
     assert_eq!(s.ready_nodes, Some(2));
     assert_eq!(cond(&s, "Degraded").reason, "NodesDown");
+}
+
+#[test]
+fn status_during_a_roll_names_the_pod_or_what_it_waits_for() {
+    let c = tiered();
+    let cfg = cfg();
+    let rolling = Observed {
+        ready_nodes: 3,
+        replicas: 3,
+        rebalance: Some(RebalanceOutcome::default()),
+        roll: Some(roll::Progress {
+            revision: "strata-5c8d".into(),
+            updated: 1,
+            nodes: 3,
+            step: Step::Replace {
+                pod: "strata-1".into(),
+                uid: None,
+                why: "ready".into(),
+            },
+        }),
+        ..Default::default()
+    };
+    let s = status_for(&c, &cfg, &rolling);
+    let p = cond(&s, "Progressing");
+    assert_eq!((p.status.as_str(), p.reason.as_str()), ("True", "Rolling"));
+    assert!(
+        p.message.contains("1 of 3") && p.message.contains("replacing pod strata-1"),
+        "{}",
+        p.message
+    );
+    let r = s.roll.unwrap();
+    assert_eq!((r.updated_nodes, r.nodes), (1, 3));
+    assert_eq!(r.replacing.as_deref(), Some("strata-1"));
+    assert_eq!(r.waiting_for, None);
+
+    let waiting = Observed {
+        roll: Some(roll::Progress {
+            revision: "strata-5c8d".into(),
+            updated: 2,
+            nodes: 3,
+            step: Step::Wait {
+                reason: "UnderReplicated",
+                message: "waiting for 1 under-replicated partitions".into(),
+            },
+        }),
+        ..rolling
+    };
+    let s = status_for(&c, &cfg, &waiting);
+    assert!(cond(&s, "Progressing").message.contains("under-replicated"));
+    let r = s.roll.unwrap();
+    assert_eq!(r.replacing, None);
+    assert!(r.waiting_for.unwrap().contains("under-replicated"));
+    let done = Observed {
+        roll: None,
+        ..waiting
+    };
+    assert_eq!(status_for(&c, &cfg, &done).roll, None);
+}
+
+#[test]
+fn under_replicated_partitions_are_named() {
+    let mut m = md(&[(0, true), (1, true)]);
+    m.topics.push(strata_controller::proto::TopicInfo {
+        name: "t".into(),
+        partitions: vec![
+            strata_controller::proto::PartitionInfo {
+                partition: 0,
+                replicas: vec![0, 1],
+                isr: vec![0, 1],
+                ..Default::default()
+            },
+            strata_controller::proto::PartitionInfo {
+                partition: 1,
+                replicas: vec![0, 1],
+                isr: vec![1],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    assert_eq!(under_replicated(&m), vec!["t-1".to_string()]);
 }
 
 #[test]
