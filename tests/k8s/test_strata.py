@@ -412,8 +412,15 @@ def test_rolling_change_loses_and_duplicates_nothing(kube: Kube, release):
         most_down, order, last, rolls = 0, [], {}, []
         deadline = time.monotonic() + 600
         while not statefulset_rolled(kube, new_image):
-            assert time.monotonic() < deadline, "the roll did not finish in 600 s"
             roll = ((cluster(kube) or {}).get("status") or {}).get("roll")
+            if time.monotonic() > deadline:
+                sts = kube.get("statefulset", CLUSTER) or {}
+                pods = [(p["metadata"]["name"], pod_ready(p),
+                         p["metadata"]["labels"].get("controller-revision-hash"))
+                        for p in node_pods(kube)]
+                pytest.fail(f"the roll did not finish in 600 s: status.roll {roll}, "
+                            f"Progressing {condition(cluster(kube), 'Progressing')}, "
+                            f"StatefulSet status {sts.get('status')}, pods {pods}")
             if roll and roll not in rolls:
                 rolls.append(roll)
             pods = node_pods(kube)

@@ -835,6 +835,30 @@ pub fn status_for(c: &Cluster, cfg: &ClusterConfig, o: &Observed) -> ClusterStat
     }
 }
 
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: fields `new` no longer has
+/// are set to null, so an optional status field that went away (a finished roll) is removed
+/// rather than left as it was.
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in n {
+                let patched = match o.get(k) {
+                    Some(ov) => merge_patch(ov, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), patched);
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
 /// Partitions (`topic-partition`) whose ISR is smaller than their replica set.
 pub fn under_replicated(md: &ClusterMetadata) -> Vec<String> {
     md.topics
@@ -1055,7 +1079,9 @@ async fn write_status(c: &Cluster, ctx: &Ctx, o: &Observed) -> Result<(), Reconc
             }
         }
     }
-    let patch = serde_json::json!({ "status": status });
+    let old = serde_json::to_value(&c.status).unwrap_or_default();
+    let new = serde_json::to_value(&status).unwrap_or_default();
+    let patch = serde_json::json!({ "status": merge_patch(&old, &new) });
     ctx.api
         .patch_status(
             &c.name_any(),

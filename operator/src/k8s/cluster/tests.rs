@@ -663,6 +663,25 @@ fn status_during_a_roll_names_the_pod_or_what_it_waits_for() {
 }
 
 #[test]
+fn status_patches_remove_what_went_away() {
+    let old = json!({"readyNodes": 3, "roll": {"revision": "r", "replacing": "strata-0"},
+                     "conditions": [{"type": "Ready"}]});
+    let new = json!({"readyNodes": 3, "conditions": [{"type": "Ready"}, {"type": "Degraded"}]});
+    assert_eq!(
+        merge_patch(&old, &new),
+        json!({"readyNodes": 3, "roll": null,
+               "conditions": [{"type": "Ready"}, {"type": "Degraded"}]})
+    );
+    let waiting = json!({"roll": {"revision": "r", "waitingFor": "PodNotReady"}});
+    assert_eq!(
+        merge_patch(&old, &waiting),
+        json!({"readyNodes": null, "conditions": null,
+               "roll": {"revision": "r", "replacing": null, "waitingFor": "PodNotReady"}})
+    );
+    assert_eq!(merge_patch(&serde_json::Value::Null, &new), new);
+}
+
+#[test]
 fn under_replicated_partitions_are_named() {
     let mut m = md(&[(0, true), (1, true)]);
     m.topics.push(strata_controller::proto::TopicInfo {
