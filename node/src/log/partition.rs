@@ -728,17 +728,11 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Apply time and size retention; returns how many segments were deleted.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
-        if !self.config.delete {
-            return Ok(0);
-        }
-        let summaries = self.segment_summaries();
+    /// The retention limits this log's own copy is held to.
+    fn retention_limits(&self, now_ms: i64) -> retention::Limits {
         // Tiered storage hook: with remote storage the local tier keeps local.retention.*
-        // and a segment goes only once the bucket's manifest holds it (total retention is
-        // the uploader's job).
-        let tiered = self.config.remote_storage;
-        let (retention_ms, retention_bytes) = if tiered {
+        // (total retention is the uploader's job).
+        let (retention_ms, retention_bytes) = if self.config.remote_storage {
             (
                 self.config.local_retention_ms,
                 self.config.local_retention_bytes,
@@ -746,15 +740,41 @@ impl PartitionLog {
         } else {
             (self.config.retention_ms, self.config.retention_bytes)
         };
-        let mut n = retention::deletable_prefix(
-            &summaries,
-            retention::Limits {
-                retention_ms,
-                retention_bytes,
-                now_ms,
-                log_start_offset: self.log_start_offset,
-            },
-        );
+        retention::Limits {
+            retention_ms,
+            retention_bytes,
+            now_ms,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+
+    /// Tiered storage hook: the offset below which retention would delete local segments
+    /// if the bucket held all of them (None: it would delete nothing). A follower reads the
+    /// manifest only when this passes what it knows the manifest covers.
+    pub fn retention_wants_upto(&self, now_ms: i64) -> Option<i64> {
+        if !self.config.delete {
+            return None;
+        }
+        let summaries = self.segment_summaries();
+        let n = retention::deletable_prefix(&summaries, self.retention_limits(now_ms));
+        n.checked_sub(1).map(|last| summaries[last].next_offset)
+    }
+
+    /// Tiered storage hook: the offset below which every segment is known to be in the
+    /// bucket's manifest (None: not known yet).
+    pub fn remote_upto(&self) -> Option<i64> {
+        self.remote_upto
+    }
+
+    /// Apply time and size retention; returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        if !self.config.delete {
+            return Ok(0);
+        }
+        let summaries = self.segment_summaries();
+        let tiered = self.config.remote_storage;
+        let mut n = retention::deletable_prefix(&summaries, self.retention_limits(now_ms));
+        // Tiered storage hook: a segment goes only once the bucket's manifest holds it.
         if tiered {
             n = crate::tiering::plan::cap_to_uploaded(&summaries, n, self.remote_upto);
         }
