@@ -31,7 +31,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FOLLOWER_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Folder, inside a partition's directory, where a new leader builds the segment it uploads
 /// when the manifest ends inside one of its local segments.
-const TAIL_DIR: &str = "upload-tail";
+pub(super) const TAIL_DIR: &str = "upload-tail";
 /// Partitions synced at once.
 const CONCURRENCY: usize = 4;
 
@@ -630,6 +630,9 @@ fn fold_producers(
 /// Local retention on a tiered partition, off the async threads (it unlinks files). It
 /// deletes only segments the manifest already holds.
 async fn apply_local_retention(part: &Arc<Partition>) {
+    if !part.log.lock().retention_due(crate::fsutil::now_ms()) {
+        return;
+    }
     let p = part.clone();
     let done =
         tokio::task::spawn_blocking(move || p.log.lock().apply_retention(crate::fsutil::now_ms()))
