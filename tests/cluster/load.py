@@ -57,6 +57,7 @@ class Load:
     max_in_flight: int = 1000  # per partition: a stuck partition does not stop the others
     pace: float = 0.002        # seconds between produce() calls
     tag: str = field(default_factory=lambda: f"L{random.randrange(1 << 30):x}")
+    producer_extra: dict = field(default_factory=dict)  # more producer settings
 
     def __post_init__(self):
         self.sent: dict[int, int] = {p: 0 for p in self.partitions}      # records produced
@@ -114,7 +115,8 @@ class Load:
             self._crash = e
 
     def _produce_loop(self):
-        pr = Producer(producer_config(self.bootstrap, error_cb=self._on_error))
+        pr = Producer(producer_config(self.bootstrap, error_cb=self._on_error,
+                                      **self.producer_extra))
         in_flight = {p: 0 for p in self.partitions}
 
         def delivered(err, msg, t_sent):

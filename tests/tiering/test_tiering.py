@@ -3,6 +3,7 @@ file:// bucket, real Kafka clients. Every test scrubs the bucket at its end."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -189,3 +190,101 @@ def test_bucket_outage_loses_nothing(tmp_path, request, nodes, minio):
             scrub(bucket, tid, p)
     finally:
         proxy.close()
+
+
+def segment_files(node, topic: str, p: int) -> list[tuple[int, int]]:
+    """(base offset, bytes) of every local segment of the partition, oldest first."""
+    out = []
+    for f in node.partition_dir(topic, p).glob("*.log"):
+        try:
+            out.append((int(f.stem), f.stat().st_size))
+        except (ValueError, OSError):  # a segment deleted while listed
+            continue
+    return sorted(out)
+
+
+def not_in(segments: list[tuple[int, int]], remote_end: int) -> int:
+    """Bytes of the segments the bucket does not hold whole: the upload backlog (the active
+    segment included)."""
+    backlog = 0
+    for i, (_, size) in enumerate(segments):
+        nxt = segments[i + 1][0] if i + 1 < len(segments) else None
+        if nxt is None or nxt > remote_end:
+            backlog += size
+    return backlog
+
+
+def test_local_copy_is_trimmed_right_after_upload(tmp_path, request, nodes):
+    """With the retention check at its default (every 5 minutes), the local copy stays
+    within local retention + one segment + the segments not yet uploaded, while producing
+    and after: the uploader deletes what it has just put in the manifest."""
+    import threading
+
+    bucket = make_bucket("minio", tmp_path, request)
+    node = nodes(tmp_path / "node", bucket, extra_args=[
+        "--retention-check-interval-ms", "300000", "--tiering-interval-ms", "1000"])
+    request.node._nodes = [node]
+    node.start()
+    create_topic(node.bootstrap, "t", PARTITIONS, TOPIC_CONFIG)
+    tid = node.topic_id("t")
+    lag = 3.0  # seconds the uploader may take to see, upload and trim a closed segment
+    ends: list[tuple[float, dict]] = []  # (time, {partition: manifest end})
+    worst = {p: 0 for p in range(PARTITIONS)}
+    violations = []
+
+    def remote_ends() -> dict:
+        out = {}
+        for p in range(PARTITIONS):
+            try:
+                out[p] = json.loads(bucket.get(f"{tid}/{p}/manifest.json"))["end_offset"]
+            except Exception:  # not written yet
+                out[p] = 0
+        return out
+
+    def sample():
+        now = time.time()
+        ends.append((now, remote_ends()))
+        old = [e for t, e in ends if t <= now - lag]
+        end_then = old[-1] if old else {p: 0 for p in range(PARTITIONS)}
+        for p in range(PARTITIONS):
+            segs = segment_files(node, "t", p)
+            local = sum(s for _, s in segs)
+            worst[p] = max(worst[p], local)
+            bound = LOCAL_BOUND + not_in(segs, end_then[p])
+            if local > bound:
+                violations.append((round(now, 1), p, local, bound))
+
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            sample()
+            time.sleep(0.2)
+
+    th = threading.Thread(target=sampler, daemon=True)
+    th.start()
+    try:
+        # Paced over ~10 s, several times the lag, so that the check while producing bites.
+        acked = {}
+        chunk = RECORDS // 10
+        for i in range(10):
+            acked.update(produce(node.bootstrap, "t", PARTITIONS, i * chunk, chunk))
+            time.sleep(1)
+        # After: everything closed gets uploaded and trimmed within seconds, not minutes.
+        wait_for(lambda: all(segment_files(node, "t", p) and
+                             sum(s for _, s in segment_files(node, "t", p)) <= LOCAL_BOUND
+                             for p in range(PARTITIONS)), 30,
+                 lambda: "local logs within local retention + one segment: "
+                 + str([sum(s for _, s in segment_files(node, "t", p)) for p in range(PARTITIONS)]))
+    finally:
+        stop.set()
+        th.join()
+    assert not violations, f"(time, partition, local bytes, bound): {violations[:10]}"
+    print(f"\n[tiering] produced {RECORDS} x 1 KiB per partition; largest local copy while "
+          f"producing: {worst} bytes (local retention {LOCAL}, segment {SEGMENT}); "
+          f"{len(ends)} samples")
+    assert "retention deleted segments" in node.log_path.read_text(errors="replace")
+    check_all(node, "t", acked)
+    for p in range(PARTITIONS):
+        scrub_settled(bucket, tid, p)
+    node.stop()

@@ -728,17 +728,11 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Apply time and size retention; returns how many segments were deleted.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
-        if !self.config.delete {
-            return Ok(0);
-        }
-        let summaries = self.segment_summaries();
+    /// The retention limits this log's own copy is held to.
+    fn retention_limits(&self, now_ms: i64) -> retention::Limits {
         // Tiered storage hook: with remote storage the local tier keeps local.retention.*
-        // and a segment goes only once the bucket's manifest holds it (total retention is
-        // the uploader's job).
-        let tiered = self.config.remote_storage;
-        let (retention_ms, retention_bytes) = if tiered {
+        // (total retention is the uploader's job).
+        let (retention_ms, retention_bytes) = if self.config.remote_storage {
             (
                 self.config.local_retention_ms,
                 self.config.local_retention_bytes,
@@ -746,18 +740,54 @@ impl PartitionLog {
         } else {
             (self.config.retention_ms, self.config.retention_bytes)
         };
-        let mut n = retention::deletable_prefix(
-            &summaries,
-            retention::Limits {
-                retention_ms,
-                retention_bytes,
-                now_ms,
-                log_start_offset: self.log_start_offset,
-            },
-        );
-        if tiered {
-            n = crate::tiering::plan::cap_to_uploaded(&summaries, n, self.remote_upto);
+        retention::Limits {
+            retention_ms,
+            retention_bytes,
+            now_ms,
+            log_start_offset: self.log_start_offset,
         }
+    }
+
+    /// Tiered storage hook: the offset below which retention would delete local segments
+    /// if the bucket held all of them (None: it would delete nothing). A follower reads the
+    /// manifest only when this passes what it knows the manifest covers.
+    pub fn retention_wants_upto(&self, now_ms: i64) -> Option<i64> {
+        if !self.config.delete {
+            return None;
+        }
+        let summaries = self.segment_summaries();
+        let n = retention::deletable_prefix(&summaries, self.retention_limits(now_ms));
+        n.checked_sub(1).map(|last| summaries[last].next_offset)
+    }
+
+    /// Tiered storage hook: the offset below which every segment is known to be in the
+    /// bucket's manifest (None: not known yet).
+    pub fn remote_upto(&self) -> Option<i64> {
+        self.remote_upto
+    }
+
+    /// How many leading segments retention deletes now (of `summaries`, this log's).
+    fn deletable(&self, summaries: &[SegmentSummary], now_ms: i64) -> usize {
+        if !self.config.delete {
+            return 0;
+        }
+        let n = retention::deletable_prefix(summaries, self.retention_limits(now_ms));
+        // Tiered storage hook: a segment goes only once the bucket's manifest holds it.
+        if self.config.remote_storage {
+            return crate::tiering::plan::cap_to_uploaded(summaries, n, self.remote_upto);
+        }
+        n
+    }
+
+    /// Whether `apply_retention` would delete anything now (a cheap check before it).
+    pub fn retention_due(&self, now_ms: i64) -> bool {
+        self.deletable(&self.segment_summaries(), now_ms) > 0
+    }
+
+    /// Apply time and size retention; returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        let summaries = self.segment_summaries();
+        let n = self.deletable(&summaries, now_ms);
         if n == 0 {
             return Ok(0);
         }
@@ -980,6 +1010,43 @@ mod tests {
                 .base_offset,
             30
         );
+    }
+
+    #[test]
+    fn tiered_retention_deletes_only_what_the_manifest_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LogConfig {
+            remote_storage: true,
+            local_retention_bytes: 400,
+            ..cfg()
+        };
+        let mut log = PartitionLog::open(dir.path(), uuid::Uuid::new_v4(), c, false).unwrap();
+        for _ in 0..30 {
+            append(
+                &mut log,
+                make_batch(&[b"0123456789012345678901234567890123456789"], 1000, -1, -1),
+            )
+            .unwrap();
+        }
+        let segs = log.segment_summaries();
+        assert!(segs.len() > 4, "{segs:?}");
+        // Retention wants the old segments gone, but nothing is known to be in the bucket.
+        let wanted = log.retention_wants_upto(0).unwrap();
+        assert!(wanted > segs[1].next_offset);
+        assert!(!log.retention_due(0));
+        assert_eq!(log.apply_retention(0).unwrap(), 0);
+        // The manifest ends inside the third segment: the first two go, no more.
+        log.set_remote_upto(Some(segs[2].base_offset + 1));
+        assert!(log.retention_due(0));
+        assert_eq!(log.apply_retention(0).unwrap(), 2);
+        assert_eq!(log.log_start_offset(), segs[2].base_offset);
+        assert!(!log.retention_due(0));
+        // Covered entirely: retention stops at local.retention.bytes, never the active one.
+        log.set_remote_upto(Some(log.log_end_offset()));
+        log.apply_retention(0).unwrap();
+        assert!(log.size_bytes() >= 400);
+        assert_eq!(log.retention_wants_upto(0), None);
+        assert_eq!(read_all(&log, log.log_start_offset()).last(), Some(&29));
     }
 
     #[test]

@@ -269,6 +269,8 @@ impl Tiering {
         config: LogConfig,
         recover: bool,
     ) -> crate::error::Result<PartitionLog> {
+        // A tail copy left by a crash mid-upload (see the uploader): rebuilt when needed.
+        let _ = std::fs::remove_dir_all(dir.join(uploader::TAIL_DIR));
         let restore = !dir.join("partition.json").exists();
         if !restore && self.unreachable_at_start.load(Ordering::Relaxed) {
             return PartitionLog::open(dir, topic_id, config, recover);

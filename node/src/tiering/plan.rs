@@ -10,29 +10,31 @@ use crate::log::retention::SegmentSummary;
 pub enum Upload {
     /// Upload the closed segment at this index of the list given.
     Segment(usize),
+    /// Upload the part of the closed segment at this index from the manifest's end on: it
+    /// starts below the end because this replica rolled its segments at other offsets than
+    /// the leader that uploaded before it (a follower that took over). The caller checks
+    /// that the end is a batch boundary in it.
+    Tail(usize),
     /// Nothing closed is waiting.
     CaughtUp,
 }
 
-/// The next closed local segment to upload, in order. `closed` excludes the active segment.
-/// A gap (the local log no longer has the segment the manifest needs next) is an error:
-/// uploading past it would make the bucket skip offsets.
-pub fn next_upload(closed: &[SegmentSummary], manifest: &Manifest) -> Result<Upload> {
+/// The next closed local segment to upload, in order. `closed` excludes the active segment;
+/// only segments wholly below `upto` (the high watermark) qualify, so the bucket never holds
+/// records a new leader could truncate away. A gap (the local log no longer has the offsets
+/// the manifest needs next) is an error: uploading past it would make the bucket skip
+/// offsets.
+pub fn next_upload(closed: &[SegmentSummary], manifest: &Manifest, upto: i64) -> Result<Upload> {
     let end = manifest.end_offset;
     let Some(i) = closed.iter().position(|s| s.next_offset > end) else {
         return Ok(Upload::CaughtUp);
     };
     let s = closed[i];
-    if s.next_offset <= s.base_offset {
+    if s.next_offset <= s.base_offset || s.next_offset > upto {
         return Ok(Upload::CaughtUp);
     }
     if s.base_offset < end {
-        // A segment straddling the manifest end: the local log was rewritten under it.
-        return Err(Error::UploadNotContiguous {
-            base: s.base_offset,
-            next: s.next_offset,
-            expected: end,
-        });
+        return Ok(Upload::Tail(i));
     }
     if s.base_offset > end && !manifest.segments.is_empty() {
         return Err(Error::UploadNotContiguous {
@@ -42,6 +44,33 @@ pub fn next_upload(closed: &[SegmentSummary], manifest: &Manifest) -> Result<Upl
         });
     }
     Ok(Upload::Segment(i))
+}
+
+/// Whether a follower should read the manifest from the bucket: local retention wants the
+/// segments below `wanted` gone, and the manifest it knows (covering everything below
+/// `known`) does not hold them all. A follower never uploads, so only the bucket can say.
+pub fn follower_needs_manifest(wanted: Option<i64>, known: Option<i64>) -> bool {
+    match (wanted, known) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(w), Some(k)) => w > k,
+    }
+}
+
+/// A follower's wait before its next manifest read: one uploader interval after the
+/// manifest moved, doubling (up to `max`) while it stays where it was, so a stalled leader
+/// costs a bounded number of GETs.
+pub fn follower_backoff(
+    previous: std::time::Duration,
+    advanced: bool,
+    interval: std::time::Duration,
+    max: std::time::Duration,
+) -> std::time::Duration {
+    if advanced {
+        interval
+    } else {
+        (previous * 2).clamp(interval, max.max(interval))
+    }
 }
 
 /// Bytes and count of closed segments not yet in the bucket (the tiering lag).
@@ -164,27 +193,77 @@ mod tests {
     #[test]
     fn uploads_go_in_order_without_gaps() {
         let closed = [s(0, 10, 100), s(10, 20, 100), s(20, 30, 100)];
+        let hw = 30;
         assert_eq!(
-            next_upload(&closed, &manifest(&[])).unwrap(),
+            next_upload(&closed, &manifest(&[]), hw).unwrap(),
             Upload::Segment(0)
         );
         assert_eq!(
-            next_upload(&closed, &manifest(&[(0, 10)])).unwrap(),
+            next_upload(&closed, &manifest(&[(0, 10)]), hw).unwrap(),
             Upload::Segment(1)
         );
         assert_eq!(
-            next_upload(&closed, &manifest(&[(0, 10), (10, 20), (20, 30)])).unwrap(),
+            next_upload(&closed, &manifest(&[(0, 10), (10, 20), (20, 30)]), hw).unwrap(),
             Upload::CaughtUp
         );
         // The local log starts later than an empty manifest: start there.
         assert_eq!(
-            next_upload(&closed[1..], &manifest(&[])).unwrap(),
+            next_upload(&closed[1..], &manifest(&[]), hw).unwrap(),
             Upload::Segment(0)
         );
         // But never skip over offsets the manifest does not have.
-        assert!(next_upload(&closed[2..], &manifest(&[(0, 10)])).is_err());
+        assert!(next_upload(&closed[2..], &manifest(&[(0, 10)]), hw).is_err());
         assert_eq!(lag(&closed, 10), (200, 2));
         assert_eq!(lag(&closed, 30), (0, 0));
+    }
+
+    #[test]
+    fn uploads_stop_at_the_high_watermark() {
+        let closed = [s(0, 10, 100), s(10, 20, 100)];
+        // Records above the high watermark may still be truncated by a new leader.
+        assert_eq!(
+            next_upload(&closed, &manifest(&[]), 15).unwrap(),
+            Upload::Segment(0)
+        );
+        assert_eq!(
+            next_upload(&closed, &manifest(&[(0, 10)]), 19).unwrap(),
+            Upload::CaughtUp
+        );
+        assert_eq!(
+            next_upload(&closed, &manifest(&[(0, 10)]), 20).unwrap(),
+            Upload::Segment(1)
+        );
+    }
+
+    #[test]
+    fn a_new_leader_continues_inside_its_own_segment() {
+        // A former follower rolled at 0, 7, 25; the old leader uploaded [0, 10), [10, 20).
+        let closed = [s(0, 7, 70), s(7, 25, 180), s(25, 30, 50)];
+        let m = manifest(&[(0, 10), (10, 20)]);
+        assert_eq!(next_upload(&closed, &m, 30).unwrap(), Upload::Tail(1));
+        // Nothing is uploaded twice: after the tail [20, 25), the next segment follows.
+        let m = manifest(&[(0, 10), (10, 20), (20, 25)]);
+        assert_eq!(next_upload(&closed, &m, 30).unwrap(), Upload::Segment(2));
+        // An emptied manifest (total retention) that ends inside a local segment too.
+        let mut emptied = manifest(&[(0, 10), (10, 20)]);
+        emptied = emptied.without_prefix(2, 0).unwrap();
+        assert_eq!(next_upload(&closed, &emptied, 30).unwrap(), Upload::Tail(1));
+    }
+
+    #[test]
+    fn followers_read_the_manifest_only_when_retention_needs_it() {
+        assert!(!follower_needs_manifest(None, None));
+        assert!(!follower_needs_manifest(None, Some(10)));
+        assert!(follower_needs_manifest(Some(10), None));
+        assert!(follower_needs_manifest(Some(20), Some(10)));
+        assert!(!follower_needs_manifest(Some(10), Some(10)));
+        assert!(!follower_needs_manifest(Some(5), Some(10)));
+        let ms = std::time::Duration::from_millis;
+        let (i, max) = (ms(1000), ms(8000));
+        assert_eq!(follower_backoff(ms(0), false, i, max), i);
+        assert_eq!(follower_backoff(i, false, i, max), ms(2000));
+        assert_eq!(follower_backoff(ms(6000), false, i, max), max);
+        assert_eq!(follower_backoff(max, true, i, max), i);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::manifest::Manifest;
 use super::*;
-use crate::broker::Broker;
+use crate::broker::{Broker, Partition};
 use crate::config::NodeConfig;
 use crate::log::batch::tests::make_batch;
 use kafka_protocol::error::ResponseError;
@@ -29,14 +29,19 @@ impl Node {
     }
 
     fn open(&self) -> Arc<Broker> {
-        let mut cfg = NodeConfig::for_tests(self.data.path().to_path_buf());
-        cfg.tiering = Some(TieringOptions {
-            url: format!("file://{}", self.bucket.path().display()),
-            cache_bytes: 1 << 20,
-            interval: Duration::from_millis(10),
-        });
-        Broker::open(cfg).unwrap()
+        open_at(self.data.path(), self.bucket.path())
     }
+}
+
+/// A node with its data in `data`, tiering to the file:// bucket at `bucket`.
+fn open_at(data: &std::path::Path, bucket: &std::path::Path) -> Arc<Broker> {
+    let mut cfg = NodeConfig::for_tests(data.to_path_buf());
+    cfg.tiering = Some(TieringOptions {
+        url: format!("file://{}", bucket.display()),
+        cache_bytes: 1 << 20,
+        interval: Duration::from_millis(10),
+    });
+    Broker::open(cfg).unwrap()
 }
 
 fn topic_configs() -> BTreeMap<String, String> {
@@ -216,9 +221,10 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
             .unwrap();
     }
     let t = b.tiering.clone().unwrap();
-    assert_eq!(part.log.lock().log_start_offset(), 0);
+    // What the first pass deleted was in the manifest then; from now on nothing goes.
+    let start = part.log.lock().log_start_offset();
     t.sync_partition(&part).await;
-    assert_eq!(part.log.lock().log_start_offset(), 0);
+    assert_eq!(part.log.lock().log_start_offset(), start);
     assert!(t.earliest(topic_id, 0, 0).is_err());
     let err = t.read(topic_id, 0, 0, 100, true).await.unwrap_err();
     assert!(matches!(err, Error::RemoteUnavailable(_)), "{err:?}");
@@ -235,7 +241,7 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
     b.run_retention();
     assert_eq!(
         part.log.lock().log_start_offset(),
-        0,
+        start,
         "nothing deleted locally"
     );
     // With the directory gone too, the node refuses to start rather than begin at 0.
@@ -549,4 +555,150 @@ async fn delete_records_moves_the_remote_log_start_first() {
     b.run_retention();
     assert!(fresh.log.lock().log_start_offset() > 3);
     assert_eq!(b.earliest_offset(&fresh).unwrap(), 3);
+}
+
+/// Copy the leader's log to a follower the way the fetcher does, `chunk` bytes of whole
+/// batches at a time (so the follower rolls its segments at other offsets than the leader).
+fn replicate(leader: &Partition, follower: &Partition, chunk: usize) {
+    loop {
+        let from = follower.log.lock().log_end_offset();
+        let plan = {
+            let log = leader.log.lock();
+            log.plan_read(from, chunk, true, log.log_end_offset())
+                .unwrap()
+        };
+        let Some(plan) = plan else { break };
+        let leo = follower
+            .log
+            .lock()
+            .append_replicated(&plan.read().unwrap())
+            .unwrap();
+        follower.advance_high_watermark(leo);
+    }
+}
+
+fn local_segments(part: &Partition) -> Vec<crate::log::retention::SegmentSummary> {
+    part.log.lock().segment_summaries()
+}
+
+/// The leader deletes local segments as soon as they are in the manifest (no retention
+/// check runs here); a follower trims its own copy to what the manifest holds, reading the
+/// manifest itself; after taking over it serves every offset (the head from the bucket)
+/// and continues uploading from the manifest's end, from inside one of its own segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
+    let node = Node::new();
+    let a = node.open();
+    a.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    let pa = a.partition("t", 0).unwrap();
+    // The follower: same topic id, its own directory, the same bucket.
+    let fdata = tempfile::tempdir().unwrap();
+    let f = open_at(fdata.path(), node.bucket.path());
+    let meta = a.topic("t").unwrap().meta;
+    let pf = f.host_partition("t", &meta, 0).unwrap();
+    let me = f.config.node_id;
+    pf.repl
+        .lock()
+        .become_follower(me + 1, 0, 0, vec![me + 1, me], vec![me + 1, me]);
+    let value = [3u8; 150];
+    for seq in 0..100 {
+        a.append(&pa, make_batch(&[&value], now(), 9, seq)).unwrap();
+        if seq % 13 == 12 {
+            // segment.ms: the leader rolls where the follower, which rolls by size only,
+            // does not.
+            pa.log.lock().roll().unwrap();
+        }
+    }
+    replicate(&pa, &pf, 1000);
+    let ta = a.tiering.clone().unwrap();
+    ta.sync_partition(&pa).await;
+    let (m, problems) = scrub_dir(node.bucket.path(), pa.log.lock().topic_id());
+    assert!(problems.is_empty(), "{problems:?}");
+    let leader_local = pa.log.lock().size_bytes();
+    // local.retention.bytes 4000, segment.bytes 2000; the active segment is the backlog.
+    assert!(
+        leader_local <= 4000 + 2000 + 2000,
+        "leader keeps {leader_local}"
+    );
+    assert!(pa.log.lock().log_start_offset() > 0);
+    let before = read_all(&a, "t", 0).await;
+
+    let full = pf.log.lock().size_bytes();
+    assert!(full > 15_000, "the follower has everything: {full}");
+    let tf = f.tiering.clone().unwrap();
+    tf.sync_partition(&pf).await;
+    let segs = local_segments(&pf);
+    let kept: u64 = segs.iter().map(|s| s.size).sum();
+    let start = pf.log.lock().log_start_offset();
+    assert!(start > 0, "the follower trimmed");
+    assert!(
+        start <= m.end_offset,
+        "nothing deleted that the bucket lacks"
+    );
+    let backlog: u64 = segs
+        .iter()
+        .filter(|s| s.base_offset >= m.end_offset)
+        .map(|s| s.size)
+        .sum();
+    // Its segments end elsewhere than the leader's: one more segment may straddle.
+    assert!(
+        kept <= 4000 + 2 * 2000 + backlog,
+        "follower keeps {kept}, backlog {backlog}"
+    );
+    assert!(
+        segs.iter()
+            .any(|s| s.base_offset < m.end_offset && s.next_offset > m.end_offset),
+        "the manifest ends inside a follower segment: {segs:?}, end {}",
+        m.end_offset
+    );
+    // A second pass with nothing new to trim reads nothing from the bucket.
+    let gets = tf.stats().bucket_gets;
+    tf.sync_partition(&pf).await;
+    assert_eq!(tf.stats().bucket_gets, gets);
+
+    // The follower takes over in epoch 1 and the old leader is gone.
+    drop(ta);
+    drop(pa);
+    drop(a);
+    {
+        let hw = pf.high_watermark();
+        pf.log.lock().begin_epoch(1).unwrap();
+        pf.repl
+            .lock()
+            .become_leader(1, 1, vec![me, me + 1], vec![me], hw, now());
+        pf.leader_epoch
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    assert_eq!(
+        read_all(&f, "t", 0).await,
+        before,
+        "every offset, the head from the bucket"
+    );
+    for seq in 100..160 {
+        f.append(&pf, make_batch(&[&value], now(), 9, seq)).unwrap();
+    }
+    tf.sync_partition(&pf).await;
+    let topic_id = pf.log.lock().topic_id();
+    let (m2, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        m2.segments[..m.segments.len()],
+        m.segments[..],
+        "nothing re-uploaded"
+    );
+    let first_new = &m2.segments[m.segments.len()];
+    assert_eq!(first_new.base_offset, m.end_offset, "continues at the end");
+    assert_eq!(first_new.leader_epoch, 1);
+    let closed_end = local_segments(&pf).iter().rev().nth(1).unwrap().next_offset;
+    assert_eq!(
+        m2.end_offset,
+        closed_end,
+        "caught up with the closed segments: {:?} {:?}",
+        local_segments(&pf),
+        tf.stats().partitions
+    );
+    assert!(!pf.log.lock().dir().join("upload-tail").exists());
+    let after = read_all(&f, "t", 0).await;
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(after.len(), 160);
 }

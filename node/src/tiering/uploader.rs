@@ -23,9 +23,15 @@ use crate::error::{Error, Result};
 use crate::log::batch::{self, HEADER_LEN};
 use crate::log::producer_state::{ProducerStateTable, Snapshot, SNAPSHOT_VERSION};
 use crate::log::retention::SegmentSummary;
+use crate::log::segment::Segment;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest a follower waits between manifest reads while its retention waits on them.
+const FOLLOWER_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Folder, inside a partition's directory, where a new leader builds the segment it uploads
+/// when the manifest ends inside one of its local segments.
+pub(super) const TAIL_DIR: &str = "upload-tail";
 /// Partitions synced at once.
 const CONCURRENCY: usize = 4;
 
@@ -39,6 +45,12 @@ pub(super) struct PartState {
     next_try: Instant,
     orphans_checked: bool,
     error: Option<String>,
+    /// The leader epoch the uploader last worked in: a new leadership re-reads the manifest,
+    /// which other leaders may have moved since.
+    led_epoch: Option<i32>,
+    /// Follower: wait between manifest reads, and when the next may happen.
+    follower_backoff: Duration,
+    follower_next_read: Instant,
 }
 
 impl Default for PartState {
@@ -50,6 +62,9 @@ impl Default for PartState {
             next_try: Instant::now(),
             orphans_checked: false,
             error: None,
+            led_epoch: None,
+            follower_backoff: Duration::ZERO,
+            follower_next_read: Instant::now(),
         }
     }
 }
@@ -120,10 +135,6 @@ impl Tiering {
 
     /// One pass over one partition: never fails, backs off on errors.
     pub(crate) async fn sync_partition(&self, part: &Arc<Partition>) {
-        // Only the leader uploads; a new leader continues from the manifest.
-        if !part.is_leader() {
-            return;
-        }
         let (topic_id, tiered) = {
             let log = part.log.lock();
             (log.topic_id(), log.config().remote_storage)
@@ -134,10 +145,30 @@ impl Tiering {
         let key = (topic_id, part.index);
         let state = self.state(key);
         let mut st = state.lock().await;
+        // Only the leader uploads; a new leader continues from the manifest. Followers
+        // trim their copy to what the manifest holds.
+        if !part.is_leader() {
+            st.led_epoch = None;
+            self.trim_follower(&mut st, part, topic_id).await;
+            return;
+        }
+        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        if st.led_epoch != Some(epoch) {
+            st.manifest = None;
+            st.snapshot = None;
+            st.orphans_checked = false;
+            st.backoff = Duration::ZERO;
+            st.next_try = Instant::now();
+            st.led_epoch = Some(epoch);
+        }
         if Instant::now() < st.next_try {
             return;
         }
-        match self.sync_inner(&mut st, part, topic_id).await {
+        let result = self.sync_inner(&mut st, part, topic_id).await;
+        // Whatever reached the manifest may leave the local disk now, not at the next
+        // retention check.
+        apply_local_retention(part).await;
+        match result {
             Ok(()) => {
                 st.backoff = Duration::ZERO;
                 st.error = None;
@@ -166,6 +197,45 @@ impl Tiering {
             }
         }
         self.update_stats(&st, part, topic_id);
+    }
+
+    /// A follower's share of tiering: it never uploads, but trims its local copy to local
+    /// retention once the bucket's manifest holds the segments. It reads the manifest from
+    /// the bucket itself, and only while retention wants segments gone that the manifest it
+    /// knows does not cover; the manifest it read also serves reads below its local start
+    /// if it becomes leader.
+    async fn trim_follower(&self, st: &mut PartState, part: &Arc<Partition>, topic_id: uuid::Uuid) {
+        let (wanted, known) = {
+            let log = part.log.lock();
+            (
+                log.retention_wants_upto(crate::fsutil::now_ms()),
+                log.remote_upto(),
+            )
+        };
+        if plan::follower_needs_manifest(wanted, known) && Instant::now() >= st.follower_next_read {
+            let advanced = match self.load_manifest(topic_id, part.index).await {
+                Ok((m, _)) => {
+                    let end = m.end_offset;
+                    // Readers first, as on the leader: once segments may go, reads below the
+                    // local start must already find them in the manifest.
+                    self.set_view((topic_id, part.index), View::Ready(Arc::new(m)));
+                    part.log.lock().set_remote_upto(Some(end));
+                    known.is_none_or(|k| end > k)
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %part.topic, partition = part.index, error = %e, "follower could not read the manifest; will retry");
+                    false
+                }
+            };
+            st.follower_backoff = plan::follower_backoff(
+                st.follower_backoff,
+                advanced,
+                self.options.interval,
+                FOLLOWER_MAX_BACKOFF,
+            );
+            st.follower_next_read = Instant::now() + st.follower_backoff;
+        }
+        apply_local_retention(part).await;
     }
 
     fn update_stats(&self, st: &PartState, part: &Arc<Partition>, topic_id: uuid::Uuid) {
@@ -267,7 +337,8 @@ impl Tiering {
                 // Between uploads: the bucket holds only what the manifest names.
                 return Ok(());
             }
-            let (closed, epochs, log_start) = {
+            let hw = part.high_watermark();
+            let (closed, epochs, log_start, index_interval) = {
                 let log = part.log.lock();
                 let dir = log.dir().to_path_buf();
                 let closed: Vec<LocalClosed> = log
@@ -283,27 +354,43 @@ impl Tiering {
                         dir: dir.clone(),
                     })
                     .collect();
-                (closed, log.epochs().to_vec(), log.log_start_offset())
+                (
+                    closed,
+                    log.epochs().to_vec(),
+                    log.log_start_offset(),
+                    log.config().index_interval_bytes,
+                )
             };
             let sums: Vec<SegmentSummary> = closed.iter().map(|c| c.summary).collect();
             let m = st.manifest.as_ref().expect("loaded").0.clone();
-            let i = match plan::next_upload(&sums, &m)? {
+            let (local, tail) = match plan::next_upload(&sums, &m, hw)? {
                 Upload::CaughtUp => break,
-                Upload::Segment(i) => i,
+                Upload::Segment(i) => (closed.into_iter().nth(i).expect("index"), false),
+                Upload::Tail(i) => {
+                    let whole = closed.into_iter().nth(i).expect("index");
+                    let tail = tail_from(part, whole, m.end_offset, index_interval).await?;
+                    tracing::info!(topic = %part.topic, partition = p, base = tail.summary.base_offset, next = tail.summary.next_offset, "uploading the part of a local segment past the manifest's end");
+                    (tail, true)
+                }
             };
-            let seg = self
-                .upload_segment(st, &m, &closed[i], &epochs, epoch, &pp)
-                .await?;
+            let uploaded = self
+                .upload_segment(st, &m, &local, &epochs, epoch, &pp)
+                .await;
+            if tail {
+                let _ = tokio::fs::remove_dir_all(&local.dir).await;
+            }
+            let seg = uploaded?;
             let size = seg.size;
             let next = m.with_segment_from(seg, epoch, log_start)?;
             self.write_manifest(st, part, next).await?;
+            apply_local_retention(part).await;
             self.counters
                 .segments_uploaded
                 .fetch_add(1, Ordering::Relaxed);
             self.counters
                 .bytes_uploaded
                 .fetch_add(size, Ordering::Relaxed);
-            tracing::debug!(topic = %part.topic, partition = p, base = closed[i].summary.base_offset, "segment tiered");
+            tracing::debug!(topic = %part.topic, partition = p, base = local.summary.base_offset, "segment tiered");
         }
         self.apply_total_retention(st, part, epoch, &pp).await
     }
@@ -538,4 +625,123 @@ fn fold_producers(
         pos += h.total_len() as u64;
     }
     Ok(table)
+}
+
+/// Local retention on a tiered partition, off the async threads (it unlinks files). It
+/// deletes only segments the manifest already holds.
+async fn apply_local_retention(part: &Arc<Partition>) {
+    if !part.log.lock().retention_due(crate::fsutil::now_ms()) {
+        return;
+    }
+    let p = part.clone();
+    let done =
+        tokio::task::spawn_blocking(move || p.log.lock().apply_retention(crate::fsutil::now_ms()))
+            .await;
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "local retention failed")
+        }
+        Err(e) => {
+            tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "local retention task failed")
+        }
+    }
+}
+
+/// The part of closed segment `whole` from offset `from` on, copied into a segment of its
+/// own (with its indexes) under the partition's `upload-tail` folder, for upload. `from`
+/// must start a batch in it, or the local log and the manifest disagree.
+async fn tail_from(
+    part: &Arc<Partition>,
+    whole: LocalClosed,
+    from: i64,
+    index_interval: u64,
+) -> Result<LocalClosed> {
+    let s = whole.summary;
+    let not_contiguous = || Error::UploadNotContiguous {
+        base: s.base_offset,
+        next: s.next_offset,
+        expected: from,
+    };
+    let position = {
+        let log = part.log.lock();
+        let seg = log
+            .closed_segments()
+            .find(|seg| seg.base_offset == s.base_offset)
+            .ok_or_else(not_contiguous)?;
+        match seg.locate(from)? {
+            Some(loc) if loc.header.base_offset == from => loc.position,
+            _ => return Err(not_contiguous()),
+        }
+    };
+    let dir = whole.dir.join(TAIL_DIR);
+    let file = whole.file.clone();
+    let seg = tokio::task::spawn_blocking(move || {
+        copy_batches(&file, position, s.size, &dir, from, index_interval).map(|seg| (seg, dir))
+    })
+    .await
+    .map_err(|e| Error::RemoteUnavailable(e.to_string()))?;
+    let (seg, dir) = seg?;
+    if seg.next_offset != s.next_offset {
+        return Err(not_contiguous());
+    }
+    Ok(LocalClosed {
+        summary: SegmentSummary {
+            base_offset: from,
+            next_offset: seg.next_offset,
+            size: seg.size(),
+            max_timestamp: seg.max_timestamp,
+        },
+        file: seg.file(),
+        dir,
+    })
+}
+
+/// Copy the whole batches of `src` from byte `from` to `size` into a new segment at `base`
+/// in `dir` (emptied first), a chunk at a time; the segment builds its own indexes.
+fn copy_batches(
+    src: &File,
+    from: u64,
+    size: u64,
+    dir: &std::path::Path,
+    base: i64,
+    index_interval: u64,
+) -> Result<Segment> {
+    const CHUNK: u64 = 1 << 20;
+    let io = |e| Error::io(dir.display().to_string(), e);
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut seg = Segment::create(dir, base, index_interval)?;
+    let mut pos = from;
+    while pos < size {
+        let mut buf = crate::log::segment::read_at(src, pos, (size - pos).min(CHUNK) as usize)?;
+        let mut headers = Vec::new();
+        let mut used = 0usize;
+        while let Some(h) = batch::parse_header(&buf[used..])? {
+            let len = h.total_len();
+            if len < HEADER_LEN || used + len > buf.len() {
+                break;
+            }
+            headers.push((h, used));
+            used += len;
+        }
+        if headers.is_empty() {
+            // One batch larger than a chunk: read it whole.
+            let h = batch::parse_header(&buf)?
+                .filter(|h| h.total_len() >= HEADER_LEN && pos + h.total_len() as u64 <= size)
+                .ok_or_else(|| {
+                    Error::CorruptBatch(format!("closed segment at position {pos}: no whole batch"))
+                })?;
+            buf = crate::log::segment::read_at(src, pos, h.total_len())?;
+            used = buf.len();
+            headers.push((h, 0));
+        }
+        seg.append(&buf[..used], &headers)?;
+        pos += used as u64;
+    }
+    seg.sync()?;
+    Ok(seg)
 }

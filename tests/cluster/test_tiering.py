@@ -1,0 +1,209 @@
+"""Tiered storage on a cluster: replication factor 3 over a file:// bucket all nodes share.
+Every replica, leader or follower, keeps only local retention plus what is not yet in the
+bucket, while producing and after; every acknowledged record reads back, from offset 0 (the
+head from the bucket), after a SIGKILL of each node in turn."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import running
+from harness import Cluster, create_topic, wait_for
+from load import Load, read_partition
+
+SEGMENT = 64 * 1024
+LOCAL = 256 * 1024
+PARTITIONS = 2
+RECORD = 1024
+# Ten times the local retention per partition.
+RECORDS = 10 * LOCAL // RECORD
+TOPIC_CONFIG = {
+    "remote.storage.enable": "true",
+    "segment.bytes": str(SEGMENT),
+    "local.retention.bytes": str(LOCAL),
+    "retention.bytes": "-1",
+    "retention.ms": "-1",
+    "min.insync.replicas": "2",
+}
+# A follower rolls its segments where its fetches end, not where the leader rolled: one
+# segment may hold both offsets the bucket has and offsets it has not yet.
+BOUND = LOCAL + 2 * SEGMENT
+# Seconds a closed segment may take to be uploaded and seen in the manifest by every replica
+# (the uploader runs every second, a follower reads the manifest at most once a second while
+# it moves).
+LAG = 4.0
+
+
+class BigLoad(Load):
+    """Load with 1 KiB records (its value, padded)."""
+
+    def value(self, p: int, n: int) -> bytes:
+        v = super().value(p, n)
+        return v + b"#" * (RECORD - len(v))
+
+    def n_of(self, value: bytes) -> int | None:
+        return super().n_of(value.rstrip(b"#"))
+
+
+@pytest.fixture
+def tiered(request, binaries, topology, tmp_path):
+    bucket = tmp_path / "bucket"
+    c = Cluster(topology, tmp_path / "cluster", node_args={"--object-store": f"file://{bucket}"})
+    c.bucket = bucket
+    yield from running(request, c)
+
+
+def segments(node, p: int) -> list[tuple[int, int]]:
+    """(base offset, bytes) of the node's local segments of t-p, oldest first."""
+    out = []
+    for f in (node.data_dir / f"t-{p}").glob("*.log"):
+        try:
+            out.append((int(f.stem), f.stat().st_size))
+        except (ValueError, OSError):  # deleted while listed
+            continue
+    return sorted(out)
+
+
+def backlog(segs: list[tuple[int, int]], remote_end: int) -> int:
+    """Bytes of the segments the bucket does not hold whole (the active one included)."""
+    out = 0
+    for i, (_, size) in enumerate(segs):
+        if i + 1 == len(segs) or segs[i + 1][0] > remote_end:
+            out += size
+    return out
+
+
+def manifest(c, tid: str, p: int) -> dict | None:
+    try:
+        return json.loads((c.bucket / tid / str(p) / "manifest.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return None
+
+
+def check_manifest(c, tid: str, p: int) -> dict:
+    """Contiguous segments, each with its objects: nothing skipped or uploaded twice."""
+    m = manifest(c, tid, p)
+    assert m is not None, f"no manifest for partition {p}"
+    segs = m["segments"]
+    for a, b in zip(segs, segs[1:]):
+        assert b["base_offset"] == a["next_offset"], f"p{p}: gap or overlap at {a} / {b}"
+    for s in segs:
+        obj = c.bucket / tid / str(p) / f"{s['base_offset']:020d}-{s['leader_epoch']}.log"
+        assert obj.is_file() and obj.stat().st_size == s["size"], f"p{p}: {obj}"
+    assert segs and m["end_offset"] == segs[-1]["next_offset"]
+    return m
+
+
+def within_bound(c, tid: str, end_of=None) -> list[tuple]:
+    """(node, partition, local bytes, bound) of every replica over its bound; a replica's
+    backlog is measured against `end_of(p)` (default: the manifest now)."""
+    over = []
+    for p in range(PARTITIONS):
+        m = manifest(c, tid, p)
+        end = end_of(p) if end_of else (m["end_offset"] if m else 0)
+        for i, n in c.nodes.items():
+            if not n.running():
+                continue
+            segs = segments(n, p)
+            local = sum(s for _, s in segs)
+            bound = BOUND + backlog(segs, end)
+            if local > bound:
+                over.append((i, p, local, bound))
+    return over
+
+
+def check_acked(c, acked: dict, bootstrap: str):
+    """Every acknowledged record at its offset, the partition readable from 0 without gaps."""
+    for p in range(PARTITIONS):
+        records, low, high = read_partition(bootstrap, "t", p, timeout=120)
+        assert low == 0, f"p{p}: log start {low}"
+        assert len(records) == high, f"p{p}: {len(records)} records below the high watermark {high}"
+        wrong = [(o, v[:30]) for v, o in acked[p].items() if records.get(o) != v]
+        assert not wrong, f"p{p}: {len(wrong)} acknowledged records missing or moved: {wrong[:5]}"
+
+
+def run_load(c, tag_acked: dict, pace: float, until) -> None:
+    with BigLoad(c.bootstrap(), "t", list(range(PARTITIONS)), pace=pace,
+                 producer_extra={"batch.size": 16384}) as load:
+        until(load)
+    load.assert_clean()
+    for p in range(PARTITIONS):
+        tag_acked[p].update(load.acked[p])
+
+
+def test_every_replica_keeps_only_the_hot_tail(tiered):
+    c = tiered
+    create_topic(c.bootstrap(), "t", PARTITIONS, 3, TOPIC_CONFIG)
+    c.wait_full_isr("t", timeout=60)
+    tid = json.loads((c.nodes[1].data_dir / "t-0" / "partition.json").read_text())["topic_id"]
+    acked = {p: {} for p in range(PARTITIONS)}
+
+    # While producing: sample every replica against the manifest as it was LAG seconds ago.
+    ends: list[tuple[float, dict]] = []
+    over: list[tuple] = []
+    worst: dict[tuple[int, int], int] = {}
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            now = time.monotonic()
+            ends.append((now, {p: (manifest(c, tid, p) or {}).get("end_offset", 0)
+                               for p in range(PARTITIONS)}))
+            old = [e for t, e in ends if t <= now - LAG]
+            then = old[-1] if old else {p: 0 for p in range(PARTITIONS)}
+            over.extend((round(now, 1), *o) for o in within_bound(c, tid, lambda p: then[p]))
+            for i, n in c.nodes.items():
+                for p in range(PARTITIONS):
+                    worst[(i, p)] = max(worst.get((i, p), 0), sum(s for _, s in segments(n, p)))
+            time.sleep(0.25)
+
+    th = threading.Thread(target=sampler, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    try:
+        # Paced over ~15 s, several times LAG, so that the check while producing bites.
+        run_load(c, acked, 0.003, lambda load: wait_for(
+            lambda: all(load.n_acked(p) >= RECORDS for p in range(PARTITIONS)), 300,
+            lambda: f"{RECORDS} records per partition; {load.summary()}", every=0.5))
+    finally:
+        stop.set()
+        th.join()
+    produced = time.monotonic() - t0
+    assert not over, f"(time, node, partition, local bytes, bound) over: {over[:10]}"
+    # After: every replica trims to the bound within seconds (no retention check runs: its
+    # interval is the default 5 minutes).
+    wait_for(lambda: not within_bound(c, tid) and all(
+        sum(s for _, s in segments(n, p)) <= BOUND + SEGMENT
+        for n in c.nodes.values() for p in range(PARTITIONS)), 60,
+        lambda: f"every replica within its bound: {within_bound(c, tid)}; local "
+                f"{[(i, p, sum(s for _, s in segments(n, p))) for i, n in c.nodes.items() for p in range(PARTITIONS)]}")
+    print(f"\n[tiering] {sum(len(a) for a in acked.values())} records in {produced:.1f}s; largest "
+          f"local copy per (node, partition) while producing: {worst}; after: "
+          f"{ {(i, p): sum(s for _, s in segments(n, p)) for i, n in c.nodes.items() for p in range(PARTITIONS)} }")
+    check_acked(c, acked, c.bootstrap())
+
+    # SIGKILL each node in turn: a survivor takes over, production goes on, every record
+    # reads back (the head from the bucket); the manifest continues without gaps.
+    for i in sorted(c.nodes):
+        c.nodes[i].kill()
+        others = set(c.nodes) - {i}
+        c.wait_partitions("t", lambda st: all(s.leader in others for s in st.values()), others,
+                          c.SESSION_TIMEOUT_MS / 1000 + 30, f"survivors lead after node {i} died")
+        before = {p: len(acked[p]) for p in range(PARTITIONS)}
+        run_load(c, acked, 0.002, lambda load: wait_for(
+            lambda: all(load.n_acked(p) >= 200 for p in range(PARTITIONS)), 60,
+            lambda: f"200 records per partition with node {i} down; {load.summary()}"))
+        assert all(len(acked[p]) > before[p] for p in range(PARTITIONS))
+        check_acked(c, acked, c.bootstrap(exclude={i}))
+        c.nodes[i].start()
+        c.nodes[i].wait_listening()
+        c.wait_full_isr("t", timeout=90)
+    for p in range(PARTITIONS):
+        wait_for(lambda: check_manifest(c, tid, p), 30, f"p{p}'s manifest")
+    wait_for(lambda: not within_bound(c, tid), 60,
+             lambda: f"every replica within its bound after the restarts: {within_bound(c, tid)}")
+    check_acked(c, acked, c.bootstrap())
