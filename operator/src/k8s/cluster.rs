@@ -1283,7 +1283,16 @@ async fn roll_nodes(
                         "replacing pod {pod} for revision {revision} ({updated} of {nodes} \
                          updated): {why}"
                     ),
-                    None,
+                    // The pod as the related object: Events of one key are aggregated, so
+                    // without it every replacement after the first would only bump a count.
+                    Some(ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(pod.clone()),
+                        namespace: Some(ns.to_string()),
+                        uid: uid.clone(),
+                        ..Default::default()
+                    }),
                 )
                 .await;
             }
