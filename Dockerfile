@@ -18,6 +18,10 @@
 ARG RUST_VERSION=1.95
 ARG BUILDER=docker.io/library/rust:${RUST_VERSION}-bookworm
 ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot
+# Where the binaries come from: "build" (compiled below) or "prebuilt" (the context's
+# .prebuilt/strata-node and .prebuilt/strata-operator, built on a Debian 12 host: the test bed
+# reuses its host's release build instead of compiling everything a second time).
+ARG BINARIES=build
 
 FROM ${BUILDER} AS build
 WORKDIR /src
@@ -30,8 +34,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && mkdir -p /out \
     && cp target/release/strata-node target/release/strata-operator /out/
 
+FROM scratch AS prebuilt
+COPY .prebuilt/ /out/
+
+FROM ${BINARIES} AS binaries
+
 FROM ${RUNTIME_BASE} AS node
-COPY --from=build /out/strata-node /usr/local/bin/strata-node
+COPY --from=binaries /out/strata-node /usr/local/bin/strata-node
 USER 65532:65532
 WORKDIR /home/nonroot
 # Kafka (the operator sets the listener, data directory and controller with flags).
@@ -39,7 +48,7 @@ EXPOSE 9092
 ENTRYPOINT ["/usr/local/bin/strata-node"]
 
 FROM ${RUNTIME_BASE} AS operator
-COPY --from=build /out/strata-operator /usr/local/bin/strata-operator
+COPY --from=binaries /out/strata-operator /usr/local/bin/strata-operator
 USER 65532:65532
 WORKDIR /home/nonroot
 # Controller gRPC (leader only) and metrics, as the chart configures them.
