@@ -13,8 +13,9 @@
 #   K8S_KEEP=1         leave the cluster up after the run
 #   K8S_TIMINGS=FILE   append every measured time (tab-separated) to FILE
 #
-# Needs root. A cold run builds the Kubernetes binaries, CoreDNS, helm, the base images and a
-# release build of strata-node and strata-operator inside the builder image: long, once.
+# Needs root. A cold run builds the Kubernetes binaries, CoreDNS, helm, the runtime base image
+# and a release build of strata-node and strata-operator on this host (images.sh, IMAGES_FROM):
+# long, once.
 # Exits with pytest's status; "no tests collected" (5) counts as a failure.
 set -uo pipefail
 

@@ -219,7 +219,9 @@ build() {
   tag="$(image_tag)"
   rustup="${RUSTUP_HOME:-$HOME/.rustup}"
   cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-  [[ -d "$rustup/toolchains" && -x "$cargo_bin/cargo" ]] || die "no host Rust toolchain in $rustup"
+  if [[ "$from" == source ]]; then
+    [[ -d "$rustup/toolchains" && -x "$cargo_bin/cargo" ]] || die "no host Rust toolchain in $rustup"
+  fi
   if [[ "$from" == host ]]; then
     trap 'rm -rf "$REPO/.prebuilt"' EXIT
     if ! have_image "localhost/strata-node:$tag" || ! have_image "localhost/strata-operator:$tag" \
