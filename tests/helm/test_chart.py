@@ -326,11 +326,16 @@ def test_dockerfile_stages_are_distroless_and_non_root():
     text = (ROOT / "Dockerfile").read_text()
     froms = [l.split() for l in text.splitlines() if l.startswith("FROM ")]
     stages = {f[-1]: f[1] for f in froms if len(f) == 4 and f[2] == "AS"}
-    assert set(stages) == {"build", "node", "operator"}, stages
+    assert set(stages) == {"build", "prebuilt", "binaries", "node", "operator"}, stages
     # The bases are build arguments (the test bed builds from local ones); the defaults are
     # the public images users get.
     args = dockerfile_args(text)
     assert stages["build"] == "${BUILDER}"
+    # The binaries are compiled in the build stage unless the builder says they are prebuilt
+    # (the test bed's host build); both end in /out, where the runtime stages copy from.
+    assert args["BINARIES"] == "build"
+    assert stages["binaries"] == "${BINARIES}" and stages["prebuilt"] == "scratch"
+    assert "COPY .prebuilt/ /out/" in text
     assert args["BUILDER"] == "docker.io/library/rust:${RUST_VERSION}-bookworm"
     assert args["RUNTIME_BASE"] == "gcr.io/distroless/cc-debian12:nonroot"
     for target in ("node", "operator"):
@@ -339,6 +344,7 @@ def test_dockerfile_stages_are_distroless_and_non_root():
         assert "USER 65532:65532" in block
         assert f'ENTRYPOINT ["/usr/local/bin/strata-{target}"]' in block
         assert "RUN " not in block, "a runtime stage needs no shell"
+        assert f"COPY --from=binaries /out/strata-{target} " in block
     assert "--locked" in text
 
 
