@@ -294,6 +294,16 @@ async fn write_status(t: &Topic, ctx: &Ctx, pending: Option<String>) -> Result<(
 }
 
 async fn apply(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    if deleted_through_kafka(&t, &ctx.service.subscribe().borrow()) {
+        // The resource sync deletes this resource. Creating the topic again, or writing a
+        // status without its id (after which it would be created), would undo the user's
+        // delete whenever this reconcile ran before the sync.
+        tracing::info!(
+            topic = t.kafka_name().unwrap_or_default(),
+            "topic deleted through Kafka; leaving its resource to the sync"
+        );
+        return Ok(Action::await_change());
+    }
     let pending = apply_spec(&t, &ctx).await?;
     write_status(&t, &ctx, pending.clone()).await?;
     // Sizes move without metadata changes: refresh the status every few seconds.
@@ -404,6 +414,13 @@ pub fn resource_name(name: &str) -> (String, bool) {
     (out, differs)
 }
 
+/// The resource's topic existed (its status has an id) and is gone from the image.
+fn deleted_through_kafka(t: &Topic, md: &ClusterMetadata) -> bool {
+    let had_id = t.status.as_ref().is_some_and(|s| s.topic_id.is_some());
+    let gone = t.kafka_name().is_some_and(|n| topic_of(md, n).is_none());
+    had_id && gone && t.metadata.deletion_timestamp.is_none()
+}
+
 /// Keep resources and Kafka topics in step after every metadata change: a topic without a
 /// resource gets one, a resource whose topic was deleted through Kafka goes.
 async fn sync_resources(ctx: Arc<Ctx>) {
@@ -480,11 +497,10 @@ async fn sync_once(
     for t in &resources.items {
         let Some(name) = t.kafka_name() else { continue };
         let had_id = t.status.as_ref().and_then(|s| s.topic_id.as_ref());
-        let gone = topic_of(md, name).is_none();
         let same_id = topic_of(md, name)
             .and_then(|i| uuid::Uuid::from_slice(&i.topic_id).ok())
             .map(|u| u.to_string());
-        if had_id.is_some() && gone && t.metadata.deletion_timestamp.is_none() {
+        if deleted_through_kafka(t, md) {
             tracing::info!(topic = %name, "topic deleted through Kafka; deleting its resource");
             match ctx.api.delete(&t.name_any(), &Default::default()).await {
                 Ok(_) => {}
