@@ -478,6 +478,12 @@ impl ClusterLink {
     }
 
     /// Propose a new ISR for a partition this node leads; applies the committed state.
+    ///
+    /// Until the controller answers, the high watermark counts the proposal too (the
+    /// maximal ISR). When the outcome is unknown (the controller unreachable) the proposal
+    /// stays pending and is sent again, because the controller may have committed it; when
+    /// the answer shows that another node leads now, it stays pending until this node
+    /// applies that image and follows.
     pub async fn alter_isr(&self, part: &Arc<Partition>, new_isr: Vec<i32>) -> Result<()> {
         let (leader_epoch, partition_epoch) = {
             let mut r = part.repl.lock();
@@ -487,32 +493,56 @@ impl ClusterLink {
             r.pending_isr = Some(new_isr.clone());
             (r.leader_epoch, r.partition_epoch)
         };
-        let res = self
-            .client()
-            .alter_partition(pb::AlterPartitionRequest {
-                node_id: self.me,
-                broker_epoch: self.broker_epoch.load(Ordering::Relaxed),
-                topic: part.topic.clone(),
-                partition: part.index,
-                leader_epoch,
-                partition_epoch,
-                new_isr: new_isr.clone(),
-            })
-            .await;
-        let mut r = part.repl.lock();
-        r.pending_isr = None;
-        let resp = match res {
-            Ok(resp) => resp.into_inner(),
-            Err(e) => return Err(unavailable(e)),
+        let still_pending = || {
+            let r = part.repl.lock();
+            r.is_leader()
+                && r.leader_epoch == leader_epoch
+                && r.partition_epoch == partition_epoch
+                && r.pending_isr.as_ref() == Some(&new_isr)
         };
-        if let Some(p) = &resp.partition {
-            if r.is_leader()
-                && p.leader == self.me
-                && p.leader_epoch == r.leader_epoch
-                && p.partition_epoch >= r.partition_epoch
-            {
+        let mut backoff = Duration::from_millis(100);
+        let resp = loop {
+            let res = self
+                .client()
+                .alter_partition(pb::AlterPartitionRequest {
+                    node_id: self.me,
+                    broker_epoch: self.broker_epoch.load(Ordering::Relaxed),
+                    topic: part.topic.clone(),
+                    partition: part.index,
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr: new_isr.clone(),
+                })
+                .await;
+            match res {
+                Ok(resp) => break resp.into_inner(),
+                Err(e) => {
+                    tracing::debug!(topic = %part.topic, partition = part.index, error = %e.message(), "ISR change not answered; sending it again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    if !still_pending() {
+                        // The image moved on: it decided the change either way.
+                        return Err(unavailable(e));
+                    }
+                }
+            }
+        };
+        let mut r = part.repl.lock();
+        let mine = r.is_leader() && r.leader_epoch == leader_epoch;
+        match &resp.partition {
+            Some(p) if mine && (p.leader != self.me || p.leader_epoch > leader_epoch) => {
+                // Leadership moved with (or since) this change: keep counting the maximal
+                // ISR until the image that makes this node a follower arrives.
+            }
+            Some(p) if mine && p.partition_epoch >= r.partition_epoch => {
                 r.isr = p.isr.clone();
                 r.partition_epoch = p.partition_epoch;
+                r.pending_isr = None;
+            }
+            _ => {
+                if r.pending_isr.as_ref() == Some(&new_isr) {
+                    r.pending_isr = None;
+                }
             }
         }
         drop(r);

@@ -313,9 +313,14 @@ pub async fn isr_maintenance(b: Arc<Broker>) {
             let shrink = p.repl.lock().isr_to_shrink(now, lag);
             if let Some(isr) = shrink {
                 tracing::info!(topic = %p.topic, partition = p.index, isr = ?isr, "followers fell behind; shrinking the ISR");
-                if let Err(e) = link.alter_isr(&p, isr).await {
-                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "ISR shrink not committed");
-                }
+                // Sent apart: an unanswered change is sent again until the image decides
+                // it, and the other partitions' upkeep must not wait for that.
+                let link = link.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = link.alter_isr(&p, isr).await {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "ISR shrink not committed");
+                    }
+                });
             }
         }
     }

@@ -77,12 +77,16 @@ impl ReplicaState {
         now_ms: i64,
     ) {
         let new_term = self.role != Role::Leader || self.leader_epoch != epoch;
+        // A proposed ISR stays pending (and counted in the high watermark) until the
+        // partition's state moves past the one it was proposed against.
+        if new_term || partition_epoch > self.partition_epoch {
+            self.pending_isr = None;
+        }
         self.role = Role::Leader;
         self.leader_epoch = epoch;
         self.partition_epoch = partition_epoch;
         self.replicas = replicas;
         self.isr = isr;
-        self.pending_isr = None;
         self.truncate_pending = false;
         if new_term {
             self.followers.clear();
@@ -117,10 +121,15 @@ impl ReplicaState {
         self.pending_isr = None;
     }
 
-    /// The high watermark the leader may publish: the smallest log end over the ISR.
+    /// The high watermark the leader may publish: the smallest log end over the maximal
+    /// ISR, the committed ISR together with a change sent to the controller and not yet
+    /// answered (as Kafka does). A replica being added counts from the moment it is proposed:
+    /// the controller may make it leader as soon as it commits the change, so every record
+    /// acknowledged from then on must already be on it.
     pub fn high_watermark(&self, leader_leo: i64) -> i64 {
         let mut hw = leader_leo;
-        for r in &self.isr {
+        let pending = self.pending_isr.iter().flatten();
+        for r in self.isr.iter().chain(pending) {
             if *r == self.me {
                 continue;
             }
@@ -220,6 +229,29 @@ mod tests {
             10,
             "out of the ISR, 3 no longer holds it back"
         );
+    }
+
+    #[test]
+    fn a_replica_proposed_for_the_isr_holds_the_hw_back_before_the_commit() {
+        let mut s = leader();
+        s.isr = vec![1, 2];
+        s.on_follower_fetch(2, 10, 10, 5);
+        s.on_follower_fetch(3, 10, 10, 5);
+        s.pending_isr = s.isr_to_expand(3, 10, 0);
+        assert_eq!(s.pending_isr, Some(vec![1, 2, 3]));
+        // The leader appends 5 more; 2 has them, 3 not yet.
+        s.on_follower_fetch(2, 15, 15, 6);
+        assert_eq!(
+            s.high_watermark(15),
+            10,
+            "3 may lead once the controller commits: nothing it lacks is acknowledged"
+        );
+        s.on_follower_fetch(3, 15, 15, 7);
+        assert_eq!(s.high_watermark(15), 15);
+        // A pending shrink keeps the leaving replica counted until it is committed.
+        s.isr = vec![1, 2, 3];
+        s.pending_isr = Some(vec![1, 2]);
+        assert_eq!(s.high_watermark(20), 15);
     }
 
     #[test]
