@@ -8,6 +8,7 @@ pub mod error;
 pub mod fsutil;
 pub mod log;
 pub mod metrics;
+pub mod partition;
 pub mod protocol;
 pub mod replication;
 pub mod server;

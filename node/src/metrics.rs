@@ -187,14 +187,14 @@ pub fn render(b: &Broker) -> String {
         .iter()
         .map(|p| {
             let (leo, start, bytes) = {
-                let log = p.log.lock();
+                let log = p.log();
                 (
                     log.log_end_offset(),
                     log.log_start_offset(),
                     log.size_bytes() as i64,
                 )
             };
-            let r = p.repl.lock();
+            let r = p.replica();
             let labels = format!("topic=\"{}\",partition=\"{}\"", esc(&p.topic), p.index);
             let under = r.is_leader() && r.isr.len() < r.replicas.len();
             (

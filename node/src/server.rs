@@ -1,9 +1,7 @@
 //! TCP server: accepts connections, reads size-prefixed frames with a hard size bound,
 //! dispatches them, and writes responses back in request order.
 
-use std::future::Future;
 use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -15,21 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::protocol::{self, handlers, Parsed, ResponseBytes};
-
-/// What a request turns into.
-#[derive(Debug)]
-pub enum Reply {
-    /// An encoded response to send.
-    Bytes(ResponseBytes),
-    /// No response (acks=0 produce).
-    Nothing,
-    /// Close the connection (malformed or unanswerable request).
-    Close,
-}
-
-/// A response being produced.
-pub type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
+use crate::protocol::{self, handlers, Parsed, Pending, Reply, ResponseBytes};
 
 /// Requests one connection may have in flight before we stop reading from it.
 const MAX_IN_FLIGHT: usize = 64;

@@ -9,8 +9,8 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use strata_node::broker::Broker;
 use strata_node::config::NodeConfig;
 use strata_node::protocol::versions::SUPPORTED;
+use strata_node::protocol::Reply;
 use strata_node::protocol::{handlers, parse_frame, Parsed};
-use strata_node::server::Reply;
 
 #[global_allocator]
 static GLOBAL: strata_node::alloc::LazyLargeAlloc = strata_node::alloc::LazyLargeAlloc;

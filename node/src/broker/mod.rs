@@ -3,7 +3,7 @@
 
 pub mod metadata;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +20,8 @@ use crate::log::batch;
 use crate::log::compaction;
 use crate::log::config::{validate_for_node, LogConfig};
 use crate::log::{AppendInfo, PartitionLog};
-use crate::replication::state::ReplicaState;
+use crate::partition::replica::ReplicaState;
+pub use crate::partition::{Partition, PartitionTable};
 use metadata::{validate_topic_name, MetadataImage, MetadataStore, TopicMeta};
 
 /// Name of the internal topic holding consumer group state and offsets.
@@ -28,102 +29,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Producer ids are reserved on disk in blocks of this size.
 const PRODUCER_ID_BLOCK: i64 = 1000;
-
-/// One partition hosted here.
-pub struct Partition {
-    pub topic: String,
-    pub index: i32,
-    /// Leader epoch stamped on appended batches.
-    pub leader_epoch: std::sync::atomic::AtomicI32,
-    pub log: Mutex<PartitionLog>,
-    flush_lock: tokio::sync::Mutex<()>,
-    /// Role, ISR and follower progress (a standalone node leads with ISR = itself).
-    pub repl: Mutex<ReplicaState>,
-    /// High watermark: consumers read below it, acks=all completes once it passes.
-    /// Every change (and every role or ISR change) notifies the watchers.
-    hw: tokio::sync::watch::Sender<i64>,
-}
-
-impl Partition {
-    /// The high watermark.
-    pub fn high_watermark(&self) -> i64 {
-        *self.hw.borrow()
-    }
-
-    /// Raise the high watermark (it never goes back, except through `reset_high_watermark`).
-    pub fn advance_high_watermark(&self, hw: i64) -> bool {
-        self.hw.send_if_modified(|cur| {
-            if hw > *cur {
-                *cur = hw;
-                true
-            } else {
-                false
-            }
-        })
-    }
-
-    /// Set the high watermark to `hw` (a follower's truncation).
-    pub fn reset_high_watermark(&self, hw: i64) {
-        self.hw.send_replace(hw);
-    }
-
-    /// Wake everything waiting on this partition (role or ISR changed).
-    pub fn notify_state_change(&self) {
-        self.hw.send_modify(|_| {});
-    }
-
-    /// Watch the high watermark and state changes.
-    pub fn subscribe_high_watermark(&self) -> tokio::sync::watch::Receiver<i64> {
-        self.hw.subscribe()
-    }
-
-    /// Whether this node leads the partition now.
-    pub fn is_leader(&self) -> bool {
-        self.repl.lock().is_leader()
-    }
-
-    /// The leader's high watermark after its own log grew (or a follower fetched).
-    pub fn recompute_high_watermark(&self) -> bool {
-        let leo = self.log.lock().log_end_offset();
-        let hw = {
-            let r = self.repl.lock();
-            if !r.is_leader() {
-                return false;
-            }
-            r.high_watermark(leo)
-        };
-        self.advance_high_watermark(hw)
-    }
-
-    /// fsync the log until at least `offset` is durable; concurrent callers share one fsync.
-    pub async fn flush_to(&self, offset: i64) -> Result<()> {
-        let _turn = self.flush_lock.lock().await;
-        let (file, upto) = {
-            let log = self.log.lock();
-            if log.durable_offset() >= offset {
-                return Ok(());
-            }
-            log.sync_handle()
-        };
-        let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
-        match res {
-            Ok(Ok(())) => {
-                self.log.lock().mark_durable(upto);
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                // After a failed fsync the page cache state is unknown: stop accepting writes.
-                let err = Error::StorageFailed(format!(
-                    "fsync of {}-{} failed: {e}",
-                    self.topic, self.index
-                ));
-                self.log.lock().poison(err.to_string());
-                Err(err)
-            }
-            Err(join) => Err(Error::StorageFailed(format!("fsync task failed: {join}"))),
-        }
-    }
-}
 
 /// What a topic looks like to a handler.
 #[derive(Debug, Clone)]
@@ -139,9 +44,7 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     store: MetadataStore,
     image: RwLock<MetadataImage>,
-    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
-    /// Bumped after every append; long-polling fetches wait on it.
-    appended: tokio::sync::watch::Sender<u64>,
+    table: Arc<PartitionTable>,
     producer_ids: Mutex<(i64, i64)>,
     /// Serialises topic create/delete/alter so that image and disk change together.
     admin: Mutex<()>,
@@ -189,7 +92,7 @@ impl Broker {
             Some(opts) => Some(Arc::new(crate::tiering::Tiering::open(opts.clone())?)),
             None => None,
         };
-        let mut partitions = HashMap::new();
+        let table = Arc::new(PartitionTable::default());
         for (name, meta) in &image.topics {
             let cfg = LogConfig::resolve(&meta.configs, &config.topic_defaults);
             for p in 0..meta.partitions {
@@ -202,16 +105,13 @@ impl Broker {
                     }
                     _ => PartitionLog::open(&dir, meta.id, cfg.clone(), recover)?,
                 };
-                partitions.insert(
-                    (name.clone(), p),
-                    Arc::new(new_partition(
-                        config.node_id,
-                        name,
-                        p,
-                        meta.leader_epoch,
-                        log,
-                    )),
-                );
+                table.insert(Arc::new(Partition::standalone(
+                    config.node_id,
+                    name,
+                    p,
+                    meta.leader_epoch,
+                    log,
+                )));
             }
         }
         if !clustered {
@@ -225,7 +125,6 @@ impl Broker {
             None => None,
         };
         let block_end = image.producer_id_block_end;
-        let (tx, _) = tokio::sync::watch::channel(0);
         let groups = GroupCoordinator::new(CoordinatorConfig {
             group: GroupConfig {
                 initial_rebalance_delay: std::time::Duration::from_millis(
@@ -243,8 +142,7 @@ impl Broker {
             groups,
             store,
             image: RwLock::new(image),
-            partitions: RwLock::new(partitions),
-            appended: tx,
+            table,
             producer_ids: Mutex::new((block_end, block_end)),
             admin: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
@@ -258,14 +156,14 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Wake long-polling fetches (new data, a moved high watermark, a role change).
-    pub fn notify_appended(&self) {
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+    /// The partitions hosted here.
+    pub fn table(&self) -> &Arc<PartitionTable> {
+        &self.table
     }
 
-    /// Cluster mode: wake fetches so they re-check leadership after new metadata.
-    pub(crate) fn wake_fetches(&self) {
-        self.notify_appended();
+    /// Wake long-polling fetches (new data, a moved high watermark, a role change).
+    pub fn notify_appended(&self) {
+        self.table.notify_appended();
     }
 
     /// Cluster mode: replace the topic image with the controller's.
@@ -282,7 +180,7 @@ impl Broker {
         p: i32,
     ) -> Result<Arc<Partition>> {
         if let Some(part) = self.partition(name, p) {
-            let mut log = part.log.lock();
+            let mut log = part.log();
             if log.topic_id() == meta.id {
                 let cfg = LogConfig::resolve(&meta.configs, &self.config.topic_defaults);
                 log.set_config(cfg);
@@ -311,31 +209,22 @@ impl Broker {
         }
         let start = log.log_start_offset();
         let repl = ReplicaState {
-            role: crate::replication::state::Role::Follower { leader: -1 },
+            role: crate::partition::replica::Role::Follower { leader: -1 },
             leader_epoch: -1,
             ..ReplicaState::standalone(self.config.node_id, -1)
         };
-        let part = Arc::new(new_partition_with(name, p, repl, start, log));
-        self.partitions
-            .write()
-            .insert((name.to_string(), p), part.clone());
+        let part = Arc::new(Partition::new(name, p, repl, start, log));
+        self.table.insert(part.clone());
         Ok(part)
     }
 
     /// Cluster mode: stop hosting a partition and delete its local data.
     pub(crate) fn drop_partition(&self, part: &Arc<Partition>) {
-        let mut parts = self.partitions.write();
-        if parts
-            .get(&(part.topic.clone(), part.index))
-            .is_some_and(|p| Arc::ptr_eq(p, part))
-        {
-            parts.remove(&(part.topic.clone(), part.index));
-        }
-        drop(parts);
-        part.repl.lock().role = crate::replication::state::Role::Follower { leader: -1 };
+        self.table.remove(part);
+        part.replica().role = crate::partition::replica::Role::Follower { leader: -1 };
         part.notify_state_change();
         let dir = partition_dir(&self.config.data_dir, &part.topic, part.index);
-        let id = part.log.lock().topic_id();
+        let id = part.log().topic_id();
         let doomed = dir.with_file_name(format!(
             "{}-{}.{}-delete",
             part.topic,
@@ -389,12 +278,12 @@ impl Broker {
 
     /// The partition, if hosted here.
     pub fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>> {
-        self.partitions.read().get(&(topic.to_string(), p)).cloned()
+        self.table.get(topic, p)
     }
 
     /// Subscribe to append notifications.
     pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.appended.subscribe()
+        self.table.subscribe_appends()
     }
 
     /// Node-level topic config defaults.
@@ -508,16 +397,13 @@ impl Broker {
         for p in from..meta.partitions {
             let dir = partition_dir(&self.config.data_dir, name, p);
             let log = PartitionLog::open(&dir, meta.id, cfg.clone(), false)?;
-            self.partitions.write().insert(
-                (name.to_string(), p),
-                Arc::new(new_partition(
-                    self.config.node_id,
-                    name,
-                    p,
-                    meta.leader_epoch,
-                    log,
-                )),
-            );
+            self.table.insert(Arc::new(Partition::standalone(
+                self.config.node_id,
+                name,
+                p,
+                meta.leader_epoch,
+                log,
+            )));
         }
         Ok(())
     }
@@ -586,9 +472,8 @@ impl Broker {
         if let Some(t) = &self.tiering {
             t.delete_topic_data(meta.id);
         }
-        let mut parts = self.partitions.write();
+        self.table.remove_topic(name, meta.partitions);
         for p in 0..meta.partitions {
-            parts.remove(&(name.to_string(), p));
             let dir = partition_dir(&self.config.data_dir, name, p);
             let doomed = dir.with_file_name(format!("{name}-{p}.{}-delete", meta.id.simple()));
             if std::fs::rename(&dir, &doomed).is_ok() {
@@ -687,7 +572,7 @@ impl Broker {
         let cfg = LogConfig::resolve(&meta.configs, &self.config.topic_defaults);
         for p in 0..meta.partitions {
             if let Some(part) = self.partition(name, p) {
-                part.log.lock().set_config(cfg.clone());
+                part.log().set_config(cfg.clone());
             }
         }
         Ok(())
@@ -702,16 +587,17 @@ impl Broker {
     ) -> Result<(AppendInfo, i64)> {
         let data = data.as_ref();
         let spans = batch::validate_produce_records(data)?;
+        // The partition's current leader epoch (standalone: the topic's, which is 0); read
+        // before the log's lock (the lock order is replica state, then log).
+        let epoch = part.leader_epoch().max(0);
         let (info, log_start) = {
-            let mut log = part.log.lock();
-            // The partition's current leader epoch (standalone: the topic's, which is 0).
-            let epoch = part.leader_epoch.load(Ordering::Relaxed).max(0);
+            let mut log = part.log();
             let info = log.append(data, &spans, epoch, fsutil::now_ms())?;
             (info, log.log_start_offset())
         };
         if !info.duplicate {
             part.recompute_high_watermark();
-            self.appended.send_modify(|v| *v = v.wrapping_add(1));
+            self.table.notify_appended();
         }
         Ok((info, log_start))
     }
@@ -719,7 +605,7 @@ impl Broker {
     /// The earliest readable offset. Tiering hook: the bucket's start when it holds data.
     pub fn earliest_offset(&self, part: &Arc<Partition>) -> Result<i64> {
         let (tiered, topic_id, local_start) = {
-            let log = part.log.lock();
+            let log = part.log();
             (
                 log.config().remote_storage,
                 log.topic_id(),
@@ -739,20 +625,20 @@ impl Broker {
         part: &Arc<Partition>,
         ts: i64,
     ) -> Result<Option<(i64, i64)>> {
-        let tiered = part.log.lock().config().remote_storage;
+        let tiered = part.log().config().remote_storage;
         match &self.tiering {
             Some(t) if tiered => t.offset_for_timestamp(part, ts).await,
-            _ => part.log.lock().offset_for_timestamp(ts),
+            _ => part.log().offset_for_timestamp(ts),
         }
     }
 
     /// ListOffsets MAX_TIMESTAMP: (offset, timestamp) of the record with the largest
     /// timestamp. Tiering hook: segments only in the bucket count too.
     pub async fn max_timestamp_offset(&self, part: &Arc<Partition>) -> Result<Option<(i64, i64)>> {
-        let tiered = part.log.lock().config().remote_storage;
+        let tiered = part.log().config().remote_storage;
         match &self.tiering {
             Some(t) if tiered => t.max_timestamp_offset(part).await,
-            _ => part.log.lock().max_timestamp_offset(),
+            _ => part.log().max_timestamp_offset(),
         }
     }
 
@@ -761,13 +647,13 @@ impl Broker {
     /// first, so earliest never reports deleted records.
     pub async fn delete_records(&self, part: &Arc<Partition>, offset: i64) -> Result<i64> {
         let (tiered, leo) = {
-            let log = part.log.lock();
+            let log = part.log();
             (log.config().remote_storage, log.log_end_offset())
         };
         let offset = if offset == -1 { leo } else { offset };
         match &self.tiering {
             Some(t) if tiered => t.delete_records(part, offset).await,
-            _ => part.log.lock().delete_records_before(offset),
+            _ => part.log().delete_records_before(offset),
         }
     }
 
@@ -788,18 +674,18 @@ impl Broker {
             return Ok(());
         }
         let mut rx = part.subscribe_high_watermark();
-        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        let epoch = part.leader_epoch();
         let deadline = tokio::time::Instant::now() + timeout;
         let name = || format!("{}-{}", part.topic, part.index);
         loop {
             let hw = *rx.borrow_and_update();
             {
-                let r = part.repl.lock();
+                let r = part.replica();
                 if !r.is_leader() || r.leader_epoch != epoch {
                     return Err(Error::NotLeader(name()));
                 }
                 if hw > last_offset {
-                    let min_isr = part.log.lock().config().min_insync_replicas;
+                    let min_isr = part.log().config().min_insync_replicas;
                     if (r.isr.len() as i32) < min_isr {
                         return Err(Error::Kafka {
                             code: ResponseError::NotEnoughReplicasAfterAppend,
@@ -832,12 +718,12 @@ impl Broker {
         if self.cluster.is_none() {
             return Ok(());
         }
-        let r = part.repl.lock();
+        let r = part.replica();
         if !r.is_leader() {
             return Err(Error::NotLeader(format!("{}-{}", part.topic, part.index)));
         }
         if acks == -1 {
-            let min_isr = part.log.lock().config().min_insync_replicas;
+            let min_isr = part.log().config().min_insync_replicas;
             if (r.isr.len() as i32) < min_isr {
                 return Err(Error::Kafka {
                     code: ResponseError::NotEnoughReplicas,
@@ -881,14 +767,14 @@ impl Broker {
 
     /// Every hosted partition.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().values().cloned().collect()
+        self.table.all()
     }
 
     /// Run retention over every partition once.
     pub fn run_retention(&self) {
         let now = fsutil::now_ms();
         for p in self.all_partitions() {
-            let mut log = p.log.lock();
+            let mut log = p.log();
             if let Err(e) = log.apply_retention(now) {
                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
             }
@@ -899,7 +785,7 @@ impl Broker {
     pub fn run_compaction(&self) {
         let now = fsutil::now_ms();
         for p in self.all_partitions() {
-            let mut log = p.log.lock();
+            let mut log = p.log();
             if !log.config().compact || log.dirty_ratio() < log.config().min_cleanable_dirty_ratio {
                 continue;
             }
@@ -912,7 +798,7 @@ impl Broker {
     /// Start shutting down: long-polling fetches answer now instead of waiting out max_wait.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        self.table.notify_appended();
     }
 
     /// Whether shutdown has begun.
@@ -925,7 +811,7 @@ impl Broker {
         self.shutting_down.store(true, Ordering::Relaxed);
         let mut ok = true;
         for p in self.all_partitions() {
-            if let Err(e) = p.log.lock().close() {
+            if let Err(e) = p.log().close() {
                 ok = false;
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
             }
@@ -935,44 +821,6 @@ impl Broker {
             fsutil::write_atomic(&marker, b"clean\n")?;
         }
         Ok(())
-    }
-}
-
-/// A partition as a standalone node hosts it: led here, everything written is committed.
-fn new_partition(
-    node_id: i32,
-    topic: &str,
-    index: i32,
-    leader_epoch: i32,
-    log: PartitionLog,
-) -> Partition {
-    let hw = log.log_end_offset();
-    new_partition_with(
-        topic,
-        index,
-        ReplicaState::standalone(node_id, leader_epoch),
-        hw,
-        log,
-    )
-}
-
-/// A partition in a given replication state, with its high watermark to start from.
-pub(crate) fn new_partition_with(
-    topic: &str,
-    index: i32,
-    repl: ReplicaState,
-    hw: i64,
-    log: PartitionLog,
-) -> Partition {
-    let (hw_tx, _) = tokio::sync::watch::channel(hw);
-    Partition {
-        topic: topic.to_string(),
-        index,
-        leader_epoch: std::sync::atomic::AtomicI32::new(repl.leader_epoch),
-        log: Mutex::new(log),
-        flush_lock: tokio::sync::Mutex::new(()),
-        repl: Mutex::new(repl),
-        hw: hw_tx,
     }
 }
 

@@ -113,11 +113,11 @@ impl GroupCoordinator {
         let Some(part) = b.partition(OFFSETS_TOPIC, p) else {
             return Ok(());
         };
-        let mut offset = part.log.lock().log_start_offset();
+        let mut offset = part.log().log_start_offset();
         let now = Instant::now();
         loop {
             let plan = {
-                let log = part.log.lock();
+                let log = part.log();
                 log.plan_read(offset, 4 << 20, true, log.log_end_offset())?
             };
             let Some(plan) = plan else { break };
@@ -204,7 +204,7 @@ impl GroupCoordinator {
             if let Some(part) = b.partition(OFFSETS_TOPIC, p) {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while Instant::now() < deadline
-                    && part.high_watermark() < part.log.lock().log_end_offset()
+                    && part.high_watermark() < part.log().log_end_offset()
                     && part.is_leader()
                 {
                     std::thread::sleep(Duration::from_millis(20));

@@ -35,6 +35,20 @@ pub enum Parsed {
     Close(String),
 }
 
+/// What a request turns into.
+#[derive(Debug)]
+pub enum Reply {
+    /// An encoded response to send.
+    Bytes(ResponseBytes),
+    /// No response (acks=0 produce).
+    Nothing,
+    /// Close the connection (malformed or unanswerable request).
+    Close,
+}
+
+/// A response being produced.
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
+
 /// Parse a complete request frame (without its 4-byte length prefix).
 pub fn parse_frame(mut buf: Bytes) -> Parsed {
     if buf.len() < 8 {

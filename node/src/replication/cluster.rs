@@ -486,7 +486,7 @@ impl ClusterLink {
     /// applies that image and follows.
     pub async fn alter_isr(&self, part: &Arc<Partition>, new_isr: Vec<i32>) -> Result<()> {
         let (leader_epoch, partition_epoch) = {
-            let mut r = part.repl.lock();
+            let mut r = part.replica();
             if r.pending_isr.is_some() || !r.is_leader() {
                 return Ok(());
             }
@@ -494,7 +494,7 @@ impl ClusterLink {
             (r.leader_epoch, r.partition_epoch)
         };
         let still_pending = || {
-            let r = part.repl.lock();
+            let r = part.replica();
             r.is_leader()
                 && r.leader_epoch == leader_epoch
                 && r.partition_epoch == partition_epoch
@@ -527,7 +527,7 @@ impl ClusterLink {
                 }
             }
         };
-        let mut r = part.repl.lock();
+        let mut r = part.replica();
         let mine = r.is_leader() && r.leader_epoch == leader_epoch;
         match &resp.partition {
             Some(p) if mine && (p.leader != self.me || p.leader_epoch > leader_epoch) => {
@@ -788,7 +788,7 @@ fn partition_sizes(b: &Broker) -> Vec<pb::PartitionSize> {
             pb::PartitionSize {
                 topic: p.topic.clone(),
                 partition: p.index,
-                local_bytes: p.log.lock().size_bytes() as i64,
+                local_bytes: p.log().size_bytes() as i64,
                 remote_bytes: if leader {
                     remote
                         .get(&(p.topic.clone(), p.index))
@@ -921,12 +921,12 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
             let part = b.host_partition(name, meta, p)?;
             let was_leader = part.is_leader();
             let changed = {
-                let mut r = part.repl.lock();
+                let mut r = part.replica();
                 let before = r.clone();
                 if a.leader == me {
                     if !r.is_leader() || r.leader_epoch != a.leader_epoch {
                         let hw = part.high_watermark();
-                        part.log.lock().begin_epoch(a.leader_epoch)?;
+                        part.log().begin_epoch(a.leader_epoch)?;
                         r.become_leader(
                             a.leader_epoch,
                             a.partition_epoch,
@@ -949,7 +949,7 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
                     }
                 } else if r.is_leader()
                     || r.leader_epoch != a.leader_epoch
-                    || r.role != (super::state::Role::Follower { leader: a.leader })
+                    || r.role != (crate::partition::replica::Role::Follower { leader: a.leader })
                 {
                     r.become_follower(
                         a.leader,
@@ -966,7 +966,6 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
                 }
                 *r != before
             };
-            part.leader_epoch.store(a.leader_epoch, Ordering::Relaxed);
             if changed {
                 part.recompute_high_watermark();
                 part.notify_state_change();
@@ -981,7 +980,7 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
         let keep = image
             .topics
             .get(&part.topic)
-            .is_some_and(|m| m.id == part.log.lock().topic_id())
+            .is_some_and(|m| m.id == part.log().topic_id())
             && view
                 .assignment(&part.topic, part.index)
                 .is_some_and(|a| a.replicas.contains(&me));
@@ -1018,6 +1017,6 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
     for (p, leading) in offsets_leadership {
         b.groups.on_offsets_leadership(b, p, leading);
     }
-    b.wake_fetches();
+    b.notify_appended();
     Ok(())
 }

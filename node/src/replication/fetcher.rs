@@ -18,11 +18,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::client::Connection;
-use super::state::Role;
 use crate::broker::{Broker, Partition};
 use crate::config::FlushPolicy;
 use crate::error::Result;
 use crate::fsutil;
+use crate::partition::replica::Role;
 
 /// Fetch version followers use (topic names, current leader epoch, log start offset).
 const FETCH_VERSION: i16 = 12;
@@ -33,7 +33,7 @@ const RESPONSE_MAX_BYTES: i32 = 10 << 20;
 fn followed_from(b: &Broker, leader: i32) -> Vec<Arc<Partition>> {
     b.all_partitions()
         .into_iter()
-        .filter(|p| p.repl.lock().role == Role::Follower { leader })
+        .filter(|p| p.replica().role == Role::Follower { leader })
         .collect()
 }
 
@@ -43,7 +43,7 @@ pub fn ensure_fetchers(b: &Arc<Broker>) {
     let leaders: HashSet<i32> = b
         .all_partitions()
         .iter()
-        .filter_map(|p| match p.repl.lock().role {
+        .filter_map(|p| match p.replica().role {
             Role::Follower { leader } if leader >= 0 => Some(leader),
             _ => None,
         })
@@ -118,7 +118,7 @@ async fn round(
 ) -> Result<()> {
     let pending: Vec<&Arc<Partition>> = parts
         .iter()
-        .filter(|p| p.repl.lock().truncate_pending)
+        .filter(|p| p.replica().truncate_pending)
         .collect();
     if !pending.is_empty() {
         truncate(c, me, &pending).await?;
@@ -127,14 +127,14 @@ async fn round(
     let mut sent = Vec::new();
     for p in parts {
         let (epoch, pending) = {
-            let r = p.repl.lock();
+            let r = p.replica();
             (r.leader_epoch, r.truncate_pending)
         };
         if pending {
             continue;
         }
         let (leo, start) = {
-            let log = p.log.lock();
+            let log = p.log();
             (log.log_end_offset(), log.log_start_offset())
         };
         let mut fp = FetchPartition::default();
@@ -176,15 +176,15 @@ async fn round(
                 continue;
             };
             // Metadata may have moved on while the fetch was out.
-            if part.repl.lock().leader_epoch != *epoch || part.is_leader() {
+            if part.replica().leader_epoch != *epoch || part.is_leader() {
                 continue;
             }
             if pd.error_code == ResponseError::OffsetOutOfRange.code() {
                 if pd.log_start_offset > *leo {
-                    part.log.lock().reset_to(pd.log_start_offset)?;
+                    part.log().reset_to(pd.log_start_offset)?;
                     part.reset_high_watermark(pd.log_start_offset);
                 } else {
-                    part.repl.lock().truncate_pending = true;
+                    part.replica().truncate_pending = true;
                 }
                 continue;
             }
@@ -197,10 +197,10 @@ async fn round(
             let new_leo = if records.is_empty() {
                 *leo
             } else {
-                if part.log.lock().log_end_offset() != *leo {
+                if part.log().log_end_offset() != *leo {
                     continue;
                 }
-                let new_leo = part.log.lock().append_replicated(&records)?;
+                let new_leo = part.log().append_replicated(&records)?;
                 if b.config.flush_policy != FlushPolicy::Never {
                     part.flush_to(new_leo).await?;
                 }
@@ -220,11 +220,11 @@ async fn truncate(c: &mut Connection, me: i32, parts: &[&Arc<Partition>]) -> Res
     let mut topics: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
     let mut asked = Vec::new();
     for p in parts {
-        let epoch = p.repl.lock().leader_epoch;
-        let latest = p.log.lock().latest_epoch();
+        let epoch = p.replica().leader_epoch;
+        let latest = p.log().latest_epoch();
         let Some(latest) = latest else {
             // Nothing written in any epoch: nothing can diverge.
-            p.repl.lock().truncate_pending = false;
+            p.replica().truncate_pending = false;
             continue;
         };
         let mut op = OffsetForLeaderPartition::default();
@@ -259,7 +259,7 @@ async fn truncate(c: &mut Connection, me: i32, parts: &[&Arc<Partition>]) -> Res
             else {
                 continue;
             };
-            if part.repl.lock().leader_epoch != *epoch {
+            if part.replica().leader_epoch != *epoch {
                 continue;
             }
             if r.error_code != 0 {
@@ -267,7 +267,7 @@ async fn truncate(c: &mut Connection, me: i32, parts: &[&Arc<Partition>]) -> Res
                 continue;
             }
             let target = {
-                let mut log = part.log.lock();
+                let mut log = part.log();
                 let leo = log.log_end_offset();
                 let target = if r.leader_epoch < 0 || r.end_offset < 0 {
                     // The leader has no epoch at or below ours: none of our batches are its.
@@ -289,7 +289,7 @@ async fn truncate(c: &mut Connection, me: i32, parts: &[&Arc<Partition>]) -> Res
             if part.high_watermark() > target {
                 part.reset_high_watermark(target);
             }
-            part.repl.lock().truncate_pending = false;
+            part.replica().truncate_pending = false;
             tracing::info!(topic = %part.topic, partition = part.index, leader_epoch = r.leader_epoch, end_offset = r.end_offset, log_end = target, "follower truncated to the leader's log");
         }
     }
@@ -310,7 +310,7 @@ pub async fn isr_maintenance(b: Arc<Broker>) {
         }
         let now = fsutil::now_ms();
         for p in b.all_partitions() {
-            let shrink = p.repl.lock().isr_to_shrink(now, lag);
+            let shrink = p.replica().isr_to_shrink(now, lag);
             if let Some(isr) = shrink {
                 tracing::info!(topic = %p.topic, partition = p.index, isr = ?isr, "followers fell behind; shrinking the ISR");
                 // Sent apart: an unanswered change is sent again until the image decides
@@ -329,7 +329,7 @@ pub async fn isr_maintenance(b: Arc<Broker>) {
 /// Leader side of a follower's fetch: record its progress, move the high watermark, and
 /// propose it back into the ISR once it has caught up.
 pub fn on_replica_fetch(b: &Arc<Broker>, part: &Arc<Partition>, replica: i32, fetch_offset: i64) {
-    let leo = part.log.lock().log_end_offset();
+    let leo = part.log().log_end_offset();
     if fetch_offset > leo {
         // The follower has batches this leader does not: it gets OFFSET_OUT_OF_RANGE and
         // truncates; it has not caught up with anything.
@@ -337,7 +337,7 @@ pub fn on_replica_fetch(b: &Arc<Broker>, part: &Arc<Partition>, replica: i32, fe
     }
     let now = fsutil::now_ms();
     let expand = {
-        let mut r = part.repl.lock();
+        let mut r = part.replica();
         if !r.is_leader() {
             return;
         }
@@ -349,9 +349,9 @@ pub fn on_replica_fetch(b: &Arc<Broker>, part: &Arc<Partition>, replica: i32, fe
             b.notify_appended();
         }
         let hw = part.high_watermark();
-        let r = part.repl.lock();
+        let r = part.replica();
         let epoch_start = {
-            let log = part.log.lock();
+            let log = part.log();
             log.epochs()
                 .iter()
                 .rev()

@@ -137,7 +137,7 @@ impl Tiering {
     ) -> Result<Option<(i64, i64)>> {
         for _ in 0..ATTEMPTS {
             let (topic_id, local_start) = {
-                let log = part.log.lock();
+                let log = part.log();
                 (log.topic_id(), log.log_start_offset())
             };
             if let Some(m) = self.lookup_manifest(topic_id, part.index, local_start)? {
@@ -154,7 +154,7 @@ impl Tiering {
                     }
                 }
             }
-            let log = part.log.lock();
+            let log = part.log();
             if log.log_start_offset() == local_start {
                 return log.offset_for_timestamp(ts);
             }
@@ -170,7 +170,7 @@ impl Tiering {
     pub async fn max_timestamp_offset(&self, part: &Arc<Partition>) -> Result<Option<(i64, i64)>> {
         for _ in 0..ATTEMPTS {
             let (topic_id, local_start, local_max) = {
-                let log = part.log.lock();
+                let log = part.log();
                 (log.topic_id(), log.log_start_offset(), log.max_timestamp())
             };
             if let Some(m) = self.lookup_manifest(topic_id, part.index, local_start)? {
@@ -187,7 +187,7 @@ impl Tiering {
                     return self.segment_max_timestamp_offset(&pp, seg).await;
                 }
             }
-            let log = part.log.lock();
+            let log = part.log();
             if log.log_start_offset() == local_start {
                 return log.max_timestamp_offset();
             }

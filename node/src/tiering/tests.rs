@@ -64,7 +64,7 @@ async fn read_all(b: &Broker, topic: &str, from: i64) -> Vec<(i64, Vec<u8>)> {
     let mut off = from;
     loop {
         let (local, start, end, id) = {
-            let log = part.log.lock();
+            let log = part.log();
             let leo = log.log_end_offset();
             let plan = if off >= log.log_start_offset() {
                 log.plan_read(off, 700, true, leo).unwrap()
@@ -132,7 +132,7 @@ async fn upload_local_retention_remote_reads_and_restore() {
     t.sync_partition(&part).await;
     b.run_retention();
     let (local_bytes, local_start, topic_id) = {
-        let log = part.log.lock();
+        let log = part.log();
         (log.size_bytes(), log.log_start_offset(), log.topic_id())
     };
     assert!(local_start > 0, "local retention removed tiered segments");
@@ -160,15 +160,15 @@ async fn upload_local_retention_remote_reads_and_restore() {
     );
 
     // Replaced disk: the partition directory is gone; restore from the manifest.
-    let leo = part.log.lock().log_end_offset();
+    let leo = part.log().log_end_offset();
     drop(part);
     drop(b);
     drop(t);
     std::fs::remove_dir_all(node.data.path().join("t-0")).unwrap();
     let b = node.open();
     let part = b.partition("t", 0).unwrap();
-    assert_eq!(part.log.lock().log_start_offset(), m.end_offset);
-    assert_eq!(part.log.lock().log_end_offset(), m.end_offset);
+    assert_eq!(part.log().log_start_offset(), m.end_offset);
+    assert_eq!(part.log().log_end_offset(), m.end_offset);
     let restored = read_all(&b, "t", 0).await;
     assert_eq!(&restored[..], &before[..restored.len()]);
     // The producer continues: a retry of a tiered batch is a duplicate, the next is taken.
@@ -203,7 +203,7 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
     }
     let t = b.tiering.clone().unwrap();
     t.sync_partition(&part).await;
-    let topic_id = part.log.lock().topic_id();
+    let topic_id = part.log().topic_id();
     let path = node
         .bucket
         .path()
@@ -222,9 +222,9 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
     }
     let t = b.tiering.clone().unwrap();
     // What the first pass deleted was in the manifest then; from now on nothing goes.
-    let start = part.log.lock().log_start_offset();
+    let start = part.log().log_start_offset();
     t.sync_partition(&part).await;
-    assert_eq!(part.log.lock().log_start_offset(), start);
+    assert_eq!(part.log().log_start_offset(), start);
     assert!(t.earliest(topic_id, 0, 0).is_err());
     let err = t.read(topic_id, 0, 0, 100, true).await.unwrap_err();
     assert!(matches!(err, Error::RemoteUnavailable(_)), "{err:?}");
@@ -240,7 +240,7 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
     );
     b.run_retention();
     assert_eq!(
-        part.log.lock().log_start_offset(),
+        part.log().log_start_offset(),
         start,
         "nothing deleted locally"
     );
@@ -273,11 +273,11 @@ async fn total_retention_deletes_from_the_bucket_manifest_first() {
     let t = b.tiering.clone().unwrap();
     t.sync_partition(&part).await;
     b.run_retention();
-    let topic_id = part.log.lock().topic_id();
+    let topic_id = part.log().topic_id();
     let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
     assert!(problems.is_empty(), "{problems:?}");
     assert!(m.log_start_offset > 0);
-    let total = m.bytes() + part.log.lock().size_bytes();
+    let total = m.bytes() + part.log().size_bytes();
     assert!(total <= 8000 + 2000 + 4000, "total {total}");
     assert!(matches!(
         t.read(topic_id, 0, 0, 100, true).await,
@@ -310,7 +310,7 @@ async fn a_deposed_leader_cannot_touch_the_manifest() {
     }
     let t = b.tiering.clone().unwrap();
     t.sync_partition(&part).await;
-    let topic_id = part.log.lock().topic_id();
+    let topic_id = part.log().topic_id();
     let path = node
         .bucket
         .path()
@@ -387,12 +387,12 @@ async fn list_offsets_by_time_matches_an_untiered_topic() {
     let t = b.tiering.clone().unwrap();
     t.sync_partition(&t_part).await;
     b.run_retention();
-    let local_start = t_part.log.lock().log_start_offset();
+    let local_start = t_part.log().log_start_offset();
     assert!(
         local_start > 60,
         "early segments are remote-only (local start {local_start})"
     );
-    assert_eq!(u_part.log.lock().log_start_offset(), 0);
+    assert_eq!(u_part.log().log_start_offset(), 0);
 
     // Every timestamp in range and around it, including ones between records and the
     // out-of-order batches: the same (offset, timestamp) as the untiered topic.
@@ -437,7 +437,7 @@ async fn list_offsets_by_time_matches_an_untiered_topic() {
     let (t2, u2) = (b.partition("t2", 0).unwrap(), b.partition("u2", 0).unwrap());
     t.sync_partition(&t2).await;
     b.run_retention();
-    assert!(t2.log.lock().log_start_offset() > 10);
+    assert!(t2.log().log_start_offset() > 10);
     let want = b.max_timestamp_offset(&u2).await.unwrap();
     assert_eq!(want.map(|(_, ts)| ts), Some(late + 41));
     assert_eq!(b.max_timestamp_offset(&t2).await.unwrap(), want);
@@ -472,7 +472,7 @@ async fn delete_records_moves_the_remote_log_start_first() {
     t.sync_partition(&part).await;
     b.run_retention();
     let (local_start, topic_id) = {
-        let log = part.log.lock();
+        let log = part.log();
         (log.log_start_offset(), log.topic_id())
     };
     assert!(local_start > 40, "local start {local_start}");
@@ -488,7 +488,7 @@ async fn delete_records_moves_the_remote_log_start_first() {
         "earliest (-2) is the new start"
     );
     assert_eq!(
-        part.log.lock().log_start_offset(),
+        part.log().log_start_offset(),
         local_start,
         "local start unchanged"
     );
@@ -526,7 +526,7 @@ async fn delete_records_moves_the_remote_log_start_first() {
     // Above the local start: the bucket keeps only the segment holding it.
     let y = local_start + 5;
     assert_eq!(b.delete_records(&part, y).await.unwrap(), y);
-    assert_eq!(part.log.lock().log_start_offset(), y);
+    assert_eq!(part.log().log_start_offset(), y);
     let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(m.log_start_offset, y);
@@ -548,12 +548,12 @@ async fn delete_records_moves_the_remote_log_start_first() {
     assert_eq!(b.delete_records(&fresh, 3).await.unwrap(), 3);
     let t = b.tiering.clone().unwrap();
     t.sync_partition(&fresh).await;
-    let id = fresh.log.lock().topic_id();
+    let id = fresh.log().topic_id();
     let (m, problems) = scrub_dir(node.bucket.path(), id);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!((m.segments[0].base_offset, m.log_start_offset), (0, 3));
     b.run_retention();
-    assert!(fresh.log.lock().log_start_offset() > 3);
+    assert!(fresh.log().log_start_offset() > 3);
     assert_eq!(b.earliest_offset(&fresh).unwrap(), 3);
 }
 
@@ -561,16 +561,15 @@ async fn delete_records_moves_the_remote_log_start_first() {
 /// batches at a time (so the follower rolls its segments at other offsets than the leader).
 fn replicate(leader: &Partition, follower: &Partition, chunk: usize) {
     loop {
-        let from = follower.log.lock().log_end_offset();
+        let from = follower.log().log_end_offset();
         let plan = {
-            let log = leader.log.lock();
+            let log = leader.log();
             log.plan_read(from, chunk, true, log.log_end_offset())
                 .unwrap()
         };
         let Some(plan) = plan else { break };
         let leo = follower
-            .log
-            .lock()
+            .log()
             .append_replicated(&plan.read().unwrap())
             .unwrap();
         follower.advance_high_watermark(leo);
@@ -578,7 +577,7 @@ fn replicate(leader: &Partition, follower: &Partition, chunk: usize) {
 }
 
 fn local_segments(part: &Partition) -> Vec<crate::log::retention::SegmentSummary> {
-    part.log.lock().segment_summaries()
+    part.log().segment_summaries()
 }
 
 /// The leader deletes local segments as soon as they are in the manifest (no retention
@@ -597,8 +596,7 @@ async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
     let meta = a.topic("t").unwrap().meta;
     let pf = f.host_partition("t", &meta, 0).unwrap();
     let me = f.config.node_id;
-    pf.repl
-        .lock()
+    pf.replica()
         .become_follower(me + 1, 0, 0, vec![me + 1, me], vec![me + 1, me]);
     let value = [3u8; 150];
     for seq in 0..100 {
@@ -606,30 +604,30 @@ async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
         if seq % 13 == 12 {
             // segment.ms: the leader rolls where the follower, which rolls by size only,
             // does not.
-            pa.log.lock().roll().unwrap();
+            pa.log().roll().unwrap();
         }
     }
     replicate(&pa, &pf, 1000);
     let ta = a.tiering.clone().unwrap();
     ta.sync_partition(&pa).await;
-    let (m, problems) = scrub_dir(node.bucket.path(), pa.log.lock().topic_id());
+    let (m, problems) = scrub_dir(node.bucket.path(), pa.log().topic_id());
     assert!(problems.is_empty(), "{problems:?}");
-    let leader_local = pa.log.lock().size_bytes();
+    let leader_local = pa.log().size_bytes();
     // local.retention.bytes 4000, segment.bytes 2000; the active segment is the backlog.
     assert!(
         leader_local <= 4000 + 2000 + 2000,
         "leader keeps {leader_local}"
     );
-    assert!(pa.log.lock().log_start_offset() > 0);
+    assert!(pa.log().log_start_offset() > 0);
     let before = read_all(&a, "t", 0).await;
 
-    let full = pf.log.lock().size_bytes();
+    let full = pf.log().size_bytes();
     assert!(full > 15_000, "the follower has everything: {full}");
     let tf = f.tiering.clone().unwrap();
     tf.sync_partition(&pf).await;
     let segs = local_segments(&pf);
     let kept: u64 = segs.iter().map(|s| s.size).sum();
-    let start = pf.log.lock().log_start_offset();
+    let start = pf.log().log_start_offset();
     assert!(start > 0, "the follower trimmed");
     assert!(
         start <= m.end_offset,
@@ -662,12 +660,9 @@ async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
     drop(a);
     {
         let hw = pf.high_watermark();
-        pf.log.lock().begin_epoch(1).unwrap();
-        pf.repl
-            .lock()
+        pf.log().begin_epoch(1).unwrap();
+        pf.replica()
             .become_leader(1, 1, vec![me, me + 1], vec![me], hw, now());
-        pf.leader_epoch
-            .store(1, std::sync::atomic::Ordering::Relaxed);
     }
     assert_eq!(
         read_all(&f, "t", 0).await,
@@ -678,7 +673,7 @@ async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
         f.append(&pf, make_batch(&[&value], now(), 9, seq)).unwrap();
     }
     tf.sync_partition(&pf).await;
-    let topic_id = pf.log.lock().topic_id();
+    let topic_id = pf.log().topic_id();
     let (m2, problems) = scrub_dir(node.bucket.path(), topic_id);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(
@@ -697,7 +692,7 @@ async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
         local_segments(&pf),
         tf.stats().partitions
     );
-    assert!(!pf.log.lock().dir().join("upload-tail").exists());
+    assert!(!pf.log().dir().join("upload-tail").exists());
     let after = read_all(&f, "t", 0).await;
     assert_eq!(after[..before.len()], before[..]);
     assert_eq!(after.len(), 160);

@@ -136,7 +136,7 @@ impl Tiering {
     /// One pass over one partition: never fails, backs off on errors.
     pub(crate) async fn sync_partition(&self, part: &Arc<Partition>) {
         let (topic_id, tiered) = {
-            let log = part.log.lock();
+            let log = part.log();
             (log.topic_id(), log.config().remote_storage)
         };
         if !tiered {
@@ -152,7 +152,7 @@ impl Tiering {
             self.trim_follower(&mut st, part, topic_id).await;
             return;
         }
-        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        let epoch = part.leader_epoch();
         if st.led_epoch != Some(epoch) {
             st.manifest = None;
             st.snapshot = None;
@@ -206,7 +206,7 @@ impl Tiering {
     /// if it becomes leader.
     async fn trim_follower(&self, st: &mut PartState, part: &Arc<Partition>, topic_id: uuid::Uuid) {
         let (wanted, known) = {
-            let log = part.log.lock();
+            let log = part.log();
             (
                 log.retention_wants_upto(crate::fsutil::now_ms()),
                 log.remote_upto(),
@@ -219,7 +219,7 @@ impl Tiering {
                     // Readers first, as on the leader: once segments may go, reads below the
                     // local start must already find them in the manifest.
                     self.set_view((topic_id, part.index), View::Ready(Arc::new(m)));
-                    part.log.lock().set_remote_upto(Some(end));
+                    part.log().set_remote_upto(Some(end));
                     known.is_none_or(|k| end > k)
                 }
                 Err(e) => {
@@ -239,7 +239,7 @@ impl Tiering {
     }
 
     fn update_stats(&self, st: &PartState, part: &Arc<Partition>, topic_id: uuid::Uuid) {
-        let log = part.log.lock();
+        let log = part.log();
         let sums = log.segment_summaries();
         let (remote_bytes, remote_start, remote_end) = match &st.manifest {
             Some((m, _)) => (m.bytes(), m.log_start_offset, m.end_offset),
@@ -282,7 +282,7 @@ impl Tiering {
             (next.topic_id, next.partition),
             View::Ready(Arc::new(next.clone())),
         );
-        part.log.lock().set_remote_upto(Some(next.end_offset));
+        part.log().set_remote_upto(Some(next.end_offset));
         st.manifest = Some((next, Some(v)));
         Ok(())
     }
@@ -297,7 +297,7 @@ impl Tiering {
         if st.manifest.is_none() {
             let (m, v) = self.load_manifest(topic_id, part.index).await?;
             self.set_view((topic_id, part.index), View::Ready(Arc::new(m.clone())));
-            part.log.lock().set_remote_upto(Some(m.end_offset));
+            part.log().set_remote_upto(Some(m.end_offset));
             st.manifest = Some((m, v));
         }
         Ok(())
@@ -310,7 +310,7 @@ impl Tiering {
         topic_id: uuid::Uuid,
     ) -> Result<()> {
         let p = part.index;
-        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        let epoch = part.leader_epoch();
         self.ensure_manifest(st, part, topic_id).await?;
         let pp = self.partition_prefix(topic_id, p);
         if !st.orphans_checked {
@@ -339,7 +339,7 @@ impl Tiering {
             }
             let hw = part.high_watermark();
             let (closed, epochs, log_start, index_interval) = {
-                let log = part.log.lock();
+                let log = part.log();
                 let dir = log.dir().to_path_buf();
                 let closed: Vec<LocalClosed> = log
                     .closed_segments()
@@ -486,7 +486,7 @@ impl Tiering {
         pp: &str,
     ) -> Result<()> {
         let (config, sums) = {
-            let log = part.log.lock();
+            let log = part.log();
             (log.config().clone(), log.segment_summaries())
         };
         if !config.delete {
@@ -515,7 +515,7 @@ impl Tiering {
         {
             // Data gone from the bucket is gone from the partition: the local copy of it
             // (if any is left) must not be served either.
-            let mut log = part.log.lock();
+            let mut log = part.log();
             if log.log_start_offset() < new_start && new_start <= log.log_end_offset() {
                 log.delete_records_before(new_start)?;
             }
@@ -542,7 +542,7 @@ impl Tiering {
     /// log's start. Returns the new low watermark.
     pub async fn delete_records(&self, part: &Arc<Partition>, offset: i64) -> Result<i64> {
         let (topic_id, start, leo) = {
-            let log = part.log.lock();
+            let log = part.log();
             (log.topic_id(), log.log_start_offset(), log.log_end_offset())
         };
         if offset < 0 || offset > leo {
@@ -556,7 +556,7 @@ impl Tiering {
         let state = self.state(key);
         // The uploader's turn: uploads, retention and this never interleave.
         let mut st = state.lock().await;
-        let epoch = part.leader_epoch.load(Ordering::Relaxed);
+        let epoch = part.leader_epoch();
         let pp = self.partition_prefix(topic_id, part.index);
         let mut attempts = 0;
         let doomed = loop {
@@ -593,7 +593,7 @@ impl Tiering {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let local_start = {
-            let mut log = part.log.lock();
+            let mut log = part.log();
             if offset > log.log_start_offset() {
                 log.delete_records_before(offset)?;
             }
@@ -630,13 +630,12 @@ fn fold_producers(
 /// Local retention on a tiered partition, off the async threads (it unlinks files). It
 /// deletes only segments the manifest already holds.
 async fn apply_local_retention(part: &Arc<Partition>) {
-    if !part.log.lock().retention_due(crate::fsutil::now_ms()) {
+    if !part.log().retention_due(crate::fsutil::now_ms()) {
         return;
     }
     let p = part.clone();
     let done =
-        tokio::task::spawn_blocking(move || p.log.lock().apply_retention(crate::fsutil::now_ms()))
-            .await;
+        tokio::task::spawn_blocking(move || p.log().apply_retention(crate::fsutil::now_ms())).await;
     match done {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -664,7 +663,7 @@ async fn tail_from(
         expected: from,
     };
     let position = {
-        let log = part.log.lock();
+        let log = part.log();
         let seg = log
             .closed_segments()
             .find(|seg| seg.base_offset == s.base_offset)

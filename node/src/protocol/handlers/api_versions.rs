@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use super::reply;
 use crate::broker::Broker;
 use crate::protocol::versions::SUPPORTED;
-use crate::server::Reply;
+use crate::protocol::Reply;
 
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED

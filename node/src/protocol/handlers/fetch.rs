@@ -74,7 +74,7 @@ async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse,
                 parts.push(pd);
                 continue;
             }
-            let epoch = part.leader_epoch.load(std::sync::atomic::Ordering::Relaxed);
+            let epoch = part.leader_epoch();
             if fp.current_leader_epoch >= 0 && fp.current_leader_epoch != epoch {
                 pd.error_code = if fp.current_leader_epoch < epoch {
                     ResponseError::FencedLeaderEpoch.code()
@@ -90,7 +90,7 @@ async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse,
                 crate::replication::fetcher::on_replica_fetch(b, &part, replica, fp.fetch_offset);
             }
             let (plan, hw, start, tiered, topic_id) = {
-                let log = part.log.lock();
+                let log = part.log();
                 let (hw, bound) = if b.cluster.is_some() {
                     let hw = part.high_watermark();
                     (

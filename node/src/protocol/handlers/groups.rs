@@ -22,7 +22,7 @@ use crate::coordinator::group::{GroupState, JoinRequest, JoinResult, Outcome, Sy
 use crate::coordinator::{CommitEntry, PendingWrite};
 use crate::error::Error;
 use crate::protocol::Frame;
-use crate::server::Pending;
+use crate::protocol::Pending;
 
 fn join_response(v: i16, r: JoinResult) -> JoinGroupResponse {
     build!(JoinGroupResponse {

@@ -36,7 +36,7 @@ pub fn describe_log_dirs(
             }
         }
         let (size, leo) = {
-            let log = part.log.lock();
+            let log = part.log();
             (log.size_bytes(), log.log_end_offset())
         };
         // Kafka's lag of a replica's log: how far its end is behind the high watermark. A
@@ -131,7 +131,7 @@ mod tests {
         for t in &r.topics {
             for p in &t.partitions {
                 let part = b.partition(t.name.0.as_str(), p.partition_index).unwrap();
-                assert_eq!(p.partition_size as u64, part.log.lock().size_bytes());
+                assert_eq!(p.partition_size as u64, part.log().size_bytes());
             }
         }
 

@@ -32,8 +32,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::{decode_body, encode_fetch_response, encode_response, Frame, ResponseBytes};
+use super::{Pending, Reply};
 use crate::broker::Broker;
-use crate::server::{Pending, Reply};
 
 /// Encode a response for `frame`, or close the connection if it cannot be encoded.
 pub fn reply<T: Encodable>(

@@ -91,7 +91,7 @@ async fn list_offset(
     p: &ListOffsetsPartition,
 ) -> Result<(i64, i64, i32), i16> {
     let (_, part) = lookup(b, topic, p.partition_index)?;
-    let epoch = part.leader_epoch.load(std::sync::atomic::Ordering::Relaxed);
+    let epoch = part.leader_epoch();
     epoch_check(p.current_leader_epoch, epoch)?;
     let code = |e: Error| e.code();
     let found = |r: Option<(i64, i64)>| match r {
@@ -100,11 +100,11 @@ async fn list_offset(
     };
     Ok(match p.timestamp {
         LATEST if b.cluster.is_some() => (part.high_watermark(), -1, epoch),
-        LATEST => (part.log.lock().log_end_offset(), -1, epoch),
+        LATEST => (part.log().log_end_offset(), -1, epoch),
         // Tiering hook: the earliest offset is the bucket's start, and lookups by time
         // include the bucket's part of the log; EARLIEST_LOCAL stays the local log's.
         EARLIEST => (b.earliest_offset(&part).map_err(code)?, -1, epoch),
-        EARLIEST_LOCAL => (part.log.lock().log_start_offset(), -1, epoch),
+        EARLIEST_LOCAL => (part.log().log_start_offset(), -1, epoch),
         MAX_TIMESTAMP => found(b.max_timestamp_offset(&part).await.map_err(code)?),
         ts if ts >= 0 => found(b.offset_for_timestamp(&part, ts).await.map_err(code)?),
         _ => return Err(ResponseError::InvalidRequest.code()),
@@ -132,12 +132,11 @@ pub fn offset_for_leader_epoch(
                             end_offset: -1
                         });
                         match lookup(b, t.topic.0.as_str(), p.partition).and_then(|(_, part)| {
-                            let epoch =
-                                part.leader_epoch.load(std::sync::atomic::Ordering::Relaxed);
+                            let epoch = part.leader_epoch();
                             epoch_check(p.current_leader_epoch, epoch).map(|_| part)
                         }) {
                             Ok(part) => {
-                                let (epoch, end) = part.log.lock().epoch_end_offset(p.leader_epoch);
+                                let (epoch, end) = part.log().epoch_end_offset(p.leader_epoch);
                                 r.leader_epoch = epoch;
                                 r.end_offset = end;
                             }

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use super::{reply, s};
 use crate::broker::{Broker, Partition};
 use crate::error::Error;
-use crate::server::{Pending, Reply};
+use crate::protocol::{Pending, Reply};
 
 struct Appended {
     part: Arc<Partition>,

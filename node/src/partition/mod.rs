@@ -1,0 +1,176 @@
+//! Partitions hosted on this node: each one's log, replication state and high watermark
+//! ([`Partition`]), and the table of them ([`PartitionTable`]).
+//!
+//! This module sits below everything that works on partitions (the broker's write and read
+//! paths, the group coordinator, replication, tiering, metrics) and knows none of them: it
+//! may call only `log` and its own pure [`replica`] rules. Who hosts which partition, and
+//! when, is decided above it (the broker opens logs, replication applies roles).
+
+pub mod replica;
+mod table;
+
+pub use table::PartitionTable;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::log::PartitionLog;
+use replica::ReplicaState;
+
+/// One partition hosted here. Shared as `Arc<Partition>`; its name and index never change.
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub index: i32,
+    log: Mutex<PartitionLog>,
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Role, leader epoch, ISR and follower progress (a standalone node leads with ISR =
+    /// itself). The one place the leader epoch is kept.
+    repl: Mutex<ReplicaState>,
+    /// High watermark: consumers read below it, acks=all completes once it passes.
+    /// Every change (and every role or ISR change) notifies the watchers.
+    hw: tokio::sync::watch::Sender<i64>,
+}
+
+impl Partition {
+    /// A partition led here with itself as the whole ISR (a standalone node): everything
+    /// already in the log is committed.
+    pub fn standalone(
+        node_id: i32,
+        topic: &str,
+        index: i32,
+        leader_epoch: i32,
+        log: PartitionLog,
+    ) -> Partition {
+        let hw = log.log_end_offset();
+        Partition::new(
+            topic,
+            index,
+            ReplicaState::standalone(node_id, leader_epoch),
+            hw,
+            log,
+        )
+    }
+
+    /// A partition in a given replication state, with its high watermark to start from.
+    pub fn new(
+        topic: &str,
+        index: i32,
+        repl: ReplicaState,
+        hw: i64,
+        log: PartitionLog,
+    ) -> Partition {
+        let (hw_tx, _) = tokio::sync::watch::channel(hw);
+        Partition {
+            topic: topic.to_string(),
+            index,
+            log: Mutex::new(log),
+            flush_lock: tokio::sync::Mutex::new(()),
+            repl: Mutex::new(repl),
+            hw: hw_tx,
+        }
+    }
+
+    /// `topic-index`, for messages.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.topic, self.index)
+    }
+
+    /// The log, locked. Hold the guard briefly and never across an await or while taking
+    /// the replica state's lock after it (the order is replica state, then log).
+    pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
+        self.log.lock()
+    }
+
+    /// The replication state, locked (the lock order is replica state, then log).
+    pub fn replica(&self) -> MutexGuard<'_, ReplicaState> {
+        self.repl.lock()
+    }
+
+    /// The current leader epoch (what appended batches are stamped with).
+    pub fn leader_epoch(&self) -> i32 {
+        self.repl.lock().leader_epoch
+    }
+
+    /// Whether this node leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.repl.lock().is_leader()
+    }
+
+    /// The log end offset.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.lock().log_end_offset()
+    }
+
+    /// The high watermark.
+    pub fn high_watermark(&self) -> i64 {
+        *self.hw.borrow()
+    }
+
+    /// Raise the high watermark (it never goes back, except through `reset_high_watermark`).
+    pub fn advance_high_watermark(&self, hw: i64) -> bool {
+        self.hw.send_if_modified(|cur| {
+            if hw > *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Set the high watermark to `hw` (a follower's truncation).
+    pub fn reset_high_watermark(&self, hw: i64) {
+        self.hw.send_replace(hw);
+    }
+
+    /// Wake everything waiting on this partition (role or ISR changed).
+    pub fn notify_state_change(&self) {
+        self.hw.send_modify(|_| {});
+    }
+
+    /// Watch the high watermark and state changes.
+    pub fn subscribe_high_watermark(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.hw.subscribe()
+    }
+
+    /// The leader's high watermark after its own log grew (or a follower fetched).
+    pub fn recompute_high_watermark(&self) -> bool {
+        let leo = self.log.lock().log_end_offset();
+        let hw = {
+            let r = self.repl.lock();
+            if !r.is_leader() {
+                return false;
+            }
+            r.high_watermark(leo)
+        };
+        self.advance_high_watermark(hw)
+    }
+
+    /// fsync the log until at least `offset` is durable; concurrent callers share one fsync.
+    pub async fn flush_to(&self, offset: i64) -> Result<()> {
+        let _turn = self.flush_lock.lock().await;
+        let (file, upto) = {
+            let log = self.log.lock();
+            if log.durable_offset() >= offset {
+                return Ok(());
+            }
+            log.sync_handle()
+        };
+        let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        match res {
+            Ok(Ok(())) => {
+                self.log.lock().mark_durable(upto);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                // After a failed fsync the page cache state is unknown: stop accepting writes.
+                let err = Error::StorageFailed(format!("fsync of {} failed: {e}", self.name()));
+                self.log.lock().poison(err.to_string());
+                Err(err)
+            }
+            Err(join) => Err(Error::StorageFailed(format!("fsync task failed: {join}"))),
+        }
+    }
+}
