@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use crate::broker::Broker;
+use crate::node::Node;
 use crate::protocol::{self, handlers, Parsed, Pending, Reply, ResponseBytes};
 
 /// Requests one connection may have in flight before we stop reading from it.
@@ -20,11 +20,7 @@ const MAX_IN_FLIGHT: usize = 64;
 
 /// Serve Kafka on `listener` until `shutdown` flips to true; then stop accepting and wait
 /// for connection tasks to finish their current requests.
-pub async fn serve(
-    broker: Arc<Broker>,
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(broker: Arc<Node>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     let mut conn_id: u64 = 0;
@@ -65,7 +61,7 @@ pub async fn serve(
 }
 
 async fn connection(
-    broker: Arc<Broker>,
+    broker: Arc<Node>,
     stream: TcpStream,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {

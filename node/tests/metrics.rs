@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::BufMut;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use strata_node::broker::Broker;
 use strata_node::config::NodeConfig;
+use strata_node::node::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,8 +31,9 @@ async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
 async fn scrape_shows_requests_bytes_and_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = NodeConfig::for_tests(dir.path().to_path_buf());
-    let broker: Arc<Broker> = Broker::open(cfg).unwrap();
+    let broker: Arc<Node> = Node::open(cfg).unwrap();
     broker
+        .broker
         .create_topic("m", 2, 1, Default::default(), false)
         .unwrap();
     let kafka = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -41,7 +42,7 @@ async fn scrape_shows_requests_bytes_and_partitions() {
     tokio::spawn(strata_node::server::serve(broker.clone(), kafka, rx));
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
-    tokio::spawn(strata_node::metrics::serve(broker.clone(), metrics));
+    tokio::spawn(strata_node::node::metrics::serve(broker.clone(), metrics));
 
     // Three ApiVersions requests over the Kafka listener.
     let mut s = TcpStream::connect(kafka_addr).await.unwrap();

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use strata_node::broker::Broker;
 use strata_node::config::NodeConfig;
+use strata_node::node::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,7 +24,7 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::for_tests(dir.path().to_path_buf());
     cfg.max_request_bytes = 64 * 1024;
-    let broker: Arc<Broker> = Broker::open(cfg).unwrap();
+    let broker: Arc<Node> = Node::open(cfg).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);

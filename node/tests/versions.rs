@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use strata_node::broker::Broker;
 use strata_node::config::NodeConfig;
+use strata_node::node::Node;
 use strata_node::protocol::versions::SUPPORTED;
 use strata_node::protocol::Reply;
 use strata_node::protocol::{handlers, parse_frame, Parsed};
@@ -34,7 +34,7 @@ fn raw<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Option<Bytes> {
     Some(buf.freeze())
 }
 
-async fn check<T: Encodable>(b: &Arc<Broker>, key: ApiKey, body: &T) {
+async fn check<T: Encodable>(b: &Arc<Node>, key: ApiKey, body: &T) {
     let (_, lo, hi) = SUPPORTED
         .iter()
         .find(|(k, _, _)| *k == key)
@@ -63,11 +63,12 @@ async fn check<T: Encodable>(b: &Arc<Broker>, key: ApiKey, body: &T) {
 #[tokio::test]
 async fn all_handlers_encode_at_all_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
-    b.create_topic("t", 2, 1, Default::default(), false)
+    let b = Node::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
+    b.broker
+        .create_topic("t", 2, 1, Default::default(), false)
         .unwrap();
-    b.ensure_offsets_topic().unwrap();
-    b.groups.load_all(&b);
+    b.broker.ensure_offsets_topic().unwrap();
+    b.groups.load_all();
     let topic = TopicName(s("t"));
 
     let mut md = MetadataRequest::default();
@@ -151,7 +152,7 @@ async fn all_handlers_encode_at_all_versions() {
     let mut f = FetchRequest::default();
     let mut ft = fetch_request::FetchTopic::default();
     ft.topic = topic.clone();
-    ft.topic_id = b.topic("t").unwrap().meta.id;
+    ft.topic_id = b.broker.topic("t").unwrap().meta.id;
     let mut fp = fetch_request::FetchPartition::default();
     fp.partition_max_bytes = 1 << 20;
     ft.partitions = vec![fp];

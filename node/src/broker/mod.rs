@@ -1,31 +1,26 @@
 //! Broker state: topics and partitions on this node, the embedded metadata store, producer
 //! ids, durability (group-committed fsync) and background retention and compaction.
 
-pub mod metadata;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::config::{FlushPolicy, NodeConfig};
-use crate::coordinator::group::GroupConfig;
-use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
+use crate::coordinator::OffsetsLog;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log::batch;
 use crate::log::compaction;
 use crate::log::config::{validate_for_node, LogConfig};
 use crate::log::{AppendInfo, PartitionLog};
+use crate::metadata::{validate_topic_name, ImageCell, MetadataImage, MetadataStore, TopicMeta};
 use crate::partition::replica::ReplicaState;
 pub use crate::partition::{Partition, PartitionTable};
-use metadata::{validate_topic_name, MetadataImage, MetadataStore, TopicMeta};
 
-/// Name of the internal topic holding consumer group state and offsets.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::coordinator::OFFSETS_TOPIC;
 
 /// Producer ids are reserved on disk in blocks of this size.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -39,16 +34,16 @@ pub struct TopicView {
 
 /// The broker.
 pub struct Broker {
-    pub config: NodeConfig,
-    /// Consumer groups and committed offsets.
-    pub groups: GroupCoordinator,
+    pub config: Arc<NodeConfig>,
     store: MetadataStore,
-    image: RwLock<MetadataImage>,
+    /// Topics (and in a cluster, nodes and assignments), shared with the controller link.
+    image: Arc<ImageCell>,
     table: Arc<PartitionTable>,
+    /// Producer ids: (next, end) of the block in hand, refilled from the store (standalone)
+    /// or the controller.
     producer_ids: Mutex<(i64, i64)>,
     /// Serialises topic create/delete/alter so that image and disk change together.
     admin: Mutex<()>,
-    shutting_down: AtomicBool,
     /// Tiered storage, when the node has `--object-store`.
     pub tiering: Option<Arc<crate::tiering::Tiering>>,
     /// Cluster mode (`--controller`): the link to the controller, whose metadata decides
@@ -56,8 +51,6 @@ pub struct Broker {
     pub cluster: Option<Arc<crate::replication::cluster::ClusterLink>>,
     /// Whether logs opened later (cluster mode) recover their active segment.
     recover_on_open: bool,
-    /// Request and traffic counters for `--metrics-listen`.
-    pub metrics: crate::metrics::Metrics,
     _lock: std::fs::File,
 }
 
@@ -68,7 +61,8 @@ fn partition_dir(data_dir: &Path, topic: &str, p: i32) -> PathBuf {
 impl Broker {
     /// Open the data directory: take its lock, load metadata, open (and if the last shutdown
     /// was not clean, recover) every partition.
-    pub fn open(config: NodeConfig) -> Result<Arc<Broker>> {
+    pub fn open(config: impl Into<Arc<NodeConfig>>) -> Result<Arc<Broker>> {
+        let config: Arc<NodeConfig> = config.into();
         let data = config.data_dir.clone();
         std::fs::create_dir_all(&data).map_err(|e| Error::io(data.display().to_string(), e))?;
         let store = MetadataStore::new(&data)?;
@@ -117,42 +111,28 @@ impl Broker {
         if !clustered {
             remove_orphans(&data, &image)?;
         }
+        let block_end = image.producer_id_block_end;
+        let image = Arc::new(ImageCell::new(image));
         let cluster = match &config.controller {
             Some(url) => Some(Arc::new(crate::replication::cluster::ClusterLink::new(
                 url,
                 config.node_id,
+                image.clone(),
             )?)),
             None => None,
         };
-        let block_end = image.producer_id_block_end;
-        let groups = GroupCoordinator::new(CoordinatorConfig {
-            group: GroupConfig {
-                initial_rebalance_delay: std::time::Duration::from_millis(
-                    config.group_initial_rebalance_delay_ms,
-                ),
-                min_session_timeout_ms: config.group_min_session_timeout_ms,
-                max_session_timeout_ms: config.group_max_session_timeout_ms,
-            },
-            offsets_retention: std::time::Duration::from_secs(
-                config.offsets_retention_minutes * 60,
-            ),
-        });
         let broker = Arc::new(Broker {
             config,
-            groups,
             store,
-            image: RwLock::new(image),
+            image,
             table,
             producer_ids: Mutex::new((block_end, block_end)),
             admin: Mutex::new(()),
-            shutting_down: AtomicBool::new(false),
             tiering,
             cluster,
             recover_on_open: recover,
-            metrics: crate::metrics::Metrics::default(),
             _lock: lock,
         });
-        broker.groups.begin_load(&broker);
         Ok(broker)
     }
 
@@ -166,9 +146,9 @@ impl Broker {
         self.table.notify_appended();
     }
 
-    /// Cluster mode: replace the topic image with the controller's.
-    pub(crate) fn install_cluster_image(&self, image: MetadataImage) {
-        *self.image.write() = image;
+    /// The installed metadata, shared with the controller link.
+    pub fn image(&self) -> &Arc<ImageCell> {
+        &self.image
     }
 
     /// Cluster mode: the partition, opened (or created) here if it is not yet. A local
@@ -239,13 +219,13 @@ impl Broker {
 
     /// Cluster id.
     pub fn cluster_id(&self) -> String {
-        self.image.read().cluster_id.clone()
+        self.image.meta().cluster_id.clone()
     }
 
     /// All topics, sorted by name.
     pub fn topics(&self) -> Vec<TopicView> {
         self.image
-            .read()
+            .meta()
             .topics
             .iter()
             .map(|(n, m)| TopicView {
@@ -257,7 +237,7 @@ impl Broker {
 
     /// One topic by name.
     pub fn topic(&self, name: &str) -> Option<TopicView> {
-        self.image.read().topics.get(name).map(|m| TopicView {
+        self.image.meta().topics.get(name).map(|m| TopicView {
             name: name.to_string(),
             meta: m.clone(),
         })
@@ -266,7 +246,7 @@ impl Broker {
     /// One topic by id.
     pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<TopicView> {
         self.image
-            .read()
+            .meta()
             .topics
             .iter()
             .find(|(_, m)| m.id == id)
@@ -363,7 +343,7 @@ impl Broker {
             self.tiering.is_some(),
         )?;
         let _admin = self.admin.lock();
-        if self.image.read().topics.contains_key(name) {
+        if self.image.meta().topics.contains_key(name) {
             return Err(Error::TopicAlreadyExists(name.to_string()));
         }
         let meta = TopicMeta {
@@ -380,10 +360,10 @@ impl Broker {
                 meta,
             });
         }
-        let mut next = self.image.read().clone();
+        let mut next = self.image.meta().clone();
         next.topics.insert(name.to_string(), meta.clone());
         self.store.save(&next)?;
-        *self.image.write() = next;
+        self.image.set_meta(next);
         self.open_partitions(name, &meta, 0)?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(TopicView {
@@ -459,15 +439,15 @@ impl Broker {
         let _admin = self.admin.lock();
         let meta = self
             .image
-            .read()
+            .meta()
             .topics
             .get(name)
             .cloned()
             .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?;
-        let mut next = self.image.read().clone();
+        let mut next = self.image.meta().clone();
         next.topics.remove(name);
         self.store.save(&next)?;
-        *self.image.write() = next;
+        self.image.set_meta(next);
         // Tiering hook: the topic's objects in the bucket go too, in the background.
         if let Some(t) = &self.tiering {
             t.delete_topic_data(meta.id);
@@ -492,7 +472,7 @@ impl Broker {
         let _admin = self.admin.lock();
         let meta = self
             .image
-            .read()
+            .meta()
             .topics
             .get(name)
             .cloned()
@@ -517,12 +497,12 @@ impl Broker {
             return Ok(());
         }
         let old = meta.partitions;
-        let mut next = self.image.read().clone();
+        let mut next = self.image.meta().clone();
         let m = next.topics.get_mut(name).expect("present");
         m.partitions = count;
         let updated = m.clone();
         self.store.save(&next)?;
-        *self.image.write() = next;
+        self.image.set_meta(next);
         self.open_partitions(name, &updated, old)?;
         tracing::info!(topic = name, from = old, to = count, "added partitions");
         Ok(())
@@ -536,7 +516,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<()> {
         let _admin = self.admin.lock();
-        let mut next = self.image.read().clone();
+        let mut next = self.image.meta().clone();
         let m = next
             .topics
             .get_mut(name)
@@ -568,7 +548,7 @@ impl Broker {
         m.configs = configs;
         let meta = m.clone();
         self.store.save(&next)?;
-        *self.image.write() = next;
+        self.image.set_meta(next);
         let cfg = LogConfig::resolve(&meta.configs, &self.config.topic_defaults);
         for p in 0..meta.partitions {
             if let Some(part) = self.partition(name, p) {
@@ -746,19 +726,23 @@ impl Broker {
         }
     }
 
-    /// Allocate a new producer id, reserving blocks durably so ids are never reused.
+    /// Allocate a new producer id. Ids come in blocks reserved durably, so they are never
+    /// reused: standalone in the node's store, in a cluster by the controller.
     pub fn allocate_producer_id(&self) -> Result<i64> {
-        if let Some(link) = &self.cluster {
-            return link.allocate_producer_id();
-        }
         let mut ids = self.producer_ids.lock();
         if ids.0 >= ids.1 {
-            let _admin = self.admin.lock();
-            let mut next = self.image.read().clone();
-            next.producer_id_block_end = ids.1 + PRODUCER_ID_BLOCK;
-            self.store.save(&next)?;
-            ids.1 = next.producer_id_block_end;
-            *self.image.write() = next;
+            *ids = match &self.cluster {
+                Some(link) => link.allocate_producer_id_block()?,
+                None => {
+                    let _admin = self.admin.lock();
+                    let mut next = self.image.meta().clone();
+                    next.producer_id_block_end = ids.1 + PRODUCER_ID_BLOCK;
+                    self.store.save(&next)?;
+                    let block = (ids.1, next.producer_id_block_end);
+                    self.image.set_meta(next);
+                    block
+                }
+            };
         }
         let id = ids.0;
         ids.0 += 1;
@@ -795,20 +779,8 @@ impl Broker {
         }
     }
 
-    /// Start shutting down: long-polling fetches answer now instead of waiting out max_wait.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
-        self.table.notify_appended();
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
-
     /// Clean shutdown: fsync every log, snapshot producer state, write the clean marker.
     pub fn shutdown(&self) -> Result<()> {
-        self.shutting_down.store(true, Ordering::Relaxed);
         let mut ok = true;
         for p in self.all_partitions() {
             if let Err(e) = p.log().close() {
@@ -821,6 +793,29 @@ impl Broker {
             fsutil::write_atomic(&marker, b"clean\n")?;
         }
         Ok(())
+    }
+}
+
+/// The coordinator's view of the broker: the offsets topic and the write path.
+impl OffsetsLog for Broker {
+    fn offsets_partitions(&self) -> Option<i32> {
+        self.topic(OFFSETS_TOPIC).map(|t| t.meta.partitions)
+    }
+
+    fn ensure_offsets_topic(&self) -> Result<i32> {
+        Broker::ensure_offsets_topic(self).map(|t| t.meta.partitions)
+    }
+
+    fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>> {
+        self.table.get(topic, p)
+    }
+
+    fn append(&self, part: &Arc<Partition>, batch: bytes::Bytes) -> Result<AppendInfo> {
+        Broker::append(self, part, batch).map(|(info, _)| info)
+    }
+
+    fn replicated(&self) -> bool {
+        self.cluster.is_some()
     }
 }
 

@@ -22,9 +22,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::Compression;
 use parking_lot::{Mutex, RwLock};
 
-use crate::broker::{Broker, Partition, OFFSETS_TOPIC};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::log::AppendInfo;
+use crate::partition::Partition;
 use group::{Group, GroupConfig, GroupState};
 use records::{partition_for, GroupValue, Key, OffsetValue};
 
@@ -48,9 +49,29 @@ pub struct CoordinatorConfig {
     pub offsets_retention: Duration,
 }
 
+/// Name of the internal topic holding consumer group state and offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// What the coordinator needs of the node: the offsets topic and the write path. The
+/// broker implements it; the coordinator knows nothing else of it.
+pub trait OffsetsLog: Send + Sync + 'static {
+    /// The offsets topic's partition count, if the topic exists.
+    fn offsets_partitions(&self) -> Option<i32>;
+    /// Create the offsets topic if it does not exist; its partition count.
+    fn ensure_offsets_topic(&self) -> Result<i32>;
+    /// A partition hosted here (of any topic: commits are checked against them).
+    fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>>;
+    /// Append a batch the coordinator built to a partition it leads.
+    fn append(&self, part: &Arc<Partition>, batch: Bytes) -> Result<AppendInfo>;
+    /// Whether offsets partitions are replicated, so that leadership (and with it
+    /// coordination) can be elsewhere.
+    fn replicated(&self) -> bool;
+}
+
 /// The group coordinator.
 pub struct GroupCoordinator {
     cfg: CoordinatorConfig,
+    log: Arc<dyn OffsetsLog>,
     groups: Mutex<HashMap<String, Group>>,
     /// Offsets-topic partitions whose records are still being replayed.
     loading: RwLock<HashSet<i32>>,
@@ -64,9 +85,10 @@ pub struct PendingWrite {
 
 impl GroupCoordinator {
     /// A coordinator with nothing loaded yet.
-    pub fn new(cfg: CoordinatorConfig) -> Self {
+    pub fn new(cfg: CoordinatorConfig, log: Arc<dyn OffsetsLog>) -> Self {
         GroupCoordinator {
             cfg,
+            log,
             groups: Mutex::new(HashMap::new()),
             loading: RwLock::new(HashSet::new()),
         }
@@ -77,25 +99,21 @@ impl GroupCoordinator {
         &self.cfg.group
     }
 
-    fn offsets_partitions(b: &Broker) -> Option<i32> {
-        b.topic(OFFSETS_TOPIC).map(|t| t.meta.partitions)
-    }
-
     /// Mark every existing offsets partition as loading (before the listener opens).
-    pub fn begin_load(&self, b: &Broker) {
-        if let Some(n) = Self::offsets_partitions(b) {
+    pub fn begin_load(&self) {
+        if let Some(n) = self.log.offsets_partitions() {
             self.loading.write().extend(0..n);
         }
     }
 
     /// Replay every offsets partition into memory.
-    pub fn load_all(&self, b: &Broker) {
-        let Some(n) = Self::offsets_partitions(b) else {
+    pub fn load_all(&self) {
+        let Some(n) = self.log.offsets_partitions() else {
             return;
         };
         let started = Instant::now();
         for p in 0..n {
-            if let Err(e) = self.load_partition(b, p) {
+            if let Err(e) = self.load_partition(p) {
                 tracing::error!(partition = p, error = %e, "failed to load group state; groups of this partition stay unavailable");
                 continue;
             }
@@ -109,8 +127,8 @@ impl GroupCoordinator {
         );
     }
 
-    fn load_partition(&self, b: &Broker, p: i32) -> Result<()> {
-        let Some(part) = b.partition(OFFSETS_TOPIC, p) else {
+    fn load_partition(&self, p: i32) -> Result<()> {
+        let Some(part) = self.log.partition(OFFSETS_TOPIC, p) else {
             return Ok(());
         };
         let mut offset = part.log().log_start_offset();
@@ -182,8 +200,8 @@ impl GroupCoordinator {
     /// Cluster mode: this node started or stopped leading offsets partition `p`. Taking
     /// over replays the partition (groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile);
     /// giving up forgets its groups, which the new leader rebuilds from the same records.
-    pub fn on_offsets_leadership(&self, b: &std::sync::Arc<Broker>, p: i32, leading: bool) {
-        let Some(n) = Self::offsets_partitions(b) else {
+    pub fn on_offsets_leadership(self: &Arc<Self>, p: i32, leading: bool) {
+        let Some(n) = self.log.offsets_partitions() else {
             return;
         };
         self.groups.lock().retain(|g, _| partition_for(g, n) != p);
@@ -196,12 +214,12 @@ impl GroupCoordinator {
             return;
         }
         self.loading.write().insert(p);
-        let b = b.clone();
+        let me = self.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
             // Replay only what is committed: wait (briefly) for the high watermark to reach
             // the log end, as a new leader's followers catch up.
-            if let Some(part) = b.partition(OFFSETS_TOPIC, p) {
+            if let Some(part) = me.log.partition(OFFSETS_TOPIC, p) {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while Instant::now() < deadline
                     && part.high_watermark() < part.log().log_end_offset()
@@ -210,13 +228,17 @@ impl GroupCoordinator {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
-            let res = b.groups.load_partition(&b, p);
-            if !b.partition(OFFSETS_TOPIC, p).is_some_and(|x| x.is_leader()) {
+            let res = me.load_partition(p);
+            if !me
+                .log
+                .partition(OFFSETS_TOPIC, p)
+                .is_some_and(|x| x.is_leader())
+            {
                 return;
             }
             match res {
                 Ok(()) => {
-                    b.groups.loading.write().remove(&p);
+                    me.loading.write().remove(&p);
                     tracing::info!(
                         partition = p,
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -241,25 +263,24 @@ impl GroupCoordinator {
     }
 
     /// Check that the coordinator can serve `group` now.
-    pub fn check_available(
-        &self,
-        b: &Broker,
-        group: &str,
-    ) -> std::result::Result<(), ResponseError> {
+    pub fn check_available(&self, group: &str) -> std::result::Result<(), ResponseError> {
         if group.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        let n = match Self::offsets_partitions(b) {
+        let n = match self.log.offsets_partitions() {
             Some(n) => n,
-            None => {
-                b.ensure_offsets_topic()
-                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?
-                    .meta
-                    .partitions
-            }
+            None => self
+                .log
+                .ensure_offsets_topic()
+                .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
         };
         let p = partition_for(group, n);
-        if b.cluster.is_some() && !b.partition(OFFSETS_TOPIC, p).is_some_and(|x| x.is_leader()) {
+        if self.log.replicated()
+            && !self
+                .log
+                .partition(OFFSETS_TOPIC, p)
+                .is_some_and(|x| x.is_leader())
+        {
             return Err(ResponseError::NotCoordinator);
         }
         if self.loading.read().contains(&p) {
@@ -269,15 +290,11 @@ impl GroupCoordinator {
     }
 
     /// Append records for `group` to its offsets partition.
-    fn write(
-        &self,
-        b: &Broker,
-        group: &str,
-        records: Vec<(Key, Option<Bytes>)>,
-    ) -> Result<PendingWrite> {
-        let topic = b.ensure_offsets_topic()?;
-        let p = partition_for(group, topic.meta.partitions);
-        let part = b
+    fn write(&self, group: &str, records: Vec<(Key, Option<Bytes>)>) -> Result<PendingWrite> {
+        let partitions = self.log.ensure_offsets_topic()?;
+        let p = partition_for(group, partitions);
+        let part = self
+            .log
             .partition(OFFSETS_TOPIC, p)
             .ok_or_else(|| Error::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{p}")))?;
         let now = fsutil::now_ms();
@@ -289,20 +306,19 @@ impl GroupCoordinator {
             })
             .collect();
         let batch = crate::log::records::encode(&recs, Compression::None)?;
-        let (info, _) = b.append(&part, batch)?;
+        let info = self.log.append(&part, batch.into())?;
         Ok(PendingWrite {
             partition: part,
             last_offset: info.last_offset,
         })
     }
 
-    fn persist_group(&self, b: &Broker, g: &mut Group) {
+    fn persist_group(&self, g: &mut Group) {
         if !g.needs_persist {
             return;
         }
         g.needs_persist = false;
         if let Err(e) = self.write(
-            b,
             &g.id.clone(),
             vec![(
                 Key::Group {
@@ -319,7 +335,6 @@ impl GroupCoordinator {
     /// Run `f` on the group (created if missing when `create`), then persist it if needed.
     pub fn with_group<T>(
         &self,
-        b: &Broker,
         group: &str,
         create: bool,
         f: impl FnOnce(&mut Group, &GroupConfig) -> T,
@@ -333,7 +348,7 @@ impl GroupCoordinator {
         }
         let g = groups.get_mut(group).expect("present");
         let out = f(g, &self.cfg.group);
-        self.persist_group(b, g);
+        self.persist_group(g);
         Some(out)
     }
 
@@ -341,14 +356,13 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
-        b: &Broker,
         group: &str,
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
         entries: Vec<CommitEntry>,
     ) -> std::result::Result<(Vec<i16>, Option<PendingWrite>), ResponseError> {
-        self.check_available(b, group)?;
+        self.check_available(group)?;
         let mut groups = self.groups.lock();
         match groups.get(group) {
             None if generation >= 0 => return Err(ResponseError::IllegalGeneration),
@@ -392,7 +406,7 @@ impl GroupCoordinator {
         for e in entries {
             let code = if e.metadata.len() > MAX_METADATA_BYTES {
                 ResponseError::OffsetMetadataTooLarge.code()
-            } else if b.partition(&e.topic, e.partition).is_none() {
+            } else if self.log.partition(&e.topic, e.partition).is_none() {
                 ResponseError::UnknownTopicOrPartition.code()
             } else {
                 let v = OffsetValue {
@@ -417,7 +431,7 @@ impl GroupCoordinator {
         if writes.is_empty() {
             return Ok((codes, None));
         }
-        let pending = match self.write(b, group, writes) {
+        let pending = match self.write(group, writes) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(group, error = %e, "offset commit write failed");
@@ -441,11 +455,10 @@ impl GroupCoordinator {
     /// Committed offsets of a group: all of them when `wanted` is None.
     pub fn fetch_offsets(
         &self,
-        b: &Broker,
         group: &str,
         wanted: Option<Vec<(String, i32)>>,
     ) -> std::result::Result<Vec<(String, i32, Option<OffsetValue>)>, ResponseError> {
-        self.check_available(b, group)?;
+        self.check_available(group)?;
         let groups = self.groups.lock();
         let g = groups.get(group);
         Ok(match wanted {
@@ -487,10 +500,9 @@ impl GroupCoordinator {
     /// Delete an empty group with its offsets.
     pub fn delete_group(
         &self,
-        b: &Broker,
         group: &str,
     ) -> std::result::Result<Option<PendingWrite>, ResponseError> {
-        self.check_available(b, group)?;
+        self.check_available(group)?;
         let mut groups = self.groups.lock();
         let Some(g) = groups.get(group) else {
             return Err(ResponseError::GroupIdNotFound);
@@ -518,9 +530,7 @@ impl GroupCoordinator {
             },
             None,
         ));
-        let pending = self
-            .write(b, group, tombstones)
-            .map_err(|e| e.kafka_code())?;
+        let pending = self.write(group, tombstones).map_err(|e| e.kafka_code())?;
         groups.remove(group);
         Ok(Some(pending))
     }
@@ -528,11 +538,10 @@ impl GroupCoordinator {
     /// Delete committed offsets of some partitions; refused for topics an active group uses.
     pub fn delete_offsets(
         &self,
-        b: &Broker,
         group: &str,
         partitions: Vec<(String, i32)>,
     ) -> std::result::Result<(Vec<i16>, Option<PendingWrite>), ResponseError> {
-        self.check_available(b, group)?;
+        self.check_available(group)?;
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group) else {
             return Err(ResponseError::GroupIdNotFound);
@@ -544,7 +553,7 @@ impl GroupCoordinator {
                 codes.push(ResponseError::GroupSubscribedToTopic.code());
                 continue;
             }
-            if b.partition(&t, p).is_none() {
+            if self.log.partition(&t, p).is_none() {
                 codes.push(ResponseError::UnknownTopicOrPartition.code());
                 continue;
             }
@@ -563,14 +572,12 @@ impl GroupCoordinator {
         if tombstones.is_empty() {
             return Ok((codes, None));
         }
-        let pending = self
-            .write(b, group, tombstones)
-            .map_err(|e| e.kafka_code())?;
+        let pending = self.write(group, tombstones).map_err(|e| e.kafka_code())?;
         Ok((codes, Some(pending)))
     }
 
     /// Timers: session expiry, rebalance deadlines, offset expiry of empty groups.
-    pub fn tick(&self, b: &Broker, expire_offsets: bool) {
+    pub fn tick(&self, expire_offsets: bool) {
         let now = Instant::now();
         let now_ms = fsutil::now_ms();
         let retention_ms = self.cfg.offsets_retention.as_millis() as i64;
@@ -594,7 +601,7 @@ impl GroupCoordinator {
                             )
                         })
                         .collect();
-                    if self.write(b, &g.id.clone(), tombstones).is_ok() {
+                    if self.write(&g.id.clone(), tombstones).is_ok() {
                         for k in &expired {
                             g.offsets.remove(k);
                         }
@@ -605,11 +612,11 @@ impl GroupCoordinator {
                     dead.push(g.id.clone());
                 }
             }
-            self.persist_group(b, g);
+            self.persist_group(g);
         }
         for id in dead {
             if self
-                .write(b, &id, vec![(Key::Group { group: id.clone() }, None)])
+                .write(&id, vec![(Key::Group { group: id.clone() }, None)])
                 .is_ok()
             {
                 groups.remove(&id);

@@ -1,64 +1,29 @@
 //! The node's link to the controller: registration and heartbeats, the metadata watch
-//! (applied to the broker: which partitions live here, who leads them, the ISR), ISR
-//! proposals (AlterPartition), and admin requests forwarded from Kafka clients.
+//! (each image handed to the node's root, which applies it through [`ClusterHost`]), ISR
+//! proposals (AlterPartition), and admin requests forwarded from Kafka clients. Protobuf
+//! stays here, at the gRPC edge. Calls only `metadata`, `partition` and `coordinator`'s
+//! topic name; never the broker.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use strata_controller::proto::controller_client::ControllerClient;
 use strata_controller::proto::{self as pb};
 use tonic::transport::Channel;
 
-use crate::broker::metadata::{MetadataImage, TopicMeta, METADATA_VERSION};
-use crate::broker::{Broker, Partition, OFFSETS_TOPIC};
+use crate::coordinator::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::metadata::{
+    Assignment, ClusterView, ImageCell, MetadataImage, NodeAddr, TopicMeta, METADATA_VERSION,
+};
+use crate::partition::Partition;
+use tokio_util::sync::CancellationToken;
 
 /// Kafka's STALE_BROKER_EPOCH: register again.
 const STALE_BROKER_EPOCH: i32 = 77;
-
-/// A node as the cluster metadata describes it.
-#[derive(Debug, Clone)]
-pub struct NodeAddr {
-    pub id: i32,
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
-    pub alive: bool,
-}
-
-/// One partition's assignment as last published by the controller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    pub replicas: Vec<i32>,
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub isr: Vec<i32>,
-    pub partition_epoch: i32,
-}
-
-/// The cluster metadata image this node has applied.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterView {
-    pub version: u64,
-    pub cluster_id: String,
-    pub controller_id: i32,
-    pub nodes: BTreeMap<i32, NodeAddr>,
-    pub assignments: HashMap<(String, i32), Assignment>,
-}
-
-impl ClusterView {
-    pub fn assignment(&self, topic: &str, p: i32) -> Option<&Assignment> {
-        self.assignments.get(&(topic.to_string(), p))
-    }
-
-    pub fn alive_nodes(&self) -> impl Iterator<Item = &NodeAddr> {
-        self.nodes.values().filter(|n| n.alive)
-    }
-}
 
 /// The controller link of a node in cluster mode.
 pub struct ClusterLink {
@@ -69,13 +34,10 @@ pub struct ClusterLink {
     current: std::sync::atomic::AtomicUsize,
     incarnation: String,
     broker_epoch: AtomicI64,
-    view: RwLock<Arc<ClusterView>>,
+    /// The installed metadata (shared with the broker).
+    image: Arc<ImageCell>,
     /// Version of the last applied image; admin requests wait on it.
     applied: tokio::sync::watch::Sender<u64>,
-    /// Follower fetchers by leader id.
-    pub(crate) fetchers: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
-    /// Producer ids handed out by the controller: (next, end).
-    producer_ids: Mutex<(i64, i64)>,
     /// When this process first registered (the readiness bound counts from it).
     registered_at: Mutex<Option<std::time::Instant>>,
     /// A controlled shutdown has begun: not ready any more.
@@ -129,7 +91,7 @@ fn refused(code: i32, message: String) -> Result<()> {
 impl ClusterLink {
     /// A link to `urls` (comma-separated controller addresses, for example every operator
     /// replica; only the leading one answers). Connects lazily; must run inside the runtime.
-    pub fn new(urls: &str, me: i32) -> Result<ClusterLink> {
+    pub fn new(urls: &str, me: i32, image: Arc<ImageCell>) -> Result<ClusterLink> {
         let urls: Vec<String> = urls
             .split(',')
             .map(|u| u.trim().to_string())
@@ -156,13 +118,8 @@ impl ClusterLink {
             current: std::sync::atomic::AtomicUsize::new(0),
             incarnation: uuid::Uuid::new_v4().to_string(),
             broker_epoch: AtomicI64::new(-1),
-            view: RwLock::new(Arc::new(ClusterView {
-                controller_id: -1,
-                ..Default::default()
-            })),
+            image,
             applied,
-            fetchers: Mutex::new(HashMap::new()),
-            producer_ids: Mutex::new((0, 0)),
             registered_at: Mutex::new(None),
             leaving: std::sync::atomic::AtomicBool::new(false),
         })
@@ -200,7 +157,7 @@ impl ClusterLink {
 
     /// The metadata applied last.
     pub fn view(&self) -> Arc<ClusterView> {
-        self.view.read().clone()
+        self.image.cluster()
     }
 
     /// Block the calling (handler) thread on a controller call. Admin requests are rare and
@@ -451,30 +408,25 @@ impl ClusterLink {
     }
 
     /// A cluster-unique producer id (blocks come from the controller).
-    pub fn allocate_producer_id(&self) -> Result<i64> {
-        let mut ids = self.producer_ids.lock();
-        if ids.0 >= ids.1 {
-            let epoch = self.broker_epoch.load(Ordering::Relaxed);
-            let (i, _) = self.in_use();
-            let resp = self.block_on(async {
-                self.client()
-                    .allocate_producer_ids(pb::AllocateProducerIdsRequest {
-                        node_id: self.me,
-                        broker_epoch: epoch,
-                    })
-                    .await
-                    .map_err(|e| self.down(i, e))
-                    .map(|r| r.into_inner())
-            })?;
-            refused(resp.error_code, resp.error_message)?;
-            *ids = (
-                resp.producer_id_start,
-                resp.producer_id_start + resp.producer_id_len as i64,
-            );
-        }
-        let id = ids.0;
-        ids.0 += 1;
-        Ok(id)
+    /// A block of producer ids from the controller: (first, end).
+    pub fn allocate_producer_id_block(&self) -> Result<(i64, i64)> {
+        let epoch = self.broker_epoch.load(Ordering::Relaxed);
+        let (i, _) = self.in_use();
+        let resp = self.block_on(async {
+            self.client()
+                .allocate_producer_ids(pb::AllocateProducerIdsRequest {
+                    node_id: self.me,
+                    broker_epoch: epoch,
+                })
+                .await
+                .map_err(|e| self.down(i, e))
+                .map(|r| r.into_inner())
+        })?;
+        refused(resp.error_code, resp.error_message)?;
+        Ok((
+            resp.producer_id_start,
+            resp.producer_id_start + resp.producer_id_len as i64,
+        ))
     }
 
     /// Propose a new ISR for a partition this node leads; applies the committed state.
@@ -683,28 +635,52 @@ fn topic_meta(t: &pb::TopicInfo) -> TopicMeta {
 
 // ---- the session: register, heartbeat, watch ------------------------------------------
 
-/// Run the node's side of the cluster until shutdown.
-pub async fn run(b: Arc<Broker>) {
-    let Some(link) = b.cluster.clone() else {
-        return;
-    };
-    let watch_b = b.clone();
-    let watch_link = link.clone();
-    tokio::spawn(async move { watch_loop(watch_b, watch_link).await });
-    let isr_b = b.clone();
-    tokio::spawn(async move { super::fetcher::isr_maintenance(isr_b).await });
+/// What the link needs of the node it serves; the node's root implements it.
+pub trait ClusterHost: Send + Sync + 'static {
+    /// Apply a controller image (topics, nodes, assignments) to this node: host and drop
+    /// partitions, take up roles, route what changed. Runs on a blocking thread.
+    fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()>;
+    /// What this node holds, for the controller's Topic status.
+    fn partition_sizes(&self) -> Vec<PartitionSize>;
+}
+
+/// One replica's bytes, as the heartbeat reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSize {
+    pub topic: String,
+    pub partition: i32,
+    /// Bytes in the local log.
+    pub local_bytes: u64,
+    /// Bytes in the bucket (reported by the leader only).
+    pub remote_bytes: u64,
+}
+
+/// Run the node's side of the cluster until `shutdown`: register, heartbeat, and apply
+/// every metadata image the controller publishes through `host`.
+pub async fn run(
+    link: Arc<ClusterLink>,
+    host: Arc<dyn ClusterHost>,
+    advertised: (String, i32),
+    shutdown: CancellationToken,
+) {
+    let watch = tokio::spawn(watch_loop(link.clone(), host.clone(), shutdown.clone()));
+    tokio::select! {
+        _ = session(&link, &*host, advertised) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    watch.abort();
+}
+
+async fn session(link: &ClusterLink, host: &dyn ClusterHost, advertised: (String, i32)) {
     loop {
-        if b.is_shutting_down() {
-            return;
-        }
         let (i, url) = link.in_use();
         let url = url.to_string();
         let reg = link
             .client()
             .register(pb::RegisterRequest {
                 node_id: link.me,
-                host: b.config.advertised_host.clone(),
-                port: b.config.advertised_port,
+                host: advertised.0.clone(),
+                port: advertised.1,
                 rack: String::new(),
                 incarnation_id: link.incarnation.clone(),
             })
@@ -732,11 +708,17 @@ pub async fn run(b: Arc<Broker>) {
         // Heartbeat until the controller says the registration is stale.
         loop {
             tokio::time::sleep(every).await;
-            if b.is_shutting_down() {
-                return;
-            }
             let applied = *link.applied.borrow();
-            let partition_sizes = partition_sizes(&b);
+            let partition_sizes = host
+                .partition_sizes()
+                .into_iter()
+                .map(|p| pb::PartitionSize {
+                    topic: p.topic,
+                    partition: p.partition,
+                    local_bytes: p.local_bytes as i64,
+                    remote_bytes: p.remote_bytes as i64,
+                })
+                .collect();
             let (i, _) = link.in_use();
             let hb = link
                 .client()
@@ -767,44 +749,13 @@ pub async fn run(b: Arc<Broker>) {
     }
 }
 
-/// What this node holds, for the controller (Topic status): local bytes of every replica
-/// here, and bucket bytes of the partitions it leads.
-fn partition_sizes(b: &Broker) -> Vec<pb::PartitionSize> {
-    let remote: HashMap<(String, i32), u64> = b
-        .tiering
-        .as_ref()
-        .map(|t| {
-            t.stats()
-                .partitions
-                .into_iter()
-                .map(|p| ((p.topic, p.partition), p.remote_bytes))
-                .collect()
-        })
-        .unwrap_or_default();
-    b.all_partitions()
-        .iter()
-        .map(|p| {
-            let leader = p.is_leader();
-            pb::PartitionSize {
-                topic: p.topic.clone(),
-                partition: p.index,
-                local_bytes: p.log().size_bytes() as i64,
-                remote_bytes: if leader {
-                    remote
-                        .get(&(p.topic.clone(), p.index))
-                        .copied()
-                        .unwrap_or(0) as i64
-                } else {
-                    0
-                },
-            }
-        })
-        .collect()
-}
-
-async fn watch_loop(b: Arc<Broker>, link: Arc<ClusterLink>) {
+async fn watch_loop(
+    link: Arc<ClusterLink>,
+    host: Arc<dyn ClusterHost>,
+    shutdown: CancellationToken,
+) {
     loop {
-        if b.is_shutting_down() {
+        if shutdown.is_cancelled() {
             return;
         }
         let epoch = link.broker_epoch.load(Ordering::Relaxed);
@@ -832,13 +783,18 @@ async fn watch_loop(b: Arc<Broker>, link: Arc<ClusterLink>) {
         loop {
             match stream.message().await {
                 Ok(Some(md)) => {
-                    let b2 = b.clone();
+                    let current = link.view().version;
+                    if md.version <= current && current != 0 {
+                        continue;
+                    }
                     let version = md.version;
-                    let res = tokio::task::spawn_blocking(move || apply(&b2, md)).await;
+                    let (meta, view) = decode_image(&md);
+                    let host = host.clone();
+                    let res =
+                        tokio::task::spawn_blocking(move || host.apply_image(meta, view)).await;
                     match res {
                         Ok(Ok(())) => {
                             link.applied.send_replace(version);
-                            super::fetcher::ensure_fetchers(&b);
                         }
                         Ok(Err(e)) => {
                             tracing::error!(version, error = %e, "could not apply cluster metadata")
@@ -858,14 +814,8 @@ async fn watch_loop(b: Arc<Broker>, link: Arc<ClusterLink>) {
     }
 }
 
-/// Apply a metadata image: topics, the partitions this node hosts and their roles.
-fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
-    let Some(link) = b.cluster.clone() else {
-        return Ok(());
-    };
-    if md.version <= link.view().version && link.view().version != 0 {
-        return Ok(());
-    }
+/// The controller's image in the node's terms: topics, and nodes with assignments.
+fn decode_image(md: &pb::ClusterMetadata) -> (MetadataImage, ClusterView) {
     let mut view = ClusterView {
         version: md.version,
         cluster_id: md.cluster_id.clone(),
@@ -891,7 +841,6 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
         topics: BTreeMap::new(),
     };
     for t in &md.topics {
-        let meta = topic_meta(t);
         for p in &t.partitions {
             view.assignments.insert(
                 (t.name.clone(), p.partition),
@@ -904,119 +853,7 @@ fn apply(b: &Arc<Broker>, md: pb::ClusterMetadata) -> Result<()> {
                 },
             );
         }
-        image.topics.insert(t.name.clone(), meta);
+        image.topics.insert(t.name.clone(), topic_meta(t));
     }
-    let me = link.me;
-    let now = fsutil::now_ms();
-    // Partitions this node hosts now.
-    let mut offsets_leadership = Vec::new();
-    for (name, meta) in &image.topics {
-        for p in 0..meta.partitions {
-            let Some(a) = view.assignment(name, p) else {
-                continue;
-            };
-            if !a.replicas.contains(&me) {
-                continue;
-            }
-            let part = b.host_partition(name, meta, p)?;
-            let was_leader = part.is_leader();
-            let changed = {
-                let mut r = part.replica();
-                let before = r.clone();
-                if a.leader == me {
-                    if !r.is_leader() || r.leader_epoch != a.leader_epoch {
-                        let hw = part.high_watermark();
-                        part.log().begin_epoch(a.leader_epoch)?;
-                        r.become_leader(
-                            a.leader_epoch,
-                            a.partition_epoch,
-                            a.replicas.clone(),
-                            a.isr.clone(),
-                            hw,
-                            now,
-                        );
-                        tracing::info!(topic = %name, partition = p, epoch = a.leader_epoch, isr = ?a.isr, "leading");
-                    } else if a.partition_epoch >= r.partition_epoch {
-                        let hw = part.high_watermark();
-                        r.become_leader(
-                            a.leader_epoch,
-                            a.partition_epoch,
-                            a.replicas.clone(),
-                            a.isr.clone(),
-                            hw,
-                            now,
-                        );
-                    }
-                } else if r.is_leader()
-                    || r.leader_epoch != a.leader_epoch
-                    || r.role != (crate::partition::replica::Role::Follower { leader: a.leader })
-                {
-                    r.become_follower(
-                        a.leader,
-                        a.leader_epoch,
-                        a.partition_epoch,
-                        a.replicas.clone(),
-                        a.isr.clone(),
-                    );
-                    r.truncate_pending = true;
-                    tracing::info!(topic = %name, partition = p, leader = a.leader, epoch = a.leader_epoch, "following");
-                } else {
-                    r.isr = a.isr.clone();
-                    r.partition_epoch = a.partition_epoch;
-                }
-                *r != before
-            };
-            if changed {
-                part.recompute_high_watermark();
-                part.notify_state_change();
-            }
-            if name == OFFSETS_TOPIC && was_leader != part.is_leader() {
-                offsets_leadership.push((p, part.is_leader()));
-            }
-        }
-    }
-    // Partitions no longer hosted here (deleted topics, moved replicas) go.
-    for part in b.all_partitions() {
-        let keep = image
-            .topics
-            .get(&part.topic)
-            .is_some_and(|m| m.id == part.log().topic_id())
-            && view
-                .assignment(&part.topic, part.index)
-                .is_some_and(|a| a.replicas.contains(&me));
-        if !keep {
-            b.drop_partition(&part);
-            if part.topic == OFFSETS_TOPIC && part.is_leader() {
-                offsets_leadership.push((part.index, false));
-            }
-        }
-    }
-    // Topics deleted by this image: their tiered data goes too, unless the operator marked
-    // it to keep (deletionPolicy: Retain). Every node that knew the topic asks; deleting
-    // objects is idempotent.
-    if let Some(t) = &b.tiering {
-        for old in b.topics() {
-            if image.topics.values().any(|m| m.id == old.meta.id) {
-                continue;
-            }
-            let cfg = crate::log::LogConfig::resolve(&old.meta.configs, b.topic_defaults());
-            let retain = old
-                .meta
-                .configs
-                .get(strata_controller::RETAIN_REMOTE_DATA_CONFIG)
-                .is_some_and(|v| v == "true");
-            if cfg.remote_storage && !retain {
-                t.delete_topic_data(old.meta.id);
-            } else if cfg.remote_storage {
-                tracing::info!(topic = %old.name, topic_id = %old.meta.id, "topic deleted; its tiered data is retained");
-            }
-        }
-    }
-    b.install_cluster_image(image);
-    *link.view.write() = Arc::new(view);
-    for (p, leading) in offsets_leadership {
-        b.groups.on_offsets_leadership(b, p, leading);
-    }
-    b.notify_appended();
-    Ok(())
+    (image, view)
 }

@@ -2,7 +2,7 @@
 //! from it with the Kafka Fetch API (replica id set), truncating first through
 //! OffsetForLeaderEpoch after a leader change. Also the leader's ISR upkeep.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +17,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
 use super::client::Connection;
-use crate::broker::{Broker, Partition};
-use crate::config::FlushPolicy;
+use super::cluster::ClusterLink;
 use crate::error::Result;
 use crate::fsutil;
 use crate::partition::replica::Role;
+use crate::partition::{Partition, PartitionTable};
 
 /// Fetch version followers use (topic names, current leader epoch, log start offset).
 const FETCH_VERSION: i16 = 12;
@@ -30,189 +33,223 @@ const EPOCH_VERSION: i16 = 4;
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
 const RESPONSE_MAX_BYTES: i32 = 10 << 20;
 
-fn followed_from(b: &Broker, leader: i32) -> Vec<Arc<Partition>> {
-    b.all_partitions()
-        .into_iter()
-        .filter(|p| p.replica().role == Role::Follower { leader })
-        .collect()
+/// Settings of the follower side and the ISR upkeep.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSettings {
+    /// How long a follower's fetch may wait at the leader for data.
+    pub fetch_wait_max_ms: i32,
+    /// Whether a follower fsyncs what it fetched before asking for more.
+    pub flush: bool,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub lag_time_max_ms: i64,
 }
 
-/// Start a fetcher for every leader this node follows and has none for.
-pub fn ensure_fetchers(b: &Arc<Broker>) {
-    let Some(link) = &b.cluster else { return };
-    let leaders: HashSet<i32> = b
-        .all_partitions()
-        .iter()
-        .filter_map(|p| match p.replica().role {
-            Role::Follower { leader } if leader >= 0 => Some(leader),
-            _ => None,
+/// The replication work of a node in a cluster: one fetcher task per leader it follows,
+/// and the leader's side (follower progress, ISR changes). Owns the fetcher tasks.
+pub struct Replicator {
+    link: Arc<ClusterLink>,
+    table: Arc<PartitionTable>,
+    settings: ReplicaSettings,
+    shutdown: CancellationToken,
+    /// Follower fetchers by leader id.
+    fetchers: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
+}
+
+impl Replicator {
+    /// Replication over `table` through `link`, until `shutdown`.
+    pub fn new(
+        link: Arc<ClusterLink>,
+        table: Arc<PartitionTable>,
+        settings: ReplicaSettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Replicator> {
+        Arc::new(Replicator {
+            link,
+            table,
+            settings,
+            shutdown,
+            fetchers: Mutex::new(HashMap::new()),
         })
-        .collect();
-    let mut f = link.fetchers.lock();
-    f.retain(|_, h| !h.is_finished());
-    for l in leaders {
-        f.entry(l)
-            .or_insert_with(|| tokio::spawn(fetch_from(b.clone(), l)));
     }
-}
 
-async fn fetch_from(b: Arc<Broker>, leader: i32) {
-    let Some(link) = b.cluster.clone() else {
-        return;
-    };
-    let me = link.me;
-    let mut conn: Option<Connection> = None;
-    let mut idle_rounds = 0;
-    tracing::info!(leader, "fetcher started");
-    loop {
-        if b.is_shutting_down() {
-            return;
+    fn followed_from(&self, leader: i32) -> Vec<Arc<Partition>> {
+        self.table
+            .all()
+            .into_iter()
+            .filter(|p| p.replica().role == Role::Follower { leader })
+            .collect()
+    }
+
+    /// Start a fetcher for every leader this node follows and has none for.
+    pub fn ensure_fetchers(self: &Arc<Self>) {
+        let leaders: HashSet<i32> = self
+            .table
+            .all()
+            .iter()
+            .filter_map(|p| match p.replica().role {
+                Role::Follower { leader } if leader >= 0 => Some(leader),
+                _ => None,
+            })
+            .collect();
+        let mut f = self.fetchers.lock();
+        f.retain(|_, h| !h.is_finished());
+        for l in leaders {
+            let me = self.clone();
+            f.entry(l)
+                .or_insert_with(|| tokio::spawn(async move { me.fetch_from(l).await }));
         }
-        let parts = followed_from(&b, leader);
-        if parts.is_empty() {
-            // Metadata may hand us partitions again shortly; leave after a quiet second.
-            idle_rounds += 1;
-            if idle_rounds > 10 {
-                tracing::info!(leader, "fetcher stopped: nothing to follow");
+    }
+
+    async fn fetch_from(&self, leader: i32) {
+        let link = &self.link;
+        let me = link.me;
+        let mut conn: Option<Connection> = None;
+        let mut idle_rounds = 0;
+        tracing::info!(leader, "fetcher started");
+        loop {
+            if self.shutdown.is_cancelled() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        idle_rounds = 0;
-        let view = link.view();
-        let Some(addr) = view
-            .nodes
-            .get(&leader)
-            .map(|n| format!("{}:{}", n.host, n.port))
-        else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        if conn.is_none() {
-            match Connection::connect(&addr, me).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    tracing::debug!(leader, error = %e, "cannot reach the leader");
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    continue;
+            let parts = self.followed_from(leader);
+            if parts.is_empty() {
+                // Metadata may hand us partitions again shortly; leave after a quiet second.
+                idle_rounds += 1;
+                if idle_rounds > 10 {
+                    tracing::info!(leader, "fetcher stopped: nothing to follow");
+                    return;
                 }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
-        let c = conn.as_mut().expect("connected");
-        let res = round(&b, c, me, &parts).await;
-        if let Err(e) = res {
-            tracing::debug!(leader, error = %e, "fetch from the leader failed; reconnecting");
-            conn = None;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// One round: truncate what needs it, then one Fetch for every followed partition.
-async fn round(
-    b: &Arc<Broker>,
-    c: &mut Connection,
-    me: i32,
-    parts: &[Arc<Partition>],
-) -> Result<()> {
-    let pending: Vec<&Arc<Partition>> = parts
-        .iter()
-        .filter(|p| p.replica().truncate_pending)
-        .collect();
-    if !pending.is_empty() {
-        truncate(c, me, &pending).await?;
-    }
-    let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
-    let mut sent = Vec::new();
-    for p in parts {
-        let (epoch, pending) = {
-            let r = p.replica();
-            (r.leader_epoch, r.truncate_pending)
-        };
-        if pending {
-            continue;
-        }
-        let (leo, start) = {
-            let log = p.log();
-            (log.log_end_offset(), log.log_start_offset())
-        };
-        let mut fp = FetchPartition::default();
-        fp.partition = p.index;
-        fp.current_leader_epoch = epoch;
-        fp.fetch_offset = leo;
-        fp.last_fetched_epoch = -1;
-        fp.log_start_offset = start;
-        fp.partition_max_bytes = PARTITION_MAX_BYTES;
-        topics.entry(p.topic.clone()).or_default().push(fp);
-        sent.push((p.clone(), epoch, leo));
-    }
-    if sent.is_empty() {
-        return Ok(());
-    }
-    let mut req = FetchRequest::default();
-    req.replica_id = BrokerId(me);
-    req.max_wait_ms = b.config.replica_fetch_wait_max_ms as i32;
-    req.min_bytes = 1;
-    req.max_bytes = RESPONSE_MAX_BYTES;
-    req.session_epoch = -1;
-    req.topics = topics
-        .into_iter()
-        .map(|(t, ps)| {
-            let mut ft = FetchTopic::default();
-            ft.topic = TopicName(StrBytes::from_string(t));
-            ft.partitions = ps;
-            ft
-        })
-        .collect();
-    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
-    let mut backoff = false;
-    for t in resp.responses {
-        for pd in t.partitions {
-            let Some((part, epoch, leo)) = sent
-                .iter()
-                .find(|(p, _, _)| p.topic == t.topic.0.as_str() && p.index == pd.partition_index)
+            idle_rounds = 0;
+            let view = link.view();
+            let Some(addr) = view
+                .nodes
+                .get(&leader)
+                .map(|n| format!("{}:{}", n.host, n.port))
             else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            // Metadata may have moved on while the fetch was out.
-            if part.replica().leader_epoch != *epoch || part.is_leader() {
-                continue;
-            }
-            if pd.error_code == ResponseError::OffsetOutOfRange.code() {
-                if pd.log_start_offset > *leo {
-                    part.log().reset_to(pd.log_start_offset)?;
-                    part.reset_high_watermark(pd.log_start_offset);
-                } else {
-                    part.replica().truncate_pending = true;
+            if conn.is_none() {
+                match Connection::connect(&addr, me).await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "cannot reach the leader");
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        continue;
+                    }
                 }
-                continue;
             }
-            if pd.error_code != 0 {
-                tracing::debug!(topic = %part.topic, partition = part.index, code = pd.error_code, "leader refused the fetch");
-                backoff = true;
-                continue;
+            let c = conn.as_mut().expect("connected");
+            let res = self.round(c, me, &parts).await;
+            if let Err(e) = res {
+                tracing::debug!(leader, error = %e, "fetch from the leader failed; reconnecting");
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let records = pd.records.unwrap_or_default();
-            let new_leo = if records.is_empty() {
-                *leo
-            } else {
-                if part.log().log_end_offset() != *leo {
-                    continue;
-                }
-                let new_leo = part.log().append_replicated(&records)?;
-                if b.config.flush_policy != FlushPolicy::Never {
-                    part.flush_to(new_leo).await?;
-                }
-                new_leo
-            };
-            part.advance_high_watermark(pd.high_watermark.min(new_leo));
         }
     }
-    if backoff {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+
+    /// One round: truncate what needs it, then one Fetch for every followed partition.
+    async fn round(&self, c: &mut Connection, me: i32, parts: &[Arc<Partition>]) -> Result<()> {
+        let pending: Vec<&Arc<Partition>> = parts
+            .iter()
+            .filter(|p| p.replica().truncate_pending)
+            .collect();
+        if !pending.is_empty() {
+            truncate(c, me, &pending).await?;
+        }
+        let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+        let mut sent = Vec::new();
+        for p in parts {
+            let (epoch, pending) = {
+                let r = p.replica();
+                (r.leader_epoch, r.truncate_pending)
+            };
+            if pending {
+                continue;
+            }
+            let (leo, start) = {
+                let log = p.log();
+                (log.log_end_offset(), log.log_start_offset())
+            };
+            let mut fp = FetchPartition::default();
+            fp.partition = p.index;
+            fp.current_leader_epoch = epoch;
+            fp.fetch_offset = leo;
+            fp.last_fetched_epoch = -1;
+            fp.log_start_offset = start;
+            fp.partition_max_bytes = PARTITION_MAX_BYTES;
+            topics.entry(p.topic.clone()).or_default().push(fp);
+            sent.push((p.clone(), epoch, leo));
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(me);
+        req.max_wait_ms = self.settings.fetch_wait_max_ms;
+        req.min_bytes = 1;
+        req.max_bytes = RESPONSE_MAX_BYTES;
+        req.session_epoch = -1;
+        req.topics = topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let mut ft = FetchTopic::default();
+                ft.topic = TopicName(StrBytes::from_string(t));
+                ft.partitions = ps;
+                ft
+            })
+            .collect();
+        let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
+        let mut backoff = false;
+        for t in resp.responses {
+            for pd in t.partitions {
+                let Some((part, epoch, leo)) = sent.iter().find(|(p, _, _)| {
+                    p.topic == t.topic.0.as_str() && p.index == pd.partition_index
+                }) else {
+                    continue;
+                };
+                // Metadata may have moved on while the fetch was out.
+                if part.replica().leader_epoch != *epoch || part.is_leader() {
+                    continue;
+                }
+                if pd.error_code == ResponseError::OffsetOutOfRange.code() {
+                    if pd.log_start_offset > *leo {
+                        part.log().reset_to(pd.log_start_offset)?;
+                        part.reset_high_watermark(pd.log_start_offset);
+                    } else {
+                        part.replica().truncate_pending = true;
+                    }
+                    continue;
+                }
+                if pd.error_code != 0 {
+                    tracing::debug!(topic = %part.topic, partition = part.index, code = pd.error_code, "leader refused the fetch");
+                    backoff = true;
+                    continue;
+                }
+                let records = pd.records.unwrap_or_default();
+                let new_leo = if records.is_empty() {
+                    *leo
+                } else {
+                    if part.log().log_end_offset() != *leo {
+                        continue;
+                    }
+                    let new_leo = part.log().append_replicated(&records)?;
+                    if self.settings.flush {
+                        part.flush_to(new_leo).await?;
+                    }
+                    new_leo
+                };
+                part.advance_high_watermark(pd.high_watermark.min(new_leo));
+            }
+        }
+        if backoff {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Ask the leader where each partition's latest local epoch ends, and cut the log there.
@@ -296,77 +333,78 @@ async fn truncate(c: &mut Connection, me: i32, parts: &[&Arc<Partition>]) -> Res
     Ok(())
 }
 
-/// Leader upkeep: drop followers that stopped keeping up from the ISR.
-pub async fn isr_maintenance(b: Arc<Broker>) {
-    let Some(link) = b.cluster.clone() else {
-        return;
-    };
-    let lag = b.config.replica_lag_time_max_ms as i64;
-    let every = Duration::from_millis((lag / 4).clamp(50, 1000) as u64);
-    loop {
-        tokio::time::sleep(every).await;
-        if b.is_shutting_down() {
+impl Replicator {
+    /// Leader upkeep until shutdown: drop followers that stopped keeping up from the ISR.
+    pub async fn isr_maintenance(&self) {
+        let link = &self.link;
+        let lag = self.settings.lag_time_max_ms;
+        let every = Duration::from_millis((lag / 4).clamp(50, 1000) as u64);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let now = fsutil::now_ms();
+            for p in self.table.all() {
+                let shrink = p.replica().isr_to_shrink(now, lag);
+                if let Some(isr) = shrink {
+                    tracing::info!(topic = %p.topic, partition = p.index, isr = ?isr, "followers fell behind; shrinking the ISR");
+                    // Sent apart: an unanswered change is sent again until the image decides
+                    // it, and the other partitions' upkeep must not wait for that.
+                    let link = link.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = link.alter_isr(&p, isr).await {
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "ISR shrink not committed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Leader side of a follower's fetch: record its progress, move the high watermark, and
+    /// propose it back into the ISR once it has caught up.
+    pub fn on_replica_fetch(&self, part: &Arc<Partition>, replica: i32, fetch_offset: i64) {
+        let leo = part.log().log_end_offset();
+        if fetch_offset > leo {
+            // The follower has batches this leader does not: it gets OFFSET_OUT_OF_RANGE and
+            // truncates; it has not caught up with anything.
             return;
         }
         let now = fsutil::now_ms();
-        for p in b.all_partitions() {
-            let shrink = p.replica().isr_to_shrink(now, lag);
-            if let Some(isr) = shrink {
-                tracing::info!(topic = %p.topic, partition = p.index, isr = ?isr, "followers fell behind; shrinking the ISR");
-                // Sent apart: an unanswered change is sent again until the image decides
-                // it, and the other partitions' upkeep must not wait for that.
-                let link = link.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = link.alter_isr(&p, isr).await {
-                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "ISR shrink not committed");
-                    }
-                });
+        let expand = {
+            let mut r = part.replica();
+            if !r.is_leader() {
+                return;
             }
-        }
-    }
-}
-
-/// Leader side of a follower's fetch: record its progress, move the high watermark, and
-/// propose it back into the ISR once it has caught up.
-pub fn on_replica_fetch(b: &Arc<Broker>, part: &Arc<Partition>, replica: i32, fetch_offset: i64) {
-    let leo = part.log().log_end_offset();
-    if fetch_offset > leo {
-        // The follower has batches this leader does not: it gets OFFSET_OUT_OF_RANGE and
-        // truncates; it has not caught up with anything.
-        return;
-    }
-    let now = fsutil::now_ms();
-    let expand = {
-        let mut r = part.replica();
-        if !r.is_leader() {
-            return;
-        }
-        r.on_follower_fetch(replica, fetch_offset, leo, now);
-        drop(r);
-        if part.recompute_high_watermark() {
-            // Consumers long-polling for committed data; not on every follower fetch, or
-            // followers' fetches would wake each other forever.
-            b.notify_appended();
-        }
-        let hw = part.high_watermark();
-        let r = part.replica();
-        let epoch_start = {
-            let log = part.log();
-            log.epochs()
-                .iter()
-                .rev()
-                .find(|(e, _)| *e == r.leader_epoch)
-                .map(|(_, s)| *s)
-                .unwrap_or(0)
+            r.on_follower_fetch(replica, fetch_offset, leo, now);
+            drop(r);
+            if part.recompute_high_watermark() {
+                // Consumers long-polling for committed data; not on every follower fetch, or
+                // followers' fetches would wake each other forever.
+                self.table.notify_appended();
+            }
+            let hw = part.high_watermark();
+            let r = part.replica();
+            let epoch_start = {
+                let log = part.log();
+                log.epochs()
+                    .iter()
+                    .rev()
+                    .find(|(e, _)| *e == r.leader_epoch)
+                    .map(|(_, s)| *s)
+                    .unwrap_or(0)
+            };
+            r.isr_to_expand(replica, hw, epoch_start)
         };
-        r.isr_to_expand(replica, hw, epoch_start)
-    };
-    if let (Some(isr), Some(link)) = (expand, b.cluster.clone()) {
-        let part = part.clone();
-        tokio::spawn(async move {
-            if let Err(e) = link.alter_isr(&part, isr).await {
-                tracing::debug!(topic = %part.topic, partition = part.index, error = %e, "ISR expansion not committed");
-            }
-        });
+        if let Some(isr) = expand {
+            let link = self.link.clone();
+            let part = part.clone();
+            tokio::spawn(async move {
+                if let Err(e) = link.alter_isr(&part, isr).await {
+                    tracing::debug!(topic = %part.topic, partition = part.index, error = %e, "ISR expansion not committed");
+                }
+            });
+        }
     }
 }

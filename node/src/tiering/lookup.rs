@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::manifest::{Manifest, RemoteSegment};
 use super::{Tiering, View};
-use crate::broker::Partition;
 use crate::error::{Error, Result};
 use crate::log::index::{floor_time, IndexEntry, TimeEntry};
 use crate::log::records;
+use crate::partition::Partition;
 
 /// Attempts before giving up when local retention keeps moving the local log start
 /// (data moving to the bucket) while a lookup runs.

@@ -18,12 +18,12 @@ use super::manifest::{object_name, Manifest, RemoteSegment};
 use super::plan::{self, Upload};
 use super::store::{Condition, Version};
 use super::{PartitionTierStats, Tiering, View};
-use crate::broker::{Broker, Partition};
 use crate::error::{Error, Result};
 use crate::log::batch::{self, HEADER_LEN};
 use crate::log::producer_state::{ProducerStateTable, Snapshot, SNAPSHOT_VERSION};
 use crate::log::retention::SegmentSummary;
 use crate::log::segment::Segment;
+use crate::partition::{Partition, PartitionTable};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -76,18 +76,18 @@ struct LocalClosed {
     dir: PathBuf,
 }
 
-/// Run the uploader until the broker shuts down.
-pub async fn run(tiering: Arc<Tiering>, broker: Arc<Broker>) {
+/// Run the uploader over the hosted partitions until tiering is stopped.
+pub async fn run(tiering: Arc<Tiering>, table: Arc<PartitionTable>) {
     let mut tick = tokio::time::interval(tiering.options.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_report = Instant::now();
     let mut last_seen = None;
     loop {
         tick.tick().await;
-        if broker.is_shutting_down() || tiering.is_stopping() {
+        if tiering.is_stopping() {
             break;
         }
-        let parts = broker.all_partitions();
+        let parts = table.all();
         futures::stream::iter(parts)
             .for_each_concurrent(CONCURRENCY, |p| {
                 let t = tiering.clone();

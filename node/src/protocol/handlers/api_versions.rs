@@ -7,7 +7,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
 use super::reply;
-use crate::broker::Broker;
+use crate::node::Node;
 use crate::protocol::versions::SUPPORTED;
 use crate::protocol::Reply;
 
@@ -25,7 +25,7 @@ fn api_list() -> Vec<ApiVersion> {
 }
 
 /// Answer ApiVersions.
-pub fn handle(_b: &Arc<Broker>, _v: i16, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+pub fn handle(_b: &Arc<Node>, _v: i16, _req: ApiVersionsRequest) -> ApiVersionsResponse {
     build!(ApiVersionsResponse {
         error_code: 0,
         api_keys: api_list()

@@ -11,14 +11,14 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::*;
 
 use super::s;
-use crate::broker::Broker;
 use crate::error::Error;
 use crate::log::config::{config_def, ConfigSource, ConfigType, LogConfig, TOPIC_CONFIGS};
+use crate::node::Node;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
-fn broker_configs(b: &Broker) -> Vec<(String, String, ConfigType)> {
+fn broker_configs(b: &Node) -> Vec<(String, String, ConfigType)> {
     let c = &b.config;
     let mut out = vec![
         (
@@ -91,7 +91,7 @@ fn broker_configs(b: &Broker) -> Vec<(String, String, ConfigType)> {
 
 /// Answer DescribeConfigs.
 pub fn describe_configs(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     v: i16,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -109,7 +109,7 @@ pub fn describe_configs(
                 resource_name: res.resource_name.clone()
             });
             match res.resource_type {
-                TOPIC => match b.topic(res.resource_name.as_str()) {
+                TOPIC => match b.broker.topic(res.resource_name.as_str()) {
                     None => {
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         r.error_message = Some(s(format!(
@@ -125,7 +125,7 @@ pub fn describe_configs(
                                 let (value, source) = LogConfig::describe(
                                     d.name,
                                     &view.meta.configs,
-                                    b.topic_defaults(),
+                                    b.broker.topic_defaults(),
                                 );
                                 let mut synonyms = Vec::new();
                                 if req.include_synonyms {
@@ -211,7 +211,7 @@ fn refuse_non_topic(resource_type: i8) -> Option<(i16, String)> {
 
 /// Apply `f` to a topic's overrides (refusing other resource types): (error code, message).
 fn alter_resource(
-    b: &Broker,
+    b: &Node,
     resource_type: i8,
     name: &str,
     validate_only: bool,
@@ -220,14 +220,14 @@ fn alter_resource(
     if let Some((code, msg)) = refuse_non_topic(resource_type) {
         return (code, Some(s(msg)));
     }
-    match b.alter_topic_configs(name, f, validate_only) {
+    match b.broker.alter_topic_configs(name, f, validate_only) {
         Ok(()) => (0, None),
         Err(e) => (e.code(), Some(s(e.to_string()))),
     }
 }
 
 /// Answer AlterConfigs: the given set replaces all topic overrides.
-pub fn alter_configs(b: &Arc<Broker>, _v: i16, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub fn alter_configs(b: &Arc<Node>, _v: i16, req: AlterConfigsRequest) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
     let responses = req
         .resources
@@ -267,7 +267,7 @@ pub fn alter_configs(b: &Arc<Broker>, _v: i16, req: AlterConfigsRequest) -> Alte
 
 /// Answer IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT per key.
 pub fn incremental_alter_configs(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     _v: i16,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
@@ -336,7 +336,7 @@ pub enum Throttles {
 
 /// Sorts out the throttle configs of one resource's operations (DELETE = 1).
 pub fn throttle_ops(
-    b: &Broker,
+    b: &Node,
     resource_type: i8,
     resource_name: &str,
     ops: &[(String, i8, Option<String>)],
@@ -365,7 +365,7 @@ pub fn throttle_ops(
     // Only throttle deletions (or deletions besides other changes, handled as usual).
     match resource_type {
         BROKER if rest.is_empty() => Throttles::Answer(0, None),
-        TOPIC if rest.is_empty() => match b.topic(resource_name) {
+        TOPIC if rest.is_empty() => match b.broker.topic(resource_name) {
             Some(_) => Throttles::Answer(0, None),
             None => Throttles::Answer(
                 ResponseError::UnknownTopicOrPartition.code(),
@@ -466,11 +466,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn throttles_are_refused_and_their_deletion_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Broker::open(crate::config::NodeConfig::for_tests(
+        let b = Node::open(crate::config::NodeConfig::for_tests(
             dir.path().to_path_buf(),
         ))
         .unwrap();
-        b.create_topic("t", 1, 1, Default::default(), false)
+        b.broker
+            .create_topic("t", 1, 1, Default::default(), false)
             .unwrap();
         let op = |k: &str, o: i8, v: Option<&str>| (k.to_string(), o, v.map(String::from));
         let rate = "leader.replication.throttled.rate";

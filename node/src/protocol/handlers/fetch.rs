@@ -9,8 +9,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use crate::broker::Broker;
 use crate::error::Error;
+use crate::node::Node;
 
 /// Fetch sessions are not kept: every fetch is a full fetch, and session id 0 tells clients so.
 fn session_error(req: &FetchRequest) -> Option<i16> {
@@ -23,7 +23,7 @@ fn session_error(req: &FetchRequest) -> Option<i16> {
     None
 }
 
-async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+async fn collect(b: &Arc<Node>, v: i16, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     // A follower's fetch (replica id set) reads to the log end and reports its progress;
     // a consumer's reads only what the ISR has (below the high watermark).
     let replica = if v >= 15 {
@@ -37,9 +37,9 @@ async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse,
     let mut responses = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
         let view = if v >= 13 {
-            b.topic_by_id(ft.topic_id)
+            b.broker.topic_by_id(ft.topic_id)
         } else {
-            b.topic(ft.topic.0.as_str())
+            b.broker.topic(ft.topic.0.as_str())
         };
         let mut parts = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
@@ -62,7 +62,7 @@ async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse,
                 parts.push(pd);
                 continue;
             };
-            let Some(part) = b.partition(&view.name, fp.partition) else {
+            let Some(part) = b.broker.partition(&view.name, fp.partition) else {
                 pd.error_code = ResponseError::UnknownTopicOrPartition.code();
                 any_error = true;
                 parts.push(pd);
@@ -87,7 +87,9 @@ async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse,
             }
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
             if replica >= 0 && b.cluster.is_some() {
-                crate::replication::fetcher::on_replica_fetch(b, &part, replica, fp.fetch_offset);
+                if let Some(r) = &b.replicator {
+                    r.on_replica_fetch(&part, replica, fp.fetch_offset);
+                }
             }
             let (plan, hw, start, tiered, topic_id) = {
                 let log = part.log();
@@ -163,7 +165,7 @@ async fn collect(b: &Arc<Broker>, v: i16, req: &FetchRequest) -> (FetchResponse,
 }
 
 /// Answer a fetch, waiting up to max_wait_ms for min_bytes of data.
-pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse {
+pub async fn handle(b: Arc<Node>, v: i16, req: FetchRequest) -> FetchResponse {
     if let Some(code) = session_error(&req) {
         return build!(FetchResponse {
             error_code: code,
@@ -171,7 +173,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
         });
     }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
-    let mut appended = b.subscribe_appends();
+    let mut appended = b.broker.subscribe_appends();
     loop {
         appended.borrow_and_update();
         let (resp, bytes, any_error) = collect(&b, v, &req).await;

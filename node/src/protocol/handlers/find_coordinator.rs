@@ -10,14 +10,15 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::s;
-use crate::broker::{Broker, OFFSETS_TOPIC};
 use crate::coordinator::records::partition_for;
+use crate::coordinator::OFFSETS_TOPIC;
+use crate::node::Node;
 
 /// Answer FindCoordinator (single key before v4, batched keys from v4).
-pub fn handle(b: &Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub fn handle(b: &Arc<Node>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let answer = |key_type: i8| -> (i16, Option<String>) {
         match key_type {
-            0 => match b.ensure_offsets_topic() {
+            0 => match b.broker.ensure_offsets_topic() {
                 Ok(_) => (0, None),
                 Err(e) => (
                     ResponseError::CoordinatorNotAvailable.code(),
@@ -51,6 +52,7 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoord
         };
         let view = link.view();
         let n = b
+            .broker
             .topic(OFFSETS_TOPIC)
             .map(|t| t.meta.partitions)
             .unwrap_or(0);

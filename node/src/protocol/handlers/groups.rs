@@ -17,10 +17,10 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 
 use super::{reply, s};
-use crate::broker::Broker;
 use crate::coordinator::group::{GroupState, JoinRequest, JoinResult, Outcome, SyncResult};
 use crate::coordinator::{CommitEntry, PendingWrite};
 use crate::error::Error;
+use crate::node::Node;
 use crate::protocol::Frame;
 use crate::protocol::Pending;
 
@@ -52,11 +52,11 @@ fn join_response(v: i16, r: JoinResult) -> JoinGroupResponse {
 }
 
 /// Answer JoinGroup (waits for the rebalance to complete).
-pub fn join_group(b: Arc<Broker>, frame: &Frame, req: JoinGroupRequest) -> Pending {
+pub fn join_group(b: Arc<Node>, frame: &Frame, req: JoinGroupRequest) -> Pending {
     let v = frame.header.request_api_version;
     let cid = frame.header.correlation_id;
     let group = req.group_id.0.to_string();
-    if let Err(e) = b.groups.check_available(&b, &group) {
+    if let Err(e) = b.groups.check_available(&group) {
         let r = JoinResult {
             error: e.code(),
             generation: -1,
@@ -97,7 +97,7 @@ pub fn join_group(b: Arc<Broker>, frame: &Frame, req: JoinGroupRequest) -> Pendi
         supports_skip_assignment: v >= 9,
     };
     let member = jr.member_id.clone();
-    let outcome = b.groups.with_group(&b, &group, true, |g, cfg| {
+    let outcome = b.groups.with_group(&group, true, |g, cfg| {
         g.join(jr, cfg, std::time::Instant::now())
     });
     Box::pin(async move {
@@ -131,7 +131,7 @@ fn sync_response(v: i16, r: SyncResult) -> SyncGroupResponse {
 }
 
 /// Answer SyncGroup (followers wait for the leader's assignment).
-pub fn sync_group(b: Arc<Broker>, frame: &Frame, req: SyncGroupRequest) -> Pending {
+pub fn sync_group(b: Arc<Node>, frame: &Frame, req: SyncGroupRequest) -> Pending {
     let v = frame.header.request_api_version;
     let cid = frame.header.correlation_id;
     let group = req.group_id.0.to_string();
@@ -139,7 +139,7 @@ pub fn sync_group(b: Arc<Broker>, frame: &Frame, req: SyncGroupRequest) -> Pendi
         error: code,
         ..Default::default()
     };
-    if let Err(e) = b.groups.check_available(&b, &group) {
+    if let Err(e) = b.groups.check_available(&group) {
         return Box::pin(std::future::ready(reply(
             ApiKey::SyncGroup,
             v,
@@ -152,7 +152,7 @@ pub fn sync_group(b: Arc<Broker>, frame: &Frame, req: SyncGroupRequest) -> Pendi
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
-    let outcome = b.groups.with_group(&b, &group, false, |g, _| {
+    let outcome = b.groups.with_group(&group, false, |g, _| {
         g.sync(
             req.member_id.as_str(),
             req.group_instance_id.as_deref(),
@@ -176,13 +176,13 @@ pub fn sync_group(b: Arc<Broker>, frame: &Frame, req: SyncGroupRequest) -> Pendi
 }
 
 /// Answer Heartbeat.
-pub fn heartbeat(b: &Arc<Broker>, _v: i16, req: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(b: &Arc<Node>, _v: i16, req: HeartbeatRequest) -> HeartbeatResponse {
     let group = req.group_id.0.to_string();
-    let code = match b.groups.check_available(b, &group) {
+    let code = match b.groups.check_available(&group) {
         Err(e) => e.code(),
         Ok(()) => b
             .groups
-            .with_group(b, &group, false, |g, _| {
+            .with_group(&group, false, |g, _| {
                 g.heartbeat(
                     req.member_id.as_str(),
                     req.group_instance_id.as_deref(),
@@ -196,10 +196,10 @@ pub fn heartbeat(b: &Arc<Broker>, _v: i16, req: HeartbeatRequest) -> HeartbeatRe
 }
 
 /// Answer LeaveGroup (one member before v3, a batch from v3).
-pub fn leave_group(b: &Arc<Broker>, v: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
+pub fn leave_group(b: &Arc<Node>, v: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
     use kafka_protocol::messages::leave_group_response::MemberResponse;
     let group = req.group_id.0.to_string();
-    if let Err(e) = b.groups.check_available(b, &group) {
+    if let Err(e) = b.groups.check_available(&group) {
         return build!(LeaveGroupResponse {
             error_code: e.code()
         });
@@ -219,7 +219,7 @@ pub fn leave_group(b: &Arc<Broker>, v: i16, req: LeaveGroupRequest) -> LeaveGrou
     };
     let codes: Vec<i16> = b
         .groups
-        .with_group(b, &group, false, |g, cfg| {
+        .with_group(&group, false, |g, cfg| {
             let now = std::time::Instant::now();
             members
                 .iter()
@@ -247,10 +247,11 @@ pub fn leave_group(b: &Arc<Broker>, v: i16, req: LeaveGroupRequest) -> LeaveGrou
     }
 }
 
-async fn durable(b: &Broker, w: Option<PendingWrite>) -> i16 {
+async fn durable(b: &Node, w: Option<PendingWrite>) -> i16 {
     // Group writes are acks=all writes to the offsets topic, as in Kafka.
     match w {
         Some(w) => match b
+            .broker
             .complete_write(
                 &w.partition,
                 w.last_offset,
@@ -273,7 +274,7 @@ async fn durable(b: &Broker, w: Option<PendingWrite>) -> i16 {
 }
 
 /// Answer OffsetCommit once the commit is durable.
-pub fn offset_commit(b: Arc<Broker>, frame: &Frame, req: OffsetCommitRequest) -> Pending {
+pub fn offset_commit(b: Arc<Node>, frame: &Frame, req: OffsetCommitRequest) -> Pending {
     let v = frame.header.request_api_version;
     let cid = frame.header.correlation_id;
     let group = req.group_id.0.to_string();
@@ -295,7 +296,6 @@ pub fn offset_commit(b: Arc<Broker>, frame: &Frame, req: OffsetCommitRequest) ->
         })
         .collect();
     let result = b.groups.commit(
-        &b,
         &group,
         req.generation_id_or_member_epoch,
         req.member_id.as_str(),
@@ -349,13 +349,13 @@ type Fetched = Result<
     ResponseError,
 >;
 
-fn fetch_one(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+fn fetch_one(b: &Node, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     let wanted = topics.map(|ts| {
         ts.into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
-    b.groups.fetch_offsets(b, group, wanted)
+    b.groups.fetch_offsets(group, wanted)
 }
 
 /// (partition, committed offset, leader epoch, metadata).
@@ -384,7 +384,7 @@ fn grouped(
 }
 
 /// Answer OffsetFetch (one group before v8, a batch of groups from v8).
-pub fn offset_fetch(b: &Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+pub fn offset_fetch(b: &Arc<Node>, v: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if v >= 8 {
         let groups = req
             .groups
@@ -481,7 +481,7 @@ pub fn offset_fetch(b: &Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetF
 }
 
 /// Answer ListGroups, with the v4 state filter and v5 type filter.
-pub fn list_groups(b: &Arc<Broker>, _v: i16, req: ListGroupsRequest) -> ListGroupsResponse {
+pub fn list_groups(b: &Arc<Node>, _v: i16, req: ListGroupsRequest) -> ListGroupsResponse {
     let groups = b
         .groups
         .list()
@@ -514,7 +514,7 @@ pub fn list_groups(b: &Arc<Broker>, _v: i16, req: ListGroupsRequest) -> ListGrou
 
 /// Answer DescribeGroups.
 pub fn describe_groups(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     _v: i16,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
@@ -523,7 +523,7 @@ pub fn describe_groups(
         .into_iter()
         .map(|gid| {
             let id = gid.0.to_string();
-            if let Err(e) = b.groups.check_available(b, &id) {
+            if let Err(e) = b.groups.check_available(&id) {
                 return build!(DescribedGroup {
                     group_id: gid,
                     error_code: e.code(),
@@ -531,7 +531,7 @@ pub fn describe_groups(
                 });
             }
             b.groups
-                .with_group(b, &id, false, |g, _| {
+                .with_group(&id, false, |g, _| {
                     let proto = g.protocol.clone().unwrap_or_default();
                     let stable_ish = matches!(
                         g.state,
@@ -583,7 +583,7 @@ pub fn describe_groups(
 }
 
 /// Answer DeleteGroups.
-pub fn delete_groups(b: Arc<Broker>, frame: &Frame, req: DeleteGroupsRequest) -> Pending {
+pub fn delete_groups(b: Arc<Node>, frame: &Frame, req: DeleteGroupsRequest) -> Pending {
     use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
     let v = frame.header.request_api_version;
     let cid = frame.header.correlation_id;
@@ -591,7 +591,7 @@ pub fn delete_groups(b: Arc<Broker>, frame: &Frame, req: DeleteGroupsRequest) ->
         .groups_names
         .into_iter()
         .map(|g| {
-            let r = b.groups.delete_group(&b, g.0.as_str());
+            let r = b.groups.delete_group(g.0.as_str());
             (g, r)
         })
         .collect();
@@ -617,7 +617,7 @@ pub fn delete_groups(b: Arc<Broker>, frame: &Frame, req: DeleteGroupsRequest) ->
 }
 
 /// Answer OffsetDelete.
-pub fn offset_delete(b: Arc<Broker>, frame: &Frame, req: OffsetDeleteRequest) -> Pending {
+pub fn offset_delete(b: Arc<Node>, frame: &Frame, req: OffsetDeleteRequest) -> Pending {
     use kafka_protocol::messages::offset_delete_response::{
         OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
     };
@@ -632,7 +632,7 @@ pub fn offset_delete(b: Arc<Broker>, frame: &Frame, req: OffsetDeleteRequest) ->
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let result = b.groups.delete_offsets(&b, req.group_id.0.as_str(), parts);
+    let result = b.groups.delete_offsets(req.group_id.0.as_str(), parts);
     Box::pin(async move {
         let resp = match result {
             Err(e) => build!(OffsetDeleteResponse {

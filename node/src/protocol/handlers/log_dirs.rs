@@ -11,12 +11,12 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::*;
 
 use super::{s, topic_name};
-use crate::broker::Broker;
+use crate::node::Node;
 
 /// Answer DescribeLogDirs. `topics` null means every partition; otherwise only the named
 /// partitions that live here are listed, as Kafka does.
 pub fn describe_log_dirs(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     v: i16,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
@@ -26,7 +26,7 @@ pub fn describe_log_dirs(
             .collect()
     });
     let mut topics: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    for part in b.all_partitions() {
+    for part in b.broker.all_partitions() {
         if let Some(w) = &wanted {
             if !w
                 .iter()
@@ -92,10 +92,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn every_hosted_partition_with_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Broker::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
-        b.create_topic("a", 2, 1, Default::default(), false)
+        let b = Node::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
+        b.broker
+            .create_topic("a", 2, 1, Default::default(), false)
             .unwrap();
-        b.create_topic("b", 1, 1, Default::default(), false)
+        b.broker
+            .create_topic("b", 1, 1, Default::default(), false)
             .unwrap();
         let mut all = DescribeLogDirsRequest::default();
         all.topics = None;
@@ -130,7 +132,10 @@ mod tests {
         );
         for t in &r.topics {
             for p in &t.partitions {
-                let part = b.partition(t.name.0.as_str(), p.partition_index).unwrap();
+                let part = b
+                    .broker
+                    .partition(t.name.0.as_str(), p.partition_index)
+                    .unwrap();
                 assert_eq!(p.partition_size as u64, part.log().size_bytes());
             }
         }

@@ -10,10 +10,11 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::*;
 
 use super::{s, topic_name};
-use crate::broker::{Broker, TopicView};
+use crate::broker::TopicView;
 use crate::error::Error;
+use crate::node::Node;
 
-fn topic_entry(b: &Broker, t: &TopicView) -> MetadataResponseTopic {
+fn topic_entry(b: &Node, t: &TopicView) -> MetadataResponseTopic {
     if let Some(link) = &b.cluster {
         let view = link.view();
         return build!(MetadataResponseTopic {
@@ -83,7 +84,7 @@ fn error_entry(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRe
 }
 
 /// Answer Metadata, auto-creating requested topics where allowed.
-pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse {
+pub fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResponse {
     // v0 treats an empty list as "all topics"; v1+ uses null for that.
     let all = match &req.topics {
         None => true,
@@ -91,7 +92,11 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse
     };
     let allow_auto = v < 4 || req.allow_auto_topic_creation;
     let topics = if all {
-        b.topics().iter().map(|t| topic_entry(b, t)).collect()
+        b.broker
+            .topics()
+            .iter()
+            .map(|t| topic_entry(b, t))
+            .collect()
     } else {
         req.topics
             .unwrap_or_default()
@@ -105,9 +110,9 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse
                 match by_name {
                     Some(name) => {
                         let found = if allow_auto {
-                            b.get_or_auto_create(&name)
+                            b.broker.get_or_auto_create(&name)
                         } else {
-                            Ok(b.topic(&name))
+                            Ok(b.broker.topic(&name))
                         };
                         match found {
                             Ok(Some(t)) => topic_entry(b, &t),
@@ -129,7 +134,7 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse
                             }
                         }
                     }
-                    None => match b.topic_by_id(rt.topic_id) {
+                    None => match b.broker.topic_by_id(rt.topic_id) {
                         Some(t) => topic_entry(b, &t),
                         None => {
                             error_entry(None, rt.topic_id, ResponseError::UnknownTopicId.code())
@@ -150,7 +155,7 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse
                 rack: rack.map(s)
             }))
             .collect(),
-        cluster_id: Some(s(b.cluster_id())),
+        cluster_id: Some(s(b.broker.cluster_id())),
         controller_id: BrokerId(controller_id),
         topics: topics,
         cluster_authorized_operations: i32::MIN
@@ -162,7 +167,7 @@ pub fn handle(b: &Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse
 /// A broker as Metadata and DescribeCluster list it: (id, host, port, rack).
 type BrokerAddr = (i32, String, i32, Option<String>);
 
-fn brokers(b: &Broker) -> (Vec<BrokerAddr>, i32) {
+fn brokers(b: &Node) -> (Vec<BrokerAddr>, i32) {
     match &b.cluster {
         Some(link) => {
             let view = link.view();
@@ -186,13 +191,13 @@ fn brokers(b: &Broker) -> (Vec<BrokerAddr>, i32) {
 
 /// Answer DescribeCluster.
 pub fn describe_cluster(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     _v: i16,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let (brokers, controller_id) = brokers(b);
     build!(DescribeClusterResponse {
-        cluster_id: s(b.cluster_id()),
+        cluster_id: s(b.broker.cluster_id()),
         controller_id: BrokerId(controller_id),
         endpoint_type: 1,
         brokers: brokers

@@ -33,7 +33,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::{decode_body, encode_fetch_response, encode_response, Frame, ResponseBytes};
 use super::{Pending, Reply};
-use crate::broker::Broker;
+use crate::node::Node;
 
 /// Encode a response for `frame`, or close the connection if it cannot be encoded.
 pub fn reply<T: Encodable>(
@@ -61,7 +61,7 @@ fn ready(r: Reply) -> Pending {
 }
 
 /// Route a parsed frame to its handler.
-pub fn dispatch(broker: &Arc<Broker>, frame: Frame) -> Pending {
+pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
     let key = frame.api_key;
     let v = frame.header.request_api_version;
     let cid = frame.header.correlation_id;

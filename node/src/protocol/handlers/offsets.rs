@@ -15,8 +15,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::*;
 
-use crate::broker::{Broker, Partition, TopicView};
+use crate::broker::{Partition, TopicView};
 use crate::error::Error;
+use crate::node::Node;
 
 /// ListOffsets special timestamps.
 const LATEST: i64 = -1;
@@ -24,11 +25,12 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-fn lookup(b: &Broker, topic: &str, p: i32) -> Result<(TopicView, Arc<Partition>), i16> {
+fn lookup(b: &Node, topic: &str, p: i32) -> Result<(TopicView, Arc<Partition>), i16> {
     let view = b
+        .broker
         .topic(topic)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
-    let part = b.partition(topic, p).ok_or(if b.cluster.is_some() {
+    let part = b.broker.partition(topic, p).ok_or(if b.cluster.is_some() {
         // Hosted elsewhere: clients refresh metadata and go to the leader.
         ResponseError::NotLeaderOrFollower.code()
     } else {
@@ -52,7 +54,7 @@ fn epoch_check(current: i32, epoch: i32) -> Result<(), i16> {
 
 /// Answer ListOffsets. Asynchronous because lookups by time on tiered partitions may
 /// read from the bucket.
-pub async fn list_offsets(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn list_offsets(b: Arc<Node>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -86,7 +88,7 @@ pub async fn list_offsets(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> Li
 
 /// One partition's ListOffsets answer: (offset, timestamp, leader epoch).
 async fn list_offset(
-    b: &Broker,
+    b: &Node,
     topic: &str,
     p: &ListOffsetsPartition,
 ) -> Result<(i64, i64, i32), i16> {
@@ -103,17 +105,22 @@ async fn list_offset(
         LATEST => (part.log().log_end_offset(), -1, epoch),
         // Tiering hook: the earliest offset is the bucket's start, and lookups by time
         // include the bucket's part of the log; EARLIEST_LOCAL stays the local log's.
-        EARLIEST => (b.earliest_offset(&part).map_err(code)?, -1, epoch),
+        EARLIEST => (b.broker.earliest_offset(&part).map_err(code)?, -1, epoch),
         EARLIEST_LOCAL => (part.log().log_start_offset(), -1, epoch),
-        MAX_TIMESTAMP => found(b.max_timestamp_offset(&part).await.map_err(code)?),
-        ts if ts >= 0 => found(b.offset_for_timestamp(&part, ts).await.map_err(code)?),
+        MAX_TIMESTAMP => found(b.broker.max_timestamp_offset(&part).await.map_err(code)?),
+        ts if ts >= 0 => found(
+            b.broker
+                .offset_for_timestamp(&part, ts)
+                .await
+                .map_err(code)?,
+        ),
         _ => return Err(ResponseError::InvalidRequest.code()),
     })
 }
 
 /// Answer OffsetForLeaderEpoch from the partition's epoch history.
 pub fn offset_for_leader_epoch(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     _v: i16,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
@@ -155,7 +162,7 @@ pub fn offset_for_leader_epoch(
 /// Answer DeleteRecords by advancing log start offsets (asynchronous: on tiered partitions
 /// the bucket's manifest moves first).
 pub async fn delete_records(
-    b: Arc<Broker>,
+    b: Arc<Node>,
     _v: i16,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
@@ -168,7 +175,7 @@ pub async fn delete_records(
                 low_watermark: -1
             });
             match lookup(&b, t.name.0.as_str(), p.partition_index) {
-                Ok((_, part)) => match b.delete_records(&part, p.offset).await {
+                Ok((_, part)) => match b.broker.delete_records(&part, p.offset).await {
                     Ok(lw) => r.low_watermark = lw,
                     Err(e) => r.error_code = e.code(),
                 },

@@ -7,8 +7,9 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::{reply, s};
-use crate::broker::{Broker, Partition};
+use crate::broker::Partition;
 use crate::error::Error;
+use crate::node::Node;
 use crate::protocol::{Pending, Reply};
 
 struct Appended {
@@ -17,7 +18,7 @@ struct Appended {
 }
 
 /// Append every partition's records now; the returned future waits for fsync and answers.
-pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) -> Pending {
+pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) -> Pending {
     let acks = req.acks;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -25,12 +26,12 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
     let mut any_error = false;
     for (ti, td) in req.topic_data.into_iter().enumerate() {
         let topic = if td.name.0.is_empty() {
-            b.topic_by_id(td.topic_id).map(|t| t.name)
+            b.broker.topic_by_id(td.topic_id).map(|t| t.name)
         } else {
             Some(td.name.0.to_string())
         };
         let view = match &topic {
-            Some(name) => b.get_or_auto_create(name).ok().flatten(),
+            Some(name) => b.broker.get_or_auto_create(name).ok().flatten(),
             None => None,
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
@@ -63,7 +64,7 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
                 // Kafka answers, so the client retries there. UNKNOWN_TOPIC_OR_PARTITION would
                 // tell an idempotent producer the batch was never written, and a retry of the
                 // batches after it would then leave a gap in its sequence numbers.
-                let part = b.partition(&view.name, pd.index).ok_or_else(|| {
+                let part = b.broker.partition(&view.name, pd.index).ok_or_else(|| {
                     if (0..view.meta.partitions).contains(&pd.index) {
                         (
                             ResponseError::NotLeaderOrFollower.code(),
@@ -76,11 +77,13 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
                         )
                     }
                 })?;
-                b.check_writable(&part, acks)
+                b.broker
+                    .check_writable(&part, acks)
                     .map_err(|e: Error| (e.code(), e.to_string()))?;
                 // A slice of the request frame: the log writes it without copying it first.
                 let data: &[u8] = pd.records.as_deref().unwrap_or_default();
                 let (info, log_start) = b
+                    .broker
                     .append(&part, data)
                     .map_err(|e: Error| (e.code(), e.to_string()))?;
                 Ok((part, info, log_start))
@@ -90,7 +93,8 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
                     resp.base_offset = info.base_offset;
                     resp.log_append_time_ms = info.log_append_time;
                     resp.log_start_offset = log_start;
-                    if (b.must_sync(acks) || (b.cluster.is_some() && acks == -1)) && !info.duplicate
+                    if (b.broker.must_sync(acks) || (b.cluster.is_some() && acks == -1))
+                        && !info.duplicate
                     {
                         to_sync.push((
                             ti,
@@ -120,6 +124,7 @@ pub fn handle(b: Arc<Broker>, v: i16, correlation_id: i32, req: ProduceRequest) 
     Box::pin(async move {
         for (ti, pi, a) in to_sync {
             if let Err(e) = b
+                .broker
                 .complete_write(&a.part, a.last_offset, acks, timeout)
                 .await
             {

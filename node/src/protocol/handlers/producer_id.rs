@@ -5,10 +5,10 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::broker::Broker;
+use crate::node::Node;
 
 /// Hand out a fresh producer id with epoch 0.
-pub fn handle(b: &Arc<Broker>, _v: i16, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub fn handle(b: &Arc<Node>, _v: i16, req: InitProducerIdRequest) -> InitProducerIdResponse {
     if req.transactional_id.is_some() {
         return build!(InitProducerIdResponse {
             error_code: ResponseError::CoordinatorNotAvailable.code(),
@@ -16,7 +16,7 @@ pub fn handle(b: &Arc<Broker>, _v: i16, req: InitProducerIdRequest) -> InitProdu
             producer_epoch: -1
         });
     }
-    match b.allocate_producer_id() {
+    match b.broker.allocate_producer_id() {
         Ok(id) => build!(InitProducerIdResponse {
             producer_id: ProducerId(id),
             producer_epoch: 0

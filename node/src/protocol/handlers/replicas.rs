@@ -20,12 +20,13 @@ use kafka_protocol::messages::list_partition_reassignments_response::{
 use kafka_protocol::messages::*;
 
 use super::{s, topic_name};
-use crate::broker::Broker;
+use crate::node::Node;
 use crate::replication::cluster::PartitionAnswer;
 
 /// Whether the topic exists with this partition.
-fn exists(b: &Broker, topic: &str, partition: i32) -> bool {
-    b.topic(topic)
+fn exists(b: &Node, topic: &str, partition: i32) -> bool {
+    b.broker
+        .topic(topic)
         .is_some_and(|t| (0..t.meta.partitions).contains(&partition))
 }
 
@@ -57,7 +58,7 @@ fn all_failed(named: &[(String, Vec<i32>)], e: &crate::error::Error) -> Vec<Part
 }
 
 /// Answer ElectLeaders.
-pub fn elect_leaders(b: &Arc<Broker>, v: i16, req: ElectLeadersRequest) -> ElectLeadersResponse {
+pub fn elect_leaders(b: &Arc<Node>, v: i16, req: ElectLeadersRequest) -> ElectLeadersResponse {
     // v0 has no election type: preferred only.
     let election_type = if v >= 1 { req.election_type } else { 0 };
     let named: Option<Vec<(String, Vec<i32>)>> = req.topic_partitions.map(|tps| {
@@ -123,7 +124,7 @@ pub fn elect_leaders(b: &Arc<Broker>, v: i16, req: ElectLeadersRequest) -> Elect
 
 /// Answer AlterPartitionReassignments.
 pub fn alter_partition_reassignments(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     v: i16,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
@@ -216,7 +217,7 @@ pub fn alter_partition_reassignments(
 
 /// Answer ListPartitionReassignments.
 pub fn list_partition_reassignments(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     _v: i16,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
@@ -264,9 +265,10 @@ mod tests {
     use super::*;
     use crate::config::NodeConfig;
 
-    fn broker(dir: &std::path::Path) -> Arc<Broker> {
-        let b = Broker::open(NodeConfig::for_tests(dir.to_path_buf())).unwrap();
-        b.create_topic("t", 2, 1, Default::default(), false)
+    fn broker(dir: &std::path::Path) -> Arc<Node> {
+        let b = Node::open(NodeConfig::for_tests(dir.to_path_buf())).unwrap();
+        b.broker
+            .create_topic("t", 2, 1, Default::default(), false)
             .unwrap();
         b
     }

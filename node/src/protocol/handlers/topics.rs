@@ -12,15 +12,17 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::*;
 
 use super::{s, topic_name};
-use crate::broker::{Broker, TopicView};
+use crate::broker::TopicView;
 use crate::error::Error;
 use crate::log::config::{LogConfig, TOPIC_CONFIGS};
+use crate::node::Node;
 
-fn effective_configs(b: &Broker, t: &TopicView) -> Vec<CreatableTopicConfigs> {
+fn effective_configs(b: &Node, t: &TopicView) -> Vec<CreatableTopicConfigs> {
     TOPIC_CONFIGS
         .iter()
         .map(|d| {
-            let (value, source) = LogConfig::describe(d.name, &t.meta.configs, b.topic_defaults());
+            let (value, source) =
+                LogConfig::describe(d.name, &t.meta.configs, b.broker.topic_defaults());
             build!(CreatableTopicConfigs {
                 name: s(d.name),
                 value: Some(s(value)),
@@ -33,7 +35,7 @@ fn effective_configs(b: &Broker, t: &TopicView) -> Vec<CreatableTopicConfigs> {
 }
 
 /// Answer CreateTopics.
-pub fn create_topics(b: &Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub fn create_topics(b: &Arc<Node>, v: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let dupes: HashSet<String> = req
         .topics
@@ -89,7 +91,8 @@ pub fn create_topics(b: &Arc<Broker>, v: i16, req: CreateTopicsRequest) -> Creat
                             .map(|v| (c.name.to_string(), v.to_string()))
                     })
                     .collect();
-                b.create_topic(&name, partitions, rf, configs, req.validate_only)
+                b.broker
+                    .create_topic(&name, partitions, rf, configs, req.validate_only)
                     .map_err(|e: Error| (e.code(), e.to_string()))
             })();
             match res {
@@ -117,7 +120,7 @@ pub fn create_topics(b: &Arc<Broker>, v: i16, req: CreateTopicsRequest) -> Creat
 }
 
 /// Answer DeleteTopics (by name, or by id from v6).
-pub fn delete_topics(b: &Arc<Broker>, v: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub fn delete_topics(b: &Arc<Node>, v: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, uuid::Uuid)> = if v >= 6 {
         req.topics
             .iter()
@@ -141,8 +144,8 @@ pub fn delete_topics(b: &Arc<Broker>, v: i16, req: DeleteTopicsRequest) -> Delet
         .into_iter()
         .map(|(name, id)| {
             let resolved = match &name {
-                Some(n) => b.topic(n),
-                None => b.topic_by_id(id),
+                Some(n) => b.broker.topic(n),
+                None => b.broker.topic_by_id(id),
             };
             let mut r = build!(DeletableTopicResult {
                 name: name.as_deref().map(topic_name),
@@ -159,7 +162,7 @@ pub fn delete_topics(b: &Arc<Broker>, v: i16, req: DeleteTopicsRequest) -> Delet
                 Some(view) => {
                     r.name = Some(topic_name(&view.name));
                     r.topic_id = view.meta.id;
-                    if let Err(e) = b.delete_topic(&view.name) {
+                    if let Err(e) = b.broker.delete_topic(&view.name) {
                         r.error_code = e.code();
                         r.error_message = Some(s(e.to_string()));
                     }
@@ -175,7 +178,7 @@ pub fn delete_topics(b: &Arc<Broker>, v: i16, req: DeleteTopicsRequest) -> Delet
 
 /// Answer CreatePartitions.
 pub fn create_partitions(
-    b: &Arc<Broker>,
+    b: &Arc<Node>,
     _v: i16,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
@@ -198,7 +201,8 @@ pub fn create_partitions(
                     format!("assignment names brokers other than node {me}"),
                 ))
             } else {
-                b.create_partitions(&name, t.count, req.validate_only)
+                b.broker
+                    .create_partitions(&name, t.count, req.validate_only)
                     .map_err(|e| (e.code(), e.to_string()))
             };
             if let Err((code, msg)) = res {

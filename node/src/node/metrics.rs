@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::broker::Broker;
+use super::Node;
 
 /// Highest Kafka API key counted (keys above share nothing: they are never dispatched).
 const MAX_KEY: usize = 80;
@@ -83,7 +83,7 @@ fn esc(s: &str) -> String {
 }
 
 /// The whole exposition, from the counters and the broker's current state.
-pub fn render(b: &Broker) -> String {
+pub fn render(b: &Node) -> String {
     let m = &b.metrics;
     let mut o = String::with_capacity(16 * 1024);
     let _ = writeln!(
@@ -151,7 +151,7 @@ pub fn render(b: &Broker) -> String {
     );
 
     // Partitions hosted here.
-    let mut parts = b.all_partitions();
+    let mut parts = b.broker.all_partitions();
     parts.sort_by(|a, c| (&a.topic, a.index).cmp(&(&c.topic, c.index)));
     let gauges = [
         (
@@ -223,7 +223,7 @@ pub fn render(b: &Broker) -> String {
     let _ = writeln!(o, "# HELP strata_consumer_group_lag Records between a group's committed offset and the partition's high watermark (groups coordinated by this node, partitions it leads).");
     let _ = writeln!(o, "# TYPE strata_consumer_group_lag gauge");
     for (group, topic, partition, committed) in b.groups.committed_offsets() {
-        if let Some(p) = b.partition(&topic, partition) {
+        if let Some(p) = b.broker.partition(&topic, partition) {
             if p.is_leader() {
                 let lag = (p.high_watermark() - committed).max(0);
                 let _ = writeln!(
@@ -285,7 +285,7 @@ pub fn render(b: &Broker) -> String {
 /// Whether the node should take traffic (the pod's readiness): standalone, until it stops;
 /// in a cluster, once it has the metadata and its partitions are in sync (see
 /// [`crate::replication::cluster::ClusterLink::readiness`]).
-fn readiness(b: &Broker) -> Result<(), String> {
+fn readiness(b: &Node) -> Result<(), String> {
     if b.is_shutting_down() {
         return Err("shutting down".into());
     }
@@ -299,7 +299,7 @@ fn readiness(b: &Broker) -> Result<(), String> {
 
 /// Serve `GET /metrics` and `GET /ready` (anything else: 404) until the process ends. Requests are read with
 /// a bound and a timeout; this is a scrape endpoint, not a web server.
-pub async fn serve(b: Arc<Broker>, listener: TcpListener) {
+pub async fn serve(b: Arc<Node>, listener: TcpListener) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             continue;

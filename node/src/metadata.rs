@@ -1,8 +1,13 @@
-//! Cluster metadata held by the standalone node's embedded controller: topics, their ids,
-//! partition counts, config overrides, and the producer-id allocator. Persisted atomically.
+//! The metadata a node acts on: topics (their ids, partition counts, config overrides), and
+//! in a cluster the nodes and each partition's assignment, installed as one [`Image`]; and
+//! the standalone node's persisted store of topics and the producer-id allocator. A leaf:
+//! it calls nothing of the node but `fsutil`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +27,7 @@ pub struct TopicMeta {
 }
 
 /// The whole persisted metadata image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub version: u32,
     pub cluster_id: String,
@@ -33,6 +38,101 @@ pub struct MetadataImage {
 
 /// Format version written by this build.
 pub const METADATA_VERSION: u32 = 1;
+
+/// A node as the cluster metadata describes it.
+#[derive(Debug, Clone)]
+pub struct NodeAddr {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub alive: bool,
+}
+
+/// One partition's assignment as last published by the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    pub partition_epoch: i32,
+}
+
+/// The cluster metadata image this node has applied.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub version: u64,
+    pub cluster_id: String,
+    pub controller_id: i32,
+    pub nodes: BTreeMap<i32, NodeAddr>,
+    pub assignments: HashMap<(String, i32), Assignment>,
+}
+
+impl ClusterView {
+    pub fn assignment(&self, topic: &str, p: i32) -> Option<&Assignment> {
+        self.assignments.get(&(topic.to_string(), p))
+    }
+
+    pub fn alive_nodes(&self) -> impl Iterator<Item = &NodeAddr> {
+        self.nodes.values().filter(|n| n.alive)
+    }
+}
+
+/// The metadata this node acts on, as one value: topics, and in a cluster the nodes and
+/// every partition's assignment. Replaced whole, so that no reader sees new topics with
+/// old assignments.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    /// Topics (standalone: the node's own store; cluster: the controller's).
+    pub meta: MetadataImage,
+    /// Nodes and assignments (cluster mode; empty standalone).
+    pub cluster: Arc<ClusterView>,
+}
+
+/// The installed [`Image`], shared by the broker and the controller link.
+#[derive(Default)]
+pub struct ImageCell {
+    image: RwLock<Image>,
+}
+
+impl ImageCell {
+    /// A cell holding `meta` and an empty cluster view.
+    pub fn new(meta: MetadataImage) -> Self {
+        ImageCell {
+            image: RwLock::new(Image {
+                meta,
+                cluster: Arc::new(ClusterView {
+                    controller_id: -1,
+                    ..Default::default()
+                }),
+            }),
+        }
+    }
+
+    /// The topics, read-locked.
+    pub fn meta(&self) -> MappedRwLockReadGuard<'_, MetadataImage> {
+        RwLockReadGuard::map(self.image.read(), |i| &i.meta)
+    }
+
+    /// Replace the topics (standalone admin changes).
+    pub fn set_meta(&self, meta: MetadataImage) {
+        self.image.write().meta = meta;
+    }
+
+    /// The cluster view installed last.
+    pub fn cluster(&self) -> Arc<ClusterView> {
+        self.image.read().cluster.clone()
+    }
+
+    /// Install a controller image: topics and cluster view in one write.
+    pub fn install(&self, meta: MetadataImage, cluster: ClusterView) {
+        *self.image.write() = Image {
+            meta,
+            cluster: Arc::new(cluster),
+        };
+    }
+}
 
 /// Persistent store for the metadata image.
 pub struct MetadataStore {

@@ -1,0 +1,329 @@
+//! The node's root. It opens and owns the parts — the broker (topics, hosted partitions, the
+//! write and read paths), the group coordinator, the controller link and replicator
+//! (cluster mode), tiering, and the metrics — runs their background tasks under one
+//! shutdown token and task tracker, and routes what a change in one part means for the
+//! others: a metadata image's partitions to the broker and replication, its offsets
+//! leaderships to the coordinator, its deleted topics to tiering.
+//!
+//! The parts get narrow interfaces, never the node: the coordinator an [`OffsetsLog`], the
+//! controller link a [`ClusterHost`], the replicator and the uploader the partition table.
+//! Only the request path (`protocol`, `server`) and this module see the whole node.
+
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::{FlushPolicy, NodeConfig};
+use crate::coordinator::group::GroupConfig;
+use crate::coordinator::{CoordinatorConfig, GroupCoordinator, OffsetsLog, OFFSETS_TOPIC};
+use crate::error::Result;
+use crate::fsutil;
+use crate::log::LogConfig;
+use crate::metadata::{ClusterView, MetadataImage};
+use crate::replication::cluster::{ClusterHost, ClusterLink, PartitionSize};
+use crate::replication::fetcher::{ReplicaSettings, Replicator};
+use crate::tiering::Tiering;
+use metrics::Metrics;
+
+/// A running strata-node.
+pub struct Node {
+    /// The validated configuration.
+    pub config: Arc<NodeConfig>,
+    /// Topics, hosted partitions, and the write and read paths.
+    pub broker: Arc<Broker>,
+    /// Consumer groups and committed offsets.
+    pub groups: Arc<GroupCoordinator>,
+    /// Cluster mode (`--controller`): the link to the controller.
+    pub cluster: Option<Arc<ClusterLink>>,
+    /// Cluster mode: followers' fetchers and the leader's ISR upkeep.
+    pub replicator: Option<Arc<Replicator>>,
+    /// Tiered storage, with `--object-store`.
+    pub tiering: Option<Arc<Tiering>>,
+    /// Request and traffic counters for `--metrics-listen`.
+    pub metrics: Metrics,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Node {
+    /// Open the data directory and build every part; starts nothing. Must run inside the
+    /// runtime (the controller link connects lazily on it).
+    pub fn open(config: NodeConfig) -> Result<Arc<Node>> {
+        let config = Arc::new(config);
+        let broker = Broker::open(config.clone())?;
+        let shutdown = CancellationToken::new();
+        let groups = Arc::new(GroupCoordinator::new(
+            CoordinatorConfig {
+                group: GroupConfig {
+                    initial_rebalance_delay: Duration::from_millis(
+                        config.group_initial_rebalance_delay_ms,
+                    ),
+                    min_session_timeout_ms: config.group_min_session_timeout_ms,
+                    max_session_timeout_ms: config.group_max_session_timeout_ms,
+                },
+                offsets_retention: Duration::from_secs(config.offsets_retention_minutes * 60),
+            },
+            broker.clone() as Arc<dyn OffsetsLog>,
+        ));
+        groups.begin_load();
+        let cluster = broker.cluster.clone();
+        let replicator = cluster.as_ref().map(|link| {
+            Replicator::new(
+                link.clone(),
+                broker.table().clone(),
+                ReplicaSettings {
+                    fetch_wait_max_ms: config.replica_fetch_wait_max_ms as i32,
+                    flush: config.flush_policy != FlushPolicy::Never,
+                    lag_time_max_ms: config.replica_lag_time_max_ms as i64,
+                },
+                shutdown.clone(),
+            )
+        });
+        let tiering = broker.tiering.clone();
+        Ok(Arc::new(Node {
+            config,
+            broker,
+            groups,
+            cluster,
+            replicator,
+            tiering,
+            metrics: Metrics::default(),
+            shutdown,
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// Start the background work: retention, compaction, the group coordinator's load and
+    /// timers, the cluster session and replication, and the tiering uploader.
+    pub fn start(self: &Arc<Self>) {
+        let every = |ms: u64| Duration::from_millis(ms.max(1));
+        let b = self.broker.clone();
+        self.periodic(every(self.config.retention_check_interval_ms), move || {
+            b.run_retention()
+        });
+        let b = self.broker.clone();
+        self.periodic(every(self.config.compaction_interval_ms), move || {
+            b.run_compaction()
+        });
+        let groups = self.groups.clone();
+        self.tasks.spawn_blocking(move || groups.load_all());
+        let groups = self.groups.clone();
+        let expiry_every = every(self.config.offsets_retention_check_interval_ms);
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut last_expiry = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let expire = last_expiry.elapsed() >= expiry_every;
+                if expire {
+                    last_expiry = tokio::time::Instant::now();
+                }
+                groups.tick(expire);
+            }
+        });
+        if let (Some(link), Some(replicator)) = (self.cluster.clone(), self.replicator.clone()) {
+            tracing::info!(controller = ?self.config.controller, "cluster mode: joining the controller");
+            let advertised = (
+                self.config.advertised_host.clone(),
+                self.config.advertised_port,
+            );
+            let host = self.clone() as Arc<dyn ClusterHost>;
+            // The session (heartbeats) goes on through a controlled shutdown; the token is
+            // cancelled after it.
+            self.tasks.spawn(crate::replication::cluster::run(
+                link,
+                host,
+                advertised,
+                self.shutdown.clone(),
+            ));
+            self.tasks
+                .spawn(async move { replicator.isr_maintenance().await });
+        }
+        if let Some(t) = self.tiering.clone() {
+            tracing::info!(object_store = %t.options().url, "tiered storage on");
+            self.tasks
+                .spawn(crate::tiering::run(t, self.broker.table().clone()));
+        }
+    }
+
+    /// Run `f` on a blocking thread every `every`, until shutdown.
+    fn periodic(&self, every: Duration, f: impl Fn() + Send + Sync + 'static) {
+        let stop = self.shutdown.clone();
+        let f = Arc::new(f);
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let f = f.clone();
+                let _ = tokio::task::spawn_blocking(move || f()).await;
+            }
+        });
+    }
+
+    /// Cluster mode: wait until the first metadata image is applied (a node answers
+    /// clients only from then on). Standalone: at once.
+    pub async fn first_image(&self) {
+        if let Some(link) = &self.cluster {
+            link.first_image().await;
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Stop: in a cluster, Kafka's controlled shutdown first (leaderships move while this
+    /// node still serves); then cancel the background work, wake long-polling fetches and
+    /// stop tiering, and wait up to 30 s for `server` and the tracked tasks before closing
+    /// every log cleanly.
+    pub async fn stop(&self, server: impl std::future::Future<Output = ()>) -> Result<()> {
+        if let Some(link) = &self.cluster {
+            let bound = Duration::from_millis(self.config.controlled_shutdown_timeout_ms);
+            link.controlled_shutdown(bound).await;
+        }
+        self.shutdown.cancel();
+        self.broker.table().notify_appended();
+        if let Some(t) = &self.tiering {
+            t.stop();
+        }
+        self.tasks.close();
+        let drain = async {
+            server.await;
+            self.tasks.wait().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(30), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown deadline passed with connections or an upload still open");
+        }
+        self.broker.shutdown()
+    }
+
+    /// A token cancelled when shutdown begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+impl ClusterHost for Node {
+    fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()> {
+        let Some(link) = &self.cluster else {
+            return Ok(());
+        };
+        let me = link.me;
+        let now = fsutil::now_ms();
+        let mut offsets_leadership = Vec::new();
+        // Partitions this node hosts now, in the role the assignment gives it.
+        for (name, topic) in &meta.topics {
+            for p in 0..topic.partitions {
+                let Some(a) = view.assignment(name, p) else {
+                    continue;
+                };
+                if !a.replicas.contains(&me) {
+                    continue;
+                }
+                let part = self.broker.host_partition(name, topic, p)?;
+                let was_leader = part.is_leader();
+                crate::replication::roles::take_up(&part, a, me, now)?;
+                if name == OFFSETS_TOPIC && was_leader != part.is_leader() {
+                    offsets_leadership.push((p, part.is_leader()));
+                }
+            }
+        }
+        // Partitions no longer hosted here (deleted topics, moved replicas) go.
+        for part in self.broker.table().all() {
+            let keep = meta
+                .topics
+                .get(&part.topic)
+                .is_some_and(|m| m.id == part.log().topic_id())
+                && view
+                    .assignment(&part.topic, part.index)
+                    .is_some_and(|a| a.replicas.contains(&me));
+            if !keep {
+                let was_leader = part.is_leader();
+                self.broker.drop_partition(&part);
+                if part.topic == OFFSETS_TOPIC && was_leader {
+                    offsets_leadership.push((part.index, false));
+                }
+            }
+        }
+        // Topics deleted by this image: their tiered data goes too, unless the operator
+        // marked it to keep (deletionPolicy: Retain). Every node that knew the topic asks;
+        // deleting objects is idempotent.
+        if let Some(t) = &self.tiering {
+            for old in self.broker.topics() {
+                if meta.topics.values().any(|m| m.id == old.meta.id) {
+                    continue;
+                }
+                let cfg = LogConfig::resolve(&old.meta.configs, &self.config.topic_defaults);
+                let retain = old
+                    .meta
+                    .configs
+                    .get(strata_controller::RETAIN_REMOTE_DATA_CONFIG)
+                    .is_some_and(|v| v == "true");
+                if cfg.remote_storage && !retain {
+                    t.delete_topic_data(old.meta.id);
+                } else if cfg.remote_storage {
+                    tracing::info!(topic = %old.name, topic_id = %old.meta.id, "topic deleted; its tiered data is retained");
+                }
+            }
+        }
+        self.broker.image().install(meta, view);
+        for (p, leading) in offsets_leadership {
+            self.groups.on_offsets_leadership(p, leading);
+        }
+        self.broker.table().notify_appended();
+        if let Some(r) = &self.replicator {
+            r.ensure_fetchers();
+        }
+        Ok(())
+    }
+
+    fn partition_sizes(&self) -> Vec<PartitionSize> {
+        let remote: HashMap<(String, i32), u64> = self
+            .tiering
+            .as_ref()
+            .map(|t| {
+                t.stats()
+                    .partitions
+                    .into_iter()
+                    .map(|p| ((p.topic, p.partition), p.remote_bytes))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.broker
+            .table()
+            .all()
+            .iter()
+            .map(|p| PartitionSize {
+                topic: p.topic.clone(),
+                partition: p.index,
+                local_bytes: p.log().size_bytes(),
+                remote_bytes: if p.is_leader() {
+                    remote
+                        .get(&(p.topic.clone(), p.index))
+                        .copied()
+                        .unwrap_or(0)
+                } else {
+                    0
+                },
+            })
+            .collect()
+    }
+}
