@@ -1,5 +1,11 @@
-//! Broker state: topics and partitions on this node, the embedded metadata store, producer
-//! ids, durability (group-committed fsync) and background retention and compaction.
+//! The broker: topics and the partitions hosted here, the write path (validation, append,
+//! group-committed fsync, acks=all against the ISR), the read path (the one place that
+//! decides which tier serves an offset), topic admin (the standalone store, or forwarded
+//! to the controller in a cluster), producer ids, and retention and compaction passes.
+//!
+//! Owned by the node's root. Calls `partition`, `metadata`, `log`, `tiering` (to open and
+//! read tiered partitions) and the controller link (admin forwarding); implements the
+//! coordinator's `OffsetsLog`. Nothing below calls it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +30,15 @@ pub use crate::coordinator::OFFSETS_TOPIC;
 
 /// Producer ids are reserved on disk in blocks of this size.
 const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// What a fetch read from one partition.
+pub struct Read {
+    /// Whole batches (None: nothing at or after the offset yet).
+    pub records: Result<Option<bytes::Bytes>>,
+    pub high_watermark: i64,
+    /// The earliest offset readable from either tier.
+    pub log_start_offset: i64,
+}
 
 /// What a topic looks like to a handler.
 #[derive(Debug, Clone)]
@@ -582,19 +597,66 @@ impl Broker {
         Ok((info, log_start))
     }
 
-    /// The earliest readable offset. Tiering hook: the bucket's start when it holds data.
-    pub fn earliest_offset(&self, part: &Arc<Partition>) -> Result<i64> {
-        let (tiered, topic_id, local_start) = {
+    /// The bucket serving `part` below its local log start: Some only for a tiered
+    /// partition on a node with tiered storage. The one place that decides which tier
+    /// serves an offset; every read path below asks it.
+    fn remote_tier(&self, part: &Partition) -> Option<(&Arc<crate::tiering::Tiering>, uuid::Uuid)> {
+        let t = self.tiering.as_ref()?;
+        let log = part.log();
+        log.config().remote_storage.then(|| (t, log.topic_id()))
+    }
+
+    /// Fetch: up to `limit` bytes of whole batches from `offset` (at least one batch when
+    /// `first`), below the high watermark for consumers and the log end for followers, from
+    /// the local log or, below its start, the bucket.
+    pub async fn read(
+        &self,
+        part: &Arc<Partition>,
+        offset: i64,
+        limit: usize,
+        first: bool,
+        follower: bool,
+    ) -> Read {
+        let (plan, hw, start) = {
             let log = part.log();
+            let leo = log.log_end_offset();
+            // Standalone, everything written is committed.
+            let hw = if self.cluster.is_some() {
+                part.high_watermark()
+            } else {
+                leo
+            };
+            let bound = if follower { leo } else { hw };
             (
-                log.config().remote_storage,
-                log.topic_id(),
+                log.plan_read(offset, limit, first, bound),
+                hw,
                 log.log_start_offset(),
             )
         };
-        match &self.tiering {
-            Some(t) if tiered => t.earliest(topic_id, part.index, local_start),
-            _ => Ok(local_start),
+        let mut read = Read {
+            records: plan.and_then(|p| p.map(|p| p.read_bytes()).transpose()),
+            high_watermark: hw,
+            log_start_offset: start,
+        };
+        if let Some((t, topic_id)) = self.remote_tier(part) {
+            // The log start a client sees is the bucket's.
+            if let Ok(earliest) = t.earliest(topic_id, part.index, start) {
+                read.log_start_offset = earliest;
+            }
+            if offset < start && matches!(read.records, Err(Error::OffsetOutOfRange { .. })) {
+                // Bucket failures map to their Kafka codes like local ones.
+                read.records = t.read(topic_id, part.index, offset, limit, first).await;
+            }
+        }
+        read
+    }
+
+    /// The earliest readable offset. Tiering hook: the bucket's start when it holds data.
+    pub fn earliest_offset(&self, part: &Arc<Partition>) -> Result<i64> {
+        let local_start = part.log().log_start_offset();
+        match self.remote_tier(part) {
+            Some((t, topic_id)) => t.earliest(topic_id, part.index, local_start),
+            None => Ok(local_start),
         }
     }
 
@@ -605,20 +667,18 @@ impl Broker {
         part: &Arc<Partition>,
         ts: i64,
     ) -> Result<Option<(i64, i64)>> {
-        let tiered = part.log().config().remote_storage;
-        match &self.tiering {
-            Some(t) if tiered => t.offset_for_timestamp(part, ts).await,
-            _ => part.log().offset_for_timestamp(ts),
+        match self.remote_tier(part) {
+            Some((t, _)) => t.offset_for_timestamp(part, ts).await,
+            None => part.log().offset_for_timestamp(ts),
         }
     }
 
     /// ListOffsets MAX_TIMESTAMP: (offset, timestamp) of the record with the largest
     /// timestamp. Tiering hook: segments only in the bucket count too.
     pub async fn max_timestamp_offset(&self, part: &Arc<Partition>) -> Result<Option<(i64, i64)>> {
-        let tiered = part.log().config().remote_storage;
-        match &self.tiering {
-            Some(t) if tiered => t.max_timestamp_offset(part).await,
-            _ => part.log().max_timestamp_offset(),
+        match self.remote_tier(part) {
+            Some((t, _)) => t.max_timestamp_offset(part).await,
+            None => part.log().max_timestamp_offset(),
         }
     }
 
@@ -626,14 +686,14 @@ impl Broker {
     /// the new low watermark. Tiering hook: on tiered partitions the bucket's start moves
     /// first, so earliest never reports deleted records.
     pub async fn delete_records(&self, part: &Arc<Partition>, offset: i64) -> Result<i64> {
-        let (tiered, leo) = {
-            let log = part.log();
-            (log.config().remote_storage, log.log_end_offset())
+        let offset = if offset == -1 {
+            part.log_end_offset()
+        } else {
+            offset
         };
-        let offset = if offset == -1 { leo } else { offset };
-        match &self.tiering {
-            Some(t) if tiered => t.delete_records(part, offset).await,
-            _ => part.log().delete_records_before(offset),
+        match self.remote_tier(part) {
+            Some((t, _)) => t.delete_records(part, offset).await,
+            None => part.log().delete_records_before(offset),
         }
     }
 

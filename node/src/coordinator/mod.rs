@@ -7,7 +7,8 @@
 //! coordinators move with partition leadership once replication exists.
 //!
 //! Group logic lives in [`group`] as plain state; this module adds persistence, loading,
-//! timers and the request-level checks. A KIP-848 coordinator would sit beside
+//! timers and the request-level checks. It reaches the rest of the node only through
+//! [`OffsetsLog`] (implemented by the broker) and `partition`. A KIP-848 coordinator would sit beside
 //! [`group::Group`] as a second group type sharing the offsets store and records.
 
 pub mod group;

@@ -1,4 +1,6 @@
 //! The durable segmented log: batches stored as received, indexes, retention, compaction.
+//! A leaf: it calls nothing of the node but `error` and `fsutil`. Tiering bounds local
+//! retention through the log's own retention cap (`set_remote_upto`).
 
 pub mod batch;
 pub mod compaction;

@@ -774,7 +774,7 @@ impl PartitionLog {
         let n = retention::deletable_prefix(summaries, self.retention_limits(now_ms));
         // Tiered storage hook: a segment goes only once the bucket's manifest holds it.
         if self.config.remote_storage {
-            return crate::tiering::plan::cap_to_uploaded(summaries, n, self.remote_upto);
+            return retention::cap_prefix(summaries, n, self.remote_upto);
         }
         n
     }

@@ -51,6 +51,17 @@ pub fn deletable_prefix(segments: &[SegmentSummary], limits: Limits) -> usize {
     count
 }
 
+/// Of the `n` leading segments retention would delete, how many lie entirely below `cap`
+/// (the log's retention cap: for a tiered log, what the bucket already holds). None: no
+/// cap is known yet, nothing goes.
+pub fn cap_prefix(segments: &[SegmentSummary], n: usize, cap: Option<i64>) -> usize {
+    let Some(end) = cap else { return 0 };
+    segments[..n.min(segments.len())]
+        .iter()
+        .take_while(|s| s.next_offset <= end && s.next_offset > s.base_offset)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +123,19 @@ mod tests {
         let s = [seg(0, 10, 100, 1), seg(10, 20, 100, 1), seg(20, 30, 100, 1)];
         assert_eq!(deletable_prefix(&s, lim(-1, -1, 0, 15)), 1);
         assert_eq!(deletable_prefix(&s, lim(-1, -1, 0, 20)), 2);
+    }
+    #[test]
+    fn local_deletion_waits_for_the_manifest() {
+        let segs = [
+            seg(0, 10, 100, 0),
+            seg(10, 20, 100, 0),
+            seg(20, 30, 100, 0),
+            seg(30, 30, 0, 0),
+        ];
+        assert_eq!(cap_prefix(&segs, 3, None), 0);
+        assert_eq!(cap_prefix(&segs, 3, Some(0)), 0);
+        assert_eq!(cap_prefix(&segs, 3, Some(15)), 1);
+        assert_eq!(cap_prefix(&segs, 1, Some(30)), 1);
+        assert_eq!(cap_prefix(&segs, 4, Some(30)), 3);
     }
 }

@@ -1,5 +1,6 @@
 //! Kafka wire protocol: framing, request headers, version negotiation and dispatch to one
-//! handler per API key. Message types come from the `kafka-protocol` crate.
+//! handler per API key. Message types come from the `kafka-protocol` crate. Handlers see
+//! the whole node (`crate::node::Node`): they are the request path into its parts.
 
 pub mod handlers;
 pub mod versions;

@@ -6,6 +6,8 @@
 //! total retention deletes from the bucket; a partition whose local directory is gone is
 //! rebuilt from its manifest. Off unless the node is given `--object-store`.
 //!
+//! Calls `log` and `partition` only; the uploader walks the partition table it is given.
+//!
 //! Bucket layout: `{prefix}{topic_id}/{partition}/manifest.json` and
 //! `{base_offset:020}-{leader_epoch}.{log,index,timeindex,snapshot}` beside it.
 

@@ -81,16 +81,6 @@ pub fn lag(closed: &[SegmentSummary], remote_end: i64) -> (u64, usize) {
         .fold((0, 0), |(b, n), s| (b + s.size, n + 1))
 }
 
-/// Of the `n` leading segments local retention would delete, how many are already in the
-/// manifest (entirely below `remote_end`). None: the manifest is not known, nothing goes.
-pub fn cap_to_uploaded(segments: &[SegmentSummary], n: usize, remote_end: Option<i64>) -> usize {
-    let Some(end) = remote_end else { return 0 };
-    segments[..n.min(segments.len())]
-        .iter()
-        .take_while(|s| s.next_offset <= end && s.next_offset > s.base_offset)
-        .count()
-}
-
 /// Total retention over both tiers: how many leading remote segments to delete.
 /// `local_only_bytes` counts local data not in the bucket (it is part of the total too).
 pub fn remote_expired(
@@ -264,16 +254,6 @@ mod tests {
         assert_eq!(follower_backoff(i, false, i, max), ms(2000));
         assert_eq!(follower_backoff(ms(6000), false, i, max), max);
         assert_eq!(follower_backoff(max, true, i, max), i);
-    }
-
-    #[test]
-    fn local_deletion_waits_for_the_manifest() {
-        let segs = [s(0, 10, 100), s(10, 20, 100), s(20, 30, 100), s(30, 30, 0)];
-        assert_eq!(cap_to_uploaded(&segs, 3, None), 0);
-        assert_eq!(cap_to_uploaded(&segs, 3, Some(0)), 0);
-        assert_eq!(cap_to_uploaded(&segs, 3, Some(15)), 1);
-        assert_eq!(cap_to_uploaded(&segs, 1, Some(30)), 1);
-        assert_eq!(cap_to_uploaded(&segs, 4, Some(30)), 3);
     }
 
     #[test]

@@ -91,43 +91,14 @@ async fn collect(b: &Arc<Node>, v: i16, req: &FetchRequest) -> (FetchResponse, u
                     r.on_replica_fetch(&part, replica, fp.fetch_offset);
                 }
             }
-            let (plan, hw, start, tiered, topic_id) = {
-                let log = part.log();
-                let (hw, bound) = if b.cluster.is_some() {
-                    let hw = part.high_watermark();
-                    (
-                        hw,
-                        if replica >= 0 {
-                            log.log_end_offset()
-                        } else {
-                            hw
-                        },
-                    )
-                } else {
-                    (log.log_end_offset(), log.log_end_offset())
-                };
-                let plan = log.plan_read(fp.fetch_offset, limit, total == 0, bound);
-                let tiered = log.config().remote_storage;
-                (plan, hw, log.log_start_offset(), tiered, log.topic_id())
-            };
-            pd.high_watermark = hw;
-            pd.last_stable_offset = hw;
-            pd.log_start_offset = start;
-            let mut result = plan.and_then(|p| p.map(|p| p.read_bytes()).transpose());
-            // Tiering hook: below the local log start, read from the bucket; the log start
-            // a client sees is the bucket's.
-            if let (Some(t), true) = (&b.tiering, tiered) {
-                if let Ok(earliest) = t.earliest(topic_id, fp.partition, start) {
-                    pd.log_start_offset = earliest;
-                }
-                if fp.fetch_offset < start && matches!(result, Err(Error::OffsetOutOfRange { .. }))
-                {
-                    // Bucket failures map to their Kafka codes below like local ones.
-                    result = t
-                        .read(topic_id, fp.partition, fp.fetch_offset, limit, total == 0)
-                        .await;
-                }
-            }
+            let read = b
+                .broker
+                .read(&part, fp.fetch_offset, limit, total == 0, replica >= 0)
+                .await;
+            pd.high_watermark = read.high_watermark;
+            pd.last_stable_offset = read.high_watermark;
+            pd.log_start_offset = read.log_start_offset;
+            let result = read.records;
             match result {
                 Ok(Some(bytes)) => {
                     remaining = remaining.saturating_sub(bytes.len());
