@@ -78,6 +78,14 @@ fn names(v: &[String]) -> String {
     s
 }
 
+/// Names of the pods for which `pred` holds, in the order given.
+fn names_where(pods: &[&NodePod], pred: impl Fn(&NodePod) -> bool) -> Vec<String> {
+    pods.iter()
+        .filter(|p| pred(p))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// The next step of the roll, with its progress; None when there is nothing to roll.
 ///
 /// `under_replicated` names partitions (`topic-partition`) whose ISR is smaller than their
@@ -116,11 +124,7 @@ pub fn next_step(
     if stale.is_empty() {
         return None;
     }
-    let terminating: Vec<String> = members
-        .iter()
-        .filter(|p| p.terminating)
-        .map(|p| p.name.clone())
-        .collect();
+    let terminating = names_where(&members, |p| p.terminating);
     if !terminating.is_empty() {
         return wait(
             "PodTerminating",
@@ -146,11 +150,7 @@ pub fn next_step(
             why: "not Ready and not at the update revision".into(),
         });
     }
-    let unready: Vec<String> = members
-        .iter()
-        .filter(|p| !p.ready)
-        .map(|p| p.name.clone())
-        .collect();
+    let unready = names_where(&members, |p| !p.ready);
     if !unready.is_empty() {
         return wait(
             "PodNotReady",
