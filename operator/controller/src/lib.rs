@@ -1,19 +1,27 @@
 //! strata-controller: the one implementation of Strata's cluster metadata.
 //!
+//! Layers, each calling only the ones below it:
+//!
+//! - [`service`]: the gRPC edge nodes talk to. The only module that converts between protobuf
+//!   and the domain types, and that maps [`Error`] to Kafka error codes and `tonic::Status`.
+//! - [`handle`]: the domain API, [`ControllerHandle`]: plain Rust requests and answers, the
+//!   crate's [`Error`]; serialises changes, persists them, publishes the metadata image. The
+//!   operator's reconcilers call it in process.
 //! - [`core`]: the pure rules (registration, liveness, leader election, ISR commits, topic
-//!   administration, placement) over plain data.
+//!   administration, placement) over plain data. No I/O, no clock, no protobuf.
 //! - [`store`]: where the metadata is persisted ([`store::MetadataStore`]; a file today,
 //!   Kubernetes resources later).
-//! - [`service`]: the tonic gRPC server nodes talk to, hosting the core.
 //! - [`proto`]: the generated gRPC contract (`proto/strata/controller/v1/controller.proto`),
 //!   client and server; nodes use [`proto::controller_client::ControllerClient`].
 
 pub mod core;
 mod error;
+pub mod handle;
 pub mod service;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use handle::ControllerHandle;
 
 /// Topic config the operator sets before deleting a topic whose resource says
 /// `deletionPolicy: Retain`: nodes then leave the topic's tiered data in the bucket. Without

@@ -1,183 +1,84 @@
-//! The gRPC service nodes talk to: the pure [`Cluster`] behind a mutex, a [`MetadataStore`]
-//! that every change goes through before anyone hears of it, and a watch channel publishing
-//! the metadata image.
+//! The gRPC edge: the tonic service nodes talk to, over a [`ControllerHandle`].
 //!
-//! Order of a change: apply to the core, save through the store, then answer and publish. A
-//! failed save rolls the core back, so no node or client ever sees a change that would be lost
-//! on a crash.
+//! Owns: the wire format. Each RPC converts its protobuf request into the domain API's plain
+//! types, calls [`ControllerHandle`], and maps the answer back; the crate's [`Error`] becomes
+//! a Kafka error code ([`kafka_code`]) or, when the change could not be made durable, a
+//! `tonic::Status` ([`status`]), in this file only. Also owns serving: the listener, graceful
+//! shutdown, and the metadata watch streams.
+//!
+//! May call: [`crate::handle`] (the domain API), [`crate::proto`] and the `core` types the
+//! domain API speaks. It never changes the core directly.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::codes;
-use crate::core::{self, Cluster, Event, TopicOutcome};
+use crate::core::{self, Image, PartitionRecord, TopicOutcome, TopicRecord};
 use crate::error::{Error, Result};
+use crate::handle::{ControllerHandle, IsrProposal, NodeRegistration, PartitionSize};
 use crate::proto;
 use crate::proto::controller_server::{Controller, ControllerServer};
 use crate::store::MetadataStore;
 
-/// How often nodes' deadlines are checked.
-pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+pub use crate::handle::{ServiceConfig, TICK_INTERVAL};
 
-/// Settings of a controller service.
-#[derive(Clone, Debug)]
-pub struct ServiceConfig {
-    /// The core's rules (session timeout, topic defaults).
-    pub core: core::Config,
-    /// How often nodes should heartbeat; told to them in RegisterResponse.
-    pub heartbeat_interval_ms: u64,
-    /// How often leadership imbalance is checked (Kafka's
-    /// `leader.imbalance.check.interval.seconds`); `None` turns the automatic rebalance off
-    /// (Kafka's `auto.leader.rebalance.enable=false`).
-    pub leader_balance_interval: Option<Duration>,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        ServiceConfig {
-            core: core::Config::default(),
-            heartbeat_interval_ms: 500,
-            leader_balance_interval: Some(Duration::from_secs(5)),
-        }
-    }
-}
-
-/// The controller service: cheap to clone, every clone is the same controller.
+/// The controller's gRPC service: cheap to clone, every clone serves the same controller.
 #[derive(Clone)]
 pub struct ControllerService {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    inner: Mutex<Inner>,
-    images: watch::Sender<Arc<proto::ClusterMetadata>>,
+    controller: ControllerHandle,
     /// Set to `true` when serving ends, so open WatchMetadata streams finish and a graceful
     /// shutdown does not wait for them forever.
-    stopping: watch::Sender<bool>,
-    /// Set when the store reports that another writer took over; the host must stop.
-    deposed: watch::Sender<Option<String>>,
-    started: Instant,
-    heartbeat_interval_ms: u64,
-    session_timeout_ms: u64,
-    leader_balance_interval: Option<Duration>,
-    /// Partition sizes each node last reported (runtime only: they come back with the next
-    /// heartbeat after a restart).
-    sizes: std::sync::Mutex<std::collections::HashMap<i32, Vec<proto::PartitionSize>>>,
-}
-
-struct Inner {
-    cluster: Cluster,
-    store: Arc<dyn MetadataStore>,
+    stopping: Arc<watch::Sender<bool>>,
 }
 
 impl ControllerService {
-    /// Loads the state from `store` (or creates and saves a new cluster) and gives every known
-    /// node one session timeout to reconnect.
+    /// Starts a controller ([`ControllerHandle::start`]) and a service over it.
     pub async fn start(config: ServiceConfig, store: Arc<dyn MetadataStore>) -> Result<Self> {
-        let started = Instant::now();
-        let cluster = match store.load().await? {
-            Some(state) => {
-                tracing::info!(
-                    cluster_id = %state.cluster_id,
-                    version = state.version,
-                    nodes = state.nodes.len(),
-                    topics = state.topics.len(),
-                    "controller state loaded"
-                );
-                Cluster::recover(state, config.core.clone(), 0)
-            }
-            None => {
-                let cluster = Cluster::new(new_cluster_id(), config.core.clone());
-                // Saved at once so the cluster id is the same after a restart.
-                store.save(cluster.state()).await?;
-                tracing::info!(cluster_id = %cluster.state().cluster_id, "new cluster created");
-                cluster
-            }
-        };
-        let (images, _) = watch::channel(Arc::new(cluster.to_proto()));
+        Ok(ControllerService::new(
+            ControllerHandle::start(config, store).await?,
+        ))
+    }
+
+    /// A service over `controller`.
+    pub fn new(controller: ControllerHandle) -> Self {
         let (stopping, _) = watch::channel(false);
-        let (deposed, _) = watch::channel(None);
-        Ok(ControllerService {
-            shared: Arc::new(Shared {
-                inner: Mutex::new(Inner { cluster, store }),
-                images,
-                stopping,
-                deposed,
-                started,
-                heartbeat_interval_ms: config.heartbeat_interval_ms,
-                session_timeout_ms: config.core.session_timeout_ms,
-                leader_balance_interval: config.leader_balance_interval,
-                sizes: Default::default(),
-            }),
-        })
-    }
-
-    /// Bytes per topic as the nodes last reported them: (local bytes summed over every
-    /// replica, remote bytes summed over partitions as their leaders report them).
-    pub fn topic_sizes(&self) -> std::collections::HashMap<String, (i64, i64)> {
-        let sizes = self.shared.sizes.lock().expect("not poisoned");
-        let mut out: std::collections::HashMap<String, (i64, i64)> = Default::default();
-        for reports in sizes.values() {
-            for p in reports {
-                let e = out.entry(p.topic.clone()).or_default();
-                e.0 += p.local_bytes;
-                e.1 += p.remote_bytes;
-            }
+        ControllerService {
+            controller,
+            stopping: Arc::new(stopping),
         }
-        out
     }
 
-    /// The metadata image, current value first; for in-process watchers.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<proto::ClusterMetadata>> {
-        self.shared.images.subscribe()
+    /// The controller this service serves, for in-process callers.
+    pub fn controller(&self) -> &ControllerHandle {
+        &self.controller
     }
 
-    /// A copy of the cluster as it is now (for tests and diagnostics).
-    pub async fn snapshot(&self) -> Cluster {
-        self.shared.inner.lock().await.cluster.clone()
-    }
-
-    /// Makes `nodes` the cluster's node set and starts the partition moves that drain the
-    /// others and balance the load ([`Cluster::rebalance`]), at most `max_in_flight` at once.
-    pub async fn rebalance(
-        &self,
-        nodes: Vec<i32>,
-        max_in_flight: usize,
-    ) -> Result<core::RebalanceOutcome> {
-        self.apply(|c, _| c.rebalance(&nodes, max_in_flight)).await
-    }
-
-    /// Checks deadlines once; [`ControllerService::serve`] does this every [`TICK_INTERVAL`].
-    pub async fn tick(&self) -> Result<Vec<i32>> {
-        self.apply(|c, now| c.tick(now)).await
-    }
-
-    /// Serves gRPC on `listener` until `shutdown` completes, checking node deadlines every
-    /// [`TICK_INTERVAL`]. Returns an error if the store reported that another controller took
-    /// over, so the host exits instead of acting on stale state.
+    /// Serves gRPC on `listener` until `shutdown` completes, running the controller's timers
+    /// ([`ControllerHandle::run_timers`]). Returns an error if the store reported that another
+    /// controller took over, so the host exits instead of acting on stale state.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let ticker = tokio::spawn(self.clone().tick_forever());
-        let shared = self.shared.clone();
-        let mut deposed = shared.deposed.subscribe();
+        let ticker = tokio::spawn(self.controller.clone().run_timers());
+        let stopping = self.stopping.clone();
+        let mut deposed = self.controller.deposed();
         let signal = async move {
             tokio::select! {
                 _ = shutdown => {}
                 _ = deposed.wait_for(|d| d.is_some()) => {}
             }
-            shared.stopping.send_replace(true);
+            stopping.send_replace(true);
         };
         let served = tonic::transport::Server::builder()
             // A node cut off without a FIN (a partition, a dead host) would otherwise keep its
@@ -189,7 +90,8 @@ impl ControllerService {
             .await;
         ticker.abort();
         served?;
-        match self.shared.deposed.borrow().clone() {
+        let reason = self.controller.deposed().borrow().clone();
+        match reason {
             Some(reason) => Err(Error::StoreConflict { reason }),
             None => Ok(()),
         }
@@ -205,162 +107,68 @@ impl ControllerService {
             .map_err(|e| Error::io(addr.to_string(), e))?;
         Ok((listener, local))
     }
+}
 
-    /// Moves leaderships back to preferred replicas where nodes are imbalanced; the service
-    /// does this every `leader_balance_interval`.
-    pub async fn balance_leaders(&self) -> Result<usize> {
-        self.apply(|c, _| c.balance_leaders()).await
-    }
+// ---- domain -> wire: the image ----
 
-    async fn tick_forever(self) {
-        let mut interval = tokio::time::interval(TICK_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        let mut next_balance = self
-            .shared
-            .leader_balance_interval
-            .map(|every| Instant::now() + every);
-        loop {
-            interval.tick().await;
-            if let (Some(at), Some(every)) = (next_balance, self.shared.leader_balance_interval) {
-                if Instant::now() >= at {
-                    next_balance = Some(Instant::now() + every);
-                    if let Err(e) = self.balance_leaders().await {
-                        tracing::warn!(error = %e, "could not commit a leader rebalance");
-                    }
-                }
-            }
-            match self.tick().await {
-                Ok(_) => failing = false,
-                // Logged once per streak: the tick retries every interval.
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::error!(error = %e, "could not commit node deaths; retrying");
-                }
-                Err(_) => {}
-            }
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Runs `f` on the core; if the metadata changed, saves it and then publishes the new
-    /// image. A failed save restores the core as it was before `f`.
-    async fn apply<T>(&self, f: impl FnOnce(&mut Cluster, u64) -> T) -> Result<T> {
-        let mut inner = self.shared.inner.lock().await;
-        if let Some(reason) = self.shared.deposed.borrow().clone() {
-            return Err(Error::StoreConflict { reason });
-        }
-        // Cheap: the state is behind an Arc and is deep-copied only if `f` changes it.
-        let before = inner.cluster.clone();
-        let out = f(&mut inner.cluster, self.now_ms());
-        let events = inner.cluster.take_events();
-        if inner.cluster.version() == before.version() {
-            return Ok(out);
-        }
-        let store = inner.store.clone();
-        if let Err(e) = store.save(inner.cluster.state()).await {
-            inner.cluster = before;
-            if let Error::StoreConflict { reason } = &e {
-                tracing::error!(%reason, "metadata store taken over by another writer; stopping");
-                self.shared.deposed.send_replace(Some(reason.clone()));
-            }
-            return Err(e);
-        }
-        let version = inner.cluster.version();
-        for event in &events {
-            log_event(event, version);
-        }
-        self.shared
-            .images
-            .send_replace(Arc::new(inner.cluster.to_proto()));
-        Ok(out)
+/// The image as nodes receive it.
+pub fn image_to_proto(image: &Image) -> proto::ClusterMetadata {
+    proto::ClusterMetadata {
+        version: image.version,
+        cluster_id: image.cluster_id.clone(),
+        controller_id: image.controller_id,
+        nodes: image
+            .nodes
+            .iter()
+            .map(|(&id, n)| proto::NodeInfo {
+                node_id: id,
+                host: n.host.clone(),
+                port: n.port,
+                rack: n.rack.clone(),
+                alive: n.alive,
+            })
+            .collect(),
+        topics: image
+            .topics
+            .iter()
+            .map(|(name, t)| topic_to_proto(name, t))
+            .collect(),
     }
 }
 
-/// A new Kafka-style cluster id: a random UUID in URL-safe base64 without padding (22 chars).
-pub fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let value = uuid::Uuid::new_v4().as_u128();
-    // 128 bits in 6-bit groups from the top: 21 full groups and 2 bits left, padded to 6.
-    (0..22)
-        .map(|i| {
-            let shift = 128i32 - 6 * (i + 1);
-            let group = if shift >= 0 {
-                (value >> shift) & 0x3f
-            } else {
-                (value << -shift) & 0x3f
-            };
-            char::from(ALPHABET[group as usize])
-        })
-        .collect()
-}
-
-fn log_event(event: &Event, version: u64) {
-    match event {
-        Event::NodeRegistered {
-            node,
-            broker_epoch,
-            restarted,
-        } => tracing::info!(node, broker_epoch, restarted, version, "node registered"),
-        Event::NodeAlive { node } => tracing::info!(node, version, "node alive"),
-        Event::NodeDead { node } => tracing::info!(node, version, "node dead, fenced"),
-        Event::NodeShuttingDown { node } => {
-            tracing::info!(
-                node,
-                version,
-                "node shutting down: leaderships moved, ISRs left"
-            )
-        }
-        Event::NodeUnregistered { node } => {
-            tracing::info!(node, version, "drained node removed from the metadata")
-        }
-        Event::LeaderChanged {
-            topic,
-            partition,
-            leader,
-            leader_epoch,
-            unclean,
-        } => {
-            if *leader == core::NO_LEADER {
-                tracing::warn!(%topic, partition, leader_epoch, version, "partition offline: no eligible replica alive");
-            } else {
-                tracing::info!(%topic, partition, leader, leader_epoch, unclean, version, "leader elected");
-            }
-        }
-        Event::IsrChanged {
-            topic,
-            partition,
-            isr,
-            partition_epoch,
-        } => tracing::info!(%topic, partition, ?isr, partition_epoch, version, "ISR changed"),
-        Event::TopicCreated {
-            topic,
-            partitions,
-            replication_factor,
-        } => tracing::info!(%topic, partitions, replication_factor, version, "topic created"),
-        Event::TopicDeleted { topic } => tracing::info!(%topic, version, "topic deleted"),
-        Event::PartitionsCreated { topic, count } => {
-            tracing::info!(%topic, count, version, "partitions created")
-        }
-        Event::TopicConfigsAltered { topic } => {
-            tracing::info!(%topic, version, "topic configs altered")
-        }
-        Event::ReassignmentStarted {
-            topic,
-            partition,
-            from,
-            to,
-        } => tracing::info!(%topic, partition, ?from, ?to, version, "reassignment started"),
-        Event::ReassignmentCompleted {
-            topic,
-            partition,
-            replicas,
-        } => tracing::info!(%topic, partition, ?replicas, version, "reassignment completed"),
+/// One partition as nodes see it.
+fn partition_to_proto(index: usize, p: &PartitionRecord) -> proto::PartitionInfo {
+    proto::PartitionInfo {
+        partition: i32::try_from(index).unwrap_or(i32::MAX),
+        replicas: p.replicas.clone(),
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        isr: p.isr.clone(),
+        partition_epoch: p.partition_epoch,
     }
 }
+
+/// One topic as nodes see it.
+fn topic_to_proto(name: &str, t: &TopicRecord) -> proto::TopicInfo {
+    proto::TopicInfo {
+        name: name.to_string(),
+        topic_id: t.topic_id.as_bytes().to_vec(),
+        configs: t
+            .configs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        partitions: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| partition_to_proto(i, p))
+            .collect(),
+        internal: t.internal,
+    }
+}
+
+// ---- domain errors -> Kafka error codes and gRPC statuses ----
 
 /// The Kafka error code a refused request answers with (the explicit mapping of the crate's
 /// errors at the service boundary).
@@ -417,7 +225,7 @@ fn topic_results(outcomes: Vec<TopicOutcome>) -> Vec<proto::TopicResult> {
         .into_iter()
         .map(|o| match o.result {
             Ok(record) => proto::TopicResult {
-                topic: Some(core::topic_to_proto(&o.name, &record)),
+                topic: Some(topic_to_proto(&o.name, &record)),
                 name: o.name,
                 error_code: codes::NONE,
                 error_message: String::new(),
@@ -467,6 +275,8 @@ fn partition_results(
         .collect()
 }
 
+// ---- the RPCs: wire -> domain request, domain API, domain answer -> wire ----
+
 #[tonic::async_trait]
 impl Controller for ControllerService {
     async fn register(
@@ -477,22 +287,26 @@ impl Controller for ControllerService {
         let span = tracing::info_span!("register", node = r.node_id, host = %r.host, port = r.port);
         async move {
             let result = self
-                .apply(|c, now| {
-                    c.register(r.node_id, &r.host, r.port, &r.rack, &r.incarnation_id, now)
+                .controller
+                .register(NodeRegistration {
+                    node_id: r.node_id,
+                    host: r.host,
+                    port: r.port,
+                    rack: r.rack,
+                    incarnation_id: r.incarnation_id,
                 })
-                .await
-                .and_then(|r| r);
+                .await;
             let mut response = proto::RegisterResponse {
-                heartbeat_interval_ms: i64::try_from(self.shared.heartbeat_interval_ms)
+                heartbeat_interval_ms: i64::try_from(self.controller.heartbeat_interval_ms())
                     .unwrap_or(i64::MAX),
-                session_timeout_ms: i64::try_from(self.shared.session_timeout_ms)
+                session_timeout_ms: i64::try_from(self.controller.session_timeout_ms())
                     .unwrap_or(i64::MAX),
                 ..Default::default()
             };
             match answer(result)? {
                 Ok(registered) => {
                     response.broker_epoch = registered.broker_epoch;
-                    response.cluster_id = self.shared.images.borrow().cluster_id.clone();
+                    response.cluster_id = self.controller.image().cluster_id.clone();
                 }
                 Err((code, message)) => {
                     response.error_code = code;
@@ -510,35 +324,34 @@ impl Controller for ControllerService {
         &self,
         request: Request<proto::HeartbeatRequest>,
     ) -> Result<Response<proto::HeartbeatResponse>, Status> {
-        let mut r = request.into_inner();
+        let r = request.into_inner();
         let span = tracing::debug_span!("heartbeat", node = r.node_id, epoch = r.broker_epoch);
-        let reported = std::mem::take(&mut r.partition_sizes);
         async move {
-            let result = self
-                .apply(|c, now| {
-                    c.heartbeat(r.node_id, r.broker_epoch, now)
-                        .map(|()| c.version())
+            let sizes = r
+                .partition_sizes
+                .into_iter()
+                .map(|p| PartitionSize {
+                    topic: p.topic,
+                    partition: p.partition,
+                    local_bytes: p.local_bytes,
+                    remote_bytes: p.remote_bytes,
                 })
-                .await
-                .and_then(|r| r);
+                .collect();
+            let result = self
+                .controller
+                .heartbeat(r.node_id, r.broker_epoch, sizes)
+                .await;
             let response = match answer(result)? {
-                Ok(version) => {
-                    self.shared
-                        .sizes
-                        .lock()
-                        .expect("not poisoned")
-                        .insert(r.node_id, reported);
-                    proto::HeartbeatResponse {
-                        metadata_version: version,
-                        ..Default::default()
-                    }
-                }
+                Ok(version) => proto::HeartbeatResponse {
+                    metadata_version: version,
+                    ..Default::default()
+                },
                 Err((code, message)) => {
                     tracing::info!(code, %message, "heartbeat refused");
                     proto::HeartbeatResponse {
                         error_code: code,
                         error_message: message,
-                        metadata_version: self.shared.images.borrow().version,
+                        metadata_version: self.controller.metadata_version(),
                     }
                 }
             };
@@ -558,16 +371,13 @@ impl Controller for ControllerService {
     ) -> Result<Response<Self::WatchMetadataStream>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("watch_metadata", node = r.node_id);
-        let mut images = self.shared.images.subscribe();
-        let mut stopping = self.shared.stopping.subscribe();
+        let mut images = self.controller.subscribe();
+        let mut stopping = self.stopping.subscribe();
         // A node's own stream is part of its liveness: opening it counts as a heartbeat and
         // its end (the connection closed: the process died or is leaving) starts the grace.
         let (node, epoch) = (r.node_id, r.broker_epoch);
-        let watcher = self.clone();
-        if let Err(e) = watcher
-            .apply(|c, now| c.stream_opened(node, epoch, now))
-            .await
-        {
+        let watcher = self.controller.clone();
+        if let Err(e) = watcher.watch_opened(node, epoch).await {
             return Err(status(e));
         }
         // One slot: a slow watcher holds back only itself, and after it catches up it is sent
@@ -577,9 +387,9 @@ impl Controller for ControllerService {
             async move {
                 tracing::debug!("watch started");
                 loop {
-                    let image = (**images.borrow_and_update()).clone();
+                    let image = images.borrow_and_update().clone();
                     tokio::select! {
-                        sent = tx.send(Ok(image)) => if sent.is_err() { break },
+                        sent = tx.send(Ok(image_to_proto(&image))) => if sent.is_err() { break },
                         _ = stopping.wait_for(|s| *s) => break,
                     }
                     tokio::select! {
@@ -590,9 +400,7 @@ impl Controller for ControllerService {
                 }
                 tracing::debug!("watch ended");
                 if !*stopping.borrow() {
-                    let _ = watcher
-                        .apply(|c, now| c.stream_lost(node, epoch, now))
-                        .await;
+                    let _ = watcher.watch_closed(node, epoch).await;
                 }
             }
             .instrument(span),
@@ -612,30 +420,23 @@ impl Controller for ControllerService {
             partition = r.partition,
         );
         async move {
-            let result = self
-                .apply(|c, _| {
-                    let committed = c.alter_partition(
-                        r.node_id,
-                        r.broker_epoch,
-                        &r.topic,
-                        r.partition,
-                        r.leader_epoch,
-                        r.partition_epoch,
-                        &r.new_isr,
-                    );
-                    // On a refusal, the current state lets the leader catch up.
-                    let current = c.partition(&r.topic, r.partition).ok().cloned();
-                    (committed, current)
-                })
-                .await;
-            let (committed, current) = match result {
-                Ok(pair) => pair,
-                Err(e) => return Err(status(e)),
-            };
             let index = usize::try_from(r.partition).unwrap_or(0);
-            let response = match answer(committed)? {
+            let outcome = self
+                .controller
+                .alter_partition(IsrProposal {
+                    node_id: r.node_id,
+                    broker_epoch: r.broker_epoch,
+                    topic: r.topic,
+                    partition: r.partition,
+                    leader_epoch: r.leader_epoch,
+                    partition_epoch: r.partition_epoch,
+                    new_isr: r.new_isr,
+                })
+                .await
+                .map_err(status)?;
+            let response = match answer(outcome.committed)? {
                 Ok(p) => proto::AlterPartitionResponse {
-                    partition: Some(core::partition_to_proto(index, &p)),
+                    partition: Some(partition_to_proto(index, &p)),
                     ..Default::default()
                 },
                 Err((code, message)) => {
@@ -643,7 +444,7 @@ impl Controller for ControllerService {
                     proto::AlterPartitionResponse {
                         error_code: code,
                         error_message: message,
-                        partition: current.map(|p| core::partition_to_proto(index, &p)),
+                        partition: outcome.current.map(|p| partition_to_proto(index, &p)),
                     }
                 }
             };
@@ -675,13 +476,14 @@ impl Controller for ControllerService {
                     assignments: t.assignments.into_iter().map(|a| a.replicas).collect(),
                 })
                 .collect();
-            let (outcomes, version) = self
-                .apply(|c, _| (c.create_topics(&topics, r.validate_only), c.version()))
+            let done = self
+                .controller
+                .create_topics(topics, r.validate_only)
                 .await
                 .map_err(status)?;
             Ok(Response::new(proto::CreateTopicsResponse {
-                results: topic_results(outcomes),
-                metadata_version: version,
+                results: topic_results(done.value),
+                metadata_version: done.metadata_version,
             }))
         }
         .instrument(span)
@@ -695,13 +497,14 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let span = tracing::info_span!("delete_topics", count = r.names.len());
         async move {
-            let (outcomes, version) = self
-                .apply(|c, _| (c.delete_topics(&r.names), c.version()))
+            let done = self
+                .controller
+                .delete_topics(r.names)
                 .await
                 .map_err(status)?;
             Ok(Response::new(proto::DeleteTopicsResponse {
-                results: topic_results(outcomes),
-                metadata_version: version,
+                results: topic_results(done.value),
+                metadata_version: done.metadata_version,
             }))
         }
         .instrument(span)
@@ -721,13 +524,14 @@ impl Controller for ControllerService {
         async move {
             let requests: Vec<(String, i32)> =
                 r.topics.into_iter().map(|t| (t.topic, t.count)).collect();
-            let (outcomes, version) = self
-                .apply(|c, _| (c.create_partitions(&requests, r.validate_only), c.version()))
+            let done = self
+                .controller
+                .create_partitions(requests, r.validate_only)
                 .await
                 .map_err(status)?;
             Ok(Response::new(proto::CreatePartitionsResponse {
-                results: topic_results(outcomes),
-                metadata_version: version,
+                results: topic_results(done.value),
+                metadata_version: done.metadata_version,
             }))
         }
         .instrument(span)
@@ -741,14 +545,10 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let span = tracing::info_span!("alter_topic_configs", topic = %r.topic, validate_only = r.validate_only);
         async move {
-            let configs = to_btree(r.configs);
             let result = self
-                .apply(|c, _| {
-                    c.alter_topic_configs(&r.topic, configs, r.validate_only)
-                        .map(|()| c.version())
-                })
-                .await
-                .and_then(|r| r);
+                .controller
+                .alter_topic_configs(&r.topic, to_btree(r.configs), r.validate_only)
+                .await;
             let response = match answer(result)? {
                 Ok(version) => proto::AlterTopicConfigsResponse {
                     metadata_version: version,
@@ -757,7 +557,7 @@ impl Controller for ControllerService {
                 Err((code, message)) => proto::AlterTopicConfigsResponse {
                     error_code: code,
                     error_message: message,
-                    metadata_version: self.shared.images.borrow().version,
+                    metadata_version: self.controller.metadata_version(),
                 },
             };
             Ok(Response::new(response))
@@ -774,9 +574,9 @@ impl Controller for ControllerService {
         let span = tracing::info_span!("allocate_producer_ids", node = r.node_id);
         async move {
             let result = self
-                .apply(|c, _| c.allocate_producer_ids(r.node_id, r.broker_epoch))
-                .await
-                .and_then(|r| r);
+                .controller
+                .allocate_producer_ids(r.node_id, r.broker_epoch)
+                .await;
             let response = match answer(result)? {
                 Ok((start, len)) => {
                     tracing::debug!(start, len, "producer ids allocated");
@@ -807,14 +607,12 @@ impl Controller for ControllerService {
         let span = tracing::info_span!("controlled_shutdown", node = r.node_id);
         async move {
             let result = self
-                .apply(|c, now| {
-                    c.controlled_shutdown(r.node_id, r.broker_epoch, now)
-                        .map(|p| (p, c.version()))
-                })
-                .await
-                .and_then(|r| r);
+                .controller
+                .controlled_shutdown(r.node_id, r.broker_epoch)
+                .await;
             let response = match answer(result)? {
-                Ok((progress, version)) => {
+                Ok(done) => {
+                    let progress = done.value;
                     if !progress.still_leading.is_empty() {
                         tracing::info!(
                             count = progress.still_leading.len(),
@@ -827,14 +625,14 @@ impl Controller for ControllerService {
                             .into_iter()
                             .map(|(topic, partition)| proto::TopicPartition { topic, partition })
                             .collect(),
-                        metadata_version: version,
+                        metadata_version: done.metadata_version,
                         ..Default::default()
                     }
                 }
                 Err((code, message)) => proto::ControlledShutdownResponse {
                     error_code: code,
                     error_message: message,
-                    metadata_version: self.shared.images.borrow().version,
+                    metadata_version: self.controller.metadata_version(),
                     ..Default::default()
                 },
             };
@@ -864,13 +662,14 @@ impl Controller for ControllerService {
                 )));
             };
             let named = (!r.all_partitions).then(|| flatten(&r.topic_partitions));
-            let (outcomes, version) = self
-                .apply(|c, _| (c.elect_leaders(kind, named.as_deref()), c.version()))
+            let done = self
+                .controller
+                .elect_leaders(kind, named)
                 .await
                 .map_err(status)?;
             Ok(Response::new(proto::ElectLeadersResponse {
-                results: partition_results(outcomes)?,
-                metadata_version: version,
+                results: partition_results(done.value)?,
+                metadata_version: done.metadata_version,
             }))
         }
         .instrument(span)
@@ -896,18 +695,14 @@ impl Controller for ControllerService {
             for q in requests.iter().filter(|q| q.replicas.is_none()) {
                 tracing::info!(topic = %q.topic, partition = q.partition, "reassignment cancel requested");
             }
-            let (outcomes, version) = self
-                .apply(|c, _| {
-                    (
-                        c.alter_reassignments(&requests, r.keep_replication_factor),
-                        c.version(),
-                    )
-                })
+            let done = self
+                .controller
+                .alter_reassignments(requests, r.keep_replication_factor)
                 .await
                 .map_err(status)?;
             Ok(Response::new(proto::AlterPartitionReassignmentsResponse {
-                results: partition_results(outcomes)?,
-                metadata_version: version,
+                results: partition_results(done.value)?,
+                metadata_version: done.metadata_version,
             }))
         }
         .instrument(span)
@@ -920,9 +715,10 @@ impl Controller for ControllerService {
     ) -> Result<Response<proto::ListPartitionReassignmentsResponse>, Status> {
         let r = request.into_inner();
         let named = (!r.all_partitions).then(|| flatten(&r.topic_partitions));
-        let cluster = self.snapshot().await;
-        let reassignments = cluster
+        let reassignments = self
+            .controller
             .list_reassignments(named.as_deref())
+            .await
             .into_iter()
             .map(|o| proto::OngoingReassignment {
                 topic: o.topic,
@@ -1011,7 +807,7 @@ mod tests {
     async fn a_failed_save_rolls_back_and_publishes_nothing() {
         let store = Arc::new(FlakyStore::default());
         let service = with_one_node(store.clone()).await;
-        let images = service.subscribe();
+        let images = service.controller().subscribe();
         let version = images.borrow().version;
 
         store.mode.store(1, Ordering::SeqCst);
@@ -1021,7 +817,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(
-            service.snapshot().await.state().topics.is_empty(),
+            service
+                .controller()
+                .snapshot()
+                .await
+                .state()
+                .topics
+                .is_empty(),
             "rolled back"
         );
         assert_eq!(images.borrow().version, version, "nothing published");
@@ -1069,16 +871,6 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
-    }
-
-    #[test]
-    fn cluster_ids_look_like_kafkas() {
-        let id = new_cluster_id();
-        assert_eq!(id.len(), 22);
-        assert!(id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_ne!(id, new_cluster_id());
     }
 
     #[test]

@@ -41,9 +41,8 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use strata_controller::core::RebalanceOutcome;
-use strata_controller::proto::ClusterMetadata;
-use strata_controller::service::ControllerService;
+use strata_controller::core::{Image, RebalanceOutcome};
+use strata_controller::ControllerHandle;
 use tracing::Instrument;
 
 use crate::crd::cluster::{Cluster, ClusterStatus, RollStatus};
@@ -105,7 +104,7 @@ pub struct ClusterConfig {
 pub struct Ctx {
     pub client: kube::Client,
     pub api: Api<Cluster>,
-    pub service: ControllerService,
+    pub controller: ControllerHandle,
     pub metrics: Arc<OperatorMetrics>,
     pub recorder: Recorder,
     pub cfg: ClusterConfig,
@@ -860,27 +859,28 @@ pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_js
 }
 
 /// Partitions (`topic-partition`) whose ISR is smaller than their replica set.
-pub fn under_replicated(md: &ClusterMetadata) -> Vec<String> {
+pub fn under_replicated(md: &Image) -> Vec<String> {
     md.topics
         .iter()
-        .flat_map(|t| {
+        .flat_map(|(name, t)| {
             t.partitions
                 .iter()
-                .filter(|p| p.isr.len() < p.replicas.len())
-                .map(move |p| format!("{}-{}", t.name, p.partition))
+                .enumerate()
+                .filter(|(_, p)| p.isr.len() < p.replicas.len())
+                .map(move |(i, _)| format!("{name}-{i}"))
         })
         .collect()
 }
 
 /// Alive and down (registered, not alive) nodes of `0..nodes` in the controller's image.
-pub fn node_health(md: &ClusterMetadata, nodes: i32) -> (i32, Vec<i32>) {
+pub fn node_health(md: &Image, nodes: i32) -> (i32, Vec<i32>) {
     let mut alive = 0;
     let mut down = Vec::new();
-    for n in md.nodes.iter().filter(|n| (0..nodes).contains(&n.node_id)) {
+    for (&id, n) in md.nodes.iter().filter(|(id, _)| (0..nodes).contains(*id)) {
         if n.alive {
             alive += 1;
         } else {
-            down.push(n.node_id);
+            down.push(id);
         }
     }
     (alive, down)
@@ -1123,7 +1123,7 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
         .and_then(|s| s.replicas);
     let want = c.spec.nodes;
     let outcome = ctx
-        .service
+        .controller
         .rebalance((0..want).collect(), ctx.cfg.max_partition_moves)
         .await?;
     if !outcome.started.is_empty() {
@@ -1175,7 +1175,7 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
     apply_and_tell(ctx, c, &sts).await?;
     let resize_failures = grow_volumes(ctx, c, replicas.max(current.unwrap_or(0))).await;
 
-    let md = ctx.service.subscribe().borrow().clone();
+    let md = ctx.controller.subscribe().borrow().clone();
     let (ready_nodes, down_nodes) = node_health(&md, want);
     let roll = roll_nodes(ctx, c, &ns, &md).await?;
     let busy = replicas != want
@@ -1228,7 +1228,7 @@ async fn roll_nodes(
     ctx: &Ctx,
     c: &Cluster,
     ns: &str,
-    md: &ClusterMetadata,
+    md: &Image,
 ) -> Result<Option<roll::Progress>, ReconcileError> {
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     let Some(sts) = sts_api.get_opt(&c.name_any()).await? else {
@@ -1335,7 +1335,7 @@ pub async fn run(ctx: Arc<Ctx>) {
     let owned = || watcher::Config::default().labels(CLUSTER_LABEL);
     // Node liveness and partition moves show in the controller's image: each change
     // re-reconciles (debounced), which also starts the next moves.
-    let trigger = tokio_stream::wrappers::WatchStream::new(ctx.service.subscribe()).map(|_| ());
+    let trigger = tokio_stream::wrappers::WatchStream::new(ctx.controller.subscribe()).map(|_| ());
     Controller::new(ctx.api.clone(), watcher::Config::default())
         .owns(
             Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns),

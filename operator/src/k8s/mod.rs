@@ -21,6 +21,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use strata_controller::service::{ControllerService, ServiceConfig};
+use strata_controller::ControllerHandle;
 
 use crate::crd::cluster::Cluster;
 use crate::crd::topic::Topic;
@@ -91,7 +92,7 @@ pub async fn run(
 
     let ctx = Arc::new(topics::Ctx {
         api: Api::<Topic>::namespaced(client.clone(), &ns),
-        service: service.clone(),
+        controller: service.controller().clone(),
         metrics: m.clone(),
         default_cluster: cfg.cluster_name.clone(),
     });
@@ -99,7 +100,7 @@ pub async fn run(
     let cluster_ctx = Arc::new(cluster::Ctx {
         client: client.clone(),
         api: Api::<Cluster>::namespaced(client.clone(), &ns),
-        service: service.clone(),
+        controller: service.controller().clone(),
         metrics: m.clone(),
         recorder: cluster::recorder(client.clone(), &cfg.lease.identity),
         cfg: cluster::ClusterConfig {
@@ -113,7 +114,7 @@ pub async fn run(
         },
     });
     tokio::spawn(cluster::run(cluster_ctx));
-    tokio::spawn(track_controller(service.clone(), m.clone()));
+    tokio::spawn(track_controller(service.controller().clone(), m.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = service.serve(listener, async move {
@@ -151,13 +152,13 @@ async fn release(api: &Api<Lease>, cfg: &lease::LeaseConfig) {
     }
 }
 
-async fn track_controller(service: ControllerService, m: Arc<metrics::OperatorMetrics>) {
-    let mut rx = service.subscribe();
+async fn track_controller(controller: ControllerHandle, m: Arc<metrics::OperatorMetrics>) {
+    let mut rx = controller.subscribe();
     loop {
         {
             let md = rx.borrow_and_update().clone();
-            let alive = md.nodes.iter().filter(|n| n.alive).count() as u64;
-            let parts = md.topics.iter().flat_map(|t| t.partitions.iter());
+            let alive = md.nodes.values().filter(|n| n.alive).count() as u64;
+            let parts = md.topics.values().flat_map(|t| t.partitions.iter());
             let leaderless = parts.clone().filter(|p| p.leader < 0).count() as u64;
             let under = parts.filter(|p| p.isr.len() < p.replicas.len()).count() as u64;
             *m.controller.lock().expect("not poisoned") = (

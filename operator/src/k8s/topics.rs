@@ -13,9 +13,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use strata_controller::proto::controller_server::Controller as _;
-use strata_controller::proto::{self as pb, ClusterMetadata};
-use strata_controller::service::ControllerService;
+use strata_controller::core::{Image, NewTopic, TopicRecord};
+use strata_controller::{ControllerHandle, Error as ControllerError};
 
 use crate::crd::topic::{
     ClusterRef, DeletionPolicy, PartitionStatus, Topic, TopicSpec, TopicStatus,
@@ -32,12 +31,12 @@ const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub enum ReconcileError {
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
-    #[error("controller refused {op} of {topic}: {message} (Kafka error {code})")]
+    #[error("controller refused {op} of {topic}: {source}")]
     Refused {
         op: &'static str,
         topic: String,
-        code: i32,
-        message: String,
+        #[source]
+        source: ControllerError,
     },
     #[error("controller unavailable: {0}")]
     Unavailable(String),
@@ -48,19 +47,15 @@ pub enum ReconcileError {
 /// What the reconciler works with.
 pub struct Ctx {
     pub api: Api<Topic>,
-    pub service: ControllerService,
+    pub controller: ControllerHandle,
     pub metrics: Arc<OperatorMetrics>,
     /// The Cluster resource new Topic resources (made for Kafka-created topics) point to.
     pub default_cluster: String,
 }
 
-fn topic_of<'a>(md: &'a ClusterMetadata, name: &str) -> Option<&'a pb::TopicInfo> {
-    md.topics.iter().find(|t| t.name == name)
-}
-
 /// The status a Topic should show, from the controller's view of its topic (None: not
 /// created yet, with `pending` saying why).
-pub fn status_for(t: &Topic, info: Option<&pb::TopicInfo>, pending: Option<String>) -> TopicStatus {
+pub fn status_for(t: &Topic, info: Option<&TopicRecord>, pending: Option<String>) -> TopicStatus {
     let generation = t.metadata.generation;
     let Some(info) = info else {
         let refused = pending.is_some();
@@ -78,8 +73,9 @@ pub fn status_for(t: &Topic, info: Option<&pb::TopicInfo>, pending: Option<Strin
     let parts: Vec<PartitionStatus> = info
         .partitions
         .iter()
-        .map(|p| PartitionStatus {
-            partition: p.partition,
+        .enumerate()
+        .map(|(i, p)| PartitionStatus {
+            partition: i as i32,
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             replicas: p.replicas.clone(),
@@ -92,11 +88,7 @@ pub fn status_for(t: &Topic, info: Option<&pb::TopicInfo>, pending: Option<Strin
         .filter(|p| p.isr.len() < p.replicas.len())
         .count();
     let growing = (info.partitions.len() as i32) < t.spec.partitions;
-    let configs: BTreeMap<String, String> = info
-        .configs
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let configs = info.configs.clone();
     let config_pending = configs != t.spec.config;
     let ready = leaderless == 0 && !growing;
     let progressing = growing || config_pending || pending.is_some();
@@ -153,9 +145,7 @@ pub fn status_for(t: &Topic, info: Option<&pb::TopicInfo>, pending: Option<Strin
         ],
         partitions: Some(info.partitions.len() as i32),
         replication_factor: info.partitions.first().map(|p| p.replicas.len() as i32),
-        topic_id: uuid::Uuid::from_slice(&info.topic_id)
-            .ok()
-            .map(|u| u.to_string()),
+        topic_id: Some(info.topic_id.to_string()),
         partition_status: parts,
         under_replicated_partitions: Some(under as i32),
         effective_config: configs,
@@ -164,89 +154,55 @@ pub fn status_for(t: &Topic, info: Option<&pb::TopicInfo>, pending: Option<Strin
     }
 }
 
-async fn refused<T>(
-    op: &'static str,
-    topic: &str,
-    code: i32,
-    message: String,
-    ok: T,
-) -> Result<T, ReconcileError> {
-    if code == 0 {
-        Ok(ok)
-    } else {
-        Err(ReconcileError::Refused {
+/// The explicit mapping of the controller's errors at this boundary: a failure to make the
+/// change durable is retried; anything else is the controller's answer to the request, the
+/// user's to fix.
+fn controller_error(op: &'static str, topic: &str, e: ControllerError) -> ReconcileError {
+    match e {
+        ControllerError::StoreIo { .. } | ControllerError::StoreConflict { .. } => {
+            ReconcileError::Unavailable(e.to_string())
+        }
+        refusal => ReconcileError::Refused {
             op,
-            topic: topic.into(),
-            code,
-            message,
-        })
+            topic: topic.to_string(),
+            source: refusal,
+        },
     }
-}
-
-fn unavailable(s: tonic::Status) -> ReconcileError {
-    ReconcileError::Unavailable(s.message().to_string())
 }
 
 /// Bring the controller's topic to the spec; returns the refusal to show, if any.
 async fn apply_spec(t: &Topic, ctx: &Ctx) -> Result<Option<String>, ReconcileError> {
     let name = t.kafka_name().unwrap_or_default().to_string();
-    let md = ctx.service.subscribe().borrow().clone();
+    let md = ctx.controller.image();
     let res: Result<(), ReconcileError> = async {
-        match topic_of(&md, &name) {
+        match md.topics.get(&name) {
             None => {
-                let resp = ctx
-                    .service
-                    .create_topics(tonic::Request::new(pb::CreateTopicsRequest {
-                        topics: vec![pb::CreatableTopic {
-                            name: name.clone(),
-                            partitions: t.spec.partitions,
-                            replication_factor: t.spec.replication_factor.unwrap_or(-1),
-                            configs: t.spec.config.clone().into_iter().collect(),
-                            assignments: vec![],
-                        }],
-                        validate_only: false,
-                    }))
+                let topic = NewTopic {
+                    name: name.clone(),
+                    partitions: t.spec.partitions,
+                    replication_factor: t.spec.replication_factor.unwrap_or(-1),
+                    configs: t.spec.config.clone(),
+                    assignments: vec![],
+                };
+                ctx.controller
+                    .create_topic(topic)
                     .await
-                    .map_err(unavailable)?
-                    .into_inner();
-                let r = resp.results.into_iter().next();
-                let (code, msg) = r.map(|r| (r.error_code, r.error_message)).unwrap_or((0, String::new()));
-                refused("creation", &name, code, msg, ()).await?;
+                    .map_err(|e| controller_error("creation", &name, e))?;
                 tracing::info!(topic = %name, partitions = t.spec.partitions, "created topic from its resource");
             }
             Some(info) => {
                 if (info.partitions.len() as i32) < t.spec.partitions {
-                    let resp = ctx
-                        .service
-                        .create_partitions(tonic::Request::new(pb::CreatePartitionsRequest {
-                            topics: vec![pb::PartitionCount {
-                                topic: name.clone(),
-                                count: t.spec.partitions,
-                            }],
-                            validate_only: false,
-                        }))
+                    ctx.controller
+                        .grow_topic(&name, t.spec.partitions)
                         .await
-                        .map_err(unavailable)?
-                        .into_inner();
-                    let r = resp.results.into_iter().next();
-                    let (code, msg) = r.map(|r| (r.error_code, r.error_message)).unwrap_or((0, String::new()));
-                    refused("partition increase", &name, code, msg, ()).await?;
+                        .map_err(|e| controller_error("partition increase", &name, e))?;
                     tracing::info!(topic = %name, from = info.partitions.len(), to = t.spec.partitions, "added partitions");
                 }
-                let current: BTreeMap<String, String> =
-                    info.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                if current != t.spec.config {
-                    let resp = ctx
-                        .service
-                        .alter_topic_configs(tonic::Request::new(pb::AlterTopicConfigsRequest {
-                            topic: name.clone(),
-                            configs: t.spec.config.clone().into_iter().collect(),
-                            validate_only: false,
-                        }))
+                if info.configs != t.spec.config {
+                    ctx.controller
+                        .alter_topic_configs(&name, t.spec.config.clone(), false)
                         .await
-                        .map_err(unavailable)?
-                        .into_inner();
-                    refused("config change", &name, resp.error_code, resp.error_message, ()).await?;
+                        .map_err(|e| controller_error("config change", &name, e))?;
                     tracing::info!(topic = %name, "topic configs set from the resource");
                 }
             }
@@ -257,21 +213,19 @@ async fn apply_spec(t: &Topic, ctx: &Ctx) -> Result<Option<String>, ReconcileErr
     match res {
         Ok(()) => Ok(None),
         // A refusal is the user's to fix: show it in the status, do not hammer the controller.
-        Err(ReconcileError::Refused {
-            op, code, message, ..
-        }) => Ok(Some(format!(
-            "{op} refused: {message} (Kafka error {code})"
-        ))),
+        Err(ReconcileError::Refused { op, source, .. }) => {
+            Ok(Some(format!("{op} refused: {source}")))
+        }
         Err(e) => Err(e),
     }
 }
 
 async fn write_status(t: &Topic, ctx: &Ctx, pending: Option<String>) -> Result<(), ReconcileError> {
     let name = t.kafka_name().unwrap_or_default().to_string();
-    let md = ctx.service.subscribe().borrow().clone();
-    let mut status = status_for(t, topic_of(&md, &name), pending);
+    let md = ctx.controller.image();
+    let mut status = status_for(t, md.topics.get(&name), pending);
     if status.topic_id.is_some() {
-        let sizes = ctx.service.topic_sizes();
+        let sizes = ctx.controller.topic_sizes();
         let (local, remote) = sizes.get(&name).copied().unwrap_or((0, 0));
         status.local_bytes = Some(local);
         status.remote_bytes = Some(remote);
@@ -294,7 +248,7 @@ async fn write_status(t: &Topic, ctx: &Ctx, pending: Option<String>) -> Result<(
 }
 
 async fn apply(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    if deleted_through_kafka(&t, &ctx.service.subscribe().borrow()) {
+    if deleted_through_kafka(&t, &ctx.controller.image()) {
         // The resource sync deletes this resource. Creating the topic again, or writing a
         // status without its id (after which it would be created), would undo the user's
         // delete whenever this reconcile ran before the sync.
@@ -312,8 +266,8 @@ async fn apply(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
 
 async fn cleanup(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let name = t.kafka_name().unwrap_or_default().to_string();
-    let md = ctx.service.subscribe().borrow().clone();
-    if let Some(info) = topic_of(&md, &name) {
+    let md = ctx.controller.image();
+    if let Some(info) = md.topics.get(&name) {
         if t.spec.deletion_policy == DeletionPolicy::Retain
             && info
                 .configs
@@ -327,45 +281,15 @@ async fn cleanup(t: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
                 strata_controller::RETAIN_REMOTE_DATA_CONFIG.into(),
                 "true".into(),
             );
-            let resp = ctx
-                .service
-                .alter_topic_configs(tonic::Request::new(pb::AlterTopicConfigsRequest {
-                    topic: name.clone(),
-                    configs,
-                    validate_only: false,
-                }))
+            ctx.controller
+                .alter_topic_configs(&name, configs, false)
                 .await
-                .map_err(unavailable)?
-                .into_inner();
-            refused(
-                "retain marking",
-                &name,
-                resp.error_code,
-                resp.error_message,
-                (),
-            )
-            .await?;
+                .map_err(|e| controller_error("retain marking", &name, e))?;
         }
-        let resp = ctx
-            .service
-            .delete_topics(tonic::Request::new(pb::DeleteTopicsRequest {
-                names: vec![name.clone()],
-            }))
-            .await
-            .map_err(unavailable)?
-            .into_inner();
-        if let Some(r) = resp.results.into_iter().next() {
+        match ctx.controller.delete_topic(&name).await {
             // Already gone is fine: the resource may go.
-            if r.error_code != 0 && r.error_code != 3 {
-                return refused(
-                    "deletion",
-                    &name,
-                    r.error_code,
-                    r.error_message,
-                    Action::await_change(),
-                )
-                .await;
-            }
+            Ok(_) | Err(ControllerError::UnknownTopicOrPartition { .. }) => {}
+            Err(e) => return Err(controller_error("deletion", &name, e)),
         }
         tracing::info!(topic = %name, policy = ?t.spec.deletion_policy, "deleted topic with its resource");
     }
@@ -415,16 +339,16 @@ pub fn resource_name(name: &str) -> (String, bool) {
 }
 
 /// The resource's topic existed (its status has an id) and is gone from the image.
-fn deleted_through_kafka(t: &Topic, md: &ClusterMetadata) -> bool {
+fn deleted_through_kafka(t: &Topic, md: &Image) -> bool {
     let had_id = t.status.as_ref().is_some_and(|s| s.topic_id.is_some());
-    let gone = t.kafka_name().is_some_and(|n| topic_of(md, n).is_none());
+    let gone = t.kafka_name().is_some_and(|n| !md.topics.contains_key(n));
     had_id && gone && t.metadata.deletion_timestamp.is_none()
 }
 
 /// Keep resources and Kafka topics in step after every metadata change: a topic without a
 /// resource gets one, a resource whose topic was deleted through Kafka goes.
 async fn sync_resources(ctx: Arc<Ctx>) {
-    let mut rx = ctx.service.subscribe();
+    let mut rx = ctx.controller.subscribe();
     loop {
         if let Err(e) = sync_once(&ctx, &mut rx).await {
             tracing::warn!(error = %e, "syncing Topic resources with the controller failed; retrying");
@@ -439,7 +363,7 @@ async fn sync_resources(ctx: Arc<Ctx>) {
 
 async fn sync_once(
     ctx: &Ctx,
-    images: &mut tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
+    images: &mut tokio::sync::watch::Receiver<Arc<Image>>,
 ) -> Result<(), kube::Error> {
     let resources = ctx.api.list(&Default::default()).await?;
     // The image is read after the list, never before: a Topic resource's finalizer deletes
@@ -453,24 +377,20 @@ async fn sync_once(
         .iter()
         .filter_map(|t| t.kafka_name().map(|n| (n.to_string(), t)))
         .collect();
-    for info in &md.topics {
-        if info.internal || info.name == OFFSETS_TOPIC || by_kafka.contains_key(&info.name) {
+    for (kafka_name, info) in &md.topics {
+        if info.internal || kafka_name == OFFSETS_TOPIC || by_kafka.contains_key(kafka_name) {
             continue;
         }
-        let (rname, differs) = resource_name(&info.name);
+        let (rname, differs) = resource_name(kafka_name);
         let spec = TopicSpec {
             partitions: info.partitions.len() as i32,
             replication_factor: info.partitions.first().map(|p| p.replicas.len() as i32),
-            config: info
-                .configs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            config: info.configs.clone(),
             cluster_ref: ClusterRef {
                 name: ctx.default_cluster.clone(),
             },
             deletion_policy: Default::default(),
-            topic_name: differs.then(|| info.name.clone()),
+            topic_name: differs.then(|| kafka_name.clone()),
         };
         let t = Topic {
             metadata: ObjectMeta {
@@ -486,7 +406,7 @@ async fn sync_once(
         };
         match ctx.api.create(&PostParams::default(), &t).await {
             Ok(_) => {
-                tracing::info!(topic = %info.name, resource = %rname, "made a Topic resource for a topic created through Kafka")
+                tracing::info!(topic = %kafka_name, resource = %rname, "made a Topic resource for a topic created through Kafka")
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e),
@@ -497,9 +417,7 @@ async fn sync_once(
     for t in &resources.items {
         let Some(name) = t.kafka_name() else { continue };
         let had_id = t.status.as_ref().and_then(|s| s.topic_id.as_ref());
-        let same_id = topic_of(md, name)
-            .and_then(|i| uuid::Uuid::from_slice(&i.topic_id).ok())
-            .map(|u| u.to_string());
+        let same_id = md.topics.get(name).map(|i| i.topic_id.to_string());
         if deleted_through_kafka(t, md) {
             tracing::info!(topic = %name, "topic deleted through Kafka; deleting its resource");
             match ctx.api.delete(&t.name_any(), &Default::default()).await {
@@ -519,7 +437,7 @@ pub async fn run(ctx: Arc<Ctx>) {
     tokio::spawn(sync_resources(ctx.clone()));
     // Every metadata change re-reconciles every Topic (leaders, ISR and new partitions show
     // in the statuses at once).
-    let rx = ctx.service.subscribe();
+    let rx = ctx.controller.subscribe();
     let trigger = tokio_stream::wrappers::WatchStream::new(rx).map(|_| ());
     Controller::new(ctx.api.clone(), watcher::Config::default())
         .reconcile_all_on(trigger)

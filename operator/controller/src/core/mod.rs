@@ -24,7 +24,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::proto;
 
 pub use placement::{place, Load};
 pub use reassign::{plan, Blocked, Move, Plan, RebalanceOutcome};
@@ -294,6 +293,36 @@ pub struct Registered {
     pub broker_epoch: i64,
     /// The node came back with a new incarnation and was fenced first.
     pub restarted: bool,
+}
+
+/// The metadata image: what nodes watch and in-process callers read, as plain data. The
+/// gRPC service turns it into the wire message; nothing here knows that format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    /// Metadata version ([`State::version`]).
+    pub version: u64,
+    /// Kafka cluster id.
+    pub cluster_id: String,
+    /// The node Kafka clients are told is the controller (the lowest alive one), or
+    /// [`NO_LEADER`] when none is alive.
+    pub controller_id: i32,
+    /// Every registered node by id, with its liveness.
+    pub nodes: BTreeMap<i32, ImageNode>,
+    /// Every topic by name.
+    pub topics: BTreeMap<String, TopicRecord>,
+}
+
+/// A registered node as the image shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageNode {
+    /// Kafka listener host.
+    pub host: String,
+    /// Kafka listener port.
+    pub port: i32,
+    /// Rack, empty when unset.
+    pub rack: String,
+    /// Heard from within the session timeout.
+    pub alive: bool,
 }
 
 /// Runtime-only liveness of a node.
@@ -660,26 +689,22 @@ impl Cluster {
     }
 
     /// The image nodes watch: every node with its liveness, every topic.
-    pub fn to_proto(&self) -> proto::ClusterMetadata {
+    pub fn image(&self) -> Image {
         let nodes = self
             .state
             .nodes
             .iter()
-            .map(|(&id, n)| proto::NodeInfo {
-                node_id: id,
-                host: n.host.clone(),
-                port: n.port,
-                rack: n.rack.clone(),
-                alive: self.is_alive(id),
+            .map(|(&id, n)| {
+                let node = ImageNode {
+                    host: n.host.clone(),
+                    port: n.port,
+                    rack: n.rack.clone(),
+                    alive: self.is_alive(id),
+                };
+                (id, node)
             })
             .collect();
-        let topics = self
-            .state
-            .topics
-            .iter()
-            .map(|(name, t)| topic_to_proto(name, t))
-            .collect();
-        proto::ClusterMetadata {
+        Image {
             version: self.state.version,
             cluster_id: self.state.cluster_id.clone(),
             // Kafka clients send controller-bound requests to this node; any alive node
@@ -692,7 +717,7 @@ impl Cluster {
                 .or_else(|| self.live.iter().next())
                 .map_or(NO_LEADER, |(&id, _)| id),
             nodes,
-            topics,
+            topics: self.state.topics.clone(),
         }
     }
 
@@ -863,37 +888,5 @@ fn push_partition_events(
             isr: p.isr.clone(),
             partition_epoch: p.partition_epoch,
         });
-    }
-}
-
-/// One partition as nodes see it.
-pub fn partition_to_proto(index: usize, p: &PartitionRecord) -> proto::PartitionInfo {
-    proto::PartitionInfo {
-        partition: i32::try_from(index).unwrap_or(i32::MAX),
-        replicas: p.replicas.clone(),
-        leader: p.leader,
-        leader_epoch: p.leader_epoch,
-        isr: p.isr.clone(),
-        partition_epoch: p.partition_epoch,
-    }
-}
-
-/// One topic as nodes see it.
-pub fn topic_to_proto(name: &str, t: &TopicRecord) -> proto::TopicInfo {
-    proto::TopicInfo {
-        name: name.to_string(),
-        topic_id: t.topic_id.as_bytes().to_vec(),
-        configs: t
-            .configs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        partitions: t
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| partition_to_proto(i, p))
-            .collect(),
-        internal: t.internal,
     }
 }

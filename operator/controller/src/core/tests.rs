@@ -259,7 +259,7 @@ fn last_isr_member_dying_leaves_the_partition_offline_until_it_returns() {
     let offline = part(&c, "t", 0);
     assert_eq!(offline.leader, NO_LEADER);
     assert_eq!(offline.isr, vec![1], "the ISR keeps its last member");
-    assert!(c.to_proto().topics[0].partitions[0].leader == NO_LEADER);
+    assert!(c.image().topics["t"].partitions[0].leader == NO_LEADER);
     // Node 1 registers again (restarted) and is elected: it holds all committed data.
     c.register(1, "127.0.0.1", 9001, "", "b", 11_000).unwrap();
     let back = part(&c, "t", 0);
@@ -793,19 +793,19 @@ fn register_refuses_bad_addresses() {
 fn image_names_lowest_alive_node_controller() {
     let mut c = cluster(3);
     create(&mut c, "t", 2, 2);
-    let img = c.to_proto();
+    let img = c.image();
     assert_eq!(img.controller_id, 1);
     assert_eq!(img.version, c.version());
     assert_eq!(img.nodes.len(), 3);
-    assert!(img.nodes.iter().all(|n| n.alive));
-    assert_eq!(img.topics[0].id(), Some(c.state().topics["t"].topic_id));
+    assert!(img.nodes.values().all(|n| n.alive));
+    assert_eq!(img.topics["t"].topic_id, c.state().topics["t"].topic_id);
     beat(&mut c, &[2, 3], 4000);
     c.tick(SESSION);
-    let img = c.to_proto();
+    let img = c.image();
     assert_eq!(img.controller_id, 2);
-    assert!(!img.nodes[0].alive);
+    assert!(!img.nodes[&1].alive);
     c.tick(100_000);
-    assert_eq!(c.to_proto().controller_id, NO_LEADER);
+    assert_eq!(c.image().controller_id, NO_LEADER);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::json;
 use strata_controller::core::{Blocked, RebalanceOutcome};
-use strata_controller::proto::{ClusterMetadata, NodeInfo};
+use strata_controller::core::{ImageNode, PartitionRecord, TopicRecord};
 
 use super::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -463,16 +463,18 @@ fn quantities() {
     assert_eq!(quantity_bytes("ten"), None);
 }
 
-fn md(nodes: &[(i32, bool)]) -> ClusterMetadata {
-    ClusterMetadata {
+fn md(nodes: &[(i32, bool)]) -> Image {
+    Image {
         nodes: nodes
             .iter()
-            .map(|&(id, alive)| NodeInfo {
-                node_id: id,
-                host: "h".into(),
-                port: 1,
-                rack: String::new(),
-                alive,
+            .map(|&(id, alive)| {
+                let node = ImageNode {
+                    host: "h".into(),
+                    port: 1,
+                    rack: String::new(),
+                    alive,
+                };
+                (id, node)
             })
             .collect(),
         ..Default::default()
@@ -684,24 +686,22 @@ fn status_patches_remove_what_went_away() {
 #[test]
 fn under_replicated_partitions_are_named() {
     let mut m = md(&[(0, true), (1, true)]);
-    m.topics.push(strata_controller::proto::TopicInfo {
-        name: "t".into(),
-        partitions: vec![
-            strata_controller::proto::PartitionInfo {
-                partition: 0,
-                replicas: vec![0, 1],
-                isr: vec![0, 1],
-                ..Default::default()
-            },
-            strata_controller::proto::PartitionInfo {
-                partition: 1,
-                replicas: vec![0, 1],
-                isr: vec![1],
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    });
+    let partition = |isr: Vec<i32>| PartitionRecord {
+        replicas: vec![0, 1],
+        leader: isr[0],
+        leader_epoch: 0,
+        isr,
+        partition_epoch: 0,
+        target_replicas: None,
+        original_replicas: None,
+    };
+    let topic = TopicRecord {
+        topic_id: uuid::Uuid::new_v4(),
+        configs: Default::default(),
+        internal: false,
+        partitions: vec![partition(vec![0, 1]), partition(vec![1])],
+    };
+    m.topics.insert("t".into(), topic);
     assert_eq!(under_replicated(&m), vec!["t-1".to_string()]);
 }
 

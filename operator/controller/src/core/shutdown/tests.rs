@@ -58,7 +58,7 @@ fn controlled_shutdown_moves_leaderships_and_leaves_isrs() {
     assert_eq!(code(&err), codes::INELIGIBLE_REPLICA);
     // Nor is it elected, given new replicas, or named controller.
     assert!(!c.placement_nodes().contains(&1));
-    assert_ne!(c.to_proto().controller_id, 1);
+    assert_ne!(c.image().controller_id, 1);
     // Heartbeats keep it alive but do not clear the shutdown.
     beat(&mut c, &[1, 2, 3], 100);
     assert!(!c.is_eligible(1));
