@@ -1,5 +1,8 @@
-//! The crate's one error type. Variants name what failed and carry what a caller needs to act;
-//! the service maps them explicitly to Kafka error codes and `tonic::Status` at its boundary.
+//! The crate's one error type. Variants name what failed and carry what a caller needs to act.
+//!
+//! Owns: [`Error`]. Calls nothing. Every layer returns it; the gRPC service maps it
+//! explicitly to Kafka error codes and `tonic::Status` (`service::kafka_code`), and in-process
+//! callers (the operator) match on its variants.
 
 use std::path::PathBuf;
 

@@ -1,6 +1,9 @@
 //! Where the controller's [`State`] lives between restarts.
 //!
-//! The service saves every change through a [`MetadataStore`] before it answers or publishes,
+//! Owns: the [`MetadataStore`] contract and the file store. May call: [`State`]'s JSON
+//! encoding in [`crate::core`], the file system; never the handle or the service.
+//!
+//! The domain API ([`crate::handle`]) saves every change through a [`MetadataStore`] before it answers or publishes,
 //! so an acknowledged change survives a controller crash. The trait is object-safe (boxed
 //! futures) so hosts pick the store at run time: [`FileStore`] for `local` mode, Kubernetes
 //! resources (compare-and-swap on resourceVersion, where `save` fails with

@@ -2,9 +2,15 @@
 //! (registration, liveness, leader election, ISR commits, topic administration, placement,
 //! partition reassignment).
 //!
-//! Nothing here does I/O, reads a clock or spawns a task: callers pass `now_ms` (any monotonic
-//! millisecond clock) and persist [`State`] themselves, so every rule is unit-tested directly.
-//! Every method that changes the metadata image bumps [`State::version`] exactly once.
+//! Owns: [`State`] (the persisted metadata and its JSON format), [`Cluster`] (state plus
+//! liveness, with every rule), and the plain request and answer types of those rules
+//! ([`NewTopic`], [`TopicOutcome`], [`Image`], ...).
+//!
+//! May call: nothing outside itself but the crate's [`Error`]. Nothing here does I/O, reads a
+//! clock, spawns a task or knows the wire format: callers pass `now_ms` (any monotonic
+//! millisecond clock), persist [`State`] themselves and turn [`Image`] into whatever they
+//! publish, so every rule is unit-tested directly. Every method that changes the metadata
+//! image bumps [`State::version`] exactly once.
 
 mod balance;
 mod placement;
