@@ -3,7 +3,7 @@
 //! Owns: the wire format. Each RPC converts its protobuf request into the domain API's plain
 //! types, calls [`ControllerHandle`], and maps the answer back; the crate's [`Error`] becomes
 //! a Kafka error code ([`kafka_code`]) or, when the change could not be made durable, a
-//! `tonic::Status` ([`status`]), in this file only. Also owns serving: the listener, graceful
+//! `tonic::Status` (`status`), in this file only. Also owns serving: the listener, graceful
 //! shutdown, and the metadata watch streams.
 //!
 //! May call: [`crate::handle`] (the domain API), [`crate::proto`] and the `core` types the
