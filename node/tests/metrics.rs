@@ -35,6 +35,7 @@ async fn scrape_shows_requests_bytes_and_partitions() {
     broker
         .broker
         .create_topic("m", 2, 1, Default::default(), false)
+        .await
         .unwrap();
     let kafka = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kafka_addr = kafka.local_addr().unwrap();

@@ -66,8 +66,9 @@ async fn all_handlers_encode_at_all_versions() {
     let b = Node::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
     b.broker
         .create_topic("t", 2, 1, Default::default(), false)
+        .await
         .unwrap();
-    b.broker.ensure_offsets_topic().unwrap();
+    b.broker.ensure_offsets_topic().await.unwrap();
     b.groups.load_all();
     let topic = TopicName(s("t"));
 

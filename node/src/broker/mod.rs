@@ -56,7 +56,7 @@ pub struct Broker {
     table: Arc<PartitionTable>,
     /// Producer ids: (next, end) of the block in hand, refilled from the store (standalone)
     /// or the controller.
-    producer_ids: Mutex<(i64, i64)>,
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Serialises topic create/delete/alter so that image and disk change together.
     admin: Mutex<()>,
     /// Tiered storage, when the node has `--object-store`.
@@ -141,7 +141,7 @@ impl Broker {
             store,
             image,
             table,
-            producer_ids: Mutex::new((block_end, block_end)),
+            producer_ids: tokio::sync::Mutex::new((block_end, block_end)),
             admin: Mutex::new(()),
             tiering,
             cluster,
@@ -287,7 +287,7 @@ impl Broker {
     }
 
     /// Create a topic. `partitions` and `replication_factor` of -1 take the node defaults.
-    pub fn create_topic(
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -307,8 +307,9 @@ impl Broker {
             } else {
                 partitions
             };
-            let meta =
-                link.create_topic(name, partitions, replication_factor, configs, validate_only)?;
+            let meta = link
+                .create_topic(name, partitions, replication_factor, configs, validate_only)
+                .await?;
             if !validate_only {
                 tracing::info!(
                     topic = name,
@@ -321,6 +322,19 @@ impl Broker {
                 meta,
             });
         }
+        self.create_topic_local(name, partitions, replication_factor, configs, validate_only)
+    }
+
+    /// Standalone: create a topic in the node's own store.
+    fn create_topic_local(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicView> {
+        validate_topic_name(name)?;
         let internal = name == OFFSETS_TOPIC;
         let partitions = if partitions == -1 {
             self.config.num_partitions
@@ -404,37 +418,60 @@ impl Broker {
     }
 
     /// Create a topic if auto-creation allows it, returning it either way.
-    pub fn get_or_auto_create(&self, name: &str) -> Result<Option<TopicView>> {
+    pub async fn get_or_auto_create(&self, name: &str) -> Result<Option<TopicView>> {
         if let Some(t) = self.topic(name) {
             return Ok(Some(t));
         }
         if !self.config.auto_create_topics {
             return Ok(None);
         }
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
             Ok(t) => Ok(Some(t)),
             Err(Error::TopicAlreadyExists(_)) => Ok(self.topic(name)),
             Err(e) => Err(e),
         }
     }
 
-    /// The internal offsets topic, created on first use.
-    pub fn ensure_offsets_topic(&self) -> Result<TopicView> {
-        if let Some(t) = self.topic(OFFSETS_TOPIC) {
-            return Ok(t);
+    /// A produce's topic: standalone, created if auto-creation allows it (in request order,
+    /// without waiting on anything); in a cluster, only a topic that exists (as Kafka, a
+    /// produce creates nothing: the client's metadata request does).
+    pub fn topic_for_produce(&self, name: &str) -> Result<Option<TopicView>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(Some(t));
         }
+        if self.cluster.is_some() || !self.config.auto_create_topics {
+            return Ok(None);
+        }
+        match self.create_topic_local(name, -1, -1, BTreeMap::new(), false) {
+            Ok(t) => Ok(Some(t)),
+            Err(Error::TopicAlreadyExists(_)) => Ok(self.topic(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The offsets topic's settings: (partitions, replication factor, configs).
+    fn offsets_topic_spec(&self) -> (i32, i16, BTreeMap<String, String>) {
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
         configs.insert("segment.bytes".to_string(), "104857600".to_string());
         // In a cluster the controller's offsets.topic.replication.factor applies.
         let rf = if self.cluster.is_some() { -1 } else { 1 };
-        match self.create_topic(
-            OFFSETS_TOPIC,
-            self.config.offsets_topic_partitions,
-            rf,
-            configs,
-            false,
-        ) {
+        (self.config.offsets_topic_partitions, rf, configs)
+    }
+
+    /// The internal offsets topic, created on first use.
+    pub async fn ensure_offsets_topic(&self) -> Result<TopicView> {
+        if let Some(t) = self.topic(OFFSETS_TOPIC) {
+            return Ok(t);
+        }
+        let (partitions, rf, configs) = self.offsets_topic_spec();
+        match self
+            .create_topic(OFFSETS_TOPIC, partitions, rf, configs, false)
+            .await
+        {
             Ok(t) => Ok(t),
             Err(Error::TopicAlreadyExists(_)) => self
                 .topic(OFFSETS_TOPIC)
@@ -444,12 +481,12 @@ impl Broker {
     }
 
     /// Delete a topic and its data.
-    pub fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
+    pub async fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
         if let Some(link) = &self.cluster {
             if self.topic(name).is_none() {
                 return Err(Error::UnknownTopicOrPartition(name.to_string()));
             }
-            return link.delete_topic(name);
+            return link.delete_topic(name).await;
         }
         let _admin = self.admin.lock();
         let meta = self
@@ -480,9 +517,14 @@ impl Broker {
     }
 
     /// Raise a topic's partition count.
-    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<()> {
         if let Some(link) = &self.cluster {
-            return link.create_partitions(name, count, validate_only);
+            return link.create_partitions(name, count, validate_only).await;
         }
         let _admin = self.admin.lock();
         let meta = self
@@ -524,7 +566,7 @@ impl Broker {
     }
 
     /// Replace (or, with `incremental`, patch) a topic's config overrides.
-    pub fn alter_topic_configs(
+    pub async fn alter_topic_configs(
         &self,
         name: &str,
         f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<()>,
@@ -554,8 +596,9 @@ impl Broker {
             });
         }
         if let Some(link) = &self.cluster {
+            drop(_admin);
             // Every node applies the new configs when the controller's metadata arrives.
-            return link.alter_topic_configs(name, configs, validate_only);
+            return link.alter_topic_configs(name, configs, validate_only).await;
         }
         if validate_only {
             return Ok(());
@@ -788,11 +831,11 @@ impl Broker {
 
     /// Allocate a new producer id. Ids come in blocks reserved durably, so they are never
     /// reused: standalone in the node's store, in a cluster by the controller.
-    pub fn allocate_producer_id(&self) -> Result<i64> {
-        let mut ids = self.producer_ids.lock();
+    pub async fn allocate_producer_id(&self) -> Result<i64> {
+        let mut ids = self.producer_ids.lock().await;
         if ids.0 >= ids.1 {
             *ids = match &self.cluster {
-                Some(link) => link.allocate_producer_id_block()?,
+                Some(link) => link.allocate_producer_id_block().await?,
                 None => {
                     let _admin = self.admin.lock();
                     let mut next = self.image.meta().clone();
@@ -862,8 +905,40 @@ impl OffsetsLog for Broker {
         self.topic(OFFSETS_TOPIC).map(|t| t.meta.partitions)
     }
 
+    /// Standalone, the topic is created here and now. In a cluster its creation is asked
+    /// of the controller in the background and the coordinator answers "not available"
+    /// meanwhile (clients retry; FindCoordinator creates it as well, and waits).
     fn ensure_offsets_topic(&self) -> Result<i32> {
-        Broker::ensure_offsets_topic(self).map(|t| t.meta.partitions)
+        if let Some(t) = self.topic(OFFSETS_TOPIC) {
+            return Ok(t.meta.partitions);
+        }
+        let (partitions, rf, configs) = self.offsets_topic_spec();
+        match &self.cluster {
+            None => match self.create_topic_local(OFFSETS_TOPIC, partitions, rf, configs, false) {
+                Ok(t) => Ok(t.meta.partitions),
+                Err(Error::TopicAlreadyExists(_)) => self
+                    .topic(OFFSETS_TOPIC)
+                    .map(|t| t.meta.partitions)
+                    .ok_or_else(|| Error::UnknownTopicOrPartition(OFFSETS_TOPIC.into())),
+                Err(e) => Err(e),
+            },
+            Some(link) => {
+                let link = link.clone();
+                tokio::spawn(async move {
+                    let r = link
+                        .create_topic(OFFSETS_TOPIC, partitions, rf, configs, false)
+                        .await;
+                    if let Err(e) = r {
+                        if !matches!(e, Error::TopicAlreadyExists(_)) {
+                            tracing::warn!(error = %e, "could not create the offsets topic");
+                        }
+                    }
+                });
+                Err(Error::ControllerUnavailable(
+                    "the offsets topic is being created".into(),
+                ))
+            }
+        }
     }
 
     fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>> {

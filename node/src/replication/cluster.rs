@@ -160,19 +160,16 @@ impl ClusterLink {
         self.image.cluster()
     }
 
-    /// Block the calling (handler) thread on a controller call. Admin requests are rare and
-    /// their handlers are synchronous; the runtime keeps serving other connections.
-    pub fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        let timed = async {
-            tokio::time::timeout(Duration::from_secs(15), f)
-                .await
-                .map_err(|_| {
-                    let (i, url) = self.in_use();
-                    self.failed(i);
-                    unavailable(format!("{url} did not answer in 15 s"))
-                })?
-        };
-        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(timed))
+    /// A controller call with a bound: one that does not answer in 15 s moves the link to
+    /// the next address and fails as unavailable.
+    async fn timed<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(Duration::from_secs(15), f)
+            .await
+            .map_err(|_| {
+                let (i, url) = self.in_use();
+                self.failed(i);
+                unavailable(format!("{url} did not answer in 15 s"))
+            })?
     }
 
     /// Wait until the first metadata image is applied: a node answers Kafka clients only
@@ -290,7 +287,7 @@ impl ClusterLink {
 
     // ---- admin requests forwarded from Kafka clients ----------------------------------
 
-    pub fn create_topic(
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -298,7 +295,7 @@ impl ClusterLink {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMeta> {
-        self.block_on(async {
+        self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
@@ -329,10 +326,11 @@ impl ClusterLink {
                 .ok_or_else(|| unavailable("CreateTopics answer without the topic"))?;
             Ok(topic_meta(&t))
         })
+        .await
     }
 
-    pub fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
-        self.block_on(async {
+    pub async fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
+        self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
@@ -351,10 +349,16 @@ impl ClusterLink {
             self.caught_up(resp.metadata_version).await;
             Ok(r.topic.map(|t| topic_meta(&t).id).unwrap_or_default())
         })
+        .await
     }
 
-    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
-        self.block_on(async {
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<()> {
+        self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
@@ -379,15 +383,16 @@ impl ClusterLink {
             }
             Ok(())
         })
+        .await
     }
 
-    pub fn alter_topic_configs(
+    pub async fn alter_topic_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<()> {
-        self.block_on(async {
+        self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
@@ -405,23 +410,25 @@ impl ClusterLink {
             }
             Ok(())
         })
+        .await
     }
 
-    /// A cluster-unique producer id (blocks come from the controller).
     /// A block of producer ids from the controller: (first, end).
-    pub fn allocate_producer_id_block(&self) -> Result<(i64, i64)> {
+    pub async fn allocate_producer_id_block(&self) -> Result<(i64, i64)> {
         let epoch = self.broker_epoch.load(Ordering::Relaxed);
         let (i, _) = self.in_use();
-        let resp = self.block_on(async {
-            self.client()
-                .allocate_producer_ids(pb::AllocateProducerIdsRequest {
-                    node_id: self.me,
-                    broker_epoch: epoch,
-                })
-                .await
-                .map_err(|e| self.down(i, e))
-                .map(|r| r.into_inner())
-        })?;
+        let resp = self
+            .timed(async {
+                self.client()
+                    .allocate_producer_ids(pb::AllocateProducerIdsRequest {
+                        node_id: self.me,
+                        broker_epoch: epoch,
+                    })
+                    .await
+                    .map_err(|e| self.down(i, e))
+                    .map(|r| r.into_inner())
+            })
+            .await?;
         refused(resp.error_code, resp.error_message)?;
         Ok((
             resp.producer_id_start,
@@ -537,13 +544,13 @@ fn topic_partitions(named: Option<Vec<(String, Vec<i32>)>>) -> (bool, Vec<pb::To
 impl ClusterLink {
     /// ElectLeaders: `election_type` is Kafka's (0 preferred, 1 unclean); `None` elects on
     /// every partition. Answers once this node's metadata shows the new leaders.
-    pub fn elect_leaders(
+    pub async fn elect_leaders(
         &self,
         election_type: i8,
         named: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<Vec<PartitionAnswer>> {
         let (all_partitions, topic_partitions) = topic_partitions(named);
-        self.block_on(async {
+        self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
@@ -558,10 +565,11 @@ impl ClusterLink {
             self.caught_up(resp.metadata_version).await;
             Ok(partition_answers(resp.results))
         })
+        .await
     }
 
     /// AlterPartitionReassignments: each partition's target replicas, `None` to cancel.
-    pub fn alter_reassignments(
+    pub async fn alter_reassignments(
         &self,
         partitions: Vec<(String, i32, Option<Vec<i32>>)>,
         keep_replication_factor: bool,
@@ -575,7 +583,7 @@ impl ClusterLink {
                 replicas: replicas.unwrap_or_default(),
             })
             .collect();
-        self.block_on(async {
+        self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
@@ -589,15 +597,16 @@ impl ClusterLink {
             self.caught_up(resp.metadata_version).await;
             Ok(partition_answers(resp.results))
         })
+        .await
     }
 
     /// ListPartitionReassignments: the moves in flight, of every partition with `None`.
-    pub fn list_reassignments(
+    pub async fn list_reassignments(
         &self,
         named: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<Vec<pb::OngoingReassignment>> {
         let (all_partitions, topic_partitions) = topic_partitions(named);
-        self.block_on(async {
+        self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
@@ -610,6 +619,7 @@ impl ClusterLink {
                 .into_inner();
             Ok(resp.reassignments)
         })
+        .await
     }
 }
 

@@ -119,7 +119,9 @@ fn scrub_dir(bucket: &std::path::Path, topic_id: uuid::Uuid) -> (Manifest, Vec<S
 async fn upload_local_retention_remote_reads_and_restore() {
     let node = Node::new();
     let b = node.open();
-    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
     let part = b.partition("t", 0).unwrap();
     let value = [7u8; 150];
     for seq in 0..100 {
@@ -194,7 +196,9 @@ async fn upload_local_retention_remote_reads_and_restore() {
 async fn corrupt_manifest_stops_tiering_without_reset() {
     let node = Node::new();
     let b = node.open();
-    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
     let part = b.partition("t", 0).unwrap();
     for seq in 0..40 {
         b.append(&part, make_batch(&[&[1u8; 150]], now(), -1, -1))
@@ -264,7 +268,7 @@ async fn total_retention_deletes_from_the_bucket_manifest_first() {
     let b = node.open();
     let mut cfg = topic_configs();
     cfg.insert("retention.bytes".into(), "8000".into());
-    b.create_topic("t", 1, 1, cfg, false).unwrap();
+    b.create_topic("t", 1, 1, cfg, false).await.unwrap();
     let part = b.partition("t", 0).unwrap();
     for _ in 0..200 {
         b.append(&part, make_batch(&[&[3u8; 150]], now(), -1, -1))
@@ -295,6 +299,7 @@ async fn total_retention_deletes_from_the_bucket_manifest_first() {
             },
             false
         )
+        .await
         .is_err());
 }
 
@@ -302,7 +307,9 @@ async fn total_retention_deletes_from_the_bucket_manifest_first() {
 async fn a_deposed_leader_cannot_touch_the_manifest() {
     let node = Node::new();
     let b = node.open();
-    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
     let part = b.partition("t", 0).unwrap();
     let batch = || make_batch(&[&[5u8; 150]], now(), -1, -1);
     for _ in 0..30 {
@@ -376,11 +383,13 @@ fn produce_timestamped(b: &Broker, topics: &[&str], n: i64, base: i64) -> Vec<i6
 async fn list_offsets_by_time_matches_an_untiered_topic() {
     let node = Node::new();
     let b = node.open();
-    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
     let mut plain = topic_configs();
     plain.remove("remote.storage.enable");
     plain.remove("local.retention.bytes");
-    b.create_topic("u", 1, 1, plain, false).unwrap();
+    b.create_topic("u", 1, 1, plain, false).await.unwrap();
     let base = now() - 3_600_000;
     let stamps = produce_timestamped(&b, &["t", "u"], 120, base);
     let (t_part, u_part) = (b.partition("t", 0).unwrap(), b.partition("u", 0).unwrap());
@@ -430,7 +439,7 @@ async fn list_offsets_by_time_matches_an_untiered_topic() {
             c.remove("remote.storage.enable");
             c.remove("local.retention.bytes");
         }
-        b.create_topic(topic, 1, 1, c, false).unwrap();
+        b.create_topic(topic, 1, 1, c, false).await.unwrap();
     }
     produce_timestamped(&b, &["t2", "u2"], 5, late);
     produce_timestamped(&b, &["t2", "u2"], 60, base);
@@ -464,7 +473,9 @@ async fn list_offsets_by_time_matches_an_untiered_topic() {
 async fn delete_records_moves_the_remote_log_start_first() {
     let node = Node::new();
     let b = node.open();
-    b.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
     let part = b.partition("t", 0).unwrap();
     let base = now() - 60_000;
     produce_timestamped(&b, &["t"], 100, base);
@@ -542,6 +553,7 @@ async fn delete_records_moves_the_remote_log_start_first() {
 
     // Before anything is tiered: the first upload starts the bucket at the log start.
     b.create_topic("fresh", 1, 1, topic_configs(), false)
+        .await
         .unwrap();
     let fresh = b.partition("fresh", 0).unwrap();
     produce_timestamped(&b, &["fresh"], 30, base);
@@ -588,7 +600,9 @@ fn local_segments(part: &Partition) -> Vec<crate::log::retention::SegmentSummary
 async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
     let node = Node::new();
     let a = node.open();
-    a.create_topic("t", 1, 1, topic_configs(), false).unwrap();
+    a.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
     let pa = a.partition("t", 0).unwrap();
     // The follower: same topic id, its own directory, the same bucket.
     let fdata = tempfile::tempdir().unwrap();

@@ -210,29 +210,32 @@ fn refuse_non_topic(resource_type: i8) -> Option<(i16, String)> {
 }
 
 /// Apply `f` to a topic's overrides (refusing other resource types): (error code, message).
-fn alter_resource(
+async fn alter_resource(
     b: &Node,
     resource_type: i8,
     name: &str,
     validate_only: bool,
-    f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), Error>,
+    f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), Error> + Send,
 ) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
     if let Some((code, msg)) = refuse_non_topic(resource_type) {
         return (code, Some(s(msg)));
     }
-    match b.broker.alter_topic_configs(name, f, validate_only) {
+    match b.broker.alter_topic_configs(name, f, validate_only).await {
         Ok(()) => (0, None),
         Err(e) => (e.code(), Some(s(e.to_string()))),
     }
 }
 
 /// Answer AlterConfigs: the given set replaces all topic overrides.
-pub fn alter_configs(b: &Arc<Node>, _v: i16, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(
+    b: &Arc<Node>,
+    _v: i16,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for res in req.resources {
+        {
             let new: BTreeMap<String, String> = res
                 .configs
                 .iter()
@@ -251,31 +254,31 @@ pub fn alter_configs(b: &Arc<Node>, _v: i16, req: AlterConfigsRequest) -> AlterC
                     *cfg = new;
                     Ok(())
                 },
-            );
-            build!(AlterConfigsResourceResponse {
+            )
+            .await;
+            responses.push(build!(AlterConfigsResourceResponse {
                 error_code: code,
                 error_message: msg,
                 resource_type: res.resource_type,
                 resource_name: res.resource_name
-            })
-        })
-        .collect();
+            }));
+        }
+    }
     build!(AlterConfigsResponse {
         responses: responses
     })
 }
 
 /// Answer IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT per key.
-pub fn incremental_alter_configs(
+pub async fn incremental_alter_configs(
     b: &Arc<Node>,
     _v: i16,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for res in req.resources {
+        {
             let ops: Vec<(String, i8, Option<String>)> = res
                 .configs
                 .iter()
@@ -290,22 +293,25 @@ pub fn incremental_alter_configs(
             let (code, msg) =
                 match throttle_ops(b, res.resource_type, res.resource_name.as_str(), &ops) {
                     Throttles::Answer(code, msg) => (code, msg.map(s)),
-                    Throttles::Rest(ops) => alter_resource(
-                        b,
-                        res.resource_type,
-                        res.resource_name.as_str(),
-                        req.validate_only,
-                        |cfg| apply_incremental(cfg, &ops),
-                    ),
+                    Throttles::Rest(ops) => {
+                        alter_resource(
+                            b,
+                            res.resource_type,
+                            res.resource_name.as_str(),
+                            req.validate_only,
+                            |cfg| apply_incremental(cfg, &ops),
+                        )
+                        .await
+                    }
                 };
-            build!(AlterConfigsResourceResponse {
+            responses.push(build!(AlterConfigsResourceResponse {
                 error_code: code,
                 error_message: msg,
                 resource_type: res.resource_type,
                 resource_name: res.resource_name
-            })
-        })
-        .collect();
+            }));
+        }
+    }
     build!(IncrementalAlterConfigsResponse {
         responses: responses
     })
@@ -472,6 +478,7 @@ mod tests {
         .unwrap();
         b.broker
             .create_topic("t", 1, 1, Default::default(), false)
+            .await
             .unwrap();
         let op = |k: &str, o: i8, v: Option<&str>| (k.to_string(), o, v.map(String::from));
         let rate = "leader.replication.throttled.rate";

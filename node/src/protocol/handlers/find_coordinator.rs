@@ -15,12 +15,19 @@ use crate::coordinator::OFFSETS_TOPIC;
 use crate::node::Node;
 
 /// Answer FindCoordinator (single key before v4, batched keys from v4).
-pub fn handle(b: &Arc<Node>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub async fn handle(b: &Arc<Node>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    // Groups are coordinated through the offsets topic: create it on first use.
+    let offsets_topic = if req.key_type == 0 {
+        Some(b.broker.ensure_offsets_topic().await)
+    } else {
+        None
+    };
     let answer = |key_type: i8| -> (i16, Option<String>) {
         match key_type {
-            0 => match b.broker.ensure_offsets_topic() {
-                Ok(_) => (0, None),
-                Err(e) => (
+            0 => match &offsets_topic {
+                Some(Ok(_)) => (0, None),
+                None => (0, None),
+                Some(Err(e)) => (
                     ResponseError::CoordinatorNotAvailable.code(),
                     Some(e.to_string()),
                 ),

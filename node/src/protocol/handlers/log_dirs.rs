@@ -95,9 +95,11 @@ mod tests {
         let b = Node::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
         b.broker
             .create_topic("a", 2, 1, Default::default(), false)
+            .await
             .unwrap();
         b.broker
             .create_topic("b", 1, 1, Default::default(), false)
+            .await
             .unwrap();
         let mut all = DescribeLogDirsRequest::default();
         all.topics = None;

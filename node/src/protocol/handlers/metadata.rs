@@ -84,7 +84,7 @@ fn error_entry(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRe
 }
 
 /// Answer Metadata, auto-creating requested topics where allowed.
-pub fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResponse {
+pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResponse {
     // v0 treats an empty list as "all topics"; v1+ uses null for that.
     let all = match &req.topics {
         None => true,
@@ -98,10 +98,9 @@ pub fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResponse {
             .map(|t| topic_entry(b, t))
             .collect()
     } else {
-        req.topics
-            .unwrap_or_default()
-            .into_iter()
-            .map(|rt| {
+        let mut found_topics = Vec::new();
+        for rt in req.topics.unwrap_or_default() {
+            let entry = {
                 let by_name = rt
                     .name
                     .as_ref()
@@ -110,7 +109,7 @@ pub fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResponse {
                 match by_name {
                     Some(name) => {
                         let found = if allow_auto {
-                            b.broker.get_or_auto_create(&name)
+                            b.broker.get_or_auto_create(&name).await
                         } else {
                             Ok(b.broker.topic(&name))
                         };
@@ -141,8 +140,10 @@ pub fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResponse {
                         }
                     },
                 }
-            })
-            .collect()
+            };
+            found_topics.push(entry);
+        }
+        found_topics
     };
     let (brokers, controller_id) = brokers(b);
     build!(MetadataResponse {

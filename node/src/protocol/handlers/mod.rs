@@ -87,9 +87,22 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
         }};
     }
 
+    // A handler that waits (on the controller, in a cluster) without holding up the
+    // connection's other requests.
+    macro_rules! deferred {
+        ($t:ty, $f:path) => {{
+            let req = decode!($t);
+            let b = broker.clone();
+            Box::pin(async move {
+                let resp = $f(&b, v, req).await;
+                reply(key, v, cid, &resp)
+            })
+        }};
+    }
+
     match key {
         ApiKey::ApiVersions => sync!(ApiVersionsRequest, api_versions::handle),
-        ApiKey::Metadata => sync!(MetadataRequest, metadata::handle),
+        ApiKey::Metadata => deferred!(MetadataRequest, metadata::handle),
         ApiKey::DescribeCluster => sync!(DescribeClusterRequest, metadata::describe_cluster),
         ApiKey::Produce => {
             let req = decode!(ProduceRequest);
@@ -124,17 +137,17 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
                 reply(key, v, cid, &resp)
             })
         }
-        ApiKey::CreateTopics => sync!(CreateTopicsRequest, topics::create_topics),
-        ApiKey::DeleteTopics => sync!(DeleteTopicsRequest, topics::delete_topics),
-        ApiKey::CreatePartitions => sync!(CreatePartitionsRequest, topics::create_partitions),
+        ApiKey::CreateTopics => deferred!(CreateTopicsRequest, topics::create_topics),
+        ApiKey::DeleteTopics => deferred!(DeleteTopicsRequest, topics::delete_topics),
+        ApiKey::CreatePartitions => deferred!(CreatePartitionsRequest, topics::create_partitions),
         ApiKey::DescribeConfigs => sync!(DescribeConfigsRequest, configs::describe_configs),
-        ApiKey::AlterConfigs => sync!(AlterConfigsRequest, configs::alter_configs),
-        ApiKey::IncrementalAlterConfigs => sync!(
+        ApiKey::AlterConfigs => deferred!(AlterConfigsRequest, configs::alter_configs),
+        ApiKey::IncrementalAlterConfigs => deferred!(
             IncrementalAlterConfigsRequest,
             configs::incremental_alter_configs
         ),
-        ApiKey::InitProducerId => sync!(InitProducerIdRequest, producer_id::handle),
-        ApiKey::FindCoordinator => sync!(FindCoordinatorRequest, find_coordinator::handle),
+        ApiKey::InitProducerId => deferred!(InitProducerIdRequest, producer_id::handle),
+        ApiKey::FindCoordinator => deferred!(FindCoordinatorRequest, find_coordinator::handle),
         ApiKey::JoinGroup => {
             let req = decode!(JoinGroupRequest);
             groups::join_group(broker.clone(), &frame, req)
@@ -162,12 +175,12 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
         }
         // Operations: log directories, leader elections, partition reassignments.
         ApiKey::DescribeLogDirs => sync!(DescribeLogDirsRequest, log_dirs::describe_log_dirs),
-        ApiKey::ElectLeaders => sync!(ElectLeadersRequest, replicas::elect_leaders),
-        ApiKey::AlterPartitionReassignments => sync!(
+        ApiKey::ElectLeaders => deferred!(ElectLeadersRequest, replicas::elect_leaders),
+        ApiKey::AlterPartitionReassignments => deferred!(
             AlterPartitionReassignmentsRequest,
             replicas::alter_partition_reassignments
         ),
-        ApiKey::ListPartitionReassignments => sync!(
+        ApiKey::ListPartitionReassignments => deferred!(
             ListPartitionReassignmentsRequest,
             replicas::list_partition_reassignments
         ),

@@ -31,7 +31,7 @@ pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) ->
             Some(td.name.0.to_string())
         };
         let view = match &topic {
-            Some(name) => b.broker.get_or_auto_create(name).ok().flatten(),
+            Some(name) => b.broker.topic_for_produce(name).ok().flatten(),
             None => None,
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use crate::node::Node;
 
 /// Hand out a fresh producer id with epoch 0.
-pub fn handle(b: &Arc<Node>, _v: i16, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(b: &Arc<Node>, _v: i16, req: InitProducerIdRequest) -> InitProducerIdResponse {
     if req.transactional_id.is_some() {
         return build!(InitProducerIdResponse {
             error_code: ResponseError::CoordinatorNotAvailable.code(),
@@ -16,7 +16,7 @@ pub fn handle(b: &Arc<Node>, _v: i16, req: InitProducerIdRequest) -> InitProduce
             producer_epoch: -1
         });
     }
-    match b.broker.allocate_producer_id() {
+    match b.broker.allocate_producer_id().await {
         Ok(id) => build!(InitProducerIdResponse {
             producer_id: ProducerId(id),
             producer_epoch: 0

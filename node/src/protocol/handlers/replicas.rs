@@ -58,7 +58,11 @@ fn all_failed(named: &[(String, Vec<i32>)], e: &crate::error::Error) -> Vec<Part
 }
 
 /// Answer ElectLeaders.
-pub fn elect_leaders(b: &Arc<Node>, v: i16, req: ElectLeadersRequest) -> ElectLeadersResponse {
+pub async fn elect_leaders(
+    b: &Arc<Node>,
+    v: i16,
+    req: ElectLeadersRequest,
+) -> ElectLeadersResponse {
     // v0 has no election type: preferred only.
     let election_type = if v >= 1 { req.election_type } else { 0 };
     let named: Option<Vec<(String, Vec<i32>)>> = req.topic_partitions.map(|tps| {
@@ -75,7 +79,7 @@ pub fn elect_leaders(b: &Arc<Node>, v: i16, req: ElectLeadersRequest) -> ElectLe
         }
         all_failed(named.as_deref().unwrap_or_default(), &e)
     } else if let Some(link) = &b.cluster {
-        match link.elect_leaders(election_type, named.clone()) {
+        match link.elect_leaders(election_type, named.clone()).await {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(error = %e, "ElectLeaders could not reach the controller");
@@ -123,7 +127,7 @@ pub fn elect_leaders(b: &Arc<Node>, v: i16, req: ElectLeadersRequest) -> ElectLe
 }
 
 /// Answer AlterPartitionReassignments.
-pub fn alter_partition_reassignments(
+pub async fn alter_partition_reassignments(
     b: &Arc<Node>,
     v: i16,
     req: AlterPartitionReassignmentsRequest,
@@ -149,7 +153,7 @@ pub fn alter_partition_reassignments(
         resp.allow_replication_factor_change = !keep_rf;
     }
     let answers = if let Some(link) = &b.cluster {
-        match link.alter_reassignments(partitions.clone(), keep_rf) {
+        match link.alter_reassignments(partitions.clone(), keep_rf).await {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(error = %e, "AlterPartitionReassignments could not reach the controller");
@@ -216,7 +220,7 @@ pub fn alter_partition_reassignments(
 }
 
 /// Answer ListPartitionReassignments.
-pub fn list_partition_reassignments(
+pub async fn list_partition_reassignments(
     b: &Arc<Node>,
     _v: i16,
     req: ListPartitionReassignmentsRequest,
@@ -231,7 +235,7 @@ pub fn list_partition_reassignments(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    match link.list_reassignments(named) {
+    match link.list_reassignments(named).await {
         Ok(ongoing) => {
             let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
             for o in ongoing {
@@ -265,10 +269,11 @@ mod tests {
     use super::*;
     use crate::config::NodeConfig;
 
-    fn broker(dir: &std::path::Path) -> Arc<Node> {
+    async fn broker(dir: &std::path::Path) -> Arc<Node> {
         let b = Node::open(NodeConfig::for_tests(dir.to_path_buf())).unwrap();
         b.broker
             .create_topic("t", 2, 1, Default::default(), false)
+            .await
             .unwrap();
         b
     }
@@ -287,7 +292,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_standalone_node_never_needs_an_election() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let mut req = ElectLeadersRequest::default();
         let mut tp = kafka_protocol::messages::elect_leaders_request::TopicPartitions::default();
         tp.topic = topic_name("t");
@@ -296,7 +301,7 @@ mod tests {
         other.topic = topic_name("nope");
         other.partitions = vec![0];
         req.topic_partitions = Some(vec![tp, other]);
-        let resp = elect_leaders(&b, 2, req.clone());
+        let resp = elect_leaders(&b, 2, req.clone()).await;
         let not_needed = ResponseError::ElectionNotNeeded.code();
         let unknown = ResponseError::UnknownTopicOrPartition.code();
         assert_eq!(
@@ -311,11 +316,12 @@ mod tests {
         // Every partition: none needed an election, so none is reported.
         req.topic_partitions = None;
         assert!(elect_leaders(&b, 2, req.clone())
+            .await
             .replica_election_results
             .is_empty());
         req.election_type = 7;
         assert_eq!(
-            elect_leaders(&b, 2, req).error_code,
+            elect_leaders(&b, 2, req).await.error_code,
             ResponseError::InvalidRequest.code()
         );
     }
@@ -326,7 +332,7 @@ mod tests {
             ReassignablePartition, ReassignableTopic,
         };
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let me = b.config.node_id;
         let mut topic = ReassignableTopic::default();
         topic.name = topic_name("t");
@@ -345,7 +351,7 @@ mod tests {
         }
         let mut req = AlterPartitionReassignmentsRequest::default();
         req.topics = vec![topic];
-        let resp = alter_partition_reassignments(&b, 0, req);
+        let resp = alter_partition_reassignments(&b, 0, req).await;
         let got: Vec<i16> = resp.responses[0]
             .partitions
             .iter()
@@ -370,7 +376,7 @@ mod tests {
             .to_string();
         assert!(msg.contains("not registered"), "{msg}");
         let list =
-            list_partition_reassignments(&b, 0, ListPartitionReassignmentsRequest::default());
+            list_partition_reassignments(&b, 0, ListPartitionReassignmentsRequest::default()).await;
         assert!(list.topics.is_empty());
         assert_eq!(list.error_code, 0);
     }

@@ -35,7 +35,11 @@ fn effective_configs(b: &Node, t: &TopicView) -> Vec<CreatableTopicConfigs> {
 }
 
 /// Answer CreateTopics.
-pub fn create_topics(b: &Arc<Node>, v: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    b: &Arc<Node>,
+    v: i16,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let dupes: HashSet<String> = req
         .topics
@@ -44,17 +48,16 @@ pub fn create_topics(b: &Arc<Node>, v: i16, req: CreateTopicsRequest) -> CreateT
         .map(|t| t.name.0.to_string())
         .collect();
     let me = b.config.node_id;
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        {
             let name = t.name.0.to_string();
             let mut r = build!(CreatableTopicResult {
                 name: t.name.clone(),
                 num_partitions: -1,
                 replication_factor: -1
             });
-            let res = (|| -> Result<TopicView, (i16, String)> {
+            let res = async {
                 if dupes.contains(&name) {
                     return Err((
                         ResponseError::InvalidRequest.code(),
@@ -93,8 +96,10 @@ pub fn create_topics(b: &Arc<Node>, v: i16, req: CreateTopicsRequest) -> CreateT
                     .collect();
                 b.broker
                     .create_topic(&name, partitions, rf, configs, req.validate_only)
+                    .await
                     .map_err(|e: Error| (e.code(), e.to_string()))
-            })();
+            }
+            .await;
             match res {
                 Ok(view) => {
                     r.topic_id = if req.validate_only {
@@ -113,14 +118,18 @@ pub fn create_topics(b: &Arc<Node>, v: i16, req: CreateTopicsRequest) -> CreateT
                     r.error_message = Some(s(msg));
                 }
             }
-            r
-        })
-        .collect();
+            topics.push(r);
+        }
+    }
     build!(CreateTopicsResponse { topics: topics })
 }
 
 /// Answer DeleteTopics (by name, or by id from v6).
-pub fn delete_topics(b: &Arc<Node>, v: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    b: &Arc<Node>,
+    v: i16,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, uuid::Uuid)> = if v >= 6 {
         req.topics
             .iter()
@@ -140,9 +149,9 @@ pub fn delete_topics(b: &Arc<Node>, v: i16, req: DeleteTopicsRequest) -> DeleteT
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        {
             let resolved = match &name {
                 Some(n) => b.broker.topic(n),
                 None => b.broker.topic_by_id(id),
@@ -162,31 +171,30 @@ pub fn delete_topics(b: &Arc<Node>, v: i16, req: DeleteTopicsRequest) -> DeleteT
                 Some(view) => {
                     r.name = Some(topic_name(&view.name));
                     r.topic_id = view.meta.id;
-                    if let Err(e) = b.broker.delete_topic(&view.name) {
+                    if let Err(e) = b.broker.delete_topic(&view.name).await {
                         r.error_code = e.code();
                         r.error_message = Some(s(e.to_string()));
                     }
                 }
             }
-            r
-        })
-        .collect();
+            responses.push(r);
+        }
+    }
     build!(DeleteTopicsResponse {
         responses: responses
     })
 }
 
 /// Answer CreatePartitions.
-pub fn create_partitions(
+pub async fn create_partitions(
     b: &Arc<Node>,
     _v: i16,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let me = b.config.node_id;
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        {
             let name = t.name.0.to_string();
             let mut r = build!(CreatePartitionsTopicResult {
                 name: t.name.clone()
@@ -203,14 +211,15 @@ pub fn create_partitions(
             } else {
                 b.broker
                     .create_partitions(&name, t.count, req.validate_only)
+                    .await
                     .map_err(|e| (e.code(), e.to_string()))
             };
             if let Err((code, msg)) = res {
                 r.error_code = code;
                 r.error_message = Some(s(msg));
             }
-            r
-        })
-        .collect();
+            results.push(r);
+        }
+    }
     build!(CreatePartitionsResponse { results: results })
 }
