@@ -301,3 +301,39 @@ def test_log_dirs_lists_every_partition_with_sizes(cluster, topic, kafka_tools):
     assert [b["broker"] for b in only["brokers"]] == [2], only
     assert sorted(q["partition"] for q in only["brokers"][0]["logDirs"][0]["partitions"]) == \
         [f"{topic}-{i}" for i in range(3)], only
+
+
+TOPICS = "org.apache.kafka.tools.TopicCommand"
+
+
+def test_create_with_a_replica_assignment(cluster, kafka_tools):
+    """kafka-topics --create --replica-assignment: each partition on exactly the nodes named,
+    in that order, led by the first (Kafka's preferred replica); an assignment naming a node
+    that is not in the cluster, or mixed with --partitions, is refused with Kafka's errors."""
+    boot = cluster.bootstrap()
+    p = tool(TOPICS, "--bootstrap-server", boot, "--create", "--topic", "placed",
+             "--replica-assignment", "2:3,3:1,1:2,2:1")
+    assert p.returncode == 0, p.described
+    want = {0: [2, 3], 1: [3, 1], 2: [1, 2], 3: [2, 1]}
+
+    def placed():
+        state = replicas_now(cluster, "placed")
+        if {i: r for i, (_, r, _) in state.items()} != want:
+            return None
+        if any(isr != sorted(r) for _, r, isr in state.values()):
+            return None
+        return state
+
+    state = wait_for(placed, 30, "the assigned replicas, all in sync", every=0.5)
+    for i, (leader, replicas, isr) in state.items():
+        assert leader == replicas[0], (i, leader, replicas)
+    d = tool(TOPICS, "--bootstrap-server", boot, "--describe", "--topic", "placed")
+    assert d.returncode == 0, d.described
+    assert "ReplicationFactor: 2" in d.stdout, d.described
+
+    bad = tool(TOPICS, "--bootstrap-server", boot, "--create", "--topic", "nowhere",
+               "--replica-assignment", "1:9")
+    # INVALID_REPLICA_ASSIGNMENT, with the controller's reason.
+    assert bad.returncode != 0 and "invalid replica assignment" in bad.stdout, bad.described
+    assert "node 9, which is not registered" in bad.stdout, bad.described
+    assert "nowhere" not in cluster.metadata(min(cluster.nodes)).topics

@@ -308,7 +308,14 @@ impl Broker {
                 partitions
             };
             let meta = link
-                .create_topic(name, partitions, replication_factor, configs, validate_only)
+                .create_topic(
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                    Vec::new(),
+                    validate_only,
+                )
                 .await?;
             if !validate_only {
                 tracing::info!(
@@ -323,6 +330,55 @@ impl Broker {
             });
         }
         self.create_topic_local(name, partitions, replication_factor, configs, validate_only)
+    }
+
+    /// Create a topic with an explicit replica assignment (partition i on
+    /// `assignments[i]`, the first replica preferred as leader), as
+    /// `kafka-topics.sh --replica-assignment` asks. Standalone, only this node can be named.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicView> {
+        validate_topic_name(name)?;
+        let Some(link) = &self.cluster else {
+            let me = self.config.node_id;
+            if assignments.iter().flatten().any(|id| *id != me) {
+                return Err(Error::Kafka {
+                    code: ResponseError::InvalidReplicaAssignment,
+                    message: format!("assignment names brokers other than node {me}"),
+                });
+            }
+            let rf = assignments.first().map_or(0, Vec::len) as i16;
+            return self.create_topic_local(
+                name,
+                assignments.len() as i32,
+                rf,
+                configs,
+                validate_only,
+            );
+        };
+        validate_for_node(
+            &configs,
+            &self.config.topic_defaults,
+            self.tiering.is_some(),
+        )?;
+        let meta = link
+            .create_topic(name, -1, -1, configs, assignments, validate_only)
+            .await?;
+        if !validate_only {
+            tracing::info!(
+                topic = name,
+                partitions = meta.partitions,
+                "created topic with a replica assignment (through the controller)"
+            );
+        }
+        Ok(TopicView {
+            name: name.to_string(),
+            meta,
+        })
     }
 
     /// Standalone: create a topic in the node's own store.
@@ -926,7 +982,7 @@ impl OffsetsLog for Broker {
                 let link = link.clone();
                 tokio::spawn(async move {
                     let r = link
-                        .create_topic(OFFSETS_TOPIC, partitions, rf, configs, false)
+                        .create_topic(OFFSETS_TOPIC, partitions, rf, configs, Vec::new(), false)
                         .await;
                     if let Err(e) = r {
                         if !matches!(e, Error::TopicAlreadyExists(_)) {

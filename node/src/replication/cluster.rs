@@ -287,12 +287,15 @@ impl ClusterLink {
 
     // ---- admin requests forwarded from Kafka clients ----------------------------------
 
+    /// CreateTopics: with `assignments` (partition i gets `assignments[i]`) instead of a
+    /// partition count and replication factor, the controller places nothing itself.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
+        assignments: Vec<Vec<i32>>,
         validate_only: bool,
     ) -> Result<TopicMeta> {
         self.timed(async {
@@ -305,7 +308,10 @@ impl ClusterLink {
                         partitions,
                         replication_factor: replication_factor as i32,
                         configs: configs.into_iter().collect(),
-                        assignments: vec![],
+                        assignments: assignments
+                            .into_iter()
+                            .map(|replicas| pb::ReplicaList { replicas })
+                            .collect(),
                     }],
                     validate_only,
                 })

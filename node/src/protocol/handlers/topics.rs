@@ -47,7 +47,6 @@ pub async fn create_topics(
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
-    let me = b.config.node_id;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         {
@@ -64,27 +63,6 @@ pub async fn create_topics(
                         format!("topic {name} appears twice in the request"),
                     ));
                 }
-                let mut partitions = t.num_partitions;
-                let mut rf = t.replication_factor;
-                if !t.assignments.is_empty() {
-                    if partitions != -1 || rf != -1 {
-                        return Err((
-                            ResponseError::InvalidRequest.code(),
-                            "both replica assignments and partitions/replication factor were given"
-                                .into(),
-                        ));
-                    }
-                    for a in &t.assignments {
-                        if a.broker_ids.iter().any(|id| id.0 != me) {
-                            return Err((
-                                ResponseError::InvalidReplicaAssignment.code(),
-                                format!("assignment names brokers other than node {me}"),
-                            ));
-                        }
-                    }
-                    partitions = t.assignments.len() as i32;
-                    rf = t.assignments[0].broker_ids.len() as i16;
-                }
                 let configs: BTreeMap<String, String> = t
                     .configs
                     .iter()
@@ -94,8 +72,48 @@ pub async fn create_topics(
                             .map(|v| (c.name.to_string(), v.to_string()))
                     })
                     .collect();
+                if t.assignments.is_empty() {
+                    return b
+                        .broker
+                        .create_topic(
+                            &name,
+                            t.num_partitions,
+                            t.replication_factor,
+                            configs,
+                            req.validate_only,
+                        )
+                        .await
+                        .map_err(|e: Error| (e.code(), e.to_string()));
+                }
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err((
+                        ResponseError::InvalidRequest.code(),
+                        "both replica assignments and partitions/replication factor were given"
+                            .into(),
+                    ));
+                }
+                // Kafka's order: the assignment of partition i is the entry whose
+                // partition_index is i.
+                let mut listed: Vec<_> = t
+                    .assignments
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|id| id.0).collect(),
+                        )
+                    })
+                    .collect();
+                listed.sort_by_key(|(i, _)| *i);
+                if listed.iter().enumerate().any(|(i, (p, _))| *p != i as i32) {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment.code(),
+                        "the assignment's partition indexes are not 0, 1, 2, ...".into(),
+                    ));
+                }
+                let assignments = listed.into_iter().map(|(_, r)| r).collect();
                 b.broker
-                    .create_topic(&name, partitions, rf, configs, req.validate_only)
+                    .create_topic_assigned(&name, assignments, configs, req.validate_only)
                     .await
                     .map_err(|e: Error| (e.code(), e.to_string()))
             }
