@@ -53,12 +53,8 @@ elif ! bash "$HERE/install-tansu.sh"; then
   TANSU_UNAVAILABLE="$(cat "$CACHE/tansu/FAILED" 2>/dev/null || echo 'install failed')"
 fi
 
-VENV="$CACHE/bench-venv"
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
-  log "matplotlib venv -> $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'matplotlib>=3.8,<4'
-fi
+# The test bed's venv (matplotlib for the chart, among the rest).
+PY="$(bash "$REPO/tests/testbed/venv.sh")"
 
 # ---- run ---------------------------------------------------------------------------------
 if [[ "$MODE" == smoke ]]; then
@@ -72,7 +68,7 @@ else
 fi
 
 export STRATA_BIN="${STRATA_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/strata-node}"
-exec python3 "$HERE/bench.py" --mode "$MODE" --out "$MD" --chart "$PNG" \
-  --chart-python "$VENV/bin/python" \
+exec "$PY" "$HERE/bench.py" --mode "$MODE" --out "$MD" --chart "$PNG" \
+  --chart-python "$PY" \
   --brokers "${BENCH_BROKERS:-kafka,strata-never,strata-acks-all,tansu}" \
   --tansu-unavailable "$TANSU_UNAVAILABLE"

@@ -11,12 +11,13 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
 
 "$ROOT/tests/testbed/install.sh" || { echo "run-compat: install.sh failed" >&2; exit 1; }
 
+PY="$(bash "$ROOT/tests/testbed/venv.sh")" || { echo "run-compat: venv.sh failed" >&2; exit 1; }
+
 cd "$ROOT"
-"$CACHE/venv/bin/python" -m pytest tests/compat "$@"
+"$PY" -m pytest tests/compat "$@"
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "run-compat: pytest collected no tests; treating as failure" >&2

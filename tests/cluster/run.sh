@@ -20,17 +20,7 @@ HERE="$ROOT/tests/cluster"
 CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
 export STRATA_CACHE="$CACHE"
 
-# The compatibility suite's Python requirements (pytest, kafka-python, confluent-kafka), in a
-# venv of this suite's own.
-REQS="$ROOT/tests/testbed/requirements.txt"
-VENV="$CACHE/cluster-venv"
-want="$(sha256sum "$REQS" | cut -d' ' -f1)-$(python3 -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" ]]; then
-  echo "[cluster] python venv -> $VENV" >&2
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || exit 1
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || exit 1
-  echo "$want" > "$VENV/.stamp"
-fi
+PY="$(bash "$ROOT/tests/testbed/venv.sh")" || { echo "cluster: venv.sh failed" >&2; exit 1; }
 
 # Apache Kafka's admin tools (kafka-reassign-partitions and friends, for test_admin_tools.py):
 # the test bed's Kafka jars, installed by tests/testbed/install.sh when missing or stale.
@@ -50,7 +40,7 @@ if [[ ${#build[@]} -gt 0 ]]; then
 fi
 
 cd "$HERE"
-"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" .
+"$PY" -m pytest -p no:cacheprovider "$@" .
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "cluster: pytest collected no tests; treating as failure" >&2

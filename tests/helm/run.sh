@@ -7,8 +7,8 @@
 #   tests/helm/run.sh [pytest args...]
 #
 #   STRATA_CACHE=DIR           test-bed cache (default ~/.cache/strata-testbed): the venv is
-#                              $STRATA_CACHE/helm-venv, helm $STRATA_CACHE/helm, the API server
-#                              binaries $STRATA_CACHE/kube
+#                              $STRATA_CACHE/testbed-venv (tests/testbed/venv.sh), helm
+#                              $STRATA_CACHE/helm, the API server binaries $STRATA_CACHE/kube
 #   STRATA_OPERATOR_BIN=PATH   strata-operator binary  } default: cargo build, then
 #   STRATA_NODE_BIN=PATH       strata-node binary      } $CARGO_TARGET_DIR/debug
 #   CARGO_TARGET_DIR=DIR       default $STRATA_CACHE/cargo-target, as tests/run.sh
@@ -23,15 +23,7 @@ HERE="$ROOT/tests/helm"
 CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
 export STRATA_CACHE="$CACHE"
 
-REQS="$HERE/requirements.txt"
-VENV="$CACHE/helm-venv"
-want="$(sha256sum "$REQS" | cut -d' ' -f1)-$(python3 -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" ]]; then
-  echo "[helm] python venv -> $VENV" >&2
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || exit 1
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || exit 1
-  echo "$want" > "$VENV/.stamp"
-fi
+PY="$(bash "$ROOT/tests/testbed/venv.sh")" || { echo "helm: venv.sh failed" >&2; exit 1; }
 
 bash "$ROOT/tests/testbed/helm.sh" install || { echo "helm: helm.sh install failed" >&2; exit 1; }
 bash "$ROOT/tests/testbed/kube.sh" install || { echo "helm: kube.sh install failed" >&2; exit 1; }
@@ -45,7 +37,7 @@ if [[ ${#build[@]} -gt 0 ]]; then
 fi
 
 cd "$HERE"
-"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" .
+"$PY" -m pytest -p no:cacheprovider "$@" .
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "helm: pytest collected no tests; treating as failure" >&2

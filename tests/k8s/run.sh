@@ -8,8 +8,8 @@
 #   tests/k8s/run.sh [pytest args...]
 #
 #   STRATA_CACHE=DIR   test-bed cache (default ~/.cache/strata-testbed): the venv is
-#                      $STRATA_CACHE/k8s-venv; binaries, images and build caches as the
-#                      test-bed scripts say
+#                      $STRATA_CACHE/testbed-venv (tests/testbed/venv.sh); binaries, images
+#                      and build caches as the test-bed scripts say
 #   K8S_KEEP=1         leave the cluster up after the run
 #   K8S_TIMINGS=FILE   append every measured time (tab-separated) to FILE
 #
@@ -26,15 +26,7 @@ CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
 export STRATA_CACHE="$CACHE"
 [[ $EUID == 0 ]] || { echo "k8s: needs root (runc, network namespaces)" >&2; exit 1; }
 
-REQS="$HERE/requirements.txt"
-VENV="$CACHE/k8s-venv"
-want="$(sha256sum "$REQS" | cut -d' ' -f1)-$(python3 -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" ]]; then
-  echo "[k8s] python venv -> $VENV" >&2
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || exit 1
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || exit 1
-  echo "$want" > "$VENV/.stamp"
-fi
+PY="$(bash "$ROOT/tests/testbed/venv.sh")" || { echo "k8s: venv.sh failed" >&2; exit 1; }
 
 bash "$TB/helm.sh" install || { echo "k8s: helm.sh install failed" >&2; exit 1; }
 export HELM="$(bash "$TB/helm.sh" path)"
@@ -63,7 +55,7 @@ if [[ -n "${K8S_TIMINGS:-}" ]]; then
 fi
 
 cd "$HERE"
-$CLIENT_EXEC "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" .
+$CLIENT_EXEC "$PY" -m pytest -p no:cacheprovider "$@" .
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "k8s: pytest collected no tests; treating as failure" >&2

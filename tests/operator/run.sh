@@ -5,7 +5,8 @@
 #   tests/operator/run.sh [pytest args...]
 #
 #   STRATA_CACHE=DIR   test-bed cache (default ~/.cache/strata-testbed); the venv is
-#                      $STRATA_CACHE/operator-venv, the API server binaries $STRATA_CACHE/kube
+#                      $STRATA_CACHE/testbed-venv (tests/testbed/venv.sh), the API server
+#                      binaries $STRATA_CACHE/kube
 #
 # A cold `kube.sh install` builds etcd, kube-apiserver and kubectl from source (long, once).
 # Exits with pytest's status; "no tests collected" (5) counts as a failure.
@@ -16,15 +17,7 @@ HERE="$ROOT/tests/operator"
 CACHE="${STRATA_CACHE:-$HOME/.cache/strata-testbed}"
 export STRATA_CACHE="$CACHE"
 
-REQS="$HERE/requirements.txt"
-VENV="$CACHE/operator-venv"
-want="$(sha256sum "$REQS" | cut -d' ' -f1)-$(python3 -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" ]]; then
-  echo "[operator] python venv -> $VENV" >&2
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || exit 1
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || exit 1
-  echo "$want" > "$VENV/.stamp"
-fi
+PY="$(bash "$ROOT/tests/testbed/venv.sh")" || { echo "operator: venv.sh failed" >&2; exit 1; }
 
 bash "$ROOT/tests/testbed/kube.sh" install || { echo "operator: kube.sh install failed" >&2; exit 1; }
 
@@ -35,7 +28,7 @@ if [[ -z "${STRATA_NODE_BIN:-}" || -z "${STRATA_OPERATOR_BIN:-}" ]]; then
 fi
 
 cd "$HERE"
-"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" .
+"$PY" -m pytest -p no:cacheprovider "$@" .
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "operator: pytest collected no tests; treating as failure" >&2

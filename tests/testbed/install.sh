@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (idempotently) everything tests/compat needs, cached outside the repo in
 #   ${STRATA_CACHE:-$HOME/.cache/strata-testbed}:
-#     venv/          Python venv: pytest, kafka-python 3, confluent-kafka, codec libs
+#     testbed-venv/  the Python venv of every suite (venv.sh, requirements.txt)
 #     kafka-libs/    Apache Kafka 3.9.x jars (reference broker + tools), see kafka/pom.xml
 #   ~/.m2            Maven's own cache of the jars
 #   tests/java/target/strata-compat.jar + target/libs/   Java client CLI (gitignored)
@@ -23,15 +23,7 @@ mvn_run() {
 }
 
 # ---- Python venv -------------------------------------------------------------------------
-PY="${STRATA_PYTHON:-python3}"
-want="$(sha "$HERE/requirements.txt")-$("$PY" -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -x "$CACHE/venv/bin/python" || "$(cat "$CACHE/venv/.stamp" 2>/dev/null)" != "$want" ]]; then
-  log "python venv -> $CACHE/venv"
-  [[ -x "$CACHE/venv/bin/python" ]] || "$PY" -m venv "$CACHE/venv"
-  "$CACHE/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$CACHE/venv/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
-  echo "$want" > "$CACHE/venv/.stamp"
-fi
+bash "$HERE/venv.sh" >/dev/null
 
 # ---- kcat ---------------------------------------------------------------------------------
 if ! command -v kcat >/dev/null 2>&1; then

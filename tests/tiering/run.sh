@@ -17,14 +17,7 @@ export STRATA_CACHE="$CACHE"
 
 "$ROOT/tests/testbed/minio.sh" install || { echo "tiering: cannot install MinIO" >&2; exit 1; }
 
-VENV="$CACHE/tiering-venv"
-want="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)-$(python3 -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want" ]]; then
-  echo "[tiering] python venv -> $VENV" >&2
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || exit 1
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt" || exit 1
-  echo "$want" > "$VENV/.stamp"
-fi
+PY="$(bash "$ROOT/tests/testbed/venv.sh")" || { echo "tiering: venv.sh failed" >&2; exit 1; }
 
 if [[ -z "${STRATA_NODE_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build -q -p strata-node) || { echo "tiering: build failed" >&2; exit 1; }
@@ -32,7 +25,7 @@ if [[ -z "${STRATA_NODE_BIN:-}" ]]; then
 fi
 
 cd "$HERE"
-"$VENV/bin/python" -m pytest -p no:cacheprovider --timeout 300 "$@" .
+"$PY" -m pytest -p no:cacheprovider --timeout 300 "$@" .
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "tiering: pytest collected no tests; treating as failure" >&2
