@@ -32,7 +32,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-testbed"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "lib"))
+from strata_testlib import CACHE  # noqa: E402
+
 os.environ.setdefault(
     "BENCH_LOADGEN", os.path.join(CACHE, "loadgen-target", "release", "strata-bench-loadgen"))
 sys.path.insert(0, HERE)

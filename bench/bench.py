@@ -28,8 +28,12 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-testbed"))
-KAFKA_LIBS = os.path.join(CACHE, "kafka-libs")
+sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
+import strata_testlib  # noqa: E402
+from strata_testlib import free_port  # noqa: E402
+
+CACHE = str(strata_testlib.CACHE)
+KAFKA_LIBS = str(strata_testlib.KAFKA_LIBS)
 KAFKA_SH = os.path.join(REPO, "tests", "testbed", "kafka.sh")
 LOADGEN = os.environ.get(
     "BENCH_LOADGEN", os.path.join(HERE, "loadgen", "target", "release", "strata-bench-loadgen"))
@@ -73,14 +77,6 @@ P_ACKS, P_LINGER, P_BATCH = "all", 5, 1048576
 
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------------------------------------

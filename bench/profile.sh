@@ -31,7 +31,7 @@ command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf
 
 mkdir -p "$OUT"
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/strata-profile-data.XXXXXX")"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+PORT="$(PYTHONPATH="$REPO/tests/lib" python3 -c 'from strata_testlib import free_port; print(free_port())')"
 "$STRATA_BIN" --listen "127.0.0.1:$PORT" --data-dir "$DATA" --flush-policy "$POLICY" \
   > "$OUT/strata.log" 2>&1 &
 PID=$!

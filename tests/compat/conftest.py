@@ -14,36 +14,29 @@ Every test must pass against kafka: that is what proves the expectations right.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from strata_testlib import TESTBED, free_port, node_bin, pid_alive, port_open
+from strata_testlib.proc import ANSI
 
-REPO = Path(__file__).resolve().parents[2]
-TESTBED = REPO / "tests" / "testbed"
 TARGET = os.environ.get("STRATA_TEST_TARGET", "strata")
 START_TIMEOUT = float(os.environ.get("STRATA_TEST_START_TIMEOUT", "90"))
 STOP_TIMEOUT = float(os.environ.get("STRATA_TEST_STOP_TIMEOUT", "60"))
 
 
-def strata_bin() -> Path:
-    p = Path(os.environ.get("STRATA_NODE_BIN", REPO / "target" / "debug" / "strata-node"))
-    return p if p.is_absolute() else REPO / p
-
-
 def pytest_sessionstart(session):
     if TARGET not in ("strata", "kafka"):
         pytest.exit(f"STRATA_TEST_TARGET must be 'strata' or 'kafka', not {TARGET!r}", returncode=4)
-    if TARGET == "strata" and not strata_bin().is_file():
+    if TARGET == "strata" and not node_bin().is_file():
         pytest.exit(
-            f"strata-node binary not found at {strata_bin()}: build it with "
+            f"strata-node binary not found at {node_bin()}: build it with "
             "`cargo build -p strata-node`, point STRATA_NODE_BIN at it, or run against the "
             "reference broker with STRATA_TEST_TARGET=kafka",
             returncode=4,
@@ -51,7 +44,7 @@ def pytest_sessionstart(session):
 
 
 def pytest_report_header(config):
-    where = strata_bin() if TARGET == "strata" else "tests/testbed/kafka.sh"
+    where = node_bin() if TARGET == "strata" else "tests/testbed/kafka.sh"
     return f"broker under test: {TARGET} ({where})"
 
 
@@ -63,53 +56,6 @@ def pytest_runtest_makereport(item, call):
         b = item.funcargs.get("broker") if hasattr(item, "funcargs") else None
         if isinstance(b, Broker):
             rep.sections.append((f"broker log tail ({b.log_path})", b.log_tail(30)))
-
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range.
-
-    Ports inside the ephemeral range can be picked as the *source* port of a client's connect()
-    while the broker is down, and a connect from a port to itself succeeds (TCP simultaneous
-    open): a restarted broker would look up before it is.  Outside the range that cannot happen.
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10000, max(low, 10001))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            return s.getsockname() != s.getpeername()  # not a self-connection
-    except OSError:
-        return False
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Broker:
@@ -138,7 +84,7 @@ class Broker:
         if self.target == "strata":
             self.data_dir.mkdir(parents=True, exist_ok=True)
             cmd = [
-                str(strata_bin()),
+                str(node_bin()),
                 "--listen", self.bootstrap,
                 "--advertise", self.bootstrap,
                 "--data-dir", str(self.data_dir),

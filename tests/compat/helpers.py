@@ -209,14 +209,3 @@ def wait_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30)
 def topic_names(bootstrap: str) -> set[str]:
     """All topic names from a Metadata request for all topics (which never auto-creates)."""
     return set(ck_admin(bootstrap).list_topics(timeout=10).topics)
-
-
-def wait_until(pred, timeout: float = 30, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(interval)

@@ -24,8 +24,8 @@ from helpers import (
     kp_partitions,
     topic_names,
     wait_topic,
-    wait_until,
 )
+from strata_testlib import wait_for
 
 DEFAULT_RETENTION_MS = "604800000"
 
@@ -128,8 +128,8 @@ def test_kp_create_partitions(broker, kadmin, topic):
     wait_topic(broker.bootstrap, topic, 5)
     c = kp_consumer(broker.bootstrap)
     try:
-        assert wait_until(lambda: kp_partitions(c, topic) == [0, 1, 2, 3, 4] or None,
-                          what="kafka-python to see 5 partitions")
+        assert wait_for(lambda: kp_partitions(c, topic) == [0, 1, 2, 3, 4] or None, 30,
+                        "kafka-python to see 5 partitions")
     finally:
         c.close()
     with pytest.raises(kerr.InvalidPartitionsError):
@@ -144,7 +144,7 @@ def test_kp_delete_topic(broker, kadmin, topic):
     assert topic in kadmin.list_topics()
     r = kadmin.delete_topics([topic])
     assert r["topics"][0]["error_code"] == 0
-    wait_until(lambda: topic not in topic_names(broker.bootstrap), what="topic gone from metadata")
+    wait_for(lambda: topic not in topic_names(broker.bootstrap), 30, "topic gone from metadata")
     assert topic not in kadmin.list_topics()
     with pytest.raises(kerr.UnknownTopicOrPartitionError):
         kadmin.delete_topics([topic])
@@ -286,7 +286,7 @@ def test_ck_delete_topic(broker, topic):
     _ck_create(admin, topic, 2)
     wait_topic(broker.bootstrap, topic, 2)
     admin.delete_topics([topic], operation_timeout=30, request_timeout=30)[topic].result(timeout=60)
-    wait_until(lambda: topic not in topic_names(broker.bootstrap), what="topic gone from metadata")
+    wait_for(lambda: topic not in topic_names(broker.bootstrap), 30, "topic gone from metadata")
     with pytest.raises(KafkaException) as ei:
         admin.delete_topics([topic], operation_timeout=30, request_timeout=30)[topic].result(timeout=60)
     assert _ck_error(ei) == KafkaError.UNKNOWN_TOPIC_OR_PART
@@ -298,7 +298,7 @@ def test_ck_recreate_after_delete_starts_empty(broker, topic):
     wait_topic(broker.bootstrap, topic, 1)
     ck_produce(broker.bootstrap, topic, [dict(value=b"old%d" % i) for i in range(5)])
     admin.delete_topics([topic], operation_timeout=30, request_timeout=30)[topic].result(timeout=60)
-    wait_until(lambda: topic not in topic_names(broker.bootstrap), what="topic gone from metadata")
+    wait_for(lambda: topic not in topic_names(broker.bootstrap), 30, "topic gone from metadata")
 
     def recreate():
         try:
@@ -309,7 +309,7 @@ def test_ck_recreate_after_delete_starts_empty(broker, topic):
             if e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 return False
             raise
-    wait_until(recreate, what="re-creating the deleted topic")
+    wait_for(recreate, 30, "re-creating the deleted topic")
     wait_topic(broker.bootstrap, topic, 1)
     reports = ck_produce(broker.bootstrap, topic, [dict(value=b"new")])
     assert reports == [(None, 0, 0)]

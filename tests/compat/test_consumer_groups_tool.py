@@ -3,18 +3,17 @@ broker: list, describe with lag, reset offsets, delete."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from helpers import ck_produce, create_topic, wait_until
+from helpers import ck_produce, create_topic
+from strata_testlib import KAFKA_LIBS, wait_for
 
-LIBS = Path(os.environ.get("STRATA_CACHE", Path.home() / ".cache" / "strata-testbed")) / "kafka-libs"
+LIBS = KAFKA_LIBS
 TOOL = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 
 
@@ -76,4 +75,4 @@ def test_list_describe_reset_delete(broker, topic):
     # Delete the group: it is gone from the list.
     out = cgc(broker.bootstrap, "--delete", "--group", group)
     assert "successful" in out.lower(), out
-    wait_until(lambda: group not in cgc(broker.bootstrap, "--list").split(), timeout=30, what="group deleted")
+    wait_for(lambda: group not in cgc(broker.bootstrap, "--list").split(), 30, "group deleted")

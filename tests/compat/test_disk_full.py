@@ -12,7 +12,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import TARGET, free_port, port_open, strata_bin
+from conftest import TARGET
+from strata_testlib import free_port, node_bin, port_open
 
 pytestmark = pytest.mark.skipif(TARGET != "strata", reason="strata-specific: Kafka stops the log dir on a full disk")
 
@@ -53,7 +54,7 @@ def test_full_disk_refuses_then_recovers(small_disk):
     data = small_disk / "data"
     log = open(small_disk.parent / "node.log", "wb")
     proc = subprocess.Popen(
-        [str(strata_bin()), "--listen", bs, "--data-dir", str(data), "--topic-default", "segment.bytes=1048576"],
+        [str(node_bin()), "--listen", bs, "--data-dir", str(data), "--topic-default", "segment.bytes=1048576"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:

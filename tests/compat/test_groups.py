@@ -22,7 +22,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer
 
-from helpers import ck_produce, create_topic, wait_until
+from helpers import ck_produce, create_topic
+from strata_testlib import wait_for
 
 SESSION_MS = 6000
 
@@ -127,7 +128,7 @@ def run_group(bootstrap, topic, members_spec, n_records, partitions):
         disjoint = sum(len(a) for a in owned) == len(set().union(*owned)) == partitions
         return len(got) >= n_records and disjoint
 
-    wait_until(settled, timeout=90, what="group to consume everything with a stable assignment")
+    wait_for(settled, 90, "group to consume everything with a stable assignment")
     owners = [m.assignment for m in members]
     for m in members:
         m.stop_flag.set()
@@ -194,8 +195,8 @@ def test_killed_member_partitions_move_from_last_commit(broker, topic, tmp_path)
     victim = subprocess.Popen([sys.executable, str(script), broker.bootstrap, topic, group, str(out)])
     try:
         ck_produce(broker.bootstrap, topic, keyed_records(400))
-        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 50, timeout=60,
-                   what="victim to consume and commit")
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 50, 60,
+                 "victim to consume and commit")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -208,8 +209,8 @@ def test_killed_member_partitions_move_from_last_commit(broker, topic, tmp_path)
         survivor = Member("confluent", broker.bootstrap, topic, group)
         t0 = time.monotonic()
         survivor.start()
-        wait_until(lambda: len({(p, o) for (p, o, _, _) in survivor.records}) >= 400 - sum(max(o, 0) for o in committed.values()),
-                   timeout=60, what="survivor to take over")
+        wait_for(lambda: len({(p, o) for (p, o, _, _) in survivor.records}) >= 400 - sum(max(o, 0) for o in committed.values()),
+                 60, "survivor to take over")
         took_over = time.monotonic() - t0
         survivor.stop_flag.set()
         survivor.join(timeout=30)
@@ -264,7 +265,7 @@ def test_offsets_and_group_survive_node_sigkill(broker, topic):
             return False
         return {tp.partition: tp.offset for tp in tps} == committed
 
-    wait_until(offsets_back, timeout=60, what="committed offsets after restart")
+    wait_for(offsets_back, 60, "committed offsets after restart")
     groups = admin.list_consumer_groups().result(timeout=10)
     assert group in {g.group_id for g in groups.valid}
     # A consumer of the same group resumes exactly after the committed offsets.
@@ -359,7 +360,7 @@ def _heartbeat_v0(bootstrap, group, generation, member):
 def test_bad_group_requests_get_kafka_errors(broker, topic):
     create_topic(broker.bootstrap, topic, 1)
     group = f"bad-{uuid.uuid4().hex[:8]}"
-    wait_until(lambda: _find_coordinator(broker.bootstrap, group) == 0, timeout=30, what="coordinator")
+    wait_for(lambda: _find_coordinator(broker.bootstrap, group) == 0, 30, "coordinator")
     # Empty protocol list: INCONSISTENT_GROUP_PROTOCOL (23).
     assert _join_v0(broker.bootstrap, group, "", [])[0] == 23
     # Commit for an unknown topic from outside any group: UNKNOWN_TOPIC_OR_PARTITION (3).
@@ -370,7 +371,7 @@ def test_bad_group_requests_get_kafka_errors(broker, topic):
     assert _commit_v2(broker.bootstrap, group, -1, "", topic, 0, 5, "meta") == 0
     # A real member, then a stale generation: ILLEGAL_GENERATION (22).
     g2 = f"gen-{uuid.uuid4().hex[:8]}"
-    wait_until(lambda: _find_coordinator(broker.bootstrap, g2) == 0, timeout=30, what="coordinator")
+    wait_for(lambda: _find_coordinator(broker.bootstrap, g2) == 0, 30, "coordinator")
     code, generation = _join_v0(broker.bootstrap, g2, "", ["range"])
     assert code == 0 and generation >= 1
     # v0 JoinGroup has no member-id round trip; find our member id by describing the group.

@@ -14,7 +14,8 @@ from confluent_kafka import TopicPartition as CkTP
 from kafka import OffsetAndMetadata
 from kafka import TopicPartition as KpTP
 
-from helpers import ck_admin, ck_consumer, ck_produce, create_topic, kp_consumer, wait_until
+from helpers import ck_admin, ck_consumer, ck_produce, create_topic, kp_consumer
+from strata_testlib import wait_for
 
 pytestmark = pytest.mark.groups
 
@@ -96,7 +97,7 @@ def test_ck_two_members_split_partitions(broker, topic):
             pa = {tp.partition for tp in a.assignment()}
             pb = {tp.partition for tp in b.assignment()}
             return pa and pb and not (pa & pb) and (pa | pb) == {0, 1, 2, 3}
-        wait_until(balanced, timeout=60, interval=0, what="two members sharing 4 partitions")
+        wait_for(balanced, 60, "two members sharing 4 partitions", every=0)
 
         admin = ck_admin(broker.bootstrap)
         desc = admin.describe_consumer_groups([g], request_timeout=30)[g].result(timeout=60)
@@ -113,8 +114,8 @@ def test_ck_two_members_split_partitions(broker, topic):
         # One member leaves: the other takes over every partition.
         b.close()
         b = None
-        wait_until(lambda: a.poll(0.1) is None and len(a.assignment()) == 4, timeout=60,
-                   interval=0, what="survivor to own all 4 partitions")
+        wait_for(lambda: a.poll(0.1) is None and len(a.assignment()) == 4, 60,
+                 "survivor to own all 4 partitions", every=0)
     finally:
         a.close()
         if b is not None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from strata_testlib import REPO
 
 JAVA_DIR = REPO / "tests" / "java" / "target"
 JAR = JAVA_DIR / "strata-compat.jar"

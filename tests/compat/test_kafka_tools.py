@@ -4,15 +4,14 @@ kafka-configs.sh, kafka-get-offsets.sh and kafka-delete-records.sh) against the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from helpers import ck_produce, wait_until
+from helpers import ck_produce
+from strata_testlib import KAFKA_LIBS, wait_for
 
-LIBS = Path(os.environ.get("STRATA_CACHE", Path.home() / ".cache" / "strata-testbed")) / "kafka-libs"
+LIBS = KAFKA_LIBS
 
 
 def tool(cls: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -45,7 +44,7 @@ def test_kafka_topics(broker, topic):
     r = topics(bs, "--create", "--topic", topic, "--partitions", "1", ok=False)
     assert "already exists" in (r.stdout + r.stderr)
     topics(bs, "--delete", "--topic", topic)
-    wait_until(lambda: topic not in topics(bs, "--list").stdout.split(), timeout=30, what="topic deleted")
+    wait_for(lambda: topic not in topics(bs, "--list").stdout.split(), 30, "topic deleted")
 
 
 def test_kafka_configs(broker, topic):

@@ -3,7 +3,7 @@
 bucket with a cold cache against reads of a local topic, and bucket requests per GB.
 
   STRATA_NODE_BIN=target/release/strata-node \\
-    ~/.cache/strata-testbed/tiering-venv/bin/python tests/tiering/bench.py [MiB]
+    ~/.cache/strata-testbed/testbed-venv/bin/python tests/tiering/bench.py [MiB]
 
 MinIO, the node and the clients share this machine, so the figures are ratios for this
 machine, not absolutes. The page cache is warm for local reads (the node's local files were
@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import Minio, Node, S3Bucket, create_topic, wait_for  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from conftest import Minio, Node, S3Bucket, create_topic  # noqa: E402
+from strata_testlib import wait_for  # noqa: E402
 
 MIB = 1 << 20
 SEGMENT = 16 * MIB

@@ -12,50 +12,17 @@ import hashlib
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from strata_testlib import TESTBED, Proc, free_port, node_bin, port_open
 
-REPO = Path(__file__).resolve().parents[2]
-MINIO_SH = REPO / "tests" / "testbed" / "minio.sh"
+MINIO_SH = TESTBED / "minio.sh"
 ACCESS_KEY = "strata"
 SECRET_KEY = "strata-secret"
 BUCKET = "strata-tiering"
-
-
-def node_bin() -> Path:
-    p = Path(os.environ.get("STRATA_NODE_BIN", REPO / "target" / "debug" / "strata-node"))
-    return p if p.is_absolute() else REPO / p
-
-
-def free_port() -> int:
-    """A free loopback port below the ephemeral range (see tests/compat/conftest.py)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10000, max(low, 10001))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            return s.getsockname() != s.getpeername()
-    except OSError:
-        return False
 
 
 # ---- MinIO ---------------------------------------------------------------------------------
@@ -219,7 +186,9 @@ def scrub_settled(bucket, topic_id: str, partition: int, timeout: float = 30) ->
 # ---- strata-node processes -------------------------------------------------------------------
 
 
-class Node:
+class Node(Proc):
+    """strata-node with --object-store on a free loopback port, restartable on the same data."""
+
     def __init__(self, workdir: Path, bucket, extra_args=(), env=None):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -227,15 +196,7 @@ class Node:
         self.port = free_port()
         self.bucket = bucket
         self.extra_args = list(extra_args)
-        self.env = dict(os.environ)
-        self.env.update(bucket.env)
-        self.env.update(env or {})
-        self.env.setdefault("RUST_LOG", "info")
-        self.proc = None
-        self.log_path = workdir / "node.log"
         self.bootstrap = f"127.0.0.1:{self.port}"
-
-    def start(self, timeout=60):
         defaults = {
             "--tiering-interval-ms": "200",
             "--retention-check-interval-ms": "300",
@@ -251,36 +212,22 @@ class Node:
             if flag not in self.extra_args:  # a test's own value wins
                 args += [flag, value]
         args += self.extra_args
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"strata-node exited with {self.proc.returncode}:\n{self.log_tail()}")
+        node_env = {"RUST_LOG": os.environ.get("RUST_LOG", "info"), **bucket.env, **(env or {})}
+        super().__init__("strata-node", args, workdir / "node.log", node_env)
+
+    def start(self, timeout=60):
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise RuntimeError(self.exited_message())
             if port_open(self.port):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"strata-node did not listen in {timeout}s:\n{self.log_tail()}")
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def log_tail(self, n=40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+    def stop(self, timeout: float = 60) -> int:
+        return super().stop(timeout)
 
     def partition_dir(self, topic: str, p: int) -> Path:
         return self.data / f"{topic}-{p}"
@@ -408,13 +355,3 @@ def watermarks(bootstrap: str, topic: str, p: int) -> tuple[int, int]:
         return c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
     finally:
         c.close()
-
-
-def wait_for(cond, timeout: float, what: str, every: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(every)
-    what = what() if callable(what) else what
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -7,7 +7,8 @@ import hashlib
 import time
 import uuid
 
-from conftest import BUCKET, S3Bucket, create_topic, scrub, wait_for
+from conftest import BUCKET, S3Bucket, create_topic, scrub
+from strata_testlib import wait_for
 
 SEGMENT = 40 << 20
 VALUE = 64 << 10

@@ -13,9 +13,9 @@ from conftest import (
     produce,
     record,
     scrub_settled,
-    wait_for,
     watermarks,
 )
+from strata_testlib import wait_for
 
 SEGMENT = 64 * 1024
 LOCAL = 256 * 1024

@@ -18,9 +18,9 @@ from conftest import (
     produce,
     scrub,
     scrub_settled,
-    wait_for,
     watermarks,
 )
+from strata_testlib import wait_for
 from faultproxy import FaultProxy
 
 SEGMENT = 64 * 1024
