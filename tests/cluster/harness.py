@@ -21,90 +21,21 @@ Without namespaces (not root, `ip netns` missing, or STRATA_CLUSTER_NETNS=0) eve
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import json
 import os
 import random
 import re
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import kwire
+import strata_testlib
+from strata_testlib import Proc, free_port, node_bin, operator_bin, pid_alive, port_open
 
-REPO = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-
-
-def _bin(env: str, name: str) -> Path:
-    p = Path(os.environ.get(env) or TARGET / "debug" / name)
-    return p if p.is_absolute() else REPO / p
-
-
-def node_bin() -> Path:
-    return _bin("STRATA_NODE_BIN", "strata-node")
-
-
-def operator_bin() -> Path:
-    return _bin("STRATA_OPERATOR_BIN", "strata-operator")
-
-
-def wait_for(cond, timeout: float, what, every: float = 0.2):
-    """Poll cond() until it returns a truthy value (returned) or timeout (AssertionError).
-    Connection errors count as "not yet"; the last one is quoted on timeout."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while True:
-        try:
-            v = cond()
-            if v:
-                return v
-        except (kwire.KafkaWireError, OSError) as e:
-            last_exc = e
-        if time.monotonic() >= deadline:
-            what = what() if callable(what) else what
-            extra = f" (last error: {last_exc})" if last_exc else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
-        time.sleep(every)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free port below the kernel's ephemeral range (see tests/compat/conftest.py: a
-    client's source port can never equal it, so a self-connect cannot fake a listener)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10000, max(low, 10001))
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            return s.getsockname() != s.getpeername()
-    except OSError:
-        return False
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# Connection errors count as "not yet" in every wait of this suite (nodes restart, links are
+# cut); the last one is quoted on timeout.
+wait_for = functools.partial(strata_testlib.wait_for, ignore=(kwire.KafkaWireError, OSError))
 
 
 # ---- network ---------------------------------------------------------------------------------
@@ -117,7 +48,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return p
 
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BLACKHOLE_METRIC = "4077"  # marks the suite's blackhole routes for stale cleanup
 
 
@@ -275,104 +205,9 @@ def cleanup_stale():
 # ---- processes -------------------------------------------------------------------------------
 
 
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-
-
-def _die_with_parent():
-    """In the child before exec: SIGKILL when pytest dies, even by SIGKILL, so that no node
-    outlives a run (the flag survives `ip netns exec`'s exec)."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-class Proc:
-    """One process of the cluster, restartable with the same arguments; output to a log file
-    in which the test's signals are marked with `==== HH:MM:SS test: SIG...` lines."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None):
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self.env = dict(os.environ)
-        self.env.setdefault("RUST_LOG", os.environ.get("STRATA_CLUSTER_RUST_LOG", "info"))
-        self.env.setdefault("NO_COLOR", "1")
-        self.env.update(env or {})
-        self.proc: subprocess.Popen | None = None
-        self.log_offset = 0
-
-    def start(self):
-        assert not self.running(), f"{self.name} already running"
-        with open(self.log_path, "ab") as log:
-            log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.log_offset = log.tell()
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _mark(self, what: str):
-        with open(self.log_path, "ab") as log:
-            log.write(f"==== {time.strftime('%H:%M:%S')} test: {what}\n".encode())
-
-    def kill(self):
-        """SIGKILL and reap (a stopped process dies of SIGKILL too)."""
-        if self.running():
-            self._mark("SIGKILL")
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM and wait; SIGKILL if it does not stop in time (and fail the test)."""
-        if not self.running():
-            return self.proc.returncode if self.proc else 0
-        self._mark("SIGTERM")
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not stop within {timeout}s of SIGTERM")
-
-    def pause(self):
-        self._mark("SIGSTOP")
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self):
-        self._mark("SIGCONT")
-        self.proc.send_signal(signal.SIGCONT)
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_since_start(self) -> str:
-        """The log of the current (last) start only."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self.log_offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(ANSI.sub("", line) for line in self.log_text().splitlines()[-n:])
-
-    def exited_message(self) -> str:
-        return f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+def _cluster_env() -> dict:
+    return {"RUST_LOG": os.environ.get("RUST_LOG", os.environ.get("STRATA_CLUSTER_RUST_LOG", "info")),
+            "NO_COLOR": os.environ.get("NO_COLOR", "1")}
 
 
 class Controller(Proc):
@@ -383,7 +218,7 @@ class Controller(Proc):
                 "--listen", self.listen]
         for k, v in args.items():
             argv += [k, str(v)]
-        super().__init__("controller", argv, workdir / "controller.log")
+        super().__init__("controller", argv, workdir / "controller.log", _cluster_env())
 
     def wait_ready(self, timeout: float = 30):
         def ready():
@@ -408,7 +243,7 @@ class Node(Proc):
                 "--metrics-listen", self.metrics_addr]
         for k, v in args.items():
             argv += [k, str(v)]
-        super().__init__(f"node{i}", topo.wrap(i, argv), workdir / f"node{i}.log")
+        super().__init__(f"node{i}", topo.wrap(i, argv), workdir / f"node{i}.log", _cluster_env())
 
     def wait_listening(self, timeout: float = 60):
         host, port = kwire.split_addr(self.addr)
@@ -416,7 +251,7 @@ class Node(Proc):
         def up():
             if not self.running():
                 raise AssertionError(self.exited_message())
-            return port_open(host, port)
+            return port_open(port, host)
 
         wait_for(up, timeout, f"{self.name} to listen on {self.addr}")
 

@@ -43,7 +43,7 @@ def test_controller_restart(cluster, topic):
         assert topic in before["topics"], before
 
         t_down = time.monotonic()
-        rc = cluster.controller.terminate()
+        rc = cluster.controller.stop()
         assert rc == 0, f"the controller exited with {rc} on SIGTERM"
         # The data path does not need the controller.
         load.wait_acks_after(t_down, 300, 30, what="while the controller is down")

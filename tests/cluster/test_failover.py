@@ -116,7 +116,7 @@ def test_restarted_node_rejoins(cluster, topic):
         old, epoch = leader_of(cluster, topic)
         survivors = set(cluster.nodes) - {old}
         t_stop = time.monotonic()
-        rc = cluster.nodes[old].terminate()
+        rc = cluster.nodes[old].stop()
         assert rc == 0, f"node {old} exited with {rc} on SIGTERM"
         cluster.wait_full_isr(topic, survivors, timeout=30)
         assert cluster.agreed(topic, survivors)[0].leader_epoch > epoch

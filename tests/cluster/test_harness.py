@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from harness import free_port, port_open, wait_for
+from harness import wait_for
+from strata_testlib import free_port, port_open
 
 SERVER = r"""
 import socket, sys
@@ -85,7 +86,7 @@ def test_network_cut_isolates_one_node(topology):
         assert all(matrix().values()), matrix()
         topo.cut(1)
         try:
-            assert not port_open(*node1)
+            assert not port_open(node1[1], node1[0])
             assert matrix() == {"host->node1": False, "node2->node1": False,
                                 "node1->controller": False, "node2->controller": True,
                                 "node3->controller": True}

@@ -58,7 +58,7 @@ def test_sigterm_moves_leaderships_before_the_node_stops(cluster, topic, tmp_pat
         load.wait_acks_after(0, WARMUP, 60, what="warm-up")
         old, epoch = leader_of(cluster, topic)
         t0 = time.monotonic()
-        rc = cluster.nodes[old].terminate(timeout=60)
+        rc = cluster.nodes[old].stop(timeout=60)
         stop_s = time.monotonic() - t0
         assert rc == 0, cluster.nodes[old].log_tail()
         log = cluster.nodes[old].log_since_start()
@@ -92,7 +92,7 @@ def test_rolling_restart_under_load_and_leaders_come_back(cluster, topic, tmp_pa
         for i in sorted(cluster.nodes):
             node = cluster.nodes[i]
             t0 = time.monotonic()
-            assert node.terminate(timeout=60) == 0, node.log_tail()
+            assert node.stop(timeout=60) == 0, node.log_tail()
             node.start()
             node.wait_listening()
             wait_ready(node)
@@ -208,7 +208,7 @@ def test_ready_only_once_caught_up(cluster, topic):
     for n in cluster.nodes.values():
         wait_ready(n, 30)
     lagging = cluster.nodes[3]
-    assert lagging.terminate(timeout=60) == 0
+    assert lagging.stop(timeout=60) == 0
     with Load(cluster.bootstrap(exclude={3}), topic, [0, 1, 2]) as load:
         load.wait_acks_after(0, 2000, 60, what="records written while node 3 is down")
     load.assert_clean()
