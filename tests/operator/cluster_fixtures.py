@@ -16,7 +16,7 @@ import base64
 import re
 from pathlib import Path
 
-from strata_fixtures import Proc, binary, free_port, wait_for
+from strata_testlib import Proc, binary, free_port, wait_for
 
 VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -72,7 +72,7 @@ class Operator:
 
     def start(self) -> "Operator":
         self.proc.start()
-        wait_for(lambda: "controller listening on" in self.proc.text(), 60, "the operator to lead")
+        wait_for(lambda: "controller listening on" in self.proc.log_text(), 60, "the operator to lead")
         return self
 
 
@@ -145,7 +145,7 @@ class Kubelet:
         the replica count."""
         want = self.statefulset()["spec"]["replicas"]
         for i in range(want):
-            if i not in self.pods or not self.pods[i].alive():
+            if i not in self.pods or not self.pods[i].running():
                 self.start(i)
         for i in [i for i in self.pods if i >= want]:
             self.pods.pop(i).stop()
@@ -160,4 +160,4 @@ class Kubelet:
             p.kill()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.pods.values())
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail(30)}" for p in self.pods.values())

@@ -4,87 +4,9 @@ test API server, and strata-node processes started the way the kubelet would sta
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/strata-testbed/cargo-target"))
-
-
-def binary(name: str) -> str:
-    env = {"strata-node": "STRATA_NODE_BIN", "strata-operator": "STRATA_OPERATOR_BIN"}[name]
-    path = os.environ.get(env) or str(TARGET / "debug" / name)
-    assert Path(path).exists(), f"{path} missing: build with `cargo build -p {name}` or set {env}"
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, timeout: float, what: str, every: float = 0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Proc:
-    def __init__(self, name: str, args: list[str], log: Path, env: dict | None = None):
-        self.name, self.args, self.log = name, args, log
-        self.env = dict(os.environ, **(env or {}))
-        self.p: subprocess.Popen | None = None
-
-    def start(self):
-        # Where this run's output begins (the log is appended to across restarts).
-        self.offset = self.log.stat().st_size if self.log.exists() else 0
-        f = open(self.log, "ab")
-        self.p = subprocess.Popen(self.args, stdout=f, stderr=subprocess.STDOUT, env=self.env,
-                                  start_new_session=True)
-        return self
-
-    def alive(self) -> bool:
-        return self.p is not None and self.p.poll() is None
-
-    def signal(self, sig, wait: float | None = 30):
-        if self.alive():
-            self.p.send_signal(sig)
-            if wait is not None:
-                try:
-                    self.p.wait(timeout=wait)
-                except subprocess.TimeoutExpired:
-                    self.p.kill()
-                    self.p.wait()
-
-    def stop(self):
-        self.signal(signal.SIGTERM)
-
-    def kill(self):
-        self.signal(signal.SIGKILL)
-
-    def text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def this_run(self) -> str:
-        """Output of the current run only."""
-        with open(self.log, "rb") as f:
-            f.seek(getattr(self, "offset", 0))
-            return f.read().decode(errors="replace")
-
-    def tail(self, n=30) -> str:
-        return "\n".join(self.text().splitlines()[-n:])
+from strata_testlib import Proc, binary, free_port, wait_for
 
 
 class StrataOnKube:
@@ -139,17 +61,17 @@ class StrataOnKube:
 
     def leader(self) -> Proc | None:
         for o in self.operators:
-            if o.alive() and "controller listening on" in o.this_run():
+            if o.running() and "controller listening on" in o.log_since_start():
                 return o
         return None
 
     def start(self):
         self.operators[0].start()
-        wait_for(lambda: "controller listening on" in self.operators[0].text(), 60, "the first operator to lead")
+        wait_for(lambda: "controller listening on" in self.operators[0].log_text(), 60, "the first operator to lead")
         self.operators[1].start()
         for n in self.nodes:
             n.start()
-        wait_for(lambda: all("registered with the controller" in n.text() for n in self.nodes), 60,
+        wait_for(lambda: all("registered with the controller" in n.log_text() for n in self.nodes), 60,
                  "every node to register")
         return self
 
@@ -158,4 +80,4 @@ class StrataOnKube:
             p.kill()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.operators + self.nodes)
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail(30)}" for p in self.operators + self.nodes)

@@ -17,7 +17,7 @@ from kafka.errors import KafkaConnectionError
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from cluster_fixtures import Kubelet, Operator, flag
-from strata_fixtures import wait_for
+from strata_testlib import wait_for
 
 API = "strata.dev/v1alpha1"
 
@@ -43,7 +43,7 @@ def operator(kube, ns, tmp_path):
     try:
         yield op.start()
     finally:
-        print(f"--- {op.proc.name} ---\n{op.proc.tail(60)}")
+        print(f"--- {op.proc.name} ---\n{op.proc.log_tail(60)}")
         op.proc.kill()
 
 
@@ -58,7 +58,7 @@ def kubelet(kube, ns, tmp_path):
 
 
 def get_or_none(kube, kind, name, ns):
-    r = kube.run("get", kind, name, "-n", ns, "-o", "json", check=False)
+    r = kube.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
     return r.json() if r.ok else None
 
 
@@ -84,7 +84,7 @@ def test_a_cluster_becomes_a_statefulset_whose_nodes_make_it_ready(kube, ns, ope
     for kind, name in [("statefulset", "strata"), ("service", "strata-nodes"),
                        ("service", "strata-bootstrap"), ("configmap", "strata-config"),
                        ("poddisruptionbudget", "strata")]:
-        full = kube.run("get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields").json()
+        full = kube.kubectl("get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields").json()
         applied = [m for m in full["metadata"]["managedFields"] if m["operation"] == "Apply"]
         assert [m["manager"] for m in applied] == ["strata-operator"], (kind, name)
     spec = sts["spec"]
@@ -124,7 +124,7 @@ def test_a_cluster_becomes_a_statefulset_whose_nodes_make_it_ready(kube, ns, ope
     assert condition(other, "Ready")["reason"] == "NotServed"
     assert get_or_none(kube, "statefulset", "other", ns) is None
 
-    events = kube.run("get", "events.events.k8s.io", "-n", ns, "-o", "json").json()["items"]
+    events = kube.kubectl("get", "events.events.k8s.io", "-n", ns, "-o", "json").json()["items"]
     created = [e for e in events if e.get("reason") == "Created"
                and e["regarding"]["kind"] == "Cluster" and e["regarding"]["name"] == "strata"]
     assert any("StatefulSet strata" in e.get("note", "") for e in created), \
@@ -142,7 +142,7 @@ def test_object_store_keys_reach_the_nodes_only_by_secret_reference(kube, ns, op
                                      "region": "eu-west-1",
                                      "credentialsSecretRef": {"name": "s3-keys"}}), ns)
     sts = wait_for(lambda: get_or_none(kube, "statefulset", "strata", ns), 30, "the StatefulSet")
-    text = kube.run("get", "statefulset", "strata", "-n", ns, "-o", "json").out
+    text = kube.kubectl("get", "statefulset", "strata", "-n", ns, "-o", "json").out
     assert "very-secret" not in text and "AKIA-test" not in text
     pod = sts["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -312,7 +312,7 @@ def test_scaling_moves_partitions_onto_new_nodes_and_drains_before_shrinking(
     assert not is_true(kube.get("cluster", "strata", ns), "Degraded")
     assert sorted(read_all(kubelet.bootstrap, "moving", 6, 60)) == sent
     reasons = {e.get("reason") for e in
-               kube.run("get", "events.events.k8s.io", "-n", ns, "-o", "json").json()["items"]}
+               kube.kubectl("get", "events.events.k8s.io", "-n", ns, "-o", "json").json()["items"]}
     assert {"Rebalancing", "ScalingDown"} <= reasons, reasons
 
     # A replication factor of 3 cannot fit on 2 nodes: refused whole (nothing moves, the

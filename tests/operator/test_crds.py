@@ -230,7 +230,7 @@ def test_server_side_apply(kube: Kube, ns: str):
     """kubectl apply --server-side: re-applying without optional fields is fine, lowering
     partitions is refused."""
     def apply(obj):
-        return kube.run("apply", "--server-side", "-n", ns, "-f", "-", stdin=json.dumps(obj), check=False)
+        return kube.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=json.dumps(obj), check=False)
 
     assert apply(topic("orders", partitions=4, config={"retention.ms": "1000"})).ok
     assert apply(topic("orders", partitions=4)).ok
@@ -255,7 +255,7 @@ def test_status_is_a_subresource(kube: Kube, ns: str):
 # ---- kubectl get ------------------------------------------------------------------------------
 
 def table(kube: Kube, *args: str) -> list[dict]:
-    lines = kube.run("get", *args).out.strip().splitlines()
+    lines = kube.kubectl("get", *args).out.strip().splitlines()
     header = lines[0].split()
     return [dict(zip(header, line.split())) for line in lines[1:]]
 
@@ -286,5 +286,5 @@ def test_printer_columns(kube: Kube, ns: str):
     assert wide["CONTROLLER"] == "strata-operator-0"
 
     # The category lists both kinds.
-    names = kube.run("get", "strata", "-n", ns, "-o", "name").out.split()
+    names = kube.kubectl("get", "strata", "-n", ns, "-o", "name").out.split()
     assert sorted(names) == ["cluster.strata.dev/main", "topic.strata.dev/orders"]

@@ -12,7 +12,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from strata_fixtures import StrataOnKube, wait_for
+from strata_fixtures import StrataOnKube
+from strata_testlib import wait_for
 
 REPORT = os.environ.get("STRATA_OPERATOR_REPORT")
 
@@ -112,7 +113,7 @@ def test_origin_example_on_a_topic_resource(kube, ns, strata):
     st = wait_for(lambda: (lambda s: s if s.get("localBytes", 0) > 0 else None)(
         kube.get("topic", "test-topic", ns)["status"]), 30, "localBytes in the status")
     assert st["remoteBytes"] == 0
-    out = kube.run("get", "topics", "-n", ns).out
+    out = kube.kubectl("get", "topics", "-n", ns).out
     assert "LOCAL" in out and str(st["localBytes"]) in out, out
 
 
@@ -135,8 +136,8 @@ def test_kafka_admin_topics_and_topic_resources_are_one_source_of_truth(kube, ns
     a = KafkaAdminClient(bootstrap_servers=strata.bootstrap)
     try:
         a.create_topics([NewTopic("Made_By_Kafka", 2, 3, topic_configs={"retention.ms": "3600000"})])
-        t = wait_for(lambda: next((t for t in kube.run("get", "topics", "-n", ns, "-o", "json").json()["items"]
-                                   if t["spec"].get("topicName") == "Made_By_Kafka"), None),
+        t = wait_for(lambda: next((t for t in kube.kubectl("get", "topics", "-n", ns, "-o", "json").json()["items"]
+                                       if t["spec"].get("topicName") == "Made_By_Kafka"), None),
                      30, "a Topic resource for the Kafka-created topic")
         assert t["metadata"]["name"] == "made-by-kafka"
         assert t["metadata"]["annotations"]["strata.dev/origin"] == "kafka"
@@ -148,12 +149,12 @@ def test_kafka_admin_topics_and_topic_resources_are_one_source_of_truth(kube, ns
         kube.create(topic("doomed", 1), ns)
         wait_for(lambda: ready(kube, ns, "doomed"), 30, "Topic Ready")
         wait_for(lambda: "doomed" in a.list_topics(), 10, "clients to see the topic")
-        kube.run("delete", "topic", "doomed", "-n", ns, "--wait=true", "--timeout=30s")
+        kube.kubectl("delete", "topic", "doomed", "-n", ns, "--wait=true", "--timeout=30s")
         wait_for(lambda: "doomed" not in a.list_topics(), 30, "the Kafka topic to go")
 
         # Deleting through Kafka deletes the resource.
         a.delete_topics(["Made_By_Kafka"])
-        wait_for(lambda: "made-by-kafka" not in kube.run("get", "topics", "-n", ns, "-o", "name").out,
+        wait_for(lambda: "made-by-kafka" not in kube.kubectl("get", "topics", "-n", ns, "-o", "name").out,
                  30, "the resource of a topic deleted through Kafka to go")
     finally:
         a.close()
@@ -214,7 +215,7 @@ def test_deletion_policy_decides_what_happens_to_tiered_data(kube, ns, tmp_path)
                      f"{name}'s remoteBytes in the status")
         a = KafkaAdminClient(bootstrap_servers=s.bootstrap)
         for name in ids:
-            kube.run("delete", "topic", name, "-n", ns, "--wait=true", "--timeout=30s")
+            kube.kubectl("delete", "topic", name, "-n", ns, "--wait=true", "--timeout=30s")
             wait_for(lambda: name not in a.list_topics(), 30, f"the Kafka topic {name} to go")
         a.close()
         wait_for(lambda: not list((bucket / ids["gone"]).rglob("*.*")), 30,
