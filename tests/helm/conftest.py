@@ -3,51 +3,22 @@ with etcd (tests/testbed/kube.sh), and the operator and node binaries (run.sh bu
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import socket
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from strata_testlib import CACHE, HELM, REPO, Kubectl, Result, node_bin, operator_bin, run
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 HERE = ROOT / "tests" / "helm"
 CHART = ROOT / "charts" / "strata"
 VALUES = HERE / "values"
-CACHE = Path(os.environ.get("STRATA_CACHE", Path.home() / ".cache" / "strata-testbed"))
-HELM = os.environ.get("HELM", str(CACHE / "helm" / "bin" / "helm"))
-KUBECTL = os.environ.get("KUBECTL", str(CACHE / "kube" / "bin" / "kubectl"))
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "cargo-target"))
-OPERATOR_BIN = os.environ.get("STRATA_OPERATOR_BIN", str(TARGET / "debug" / "strata-operator"))
-NODE_BIN = os.environ.get("STRATA_NODE_BIN", str(TARGET / "debug" / "strata-node"))
+OPERATOR_BIN = str(operator_bin())
+NODE_BIN = str(node_bin())
 # Namespaces may keep a test's objects for another; the fixtures below pick them.
 NAMESPACE = "strata-test"
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-
-def run(cmd: list[str], *, env: dict | None = None, check: bool = True, input: str | None = None,
-        timeout: float = 60) -> Result:
-    """Run a command; with check, fail the test with its output when it exits non-zero."""
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input, timeout=timeout)
-    r = Result(p.returncode, p.stdout, p.stderr)
-    if check and r.rc != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {r.rc}:\n{r.text}")
-    return r
 
 
 def helm(*args: str, kubeconfig: str | None = None, check: bool = True) -> Result:
@@ -70,79 +41,12 @@ def render(*args: str, release: str = "strata") -> list[dict]:
     return [d for d in yaml.safe_load_all(template(*args, release=release).out) if d]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, predicate, timeout: float = 30, every: float = 0.2):
-    """Poll until predicate() returns something truthy; return it, or fail saying `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-
-
-def _die_with_parent():
-    """In the child before exec: SIGKILL when pytest dies, so no operator outlives a run."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-class Proc:
-    """A process started by a test, its output in a log file."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict, log: Path):
-        self.name, self.log = name, log
-        self._f = open(log, "ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._f, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_log(self, needle: str, timeout: float = 30) -> None:
-        def seen():
-            if self.proc.poll() is not None and needle not in self.output():
-                pytest.fail(f"{self.name} exited {self.proc.returncode}:\n{self.output()[-3000:]}")
-            return needle in self.output()
-        wait_for(f"{needle!r} in the log of {self.name} ({self.log})", seen, timeout)
-
-    def stop(self, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._f.close()
-        return self.proc.returncode
-
-
-class Kube:
+class Kube(Kubectl):
     """The test bed's API server: kubectl as the admin, or with any kubeconfig."""
 
     def __init__(self, directory: Path):
         self.dir = directory
-        self.kubeconfig = str(directory / "kubeconfig")
-
-    def kubectl(self, *args: str, kubeconfig: str | None = None, check: bool = True,
-                input: str | None = None) -> Result:
-        env = dict(os.environ, KUBECONFIG=kubeconfig or self.kubeconfig)
-        return run([KUBECTL, *args], env=env, check=check, input=input)
+        super().__init__(str(directory / "kubeconfig"))
 
     def get(self, *args: str, kubeconfig: str | None = None) -> dict | None:
         r = self.kubectl("get", *args, "-o", "yaml", kubeconfig=kubeconfig, check=False)

@@ -16,8 +16,8 @@ import re
 import pytest
 import yaml
 
-from conftest import (CHART, NAMESPACE, NODE_BIN, OPERATOR_BIN, ROOT, VALUES, Kube, Proc,
-                      free_port, wait_for)
+from conftest import CHART, NAMESPACE, NODE_BIN, OPERATOR_BIN, ROOT, VALUES, Kube
+from strata_testlib import Proc, free_port, wait_for
 
 RELEASE = "strata"
 TIERING = str(VALUES / "tiering-s3.yaml")
@@ -51,7 +51,7 @@ def release(kube: Kube, tmp_path_factory):
     State.logs = tmp_path_factory.mktemp("logs")
     yield r
     for p in State.procs.values():
-        p.stop()
+        p.stop(timeout=15)
 
 
 def manifest_objects(kube: Kube) -> list[dict]:
@@ -87,7 +87,7 @@ def start_operator(kube: Kube, name: str, pod_name: str) -> Proc:
     penv.update(env)
     # The pod's token, as the kubelet would mount it; here through a kubeconfig.
     penv["KUBECONFIG"] = State.sa_kubeconfig
-    p = Proc(name, [OPERATOR_BIN, *args], penv, State.logs / f"{name}.log")
+    p = Proc(name, [OPERATOR_BIN, *args], State.logs / f"{name}.log", penv, inherit_env=False).start()
     State.procs[name] = p
     return p
 
@@ -228,14 +228,14 @@ def test_operator_runs_with_the_chart_token(kube: Kube, release, tmp_path_factor
     op.wait_log("controller listening on")
     # Leader election through the Lease; its state in the ConfigMap the chart named.
     assert lease_holder(kube) == POD_A
-    cm = wait_for("the state ConfigMap", lambda: kube.get(
-        "configmap", "strata-controller-state", "-n", NAMESPACE))
+    cm = wait_for(lambda: kube.get("configmap", "strata-controller-state", "-n", NAMESPACE), 30,
+                  "the state ConfigMap")
     assert "state.json" in cm["data"]
     # The chart's example Topic: finalizer added, status written (the topic cannot be made
     # yet: replication factor 3 and no node).
-    topic = wait_for("a status on Topic orders", lambda: condition(
+    topic = wait_for(lambda: condition(
         kube.get("topic", "orders", "-n", NAMESPACE), "Ready") and kube.get(
-        "topic", "orders", "-n", NAMESPACE))
+        "topic", "orders", "-n", NAMESPACE), 30, "a status on Topic orders")
     assert "strata.dev/topic" in topic["metadata"]["finalizers"]
     assert topic["status"]["observedGeneration"] == topic["metadata"]["generation"]
     assert condition(topic, "Ready")["status"] == "False"
@@ -246,7 +246,7 @@ def test_topic_is_created_once_a_node_joins(kube: Kube, release, tmp_path_factor
     controllers = ",".join(f"http://127.0.0.1:{p}" for p in State.ports.values())
     node = Proc("node", [NODE_BIN, "--node-id", "1", "--controller", controllers,
                          "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(data)],
-                dict(os.environ), State.logs / "node.log")
+                State.logs / "node.log").start()
     State.procs["node"] = node
     kube.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump({
         "apiVersion": "strata.dev/v1alpha1", "kind": "Topic",
@@ -255,7 +255,7 @@ def test_topic_is_created_once_a_node_joins(kube: Kube, release, tmp_path_factor
                  "deletionPolicy": "Delete"}}))
     ready = lambda: (lambda t: t if (condition(t, "Ready") or {}).get("status") == "True" else None)(
         kube.get("topic", "events", "-n", NAMESPACE))
-    topic = wait_for("Topic events Ready", ready, timeout=60)
+    topic = wait_for(ready, 60, "Topic events Ready")
     assert topic["status"]["partitions"] == 2
     assert topic["status"]["topicId"]
     assert [p["leader"] for p in topic["status"]["partitionStatus"]] == [1, 1]
@@ -279,7 +279,7 @@ def test_cluster_objects_are_applied_with_the_chart_token(kube: Kube, release):
     for kind, name in (("statefulset", "strata"), ("service", "strata-nodes"),
                        ("service", "strata-bootstrap"), ("configmap", "strata-config"),
                        ("poddisruptionbudget", "strata")):
-        wait_for(f"{kind} {name}", lambda: kube.get(kind, name, "-n", NAMESPACE), timeout=30)
+        wait_for(lambda: kube.get(kind, name, "-n", NAMESPACE), 30, f"{kind} {name}")
     sts = kube.get("statefulset", "strata", "-n", NAMESPACE)
     (node,) = sts["spec"]["template"]["spec"]["containers"]
     assert node["image"] == "strata-node:0.1.0"
@@ -315,8 +315,7 @@ def test_node_pods_mount_no_token(kube: Kube, release):
 
 def test_deleting_a_topic_runs_its_finalizer(kube: Kube, release):
     kube.kubectl("delete", "topic", "events", "-n", NAMESPACE, "--wait=false")
-    wait_for("Topic events to go", lambda: kube.get("topic", "events", "-n", NAMESPACE) is None,
-             timeout=30)
+    wait_for(lambda: kube.get("topic", "events", "-n", NAMESPACE) is None, 30, "Topic events to go")
     State.procs["a"].wait_log("deleted topic with its resource")
 
 
@@ -333,19 +332,19 @@ def test_deleting_a_retained_topic_marks_its_tiered_data_to_keep(kube: Kube, rel
         "apiVersion": "strata.dev/v1alpha1", "kind": "Topic", "metadata": {"name": "kept"},
         "spec": {"clusterRef": {"name": "strata"}, "partitions": 1, "replicationFactor": 1,
                  "deletionPolicy": "Retain"}}))
-    wait_for("Topic kept Ready", lambda: (condition(kube.get("topic", "kept", "-n", NAMESPACE),
-                                                    "Ready") or {}).get("status") == "True")
+    wait_for(lambda: (condition(kube.get("topic", "kept", "-n", NAMESPACE),
+                                "Ready") or {}).get("status") == "True", 30, "Topic kept Ready")
     uid = kube.get("topic", "kept", "-n", NAMESPACE)["metadata"]["uid"]
     kube.kubectl("delete", "topic", "kept", "-n", NAMESPACE, "--wait=false")
-    wait_for("the resource of Topic kept to go", lambda: (
+    wait_for(lambda: (
         kube.get("topic", "kept", "-n", NAMESPACE) or {"metadata": {"uid": None}}
-    )["metadata"]["uid"] != uid)
+    )["metadata"]["uid"] != uid, 30, "the resource of Topic kept to go")
     assert "kept" not in controller_topics(kube), "the Kafka topic outlived its resource"
     State.procs["a"].wait_log("deleted topic with its resource")
 
 
 def test_the_operator_was_never_forbidden(release):
-    log = State.procs["a"].output()
+    log = State.procs["a"].log_text()
     assert "forbidden" not in log.lower(), log[-3000:]
 
 
@@ -353,20 +352,20 @@ def test_a_standby_takes_over(kube: Kube, release):
     b = start_operator(kube, "b", POD_B)
     b.wait_log("standing by")
     assert lease_holder(kube) == POD_A
-    assert State.procs["a"].stop() == 0
-    assert "released the lease" in State.procs["a"].output()
+    assert State.procs["a"].stop(timeout=15) == 0
+    assert "released the lease" in State.procs["a"].log_text()
     b.wait_log("controller listening on", timeout=20)
     assert lease_holder(kube) == POD_B
     # The new leader carries on from the state in the ConfigMap (no new cluster), the node
     # finds it at the next address, and a new Topic gets made.
-    assert "new cluster created" not in b.output()
+    assert "new cluster created" not in b.log_text()
     kube.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump({
         "apiVersion": "strata.dev/v1alpha1", "kind": "Topic", "metadata": {"name": "after-failover"},
         "spec": {"clusterRef": {"name": "strata"}, "partitions": 1, "replicationFactor": 1}}))
-    wait_for("Topic after-failover Ready under the new leader", lambda: (condition(kube.get(
+    wait_for(lambda: (condition(kube.get(
         "topic", "after-failover", "-n", NAMESPACE), "Ready") or {}).get("status") == "True",
-        timeout=60)
-    assert "forbidden" not in b.output().lower()
+        60, "Topic after-failover Ready under the new leader")
+    assert "forbidden" not in b.log_text().lower()
 
 
 # ---- upgrade, uninstall, install again -------------------------------------------------------
@@ -384,7 +383,7 @@ def test_upgrade(kube: Kube, release):
 
 
 def test_uninstall_keeps_what_holds_data(kube: Kube, release):
-    State.procs["b"].stop()
+    State.procs["b"].stop(timeout=15)
     r = kube.helm("uninstall", RELEASE, "-n", NAMESPACE)
     assert "kept due to the resource policy" in r.text, r.text
     for kind, name in (("deployment", "strata-operator"), ("role", "strata-operator"),

@@ -7,23 +7,20 @@ and Service IPs. The images come in as NODE_IMAGE / OPERATOR_IMAGE."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import strata_testlib
 import yaml
+from strata_testlib import CACHE, HELM, REPO, Kubectl, Result, run
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 HERE = ROOT / "tests" / "k8s"
 CHART = ROOT / "charts" / "strata"
-CACHE = Path(os.environ.get("STRATA_CACHE", Path.home() / ".cache" / "strata-testbed"))
-HELM = os.environ.get("HELM", str(CACHE / "helm" / "bin" / "helm"))
-KUBECTL = os.environ.get("KUBECTL", str(CACHE / "kube" / "bin" / "kubectl"))
 NAMESPACE = os.environ.get("K8S_NAMESPACE", "strata-k8s")
 RELEASE = "strata"
 # tests/cluster/load.py: the idempotent acks=all producer that records every ack.
@@ -48,48 +45,16 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{s:8.1f} s  {what}")
 
 
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
+# kubectl against a real cluster: poll every half second, not the library's 0.2 s.
+wait_for = functools.partial(strata_testlib.wait_for, every=0.5)
 
 
-def run(cmd: list[str], *, env: dict | None = None, check: bool = True, input: str | None = None,
-        timeout: float = 120) -> Result:
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input, timeout=timeout)
-    r = Result(p.returncode, p.stdout, p.stderr)
-    if check and r.rc != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {r.rc}:\n{r.text}")
-    return r
-
-
-def wait_for(what: str, predicate, timeout: float = 60, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-class Kube:
+class Kube(Kubectl):
     def __init__(self, kubeconfig: str):
-        self.kubeconfig = kubeconfig
-        self.env = dict(os.environ, KUBECONFIG=kubeconfig)
+        super().__init__(kubeconfig, timeout=120)
         for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"),
                          ("HELM_DATA_HOME", "data")):
             self.env[var] = str(CACHE / "helm" / "home" / sub)
-
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 120) -> Result:
-        return run([KUBECTL, *args], env=self.env, check=check, input=input, timeout=timeout)
 
     def k(self, *args: str, **kw) -> Result:
         """kubectl in the test namespace."""

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import (CHART, NAMESPACE, RELEASE, Kube, condition, pod_ready, split_ref, timing,
                       wait_for)
+from strata_testlib import free_port
 
 CLUSTER = "strata"
 NODE_SELECTOR = f"app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/component=node"
@@ -145,14 +146,14 @@ def test_operator_pods_run_and_one_holds_the_lease(kube: Kube, release):
     def two_ready():
         pods = [p for p in kube.pods(OPERATOR_SELECTOR) if pod_ready(p)]
         return pods if len(pods) == 2 else None
-    pods = wait_for("two operator pods Running and Ready", two_ready, timeout=180)
+    pods = wait_for(two_ready, 180, "two operator pods Running and Ready")
     names = {p["metadata"]["name"] for p in pods}
 
     def holder():
         lease = kube.get("lease", LEASE)
         h = ((lease or {}).get("spec") or {}).get("holderIdentity")
         return h if h in names else None
-    h = wait_for("one operator pod holding the Lease", holder, timeout=60)
+    h = wait_for(holder, 60, "one operator pod holding the Lease")
     timing("helm install -> operator pods Ready and leading", time.monotonic() - t0)
     assert h in names
 
@@ -167,8 +168,8 @@ def test_cluster_of_three_nodes_runs(kube: Kube, release):
                  "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}},
     })
     t0 = time.monotonic()
-    pods = wait_for("3 node pods Running and Ready", lambda: ready_node_pods(kube, 3), timeout=300)
-    c = wait_for("Cluster Ready with 3 ready nodes", lambda: cluster_ready(kube, 3), timeout=180)
+    pods = wait_for(lambda: ready_node_pods(kube, 3), 300, "3 node pods Running and Ready")
+    c = wait_for(lambda: cluster_ready(kube, 3), 180, "Cluster Ready with 3 ready nodes")
     timing("Cluster applied -> 3 node pods Ready, Cluster Ready", time.monotonic() - t0)
     for p in pods:
         (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in p["spec"]["volumes"]
@@ -187,12 +188,12 @@ def test_cluster_of_three_nodes_runs(kube: Kube, release):
 def test_topic_is_ready_and_the_origin_example_runs(kube: Kube, release):
     kube.apply(topic_manifest("test-topic", "test_topic"))
     t0 = time.monotonic()
-    t = wait_for("Topic test-topic Ready", lambda: topic_ready(kube, "test-topic"), timeout=120)
+    t = wait_for(lambda: topic_ready(kube, "test-topic"), 120, "Topic test-topic Ready")
     timing("Topic applied -> Ready", time.monotonic() - t0)
     timing("helm install -> Topic Ready (with Cluster)", time.monotonic() - State.t_install)
     assert t["status"]["replicationFactor"] == 3
-    wait_for("every test_topic partition with 3 in-sync replicas",
-             lambda: all_in_sync("test_topic"), timeout=60)
+    wait_for(lambda: all_in_sync("test_topic"), 60,
+             "every test_topic partition with 3 in-sync replicas")
 
     from kafka import KafkaConsumer, KafkaProducer
     # The origin document's producer, bootstrapping from the Service's DNS name.
@@ -261,8 +262,8 @@ def load_topic(kube: Kube, name: str) -> str:
     # A fresh topic per run: a rerun on a kept cluster (K8S_KEEP=1) must not read old records.
     name = f"{name}-{int(time.time()) % 100000}"
     kube.apply(topic_manifest(name, name))
-    wait_for(f"Topic {name} Ready", lambda: topic_ready(kube, name), timeout=120)
-    wait_for(f"every {name} partition in sync", lambda: all_in_sync(name), timeout=60)
+    wait_for(lambda: topic_ready(kube, name), 120, f"Topic {name} Ready")
+    wait_for(lambda: all_in_sync(name), 60, f"every {name} partition in sync")
     return name
 
 
@@ -281,9 +282,9 @@ def test_deleted_node_pod_comes_back_with_its_data(kube: Kube, release):
         def back():
             p = kube.get("pod", victim)
             return p if p and p["metadata"]["uid"] != old_uid and pod_ready(p) else None
-        wait_for(f"{victim} recreated and Ready", back, timeout=240)
+        wait_for(back, 240, f"{victim} recreated and Ready")
         t_ready = time.monotonic() - t0
-        wait_for(f"{victim} back in every ISR", lambda: all_in_sync(topic), timeout=240)
+        wait_for(lambda: all_in_sync(topic), 240, f"{victim} back in every ISR")
         t_isr = time.monotonic() - t0
         load.wait_acks_after(time.monotonic(), 300, timeout=60, what="after the rejoin")
     load.assert_clean()
@@ -333,13 +334,13 @@ def test_scale_out_and_back_in_moves_partitions(kube: Kube, release):
         load.wait_acks_after(0, 300, timeout=60, what="before scaling")
         t0 = time.monotonic()
         patch(4)
-        wait_for("4 node pods Ready", lambda: ready_node_pods(kube, 4), timeout=300)
-        wait_for("Cluster Ready with 4 nodes", lambda: cluster_ready(kube, 4), timeout=180)
+        wait_for(lambda: ready_node_pods(kube, 4), 300, "4 node pods Ready")
+        wait_for(lambda: cluster_ready(kube, 4), 180, "Cluster Ready with 4 nodes")
 
         def moved():
             md = settled()
             return md if md and replicas_on(md, 3) > 0 else None
-        md = wait_for("partitions moved onto node 3, every partition in sync", moved, timeout=300)
+        md = wait_for(moved, 300, "partitions moved onto node 3, every partition in sync")
         timing("scale 3 -> 4: patched -> partitions on node 3 and in sync", time.monotonic() - t0)
         print(f"after scaling out: {replicas_on(md, 3)} of {len(md)} partitions have a replica on node 3")
         load.wait_acks_after(time.monotonic(), 300, timeout=60, what="with 4 nodes")
@@ -350,9 +351,9 @@ def test_scale_out_and_back_in_moves_partitions(kube: Kube, release):
         def drained():
             md = settled()
             return md if md and replicas_on(md, 3) == 0 else None
-        wait_for("node 3 drained (no replica left on it)", drained, timeout=300)
-        wait_for("3 node pods", lambda: ready_node_pods(kube, 3), timeout=300)
-        wait_for("Cluster Ready with 3 nodes", lambda: cluster_ready(kube, 3), timeout=180)
+        wait_for(drained, 300, "node 3 drained (no replica left on it)")
+        wait_for(lambda: ready_node_pods(kube, 3), 300, "3 node pods")
+        wait_for(lambda: cluster_ready(kube, 3), 180, "Cluster Ready with 3 nodes")
         timing("scale 4 -> 3: patched -> drained, 3 pods", time.monotonic() - t1)
         load.wait_acks_after(time.monotonic(), 300, timeout=60, what="back on 3 nodes")
     # Only retriable errors: no record failed, no fatal error (librdkafka's transient
@@ -435,7 +436,7 @@ def test_rolling_change_loses_and_duplicates_nothing(kube: Kube, release):
                 last[p["metadata"]["name"]] = uid
             time.sleep(0.5)
         t_rolled = time.monotonic() - t0
-        wait_for("every partition in sync after the roll", lambda: all_in_sync(topic), timeout=240)
+        wait_for(lambda: all_in_sync(topic), 240, "every partition in sync after the roll")
         t_sync = time.monotonic() - t0
         load.wait_acks_after(time.monotonic(), 300, timeout=60, what="after the roll")
         t_end = time.monotonic()
@@ -468,12 +469,9 @@ def test_rolling_change_loses_and_duplicates_nothing(kube: Kube, release):
 def minio(tmp_path_factory):
     """MinIO (tests/testbed/minio.sh) on the node's address in the cluster's network namespace
     (this process runs there): the pods reach it, nothing outside the namespace does."""
-    import socket
     import boto3
     host = os.environ.get("MINIO_HOST_FOR_PODS", "10.213.0.2")
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port = s.getsockname()[1]
+    port = free_port(host)
     d = tmp_path_factory.mktemp("minio")
     script = str(CHART.parents[1] / "tests" / "testbed" / "minio.sh")
     env = dict(os.environ, MINIO_HOST=host)
@@ -511,15 +509,15 @@ def test_tiered_topic_uploads_and_reads_back_from_the_bucket(kube: Kube, release
         env = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0].get("env", [])
                } if sts else set()
         return "STRATA_OBJECT_STORE" in env and sts
-    wait_for("the nodes restarted with the object store", rolled, timeout=600)
+    wait_for(rolled, 600, "the nodes restarted with the object store")
     timing("objectStore added -> nodes rolled", time.monotonic() - t0)
 
     name = f"tiered-{int(time.time()) % 100000}"
     kube.apply(topic_manifest(name, name, partitions=1, config={
         "remote.storage.enable": "true", "segment.bytes": "65536",
         "local.retention.bytes": "65536", "retention.ms": "-1"}))
-    wait_for("Topic tiered Ready", lambda: topic_ready(kube, name), timeout=120)
-    wait_for("tiered in sync", lambda: all_in_sync(name), timeout=60)
+    wait_for(lambda: topic_ready(kube, name), 120, "Topic tiered Ready")
+    wait_for(lambda: all_in_sync(name), 60, "tiered in sync")
     p = Producer({"bootstrap.servers": State.bootstrap, "acks": "all", "enable.idempotence": True,
                   "linger.ms": 5, "batch.size": 16384})
     values_ = [b"tiered-%06d-" % i + b"x" * 1000 for i in range(2000)]
@@ -538,10 +536,10 @@ def test_tiered_topic_uploads_and_reads_back_from_the_bucket(kube: Kube, release
                 Bucket=minio["bucket"], Prefix="k8s/"):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return keys if len(keys) >= 10 else None
-    keys = wait_for("segments of the tiered topic in the bucket", uploaded, timeout=180, every=2)
-    t = wait_for("Topic status with bytes in the object store",
-                 lambda: (lambda t: t if (t or {}).get("status", {}).get("remoteBytes", 0) > 0 else None)(
-                     kube.get("topic.strata.dev", name)), timeout=120, every=2)
+    keys = wait_for(uploaded, 180, "segments of the tiered topic in the bucket", every=2)
+    t = wait_for(lambda: (lambda t: t if (t or {}).get("status", {}).get("remoteBytes", 0) > 0 else None)(
+                     kube.get("topic.strata.dev", name)),
+                 120, "Topic status with bytes in the object store", every=2)
     assert t["status"]["remoteBytes"] > 0, (t["status"], keys[:5])
 
     c = Consumer({"bootstrap.servers": State.bootstrap, "group.id": "tiered-check",
@@ -572,18 +570,17 @@ def test_helm_upgrade_rolls_the_operator(kube: Kube, release, images):
             return None
         envs = [{e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]} for p in pods]
         return pods if all(e.get("RUST_LOG") == "debug" for e in envs) else None
-    pods = wait_for("two new operator pods with RUST_LOG=debug", rolled, timeout=240)
+    pods = wait_for(rolled, 240, "two new operator pods with RUST_LOG=debug")
     names = {p["metadata"]["name"] for p in pods}
-    wait_for("a new pod holding the Lease",
-             lambda: ((kube.get("lease", LEASE) or {}).get("spec") or {}).get("holderIdentity") in names,
-             timeout=90)
-    wait_for("the Cluster Ready under the new operator", lambda: cluster_ready(kube, 3), timeout=120)
+    wait_for(lambda: ((kube.get("lease", LEASE) or {}).get("spec") or {}).get("holderIdentity") in names,
+             90, "a new pod holding the Lease")
+    wait_for(lambda: cluster_ready(kube, 3), 120, "the Cluster Ready under the new operator")
     timing("helm upgrade -> operator rolled, Lease taken, Cluster Ready", time.monotonic() - t0)
 
 
 def test_helm_uninstall_keeps_what_the_readme_says(kube: Kube, release):
     kube.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait")
-    wait_for("operator pods gone", lambda: not kube.pods(OPERATOR_SELECTOR), timeout=120)
+    wait_for(lambda: not kube.pods(OPERATOR_SELECTOR), 120, "operator pods gone")
     # Gone: the release's own objects.
     for kind, name in (("deployment", "strata-operator"), ("role", "strata-operator"),
                        ("service", "strata-controller"), ("serviceaccount", "strata-operator")):
