@@ -50,8 +50,10 @@ def release(kube: Kube, tmp_path_factory):
     State.install_output = r.text
     State.logs = tmp_path_factory.mktemp("logs")
     yield r
+    # SIGKILL: by now the operators are stopped, and a node's controlled shutdown with no
+    # controller to answer only retries until its deadline.
     for p in State.procs.values():
-        p.stop(timeout=15)
+        p.kill()
 
 
 def manifest_objects(kube: Kube) -> list[dict]:
