@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from strata_testlib import CACHE, HELM, REPO, Kubectl, Result, node_bin, operator_bin, run
+from strata_testlib import HELM, REPO, Kubectl, Result, helm_home_env, node_bin, operator_bin, run
 
 ROOT = REPO
 HERE = ROOT / "tests" / "helm"
@@ -22,11 +22,7 @@ NAMESPACE = "strata-test"
 
 
 def helm(*args: str, kubeconfig: str | None = None, check: bool = True) -> Result:
-    env = dict(os.environ)
-    # Helm's own state (repositories, cache) stays out of the user's home.
-    for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"),
-                     ("HELM_DATA_HOME", "data")):
-        env[var] = str(CACHE / "helm" / "home" / sub)
+    env = dict(os.environ, **helm_home_env())
     if kubeconfig:
         env["KUBECONFIG"] = kubeconfig
     return run([HELM, *args], env=env, check=check)

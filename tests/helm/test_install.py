@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import CHART, NAMESPACE, NODE_BIN, OPERATOR_BIN, ROOT, VALUES, Kube
-from strata_testlib import Proc, free_port, wait_for
+from strata_testlib import Proc, condition, free_port, wait_for
 
 RELEASE = "strata"
 TIERING = str(VALUES / "tiering-s3.yaml")
@@ -97,13 +97,6 @@ def start_operator(kube: Kube, name: str, pod_name: str) -> Proc:
 def lease_holder(kube: Kube) -> str | None:
     lease = kube.get("lease", "strata-operator", "-n", NAMESPACE)
     return (lease or {}).get("spec", {}).get("holderIdentity")
-
-
-def condition(obj: dict | None, type_: str) -> dict | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions", []):
-        if c["type"] == type_:
-            return c
-    return None
 
 
 # ---- install ---------------------------------------------------------------------------------

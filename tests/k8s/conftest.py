@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import strata_testlib
 import yaml
-from strata_testlib import CACHE, HELM, REPO, Kubectl, Result, run
+from strata_testlib import HELM, REPO, Kubectl, Result, condition, helm_home_env, run
 
 ROOT = REPO
 HERE = ROOT / "tests" / "k8s"
@@ -52,9 +52,7 @@ wait_for = functools.partial(strata_testlib.wait_for, every=0.5)
 class Kube(Kubectl):
     def __init__(self, kubeconfig: str):
         super().__init__(kubeconfig, timeout=120)
-        for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"),
-                         ("HELM_DATA_HOME", "data")):
-            self.env[var] = str(CACHE / "helm" / "home" / sub)
+        self.env.update(helm_home_env())
 
     def k(self, *args: str, **kw) -> Result:
         """kubectl in the test namespace."""
@@ -77,13 +75,6 @@ class Kube(Kubectl):
 
     def pods(self, selector: str) -> list[dict]:
         return (self.get("pods", "-l", selector) or {}).get("items", [])
-
-
-def condition(obj: dict | None, type_: str) -> dict | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions", []) or []:
-        if c["type"] == type_:
-            return c
-    return None
 
 
 def pod_ready(p: dict) -> bool:

@@ -17,7 +17,7 @@ from kafka.errors import KafkaConnectionError
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from cluster_fixtures import Kubelet, Operator, flag
-from strata_testlib import wait_for
+from strata_testlib import condition, wait_for
 
 API = "strata.dev/v1alpha1"
 
@@ -26,15 +26,8 @@ def cluster(name: str, **spec) -> dict:
     return {"apiVersion": API, "kind": "Cluster", "metadata": {"name": name}, "spec": spec}
 
 
-def condition(obj: dict, type_: str) -> dict:
-    for c in obj.get("status", {}).get("conditions", []):
-        if c["type"] == type_:
-            return c
-    return {}
-
-
 def is_true(obj: dict, type_: str) -> bool:
-    return condition(obj, type_).get("status") == "True"
+    return (condition(obj, type_) or {}).get("status") == "True"
 
 
 @pytest.fixture

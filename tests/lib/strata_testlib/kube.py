@@ -1,5 +1,6 @@
-"""Commands and kubectl: a finished command as a Result; Kubectl, kubectl with one kubeconfig
-(the suites subclass it with their own verbs)."""
+"""Commands, kubectl and helm: a finished command as a Result; Kubectl, kubectl with one
+kubeconfig (the suites subclass it with their own verbs); helm's state directories; reading a
+Kubernetes object's conditions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from .paths import KUBECTL
+from .paths import CACHE, KUBECTL
 
 
 @dataclass
@@ -59,3 +60,19 @@ class Kubectl:
         env = self.env if kubeconfig is None else dict(self.env, KUBECONFIG=kubeconfig)
         return run([self.kubectl_bin, *args], env=env, check=check, input=input,
                    timeout=self.timeout if timeout is None else timeout)
+
+
+def helm_home_env() -> dict[str, str]:
+    """Environment that keeps helm's own state (repositories, cache) in the test-bed cache,
+    out of the user's home."""
+    return {var: str(CACHE / "helm" / "home" / sub)
+            for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"),
+                             ("HELM_DATA_HOME", "data"))}
+
+
+def condition(obj: dict | None, type_: str) -> dict | None:
+    """The condition of type type_ in a Kubernetes object's status, or None."""
+    for c in ((obj or {}).get("status") or {}).get("conditions", []) or []:
+        if c["type"] == type_:
+            return c
+    return None
