@@ -372,8 +372,8 @@ up() {
 
   # etcd and the control plane, in this machine's namespaces.
   local ec ep
-  ec="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  ep="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  ec="$(PYTHONPATH="$HERE/../lib" python3 -c 'from strata_testlib import free_port; print(free_port())')"
+  ep="$(PYTHONPATH="$HERE/../lib" python3 -c 'from strata_testlib import free_port; print(free_port())')"
   start_bg etcd "$KBIN/etcd" --name strata --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ec" --advertise-client-urls "http://127.0.0.1:$ec" \
     --listen-peer-urls "http://127.0.0.1:$ep" --initial-advertise-peer-urls "http://127.0.0.1:$ep" \

@@ -24,31 +24,16 @@ LIBS="$CACHE/kafka-libs"
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
-# True if something listens on 127.0.0.1:$1.  A connection from the port to itself (which the
-# kernel can make when the port is in the ephemeral range and nothing listens) does not count.
+# tests/lib/strata_testlib (net.py): port_open (true if something listens on 127.0.0.1:$1; a
+# connection from the port to itself does not count) and free_port (a free loopback port below
+# the ephemeral range, for the controller listener).
+TESTLIB="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)"
 port_open() {
-  python3 - "$1" <<'PY' 2>/dev/null
-import socket, sys
-with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1) as s:
-    sys.exit(0 if s.getsockname() != s.getpeername() else 1)
-PY
+  PYTHONPATH="$TESTLIB" python3 -c \
+    'import sys; from strata_testlib import port_open; sys.exit(0 if port_open(int(sys.argv[1])) else 1)' "$1"
 }
-
-# A free loopback port below the ephemeral range (see port_open), for the controller listener.
 free_port() {
-  python3 - <<'PY'
-import random, socket
-low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(200):
-    port = random.randrange(10000, max(low, 10001))
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        print(port)
-        break
-PY
+  PYTHONPATH="$TESTLIB" python3 -c 'from strata_testlib import free_port; print(free_port())'
 }
 
 pid_of() {

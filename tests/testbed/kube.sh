@@ -189,8 +189,9 @@ build_all() {
 
 # ---- start / stop ---------------------------------------------------------------------------
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port() {  # tests/lib's: below the ephemeral range
+  PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)" python3 -c \
+    'from strata_testlib import free_port; print(free_port())'
 }
 
 rand_hex() { openssl rand -hex 16 2>/dev/null || od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
