@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use libfuzzer_sys::{fuzz_mutator, fuzz_target};
-use strata_node::broker::Broker;
 use strata_node::config::NodeConfig;
-use strata_node::protocol::{self, handlers, Parsed};
-use strata_node::server::Reply;
+use strata_node::node::Node;
+use strata_node::protocol::{self, handlers, Parsed, Reply};
 
 // The node's allocator: decoders reserve vectors from hostile array lengths.
 #[global_allocator]
@@ -71,23 +70,27 @@ fn dump_history() {
 
 struct Env {
     rt: tokio::runtime::Runtime,
-    broker: Option<(Arc<Broker>, tempfile::TempDir)>,
+    broker: Option<(Arc<Node>, tempfile::TempDir)>,
 }
 
 impl Env {
-    fn broker(&mut self) -> Arc<Broker> {
+    fn broker(&mut self) -> Arc<Node> {
         if self.broker.is_none() {
             let dir = strata_fuzz::fresh_dir();
-            let broker = Broker::open(NodeConfig::for_tests(dir.path().to_path_buf()))
-                .expect("open broker on an empty data dir");
-            self.broker = Some((broker, dir));
+            let node = self
+                .rt
+                .block_on(Node::open_and_start(NodeConfig::for_tests(
+                    dir.path().to_path_buf(),
+                )))
+                .expect("open a node on an empty data dir");
+            self.broker = Some((node, dir));
         }
         self.broker.as_ref().expect("just set").0.clone()
     }
 
     fn maybe_reset(&mut self) {
         let Some((b, _)) = &self.broker else { return };
-        let parts = b.all_partitions();
+        let parts = b.broker.all_partitions();
         let (frames, bytes) = {
             let h = HISTORY.lock().unwrap_or_else(|p| p.into_inner());
             (h.0.len(), h.1)
@@ -95,11 +98,13 @@ impl Env {
         let too_big = frames >= MAX_FRAMES
             || bytes >= MAX_HISTORY_BYTES
             || parts.len() > MAX_PARTITIONS
-            || parts.iter().map(|p| p.log.lock().size_bytes()).sum::<u64>() > MAX_LOG_BYTES;
+            || parts.iter().map(|p| p.log().size_bytes()).sum::<u64>() > MAX_LOG_BYTES;
         if too_big {
             // Drop the broker (closing its files) before its directory goes.
             let (b, dir) = self.broker.take().expect("present");
             drop(parts);
+            // Stop it (its background tasks end, its files close) before its directory goes.
+            let _ = self.rt.block_on(b.stop(async {}));
             drop(b);
             drop(dir);
             *HISTORY.lock().unwrap_or_else(|p| p.into_inner()) = (Vec::new(), 0);

@@ -334,6 +334,8 @@ impl NodeConfig {
             .validate()
             .map(|mut c| {
                 c.data_dir = dir;
+                // Registration with the controller needs a real port to advertise.
+                c.advertised_port = 9092;
                 c
             })
             .expect("valid test config")

@@ -68,3 +68,27 @@ pub fn volume_bytes(path: &Path) -> Result<(u64, u64)> {
     let (frsize, blocks, bavail) = (st.f_frsize as u64, st.f_blocks as u64, st.f_bavail as u64);
     Ok((blocks.saturating_mul(frsize), bavail.saturating_mul(frsize)))
 }
+
+/// Take an exclusive lock on `path` (the data directory's lock file), so two nodes never
+/// share a data directory. Held until the returned file is dropped.
+pub fn lock_exclusive(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path.display().to_string(), e))?;
+    // SAFETY: flock on a valid open file descriptor owned by `f`.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(Error::io(
+            format!(
+                "{} (is another strata-node using this data directory?)",
+                path.display()
+            ),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(f)
+}

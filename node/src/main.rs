@@ -32,11 +32,16 @@ async fn run(
     config: strata_node::config::NodeConfig,
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
+    let mut config = config;
     let listen = config.listen;
-    let node = tokio::task::spawn_blocking(move || Node::open(config)).await??;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    if config.advertised_port == 0 {
+        // --listen HOST:0: advertise the port the system picked.
+        config.advertised_port = i32::from(listener.local_addr()?.port());
+    }
+    let node = Node::open(config).await?;
     let cfg = node.config.clone();
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -56,7 +61,7 @@ async fn run(
 
     let mut signal = Box::pin(shutdown_signal());
     let mut stopped_early = false;
-    if node.cluster.is_some() {
+    {
         tokio::select! {
             _ = node.first_image() => {
                 tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "cluster metadata applied; serving clients");

@@ -31,7 +31,7 @@ async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
 async fn scrape_shows_requests_bytes_and_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = NodeConfig::for_tests(dir.path().to_path_buf());
-    let broker: Arc<Node> = Node::open(cfg).unwrap();
+    let broker: Arc<Node> = Node::open_and_start(cfg).await.unwrap();
     broker
         .broker
         .create_topic("m", 2, 1, Default::default(), false)

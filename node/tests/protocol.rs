@@ -24,7 +24,7 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::for_tests(dir.path().to_path_buf());
     cfg.max_request_bytes = 64 * 1024;
-    let broker: Arc<Node> = Node::open(cfg).unwrap();
+    let broker: Arc<Node> = Node::open_and_start(cfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -189,12 +189,33 @@ async fn unknown_api_and_malformed_body_close_the_connection() {
     assert!(read_response(&mut s).await.is_some());
 }
 
+/// CreateTopics over `s`: the new topic's id.
+async fn create_topic(s: &mut TcpStream, topic: TopicName, partitions: i32) -> uuid::Uuid {
+    let mut ct = CreateTopicsRequest::default();
+    let mut c = kafka_protocol::messages::create_topics_request::CreatableTopic::default();
+    c.name = topic;
+    c.num_partitions = partitions;
+    c.replication_factor = 1;
+    ct.topics = vec![c];
+    ct.timeout_ms = 5000;
+    s.write_all(&frame(ApiKey::CreateTopics, 7, 1, &ct))
+        .await
+        .unwrap();
+    let mut r = read_response(s).await.unwrap();
+    ResponseHeader::decode(&mut r, ApiKey::CreateTopics.response_header_version(7)).unwrap();
+    let created = CreateTopicsResponse::decode(&mut r, 7).unwrap();
+    assert_eq!(created.topics[0].error_code, 0);
+    created.topics[0].topic_id
+}
+
 #[tokio::test]
 async fn produce_with_bad_crc_is_corrupt_message_and_writes_nothing() {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::records::*;
     let srv = start().await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    // Kafka creates no topic on Produce (a client's Metadata request does).
+    create_topic(&mut s, TopicName(StrBytes::from_static_str("crc-test")), 1).await;
     let rec = Record {
         transactional: false,
         control: false,
@@ -306,28 +327,13 @@ fn batch_of(values: &[Vec<u8>]) -> Bytes {
 /// copied, and every response is framed right.
 #[tokio::test]
 async fn produced_batches_fetch_back_byte_for_byte_at_every_fetch_version() {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     let srv = start().await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     let topic = TopicName(StrBytes::from_static_str("zero-copy"));
 
-    let mut ct = CreateTopicsRequest::default();
-    let mut c = CreatableTopic::default();
-    c.name = topic.clone();
-    c.num_partitions = 3;
-    c.replication_factor = 1;
-    ct.topics = vec![c];
-    ct.timeout_ms = 5000;
-    s.write_all(&frame(ApiKey::CreateTopics, 7, 1, &ct))
-        .await
-        .unwrap();
-    let mut r = read_response(&mut s).await.unwrap();
-    ResponseHeader::decode(&mut r, ApiKey::CreateTopics.response_header_version(7)).unwrap();
-    let created = CreateTopicsResponse::decode(&mut r, 7).unwrap();
-    assert_eq!(created.topics[0].error_code, 0);
-    let topic_id = created.topics[0].topic_id;
+    let topic_id = create_topic(&mut s, topic.clone(), 3).await;
 
     // Partitions 0 and 1: two batches each, large enough to be spliced; partition 2: one
     // small batch, copied into the response.

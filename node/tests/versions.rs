@@ -63,7 +63,9 @@ async fn check<T: Encodable>(b: &Arc<Node>, key: ApiKey, body: &T) {
 #[tokio::test]
 async fn all_handlers_encode_at_all_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Node::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
+    let b = Node::open_and_start(NodeConfig::for_tests(dir.path().to_path_buf()))
+        .await
+        .unwrap();
     b.broker
         .create_topic("t", 2, 1, Default::default(), false)
         .await

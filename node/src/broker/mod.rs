@@ -1,7 +1,7 @@
 //! The broker: topics and the partitions hosted here, the write path (validation, append,
 //! group-committed fsync, acks=all against the ISR), the read path (the one place that
-//! decides which tier serves an offset), topic admin (the standalone store, or forwarded
-//! to the controller in a cluster), producer ids, and retention and compaction passes.
+//! decides which tier serves an offset), topic admin (forwarded to the controller, remote
+//! or embedded), producer ids, and retention and compaction passes.
 //!
 //! Owned by the node's root. Calls `partition`, `metadata`, `log`, `tiering` (to open and
 //! read tiered partitions) and the controller link (admin forwarding); implements the
@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use parking_lot::Mutex;
 
 use crate::config::{FlushPolicy, NodeConfig};
 use crate::coordinator::OffsetsLog;
@@ -22,14 +21,19 @@ use crate::log::batch;
 use crate::log::compaction;
 use crate::log::config::{validate_for_node, LogConfig};
 use crate::log::{AppendInfo, PartitionLog};
-use crate::metadata::{validate_topic_name, ImageCell, MetadataImage, MetadataStore, TopicMeta};
+use crate::metadata::{validate_topic_name, ImageCell, TopicMeta};
 use crate::partition::replica::ReplicaState;
 pub use crate::partition::{Partition, PartitionTable};
+use crate::replication::cluster::ClusterLink;
 
 pub use crate::coordinator::OFFSETS_TOPIC;
 
-/// Producer ids are reserved on disk in blocks of this size.
-const PRODUCER_ID_BLOCK: i64 = 1000;
+/// min.insync.replicas as Kafka applies it: never more than the replication factor (a
+/// topic with min.insync.replicas=2 and one replica still takes acks=all writes).
+fn effective_min_isr(r: &ReplicaState, part: &Partition) -> i32 {
+    let configured = part.log().config().min_insync_replicas;
+    configured.min(r.replicas.len().max(1) as i32)
+}
 
 /// What a fetch read from one partition.
 pub struct Read {
@@ -50,23 +54,19 @@ pub struct TopicView {
 /// The broker.
 pub struct Broker {
     pub config: Arc<NodeConfig>,
-    store: MetadataStore,
     /// Topics (and in a cluster, nodes and assignments), shared with the controller link.
     image: Arc<ImageCell>,
     table: Arc<PartitionTable>,
-    /// Producer ids: (next, end) of the block in hand, refilled from the store (standalone)
-    /// or the controller.
+    /// Producer ids: (next, end) of the block in hand, refilled from the controller.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
-    /// Serialises topic create/delete/alter so that image and disk change together.
-    admin: Mutex<()>,
     /// Tiered storage, when the node has `--object-store`.
     pub tiering: Option<Arc<crate::tiering::Tiering>>,
-    /// Cluster mode (`--controller`): the link to the controller, whose metadata decides
-    /// which partitions live here and who leads them.
-    pub cluster: Option<Arc<crate::replication::cluster::ClusterLink>>,
-    /// Whether logs opened later (cluster mode) recover their active segment.
+    /// The controller (remote, or embedded in a standalone node), whose images decide
+    /// which partitions live here and who leads them, and which every topic change goes to.
+    pub link: Arc<ClusterLink>,
+    /// Whether logs opened later recover their active segment (the last shutdown was not
+    /// clean).
     recover_on_open: bool,
-    _lock: std::fs::File,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, p: i32) -> PathBuf {
@@ -74,24 +74,23 @@ fn partition_dir(data_dir: &Path, topic: &str, p: i32) -> PathBuf {
 }
 
 impl Broker {
-    /// Open the data directory: take its lock, load metadata, open (and if the last shutdown
-    /// was not clean, recover) every partition.
-    pub fn open(config: impl Into<Arc<NodeConfig>>) -> Result<Arc<Broker>> {
-        let config: Arc<NodeConfig> = config.into();
+    /// The broker over `config.data_dir` (whose lock the caller holds): what is hosted
+    /// here comes from the controller's images through `link`; logs are opened as they are
+    /// hosted (and recovered first if the last shutdown was not clean).
+    pub fn open(
+        config: Arc<NodeConfig>,
+        image: Arc<ImageCell>,
+        link: Arc<ClusterLink>,
+    ) -> Result<Arc<Broker>> {
         let data = config.data_dir.clone();
-        std::fs::create_dir_all(&data).map_err(|e| Error::io(data.display().to_string(), e))?;
-        let store = MetadataStore::new(&data)?;
-        let lock = lock_data_dir(&data.join("meta").join("lock"))?;
-        let fresh = !store.exists();
-        let clustered = config.controller.is_some();
-        let mut image = store.load()?;
-        if clustered {
-            // The controller's metadata decides what is hosted here; it arrives later.
-            image.topics.clear();
-        } else {
-            store.save(&image)?;
-        }
-        let marker = data.join("meta").join("clean_shutdown");
+        let meta = data.join("meta");
+        std::fs::create_dir_all(&meta).map_err(|e| Error::io(meta.display().to_string(), e))?;
+        let marker = meta.join("clean_shutdown");
+        // A data directory that never held a partition has nothing to recover.
+        let fresh = !std::fs::read_dir(&data)
+            .map_err(|e| Error::io(data.display().to_string(), e))?
+            .flatten()
+            .any(|e| e.file_name() != "meta");
         let recover = !fresh && !marker.exists();
         let _ = std::fs::remove_file(&marker);
         if recover {
@@ -101,54 +100,15 @@ impl Broker {
             Some(opts) => Some(Arc::new(crate::tiering::Tiering::open(opts.clone())?)),
             None => None,
         };
-        let table = Arc::new(PartitionTable::default());
-        for (name, meta) in &image.topics {
-            let cfg = LogConfig::resolve(&meta.configs, &config.topic_defaults);
-            for p in 0..meta.partitions {
-                let dir = partition_dir(&data, name, p);
-                // Tiering hook: tiered partitions load their manifest, and are rebuilt from
-                // it when the local directory is gone.
-                let log = match &tiering {
-                    Some(t) if cfg.remote_storage => {
-                        t.open_partition(&dir, meta.id, p, cfg.clone(), recover)?
-                    }
-                    _ => PartitionLog::open(&dir, meta.id, cfg.clone(), recover)?,
-                };
-                table.insert(Arc::new(Partition::standalone(
-                    config.node_id,
-                    name,
-                    p,
-                    meta.leader_epoch,
-                    log,
-                )));
-            }
-        }
-        if !clustered {
-            remove_orphans(&data, &image)?;
-        }
-        let block_end = image.producer_id_block_end;
-        let image = Arc::new(ImageCell::new(image));
-        let cluster = match &config.controller {
-            Some(url) => Some(Arc::new(crate::replication::cluster::ClusterLink::new(
-                url,
-                config.node_id,
-                image.clone(),
-            )?)),
-            None => None,
-        };
-        let broker = Arc::new(Broker {
+        Ok(Arc::new(Broker {
             config,
-            store,
             image,
-            table,
-            producer_ids: tokio::sync::Mutex::new((block_end, block_end)),
-            admin: Mutex::new(()),
+            table: Arc::new(PartitionTable::default()),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
             tiering,
-            cluster,
+            link,
             recover_on_open: recover,
-            _lock: lock,
-        });
-        Ok(broker)
+        }))
     }
 
     /// The partitions hosted here.
@@ -166,7 +126,7 @@ impl Broker {
         &self.image
     }
 
-    /// Cluster mode: the partition, opened (or created) here if it is not yet. A local
+    /// The partition, opened (or created) here if it is not yet. A local
     /// directory left by an older topic of the same name is removed first.
     pub(crate) fn host_partition(
         &self,
@@ -213,7 +173,7 @@ impl Broker {
         Ok(part)
     }
 
-    /// Cluster mode: stop hosting a partition and delete its local data.
+    /// Stop hosting a partition and delete its local data.
     pub(crate) fn drop_partition(&self, part: &Arc<Partition>) {
         self.table.remove(part);
         part.replica().role = crate::partition::replica::Role::Follower { leader: -1 };
@@ -296,45 +256,43 @@ impl Broker {
         validate_only: bool,
     ) -> Result<TopicView> {
         validate_topic_name(name)?;
-        if let Some(link) = &self.cluster {
-            validate_for_node(
-                &configs,
-                &self.config.topic_defaults,
-                self.tiering.is_some(),
-            )?;
-            let partitions = if partitions == -1 && name != OFFSETS_TOPIC {
-                self.config.num_partitions
-            } else {
-                partitions
-            };
-            let meta = link
-                .create_topic(
-                    name,
-                    partitions,
-                    replication_factor,
-                    configs,
-                    Vec::new(),
-                    validate_only,
-                )
-                .await?;
-            if !validate_only {
-                tracing::info!(
-                    topic = name,
-                    partitions = meta.partitions,
-                    "created topic (through the controller)"
-                );
-            }
-            return Ok(TopicView {
-                name: name.to_string(),
-                meta,
-            });
+        validate_for_node(
+            &configs,
+            &self.config.topic_defaults,
+            self.tiering.is_some(),
+        )?;
+        let partitions = if partitions == -1 && name != OFFSETS_TOPIC {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        let meta = self
+            .link
+            .create_topic(
+                name,
+                partitions,
+                replication_factor,
+                configs,
+                Vec::new(),
+                validate_only,
+            )
+            .await?;
+        if !validate_only {
+            tracing::info!(
+                topic = name,
+                partitions = meta.partitions,
+                "created topic (through the controller)"
+            );
         }
-        self.create_topic_local(name, partitions, replication_factor, configs, validate_only)
+        Ok(TopicView {
+            name: name.to_string(),
+            meta,
+        })
     }
 
     /// Create a topic with an explicit replica assignment (partition i on
     /// `assignments[i]`, the first replica preferred as leader), as
-    /// `kafka-topics.sh --replica-assignment` asks. Standalone, only this node can be named.
+    /// `kafka-topics.sh --replica-assignment` asks.
     pub async fn create_topic_assigned(
         &self,
         name: &str,
@@ -343,23 +301,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<TopicView> {
         validate_topic_name(name)?;
-        let Some(link) = &self.cluster else {
-            let me = self.config.node_id;
-            if assignments.iter().flatten().any(|id| *id != me) {
-                return Err(Error::Kafka {
-                    code: ResponseError::InvalidReplicaAssignment,
-                    message: format!("assignment names brokers other than node {me}"),
-                });
-            }
-            let rf = assignments.first().map_or(0, Vec::len) as i16;
-            return self.create_topic_local(
-                name,
-                assignments.len() as i32,
-                rf,
-                configs,
-                validate_only,
-            );
-        };
+        let link = &self.link;
         validate_for_node(
             &configs,
             &self.config.topic_defaults,
@@ -381,98 +323,6 @@ impl Broker {
         })
     }
 
-    /// Standalone: create a topic in the node's own store.
-    fn create_topic_local(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicView> {
-        validate_topic_name(name)?;
-        let internal = name == OFFSETS_TOPIC;
-        let partitions = if partitions == -1 {
-            self.config.num_partitions
-        } else {
-            partitions
-        };
-        if partitions < 1 {
-            return Err(Error::InvalidPartitions(format!(
-                "{partitions} partitions requested; at least 1 is needed"
-            )));
-        }
-        if partitions > 100_000 {
-            return Err(Error::InvalidPartitions(format!(
-                "{partitions} partitions is more than this node allows (100000)"
-            )));
-        }
-        let rf = if replication_factor == -1 {
-            1
-        } else {
-            replication_factor
-        };
-        if rf < 1 {
-            return Err(Error::InvalidReplicationFactor(format!(
-                "replication factor {rf} must be at least 1"
-            )));
-        }
-        if rf > 1 {
-            return Err(Error::InvalidReplicationFactor(format!(
-                "replication factor {rf} is larger than the 1 available broker"
-            )));
-        }
-        validate_for_node(
-            &configs,
-            &self.config.topic_defaults,
-            self.tiering.is_some(),
-        )?;
-        let _admin = self.admin.lock();
-        if self.image.meta().topics.contains_key(name) {
-            return Err(Error::TopicAlreadyExists(name.to_string()));
-        }
-        let meta = TopicMeta {
-            id: uuid::Uuid::new_v4(),
-            partitions,
-            replication_factor: rf,
-            configs,
-            leader_epoch: 0,
-            internal,
-        };
-        if validate_only {
-            return Ok(TopicView {
-                name: name.to_string(),
-                meta,
-            });
-        }
-        let mut next = self.image.meta().clone();
-        next.topics.insert(name.to_string(), meta.clone());
-        self.store.save(&next)?;
-        self.image.set_meta(next);
-        self.open_partitions(name, &meta, 0)?;
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(TopicView {
-            name: name.to_string(),
-            meta,
-        })
-    }
-
-    fn open_partitions(&self, name: &str, meta: &TopicMeta, from: i32) -> Result<()> {
-        let cfg = LogConfig::resolve(&meta.configs, &self.config.topic_defaults);
-        for p in from..meta.partitions {
-            let dir = partition_dir(&self.config.data_dir, name, p);
-            let log = PartitionLog::open(&dir, meta.id, cfg.clone(), false)?;
-            self.table.insert(Arc::new(Partition::standalone(
-                self.config.node_id,
-                name,
-                p,
-                meta.leader_epoch,
-                log,
-            )));
-        }
-        Ok(())
-    }
-
     /// Create a topic if auto-creation allows it, returning it either way.
     pub async fn get_or_auto_create(&self, name: &str) -> Result<Option<TopicView>> {
         if let Some(t) = self.topic(name) {
@@ -491,30 +341,13 @@ impl Broker {
         }
     }
 
-    /// A produce's topic: standalone, created if auto-creation allows it (in request order,
-    /// without waiting on anything); in a cluster, only a topic that exists (as Kafka, a
-    /// produce creates nothing: the client's metadata request does).
-    pub fn topic_for_produce(&self, name: &str) -> Result<Option<TopicView>> {
-        if let Some(t) = self.topic(name) {
-            return Ok(Some(t));
-        }
-        if self.cluster.is_some() || !self.config.auto_create_topics {
-            return Ok(None);
-        }
-        match self.create_topic_local(name, -1, -1, BTreeMap::new(), false) {
-            Ok(t) => Ok(Some(t)),
-            Err(Error::TopicAlreadyExists(_)) => Ok(self.topic(name)),
-            Err(e) => Err(e),
-        }
-    }
-
     /// The offsets topic's settings: (partitions, replication factor, configs).
     fn offsets_topic_spec(&self) -> (i32, i16, BTreeMap<String, String>) {
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
         configs.insert("segment.bytes".to_string(), "104857600".to_string());
-        // In a cluster the controller's offsets.topic.replication.factor applies.
-        let rf = if self.cluster.is_some() { -1 } else { 1 };
+        // The controller's offsets.topic.replication.factor applies.
+        let rf = -1;
         (self.config.offsets_topic_partitions, rf, configs)
     }
 
@@ -538,38 +371,12 @@ impl Broker {
 
     /// Delete a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
-        if let Some(link) = &self.cluster {
-            if self.topic(name).is_none() {
-                return Err(Error::UnknownTopicOrPartition(name.to_string()));
-            }
-            return link.delete_topic(name).await;
+        if self.topic(name).is_none() {
+            return Err(Error::UnknownTopicOrPartition(name.to_string()));
         }
-        let _admin = self.admin.lock();
-        let meta = self
-            .image
-            .meta()
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?;
-        let mut next = self.image.meta().clone();
-        next.topics.remove(name);
-        self.store.save(&next)?;
-        self.image.set_meta(next);
-        // Tiering hook: the topic's objects in the bucket go too, in the background.
-        if let Some(t) = &self.tiering {
-            t.delete_topic_data(meta.id);
-        }
-        self.table.remove_topic(name, meta.partitions);
-        for p in 0..meta.partitions {
-            let dir = partition_dir(&self.config.data_dir, name, p);
-            let doomed = dir.with_file_name(format!("{name}-{p}.{}-delete", meta.id.simple()));
-            if std::fs::rename(&dir, &doomed).is_ok() {
-                let _ = std::fs::remove_dir_all(&doomed);
-            }
-        }
-        tracing::info!(topic = name, "deleted topic");
-        Ok(meta.id)
+        // Every node drops the topic's partitions (and its tiered data) when the
+        // controller's image without it arrives.
+        self.link.delete_topic(name).await
     }
 
     /// Raise a topic's partition count.
@@ -579,46 +386,9 @@ impl Broker {
         count: i32,
         validate_only: bool,
     ) -> Result<()> {
-        if let Some(link) = &self.cluster {
-            return link.create_partitions(name, count, validate_only).await;
-        }
-        let _admin = self.admin.lock();
-        let meta = self
-            .image
-            .meta()
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?;
-        if count < meta.partitions {
-            return Err(Error::InvalidPartitions(format!(
-                "topic currently has {} partitions, which is higher than the requested {count}",
-                meta.partitions
-            )));
-        }
-        if count == meta.partitions {
-            return Err(Error::InvalidPartitions(format!(
-                "topic already has {count} partitions"
-            )));
-        }
-        if count > 100_000 {
-            return Err(Error::InvalidPartitions(format!(
-                "{count} partitions is more than this node allows"
-            )));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let old = meta.partitions;
-        let mut next = self.image.meta().clone();
-        let m = next.topics.get_mut(name).expect("present");
-        m.partitions = count;
-        let updated = m.clone();
-        self.store.save(&next)?;
-        self.image.set_meta(next);
-        self.open_partitions(name, &updated, old)?;
-        tracing::info!(topic = name, from = old, to = count, "added partitions");
-        Ok(())
+        self.link
+            .create_partitions(name, count, validate_only)
+            .await
     }
 
     /// Replace (or, with `incremental`, patch) a topic's config overrides.
@@ -628,12 +398,10 @@ impl Broker {
         f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<()>,
         validate_only: bool,
     ) -> Result<()> {
-        let _admin = self.admin.lock();
-        let mut next = self.image.meta().clone();
-        let m = next
-            .topics
-            .get_mut(name)
-            .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?;
+        let m = self
+            .topic(name)
+            .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?
+            .meta;
         let mut configs = m.configs.clone();
         f(&mut configs)?;
         validate_for_node(
@@ -651,25 +419,10 @@ impl Broker {
                 reason: "remote storage cannot be turned off once it is on".into(),
             });
         }
-        if let Some(link) = &self.cluster {
-            drop(_admin);
-            // Every node applies the new configs when the controller's metadata arrives.
-            return link.alter_topic_configs(name, configs, validate_only).await;
-        }
-        if validate_only {
-            return Ok(());
-        }
-        m.configs = configs;
-        let meta = m.clone();
-        self.store.save(&next)?;
-        self.image.set_meta(next);
-        let cfg = LogConfig::resolve(&meta.configs, &self.config.topic_defaults);
-        for p in 0..meta.partitions {
-            if let Some(part) = self.partition(name, p) {
-                part.log().set_config(cfg.clone());
-            }
-        }
-        Ok(())
+        // Every node applies the new configs when the controller's image arrives.
+        self.link
+            .alter_topic_configs(name, configs, validate_only)
+            .await
     }
 
     /// Validate and append a producer's record set to a partition. Runs synchronously so that
@@ -681,7 +434,7 @@ impl Broker {
     ) -> Result<(AppendInfo, i64)> {
         let data = data.as_ref();
         let spans = batch::validate_produce_records(data)?;
-        // The partition's current leader epoch (standalone: the topic's, which is 0); read
+        // The partition's current leader epoch; read
         // before the log's lock (the lock order is replica state, then log).
         let epoch = part.leader_epoch().max(0);
         let (info, log_start) = {
@@ -719,12 +472,7 @@ impl Broker {
         let (plan, hw, start) = {
             let log = part.log();
             let leo = log.log_end_offset();
-            // Standalone, everything written is committed.
-            let hw = if self.cluster.is_some() {
-                part.high_watermark()
-            } else {
-                leo
-            };
+            let hw = part.high_watermark();
             let bound = if follower { leo } else { hw };
             (
                 log.plan_read(offset, limit, first, bound),
@@ -809,7 +557,7 @@ impl Broker {
         if self.must_sync(acks) {
             part.flush_to(last_offset + 1).await?;
         }
-        if self.cluster.is_none() || acks != -1 {
+        if acks != -1 {
             return Ok(());
         }
         let mut rx = part.subscribe_high_watermark();
@@ -824,7 +572,7 @@ impl Broker {
                     return Err(Error::NotLeader(name()));
                 }
                 if hw > last_offset {
-                    let min_isr = part.log().config().min_insync_replicas;
+                    let min_isr = effective_min_isr(&r, part);
                     if (r.isr.len() as i32) < min_isr {
                         return Err(Error::Kafka {
                             code: ResponseError::NotEnoughReplicasAfterAppend,
@@ -851,18 +599,15 @@ impl Broker {
         }
     }
 
-    /// Cluster mode: refuse a write this node cannot take (not the leader; for acks=all,
+    /// Refuse a write this node cannot take (not the leader; for acks=all,
     /// an ISR below min.insync.replicas).
     pub fn check_writable(&self, part: &Arc<Partition>, acks: i16) -> Result<()> {
-        if self.cluster.is_none() {
-            return Ok(());
-        }
         let r = part.replica();
         if !r.is_leader() {
             return Err(Error::NotLeader(format!("{}-{}", part.topic, part.index)));
         }
         if acks == -1 {
-            let min_isr = part.log().config().min_insync_replicas;
+            let min_isr = effective_min_isr(&r, part);
             if (r.isr.len() as i32) < min_isr {
                 return Err(Error::Kafka {
                     code: ResponseError::NotEnoughReplicas,
@@ -885,27 +630,46 @@ impl Broker {
         }
     }
 
-    /// Allocate a new producer id. Ids come in blocks reserved durably, so they are never
-    /// reused: standalone in the node's store, in a cluster by the controller.
+    /// Allocate a new producer id, from blocks the controller reserves durably (so ids are
+    /// never reused).
     pub async fn allocate_producer_id(&self) -> Result<i64> {
         let mut ids = self.producer_ids.lock().await;
         if ids.0 >= ids.1 {
-            *ids = match &self.cluster {
-                Some(link) => link.allocate_producer_id_block().await?,
-                None => {
-                    let _admin = self.admin.lock();
-                    let mut next = self.image.meta().clone();
-                    next.producer_id_block_end = ids.1 + PRODUCER_ID_BLOCK;
-                    self.store.save(&next)?;
-                    let block = (ids.1, next.producer_id_block_end);
-                    self.image.set_meta(next);
-                    block
-                }
-            };
+            *ids = self.link.allocate_producer_id_block().await?;
         }
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
+    }
+
+    /// Remove the partition directories of partitions not hosted here (a topic deleted, or
+    /// a replica moved away, while this node was down). Called once the first image is
+    /// applied, when every partition this node hosts is open.
+    pub fn remove_unhosted_dirs(&self) -> Result<()> {
+        let data = &self.config.data_dir;
+        for entry in
+            std::fs::read_dir(data).map_err(|e| Error::io(data.display().to_string(), e))?
+        {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some((topic, p)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let looks_like_partition =
+                !topic.is_empty() && (p.parse::<i32>().is_ok() || p == "delete");
+            if name == "meta" || !entry.path().is_dir() || !looks_like_partition {
+                continue;
+            }
+            let hosted = p
+                .parse::<i32>()
+                .ok()
+                .is_some_and(|p| self.table.get(topic, p).is_some());
+            if !hosted {
+                tracing::warn!(dir = %entry.path().display(), "removing the directory of a partition not hosted here");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
     }
 
     /// Every hosted partition.
@@ -961,40 +725,28 @@ impl OffsetsLog for Broker {
         self.topic(OFFSETS_TOPIC).map(|t| t.meta.partitions)
     }
 
-    /// Standalone, the topic is created here and now. In a cluster its creation is asked
-    /// of the controller in the background and the coordinator answers "not available"
-    /// meanwhile (clients retry; FindCoordinator creates it as well, and waits).
+    /// Its creation is asked of the controller in the background and the coordinator
+    /// answers "not available" meanwhile (clients retry; FindCoordinator creates it as well,
+    /// and waits).
     fn ensure_offsets_topic(&self) -> Result<i32> {
         if let Some(t) = self.topic(OFFSETS_TOPIC) {
             return Ok(t.meta.partitions);
         }
         let (partitions, rf, configs) = self.offsets_topic_spec();
-        match &self.cluster {
-            None => match self.create_topic_local(OFFSETS_TOPIC, partitions, rf, configs, false) {
-                Ok(t) => Ok(t.meta.partitions),
-                Err(Error::TopicAlreadyExists(_)) => self
-                    .topic(OFFSETS_TOPIC)
-                    .map(|t| t.meta.partitions)
-                    .ok_or_else(|| Error::UnknownTopicOrPartition(OFFSETS_TOPIC.into())),
-                Err(e) => Err(e),
-            },
-            Some(link) => {
-                let link = link.clone();
-                tokio::spawn(async move {
-                    let r = link
-                        .create_topic(OFFSETS_TOPIC, partitions, rf, configs, Vec::new(), false)
-                        .await;
-                    if let Err(e) = r {
-                        if !matches!(e, Error::TopicAlreadyExists(_)) {
-                            tracing::warn!(error = %e, "could not create the offsets topic");
-                        }
-                    }
-                });
-                Err(Error::ControllerUnavailable(
-                    "the offsets topic is being created".into(),
-                ))
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            let r = link
+                .create_topic(OFFSETS_TOPIC, partitions, rf, configs, Vec::new(), false)
+                .await;
+            if let Err(e) = r {
+                if !matches!(e, Error::TopicAlreadyExists(_)) {
+                    tracing::warn!(error = %e, "could not create the offsets topic");
+                }
             }
-        }
+        });
+        Err(Error::ControllerUnavailable(
+            "the offsets topic is being created".into(),
+        ))
     }
 
     fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>> {
@@ -1006,53 +758,6 @@ impl OffsetsLog for Broker {
     }
 
     fn replicated(&self) -> bool {
-        self.cluster.is_some()
+        true
     }
-}
-
-/// Take an exclusive lock on the data directory so two nodes never share it.
-fn lock_data_dir(path: &Path) -> Result<std::fs::File> {
-    use std::os::unix::io::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path.display().to_string(), e))?;
-    // SAFETY: flock on a valid open file descriptor owned by `f`.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(Error::io(
-            format!(
-                "{} (is another strata-node using this data directory?)",
-                path.display()
-            ),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(f)
-}
-
-/// Remove partition directories no topic owns (a crash between metadata save and delete).
-fn remove_orphans(data: &Path, image: &MetadataImage) -> Result<()> {
-    for entry in std::fs::read_dir(data).map_err(|e| Error::io(data.display().to_string(), e))? {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name().to_string_lossy().to_string();
-        let looks_like_partition = name
-            .rsplit_once('-')
-            .is_some_and(|(t, p)| !t.is_empty() && (p.parse::<i32>().is_ok() || p == "delete"));
-        if name == "meta" || !entry.path().is_dir() || !looks_like_partition {
-            continue;
-        }
-        let owned = name.rsplit_once('-').is_some_and(|(t, p)| {
-            p.parse::<i32>()
-                .ok()
-                .is_some_and(|p| image.topics.get(t).is_some_and(|m| p < m.partitions))
-        });
-        if !owned {
-            tracing::warn!(dir = %entry.path().display(), "removing directory that belongs to no topic");
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    Ok(())
 }

@@ -282,19 +282,16 @@ pub fn render(b: &Node) -> String {
     o
 }
 
-/// Whether the node should take traffic (the pod's readiness): standalone, until it stops;
-/// in a cluster, once it has the metadata and its partitions are in sync (see
+/// Whether the node should take traffic (the pod's readiness): once it has the metadata
+/// and its partitions are in sync, until it stops (see
 /// [`crate::replication::cluster::ClusterLink::readiness`]).
 fn readiness(b: &Node) -> Result<(), String> {
     if b.is_shutting_down() {
         return Err("shutting down".into());
     }
-    match &b.cluster {
-        Some(link) => link
-            .readiness(Duration::from_millis(b.config.ready_catch_up_timeout_ms))
-            .map_err(|e| e.to_string()),
-        None => Ok(()),
-    }
+    b.cluster
+        .readiness(Duration::from_millis(b.config.ready_catch_up_timeout_ms))
+        .map_err(|e| e.to_string())
 }
 
 /// Serve `GET /metrics` and `GET /ready` (anything else: 404) until the process ends. Requests are read with

@@ -10,6 +10,7 @@
 //! Only the request path (`protocol`, `server`) and this module see the whole node.
 
 pub mod metrics;
+pub mod standalone;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,10 +23,10 @@ use crate::broker::Broker;
 use crate::config::{FlushPolicy, NodeConfig};
 use crate::coordinator::group::GroupConfig;
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator, OffsetsLog, OFFSETS_TOPIC};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log::LogConfig;
-use crate::metadata::{ClusterView, MetadataImage};
+use crate::metadata::{ClusterView, ImageCell, MetadataImage};
 use crate::replication::cluster::{ClusterHost, ClusterLink, PartitionSize};
 use crate::replication::fetcher::{ReplicaSettings, Replicator};
 use crate::tiering::Tiering;
@@ -39,24 +40,46 @@ pub struct Node {
     pub broker: Arc<Broker>,
     /// Consumer groups and committed offsets.
     pub groups: Arc<GroupCoordinator>,
-    /// Cluster mode (`--controller`): the link to the controller.
-    pub cluster: Option<Arc<ClusterLink>>,
-    /// Cluster mode: followers' fetchers and the leader's ISR upkeep.
-    pub replicator: Option<Arc<Replicator>>,
+    /// The link to the controller: `strata-operator` (`--controller`), or the controller
+    /// embedded in a standalone node.
+    pub cluster: Arc<ClusterLink>,
+    /// Followers' fetchers and the leader's ISR upkeep.
+    pub replicator: Arc<Replicator>,
     /// Tiered storage, with `--object-store`.
     pub tiering: Option<Arc<Tiering>>,
     /// Request and traffic counters for `--metrics-listen`.
     pub metrics: Metrics,
+    /// Set once the first image is applied (unhosted directories are removed then).
+    first_image_applied: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The data directory's lock, held for the node's life.
+    _lock: std::fs::File,
 }
 
 impl Node {
-    /// Open the data directory and build every part; starts nothing. Must run inside the
-    /// runtime (the controller link connects lazily on it).
-    pub fn open(config: NodeConfig) -> Result<Arc<Node>> {
+    /// Take the data directory, start the controller link (to `--controller`, or the
+    /// embedded controller of a standalone node) and build every part; starts nothing.
+    pub async fn open(config: NodeConfig) -> Result<Arc<Node>> {
         let config = Arc::new(config);
-        let broker = Broker::open(config.clone())?;
+        let meta = config.data_dir.join("meta");
+        std::fs::create_dir_all(&meta).map_err(|e| Error::io(meta.display().to_string(), e))?;
+        let lock = fsutil::lock_exclusive(&meta.join("lock"))?;
+        let image = Arc::new(ImageCell::new(MetadataImage::default()));
+        let link = Arc::new(match &config.controller {
+            Some(urls) => ClusterLink::new(urls, config.node_id, image.clone())?,
+            None => ClusterLink::embedded(
+                config.node_id,
+                image.clone(),
+                standalone::open(&config).await?,
+            ),
+        });
+        let broker = {
+            let (config, image, link) = (config.clone(), image, link.clone());
+            tokio::task::spawn_blocking(move || Broker::open(config, image, link))
+                .await
+                .map_err(|e| Error::StorageFailed(format!("opening the broker: {e}")))??
+        };
         let shutdown = CancellationToken::new();
         let groups = Arc::new(GroupCoordinator::new(
             CoordinatorConfig {
@@ -71,32 +94,39 @@ impl Node {
             },
             broker.clone() as Arc<dyn OffsetsLog>,
         ));
-        groups.begin_load();
-        let cluster = broker.cluster.clone();
-        let replicator = cluster.as_ref().map(|link| {
-            Replicator::new(
-                link.clone(),
-                broker.table().clone(),
-                ReplicaSettings {
-                    fetch_wait_max_ms: config.replica_fetch_wait_max_ms as i32,
-                    flush: config.flush_policy != FlushPolicy::Never,
-                    lag_time_max_ms: config.replica_lag_time_max_ms as i64,
-                },
-                shutdown.clone(),
-            )
-        });
+        let replicator = Replicator::new(
+            link.clone(),
+            broker.table().clone(),
+            ReplicaSettings {
+                fetch_wait_max_ms: config.replica_fetch_wait_max_ms as i32,
+                flush: config.flush_policy != FlushPolicy::Never,
+                lag_time_max_ms: config.replica_lag_time_max_ms as i64,
+            },
+            shutdown.clone(),
+        );
         let tiering = broker.tiering.clone();
         Ok(Arc::new(Node {
             config,
             broker,
             groups,
-            cluster,
+            cluster: link,
             replicator,
             tiering,
             metrics: Metrics::default(),
+            first_image_applied: std::sync::atomic::AtomicBool::new(false),
             shutdown,
             tasks: TaskTracker::new(),
+            _lock: lock,
         }))
+    }
+
+    /// Open and start a node and wait for its first metadata image: what a node run in
+    /// process (tests, tools) needs before it takes requests.
+    pub async fn open_and_start(config: NodeConfig) -> Result<Arc<Node>> {
+        let node = Self::open(config).await?;
+        node.start();
+        node.first_image().await;
+        Ok(node)
     }
 
     /// Start the background work: retention, compaction, the group coordinator's load and
@@ -131,13 +161,19 @@ impl Node {
                 groups.tick(expire);
             }
         });
-        if let (Some(link), Some(replicator)) = (self.cluster.clone(), self.replicator.clone()) {
-            tracing::info!(controller = ?self.config.controller, "cluster mode: joining the controller");
+        {
+            let (link, replicator) = (self.cluster.clone(), self.replicator.clone());
+            if link.is_embedded() {
+                tracing::info!("standalone: a cluster of one, with the controller in process");
+            } else {
+                tracing::info!(controller = ?self.config.controller, "cluster mode: joining the controller");
+            }
             let advertised = (
                 self.config.advertised_host.clone(),
                 self.config.advertised_port,
             );
-            let host = self.clone() as Arc<dyn ClusterHost>;
+            // Weak: the session must not keep a dropped node alive.
+            let host = Arc::downgrade(&(self.clone() as Arc<dyn ClusterHost>));
             // The session (heartbeats) goes on through a controlled shutdown; the token is
             // cancelled after it.
             self.tasks.spawn(crate::replication::cluster::run(
@@ -174,12 +210,10 @@ impl Node {
         });
     }
 
-    /// Cluster mode: wait until the first metadata image is applied (a node answers
-    /// clients only from then on). Standalone: at once.
+    /// Wait until the first metadata image is applied (a node answers clients only from
+    /// then on).
     pub async fn first_image(&self) {
-        if let Some(link) = &self.cluster {
-            link.first_image().await;
-        }
+        self.cluster.first_image().await;
     }
 
     /// Whether shutdown has begun.
@@ -192,9 +226,10 @@ impl Node {
     /// stop tiering, and wait up to 30 s for `server` and the tracked tasks before closing
     /// every log cleanly.
     pub async fn stop(&self, server: impl std::future::Future<Output = ()>) -> Result<()> {
-        if let Some(link) = &self.cluster {
+        // A cluster of one has no other node to hand leaderships to.
+        if !self.cluster.is_embedded() {
             let bound = Duration::from_millis(self.config.controlled_shutdown_timeout_ms);
-            link.controlled_shutdown(bound).await;
+            self.cluster.controlled_shutdown(bound).await;
         }
         self.shutdown.cancel();
         self.broker.table().notify_appended();
@@ -221,12 +256,16 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// A node dropped without `stop` (tests, a failed start) still ends its background work.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 impl ClusterHost for Node {
     fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()> {
-        let Some(link) = &self.cluster else {
-            return Ok(());
-        };
-        let me = link.me;
+        let me = self.cluster.me;
         let now = fsutil::now_ms();
         let mut offsets_leadership = Vec::new();
         // Partitions this node hosts now, in the role the assignment gives it.
@@ -289,8 +328,12 @@ impl ClusterHost for Node {
             self.groups.on_offsets_leadership(p, leading);
         }
         self.broker.table().notify_appended();
-        if let Some(r) = &self.replicator {
-            r.ensure_fetchers();
+        self.replicator.ensure_fetchers();
+        if !self
+            .first_image_applied
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.broker.remove_unhosted_dirs()?;
         }
         Ok(())
     }

@@ -25,8 +25,8 @@ pub struct Partition {
     pub index: i32,
     log: Mutex<PartitionLog>,
     flush_lock: tokio::sync::Mutex<()>,
-    /// Role, leader epoch, ISR and follower progress (a standalone node leads with ISR =
-    /// itself). The one place the leader epoch is kept.
+    /// Role, leader epoch, ISR and follower progress. The one place the leader epoch is
+    /// kept.
     repl: Mutex<ReplicaState>,
     /// High watermark: consumers read below it, acks=all completes once it passes.
     /// Every change (and every role or ISR change) notifies the watchers.
@@ -34,25 +34,6 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// A partition led here with itself as the whole ISR (a standalone node): everything
-    /// already in the log is committed.
-    pub fn standalone(
-        node_id: i32,
-        topic: &str,
-        index: i32,
-        leader_epoch: i32,
-        log: PartitionLog,
-    ) -> Partition {
-        let hw = log.log_end_offset();
-        Partition::new(
-            topic,
-            index,
-            ReplicaState::standalone(node_id, leader_epoch),
-            hw,
-            log,
-        )
-    }
-
     /// A partition in a given replication state, with its high watermark to start from.
     pub fn new(
         topic: &str,

@@ -9,11 +9,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use parking_lot::Mutex;
 use strata_controller::proto::controller_client::ControllerClient;
 use strata_controller::proto::{self as pb};
+use strata_controller::service::ControllerService;
 use tonic::transport::Channel;
 
+use super::rpc::Rpc;
 use crate::coordinator::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
 use crate::metadata::{
@@ -25,13 +28,23 @@ use tokio_util::sync::CancellationToken;
 /// Kafka's STALE_BROKER_EPOCH: register again.
 const STALE_BROKER_EPOCH: i32 = 77;
 
-/// The controller link of a node in cluster mode.
+/// Where the controller is.
+enum Backend {
+    /// `strata-operator`, over gRPC: every address given (operator replicas); the one in
+    /// use rotates on failure.
+    Remote {
+        urls: Vec<String>,
+        channels: Vec<Channel>,
+        current: std::sync::atomic::AtomicUsize,
+    },
+    /// In this process: a standalone node is a cluster of one.
+    Embedded(Arc<ControllerService>),
+}
+
+/// The node's link to its controller, remote or embedded.
 pub struct ClusterLink {
     pub me: i32,
-    /// Every controller address given (operator replicas); the one in use rotates on failure.
-    urls: Vec<String>,
-    channels: Vec<Channel>,
-    current: std::sync::atomic::AtomicUsize,
+    backend: Backend,
     incarnation: String,
     broker_epoch: AtomicI64,
     /// The installed metadata (shared with the broker).
@@ -110,42 +123,76 @@ impl ClusterLink {
                     .connect_lazy(),
             );
         }
-        let (applied, _) = tokio::sync::watch::channel(0);
-        Ok(ClusterLink {
+        Ok(Self::with_backend(
             me,
-            urls,
-            channels,
-            current: std::sync::atomic::AtomicUsize::new(0),
+            image,
+            Backend::Remote {
+                urls,
+                channels,
+                current: std::sync::atomic::AtomicUsize::new(0),
+            },
+        ))
+    }
+
+    /// A link to a controller running in this process (a standalone node).
+    pub fn embedded(me: i32, image: Arc<ImageCell>, controller: ControllerService) -> ClusterLink {
+        Self::with_backend(me, image, Backend::Embedded(Arc::new(controller)))
+    }
+
+    fn with_backend(me: i32, image: Arc<ImageCell>, backend: Backend) -> ClusterLink {
+        let (applied, _) = tokio::sync::watch::channel(0);
+        ClusterLink {
+            me,
+            backend,
             incarnation: uuid::Uuid::new_v4().to_string(),
             broker_epoch: AtomicI64::new(-1),
             image,
             applied,
             registered_at: Mutex::new(None),
             leaving: std::sync::atomic::AtomicBool::new(false),
-        })
+        }
     }
 
-    fn client(&self) -> ControllerClient<Channel> {
-        let i = self.current.load(Ordering::Relaxed) % self.channels.len();
-        ControllerClient::new(self.channels[i].clone())
+    /// Whether the controller runs in this process (a standalone node).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.backend, Backend::Embedded(_))
+    }
+
+    fn client(&self) -> Rpc {
+        match &self.backend {
+            Backend::Remote {
+                channels, current, ..
+            } => {
+                let i = current.load(Ordering::Relaxed) % channels.len();
+                Rpc::Remote(ControllerClient::new(channels[i].clone()))
+            }
+            Backend::Embedded(s) => Rpc::Embedded(s.clone()),
+        }
     }
 
     /// The controller address in use (index, URL).
     fn in_use(&self) -> (usize, &str) {
-        let i = self.current.load(Ordering::Relaxed) % self.urls.len();
-        (i, &self.urls[i])
+        match &self.backend {
+            Backend::Remote { urls, current, .. } => {
+                let i = current.load(Ordering::Relaxed) % urls.len();
+                (i, &urls[i])
+            }
+            Backend::Embedded(_) => (0, "the embedded controller"),
+        }
     }
 
     /// A call through address `i` failed in transport: move on to the next address (unless
     /// another task already did).
     fn failed(&self, i: usize) {
-        if self.urls.len() > 1 {
-            let _ = self.current.compare_exchange(
-                i,
-                (i + 1) % self.urls.len(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+        if let Backend::Remote { urls, current, .. } = &self.backend {
+            if urls.len() > 1 {
+                let _ = current.compare_exchange(
+                    i,
+                    (i + 1) % urls.len(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
         }
     }
 
@@ -224,11 +271,12 @@ impl ClusterLink {
             }
             let (i, url) = self.in_use();
             let url = url.to_string();
-            let mut client = self.client();
-            let call = client.controlled_shutdown(pb::ControlledShutdownRequest {
-                node_id: self.me,
-                broker_epoch: epoch,
-            });
+            let call = self
+                .client()
+                .controlled_shutdown(pb::ControlledShutdownRequest {
+                    node_id: self.me,
+                    broker_epoch: epoch,
+                });
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(resp)) => {
                     let resp = resp.into_inner();
@@ -671,23 +719,27 @@ pub struct PartitionSize {
     pub remote_bytes: u64,
 }
 
-/// Run the node's side of the cluster until `shutdown`: register, heartbeat, and apply
-/// every metadata image the controller publishes through `host`.
+/// Run the node's side of the cluster until `shutdown` (or the host is gone): register,
+/// heartbeat, and apply every metadata image the controller publishes through `host`.
 pub async fn run(
     link: Arc<ClusterLink>,
-    host: Arc<dyn ClusterHost>,
+    host: std::sync::Weak<dyn ClusterHost>,
     advertised: (String, i32),
     shutdown: CancellationToken,
 ) {
     let watch = tokio::spawn(watch_loop(link.clone(), host.clone(), shutdown.clone()));
     tokio::select! {
-        _ = session(&link, &*host, advertised) => {}
+        _ = session(&link, &host, advertised) => {}
         _ = shutdown.cancelled() => {}
     }
     watch.abort();
 }
 
-async fn session(link: &ClusterLink, host: &dyn ClusterHost, advertised: (String, i32)) {
+async fn session(
+    link: &ClusterLink,
+    host: &std::sync::Weak<dyn ClusterHost>,
+    advertised: (String, i32),
+) {
     loop {
         let (i, url) = link.in_use();
         let url = url.to_string();
@@ -725,6 +777,9 @@ async fn session(link: &ClusterLink, host: &dyn ClusterHost, advertised: (String
         loop {
             tokio::time::sleep(every).await;
             let applied = *link.applied.borrow();
+            let Some(host) = host.upgrade() else {
+                return;
+            };
             let partition_sizes = host
                 .partition_sizes()
                 .into_iter()
@@ -767,7 +822,7 @@ async fn session(link: &ClusterLink, host: &dyn ClusterHost, advertised: (String
 
 async fn watch_loop(
     link: Arc<ClusterLink>,
-    host: Arc<dyn ClusterHost>,
+    host: std::sync::Weak<dyn ClusterHost>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -797,15 +852,17 @@ async fn watch_loop(
             }
         };
         loop {
-            match stream.message().await {
-                Ok(Some(md)) => {
+            match stream.next().await {
+                Some(Ok(md)) => {
                     let current = link.view().version;
                     if md.version <= current && current != 0 {
                         continue;
                     }
                     let version = md.version;
                     let (meta, view) = decode_image(&md);
-                    let host = host.clone();
+                    let Some(host) = host.upgrade() else {
+                        return;
+                    };
                     let res =
                         tokio::task::spawn_blocking(move || host.apply_image(meta, view)).await;
                     match res {
@@ -818,8 +875,8 @@ async fn watch_loop(
                         Err(e) => tracing::error!(error = %e, "metadata apply task failed"),
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
+                None => break,
+                Some(Err(e)) => {
                     link.failed(i);
                     tracing::debug!(error = %e, "metadata watch ended");
                     break;

@@ -9,3 +9,4 @@ pub mod client;
 pub mod cluster;
 pub mod fetcher;
 pub mod roles;
+pub mod rpc;

@@ -28,20 +28,46 @@ impl Node {
         }
     }
 
-    fn open(&self) -> Arc<Broker> {
-        open_at(self.data.path(), self.bucket.path())
+    async fn open(&self) -> Running {
+        open_at(self.data.path(), self.bucket.path()).await
     }
 }
 
-/// A node with its data in `data`, tiering to the file:// bucket at `bucket`.
-fn open_at(data: &std::path::Path, bucket: &std::path::Path) -> Arc<Broker> {
+/// A started node, used through its broker; dropping it stops the node.
+struct Running(Arc<crate::node::Node>);
+
+impl std::ops::Deref for Running {
+    type Target = Broker;
+    fn deref(&self) -> &Broker {
+        &self.0.broker
+    }
+}
+
+fn config_at(data: &std::path::Path, bucket: &std::path::Path) -> NodeConfig {
     let mut cfg = NodeConfig::for_tests(data.to_path_buf());
     cfg.tiering = Some(TieringOptions {
         url: format!("file://{}", bucket.display()),
         cache_bytes: 1 << 20,
-        interval: Duration::from_millis(10),
+        // The tests run every upload and retention pass themselves.
+        interval: Duration::from_secs(3600),
     });
-    Broker::open(cfg).unwrap()
+    cfg.retention_check_interval_ms = 3_600_000;
+    cfg
+}
+
+/// A node with its data in `data`, tiering to the file:// bucket at `bucket`.
+async fn open_at(data: &std::path::Path, bucket: &std::path::Path) -> Running {
+    // A node dropped just before may still be letting go of the data directory's lock.
+    for _ in 0..100 {
+        match crate::node::Node::open_and_start(config_at(data, bucket)).await {
+            Ok(n) => return Running(n),
+            Err(e) if e.to_string().contains("another strata-node") => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the data directory stayed locked");
 }
 
 fn topic_configs() -> BTreeMap<String, String> {
@@ -118,7 +144,7 @@ fn scrub_dir(bucket: &std::path::Path, topic_id: uuid::Uuid) -> (Manifest, Vec<S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_local_retention_remote_reads_and_restore() {
     let node = Node::new();
-    let b = node.open();
+    let b = node.open().await;
     b.create_topic("t", 1, 1, topic_configs(), false)
         .await
         .unwrap();
@@ -167,7 +193,7 @@ async fn upload_local_retention_remote_reads_and_restore() {
     drop(b);
     drop(t);
     std::fs::remove_dir_all(node.data.path().join("t-0")).unwrap();
-    let b = node.open();
+    let b = node.open().await;
     let part = b.partition("t", 0).unwrap();
     assert_eq!(part.log().log_start_offset(), m.end_offset);
     assert_eq!(part.log().log_end_offset(), m.end_offset);
@@ -195,7 +221,7 @@ async fn upload_local_retention_remote_reads_and_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_manifest_stops_tiering_without_reset() {
     let node = Node::new();
-    let b = node.open();
+    let b = node.open().await;
     b.create_topic("t", 1, 1, topic_configs(), false)
         .await
         .unwrap();
@@ -218,7 +244,7 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
     drop(part);
     drop(b);
     drop(t);
-    let b = node.open();
+    let b = node.open().await;
     let part = b.partition("t", 0).unwrap();
     for _ in 0..20 {
         b.append(&part, make_batch(&[&[1u8; 150]], now(), -1, -1))
@@ -253,19 +279,28 @@ async fn corrupt_manifest_stops_tiering_without_reset() {
     drop(b);
     drop(t);
     std::fs::remove_dir_all(node.data.path().join("t-0")).unwrap();
-    let mut cfg = NodeConfig::for_tests(node.data.path().to_path_buf());
-    cfg.tiering = Some(TieringOptions {
-        url: format!("file://{}", node.bucket.path().display()),
-        cache_bytes: 1 << 20,
-        interval: Duration::from_millis(10),
-    });
-    assert!(Broker::open(cfg).is_err());
+    // It never serves: the partition it leads cannot be opened, so its first metadata
+    // image is never applied.
+    let n = loop {
+        match crate::node::Node::open(config_at(node.data.path(), node.bucket.path())).await {
+            Ok(n) => break n,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    n.start();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), n.first_image())
+            .await
+            .is_err(),
+        "started over a tiered partition it cannot restore"
+    );
+    assert!(n.broker.partition("t", 0).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn total_retention_deletes_from_the_bucket_manifest_first() {
     let node = Node::new();
-    let b = node.open();
+    let b = node.open().await;
     let mut cfg = topic_configs();
     cfg.insert("retention.bytes".into(), "8000".into());
     b.create_topic("t", 1, 1, cfg, false).await.unwrap();
@@ -306,7 +341,7 @@ async fn total_retention_deletes_from_the_bucket_manifest_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_cannot_touch_the_manifest() {
     let node = Node::new();
-    let b = node.open();
+    let b = node.open().await;
     b.create_topic("t", 1, 1, topic_configs(), false)
         .await
         .unwrap();
@@ -382,7 +417,7 @@ fn produce_timestamped(b: &Broker, topics: &[&str], n: i64, base: i64) -> Vec<i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_offsets_by_time_matches_an_untiered_topic() {
     let node = Node::new();
-    let b = node.open();
+    let b = node.open().await;
     b.create_topic("t", 1, 1, topic_configs(), false)
         .await
         .unwrap();
@@ -456,7 +491,7 @@ async fn list_offsets_by_time_matches_an_untiered_topic() {
     drop((t_part, u_part, t2, u2));
     drop(b);
     drop(t);
-    let b = node.open();
+    let b = node.open().await;
     let t_part = b.partition("t", 0).unwrap();
     let t = b.tiering.clone().unwrap();
     let gets = t.stats().bucket_gets;
@@ -472,7 +507,7 @@ async fn list_offsets_by_time_matches_an_untiered_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_records_moves_the_remote_log_start_first() {
     let node = Node::new();
-    let b = node.open();
+    let b = node.open().await;
     b.create_topic("t", 1, 1, topic_configs(), false)
         .await
         .unwrap();
@@ -547,7 +582,7 @@ async fn delete_records_moves_the_remote_log_start_first() {
     drop(part);
     drop(b);
     drop(t);
-    let b = node.open();
+    let b = node.open().await;
     let part = b.partition("t", 0).unwrap();
     assert_eq!(b.earliest_offset(&part).unwrap(), y);
 
@@ -599,14 +634,14 @@ fn local_segments(part: &Partition) -> Vec<crate::log::retention::SegmentSummary
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
     let node = Node::new();
-    let a = node.open();
+    let a = node.open().await;
     a.create_topic("t", 1, 1, topic_configs(), false)
         .await
         .unwrap();
     let pa = a.partition("t", 0).unwrap();
     // The follower: same topic id, its own directory, the same bucket.
     let fdata = tempfile::tempdir().unwrap();
-    let f = open_at(fdata.path(), node.bucket.path());
+    let f = open_at(fdata.path(), node.bucket.path()).await;
     let meta = a.topic("t").unwrap().meta;
     let pf = f.host_partition("t", &meta, 0).unwrap();
     let me = f.config.node_id;

@@ -472,9 +472,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn throttles_are_refused_and_their_deletion_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Node::open(crate::config::NodeConfig::for_tests(
+        let b = Node::open_and_start(crate::config::NodeConfig::for_tests(
             dir.path().to_path_buf(),
         ))
+        .await
         .unwrap();
         b.broker
             .create_topic("t", 1, 1, Default::default(), false)

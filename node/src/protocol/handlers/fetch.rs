@@ -68,7 +68,7 @@ async fn collect(b: &Arc<Node>, v: i16, req: &FetchRequest) -> (FetchResponse, u
                 parts.push(pd);
                 continue;
             };
-            if b.cluster.is_some() && !part.is_leader() {
+            if !part.is_leader() {
                 pd.error_code = ResponseError::NotLeaderOrFollower.code();
                 any_error = true;
                 parts.push(pd);
@@ -86,10 +86,9 @@ async fn collect(b: &Arc<Node>, v: i16, req: &FetchRequest) -> (FetchResponse, u
                 continue;
             }
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            if replica >= 0 && b.cluster.is_some() {
-                if let Some(r) = &b.replicator {
-                    r.on_replica_fetch(&part, replica, fp.fetch_offset);
-                }
+            if replica >= 0 {
+                b.replicator
+                    .on_replica_fetch(&part, replica, fp.fetch_offset);
             }
             let read = b
                 .broker

@@ -42,22 +42,13 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: FindCoordinatorRequest) -> FindC
             ),
         }
     };
-    // Cluster mode: the coordinator of a group is the leader of its offsets partition.
+    // The coordinator of a group is the leader of its offsets partition.
     let locate = |key: &str| -> (i16, Option<String>, BrokerId, StrBytes, i32) {
         let (code, msg) = answer(req.key_type);
         if code != 0 {
             return (code, msg, BrokerId(-1), s(""), -1);
         }
-        let Some(link) = &b.cluster else {
-            return (
-                0,
-                None,
-                BrokerId(b.config.node_id),
-                s(b.config.advertised_host.clone()),
-                b.config.advertised_port,
-            );
-        };
-        let view = link.view();
+        let view = b.cluster.view();
         let n = b
             .broker
             .topic(OFFSETS_TOPIC)

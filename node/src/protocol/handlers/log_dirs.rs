@@ -92,7 +92,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn every_hosted_partition_with_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Node::open(NodeConfig::for_tests(dir.path().to_path_buf())).unwrap();
+        let b = Node::open_and_start(NodeConfig::for_tests(dir.path().to_path_buf()))
+            .await
+            .unwrap();
         b.broker
             .create_topic("a", 2, 1, Default::default(), false)
             .await

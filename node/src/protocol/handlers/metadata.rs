@@ -15,60 +15,39 @@ use crate::error::Error;
 use crate::node::Node;
 
 fn topic_entry(b: &Node, t: &TopicView) -> MetadataResponseTopic {
-    if let Some(link) = &b.cluster {
-        let view = link.view();
-        return build!(MetadataResponseTopic {
-            error_code: 0,
-            name: Some(topic_name(&t.name)),
-            topic_id: t.meta.id,
-            is_internal: t.meta.internal,
-            partitions: (0..t.meta.partitions)
-                .map(|p| match view.assignment(&t.name, p) {
-                    Some(a) => build!(MetadataResponsePartition {
-                        error_code: if a.leader < 0 {
-                            ResponseError::LeaderNotAvailable.code()
-                        } else {
-                            0
-                        },
-                        partition_index: p,
-                        leader_id: BrokerId(a.leader),
-                        leader_epoch: a.leader_epoch,
-                        replica_nodes: a.replicas.iter().map(|r| BrokerId(*r)).collect(),
-                        isr_nodes: a.isr.iter().map(|r| BrokerId(*r)).collect(),
-                        offline_replicas: a
-                            .replicas
-                            .iter()
-                            .filter(|r| !view.nodes.get(r).is_some_and(|n| n.alive))
-                            .map(|r| BrokerId(*r))
-                            .collect()
-                    }),
-                    None => build!(MetadataResponsePartition {
-                        error_code: ResponseError::LeaderNotAvailable.code(),
-                        partition_index: p,
-                        leader_id: BrokerId(-1),
-                        leader_epoch: -1
-                    }),
-                })
-                .collect(),
-            topic_authorized_operations: i32::MIN
-        });
-    }
-    let me = BrokerId(b.config.node_id);
+    let view = b.cluster.view();
     build!(MetadataResponseTopic {
         error_code: 0,
         name: Some(topic_name(&t.name)),
         topic_id: t.meta.id,
         is_internal: t.meta.internal,
         partitions: (0..t.meta.partitions)
-            .map(|p| build!(MetadataResponsePartition {
-                error_code: 0,
-                partition_index: p,
-                leader_id: me,
-                leader_epoch: t.meta.leader_epoch,
-                replica_nodes: vec![me],
-                isr_nodes: vec![me],
-                offline_replicas: vec![]
-            }))
+            .map(|p| match view.assignment(&t.name, p) {
+                Some(a) => build!(MetadataResponsePartition {
+                    error_code: if a.leader < 0 {
+                        ResponseError::LeaderNotAvailable.code()
+                    } else {
+                        0
+                    },
+                    partition_index: p,
+                    leader_id: BrokerId(a.leader),
+                    leader_epoch: a.leader_epoch,
+                    replica_nodes: a.replicas.iter().map(|r| BrokerId(*r)).collect(),
+                    isr_nodes: a.isr.iter().map(|r| BrokerId(*r)).collect(),
+                    offline_replicas: a
+                        .replicas
+                        .iter()
+                        .filter(|r| !view.nodes.get(r).is_some_and(|n| n.alive))
+                        .map(|r| BrokerId(*r))
+                        .collect()
+                }),
+                None => build!(MetadataResponsePartition {
+                    error_code: ResponseError::LeaderNotAvailable.code(),
+                    partition_index: p,
+                    leader_id: BrokerId(-1),
+                    leader_epoch: -1
+                }),
+            })
             .collect(),
         topic_authorized_operations: i32::MIN
     })
@@ -164,30 +143,17 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResp
 }
 
 /// The brokers clients are told about (id, host, port, rack) and the controller id they
-/// send admin requests to: this node alone, or the cluster's live nodes.
+/// send admin requests to: the cluster's live nodes (a standalone node: itself).
 /// A broker as Metadata and DescribeCluster list it: (id, host, port, rack).
 type BrokerAddr = (i32, String, i32, Option<String>);
 
 fn brokers(b: &Node) -> (Vec<BrokerAddr>, i32) {
-    match &b.cluster {
-        Some(link) => {
-            let view = link.view();
-            let list = view
-                .alive_nodes()
-                .map(|n| (n.id, n.host.clone(), n.port, n.rack.clone()))
-                .collect();
-            (list, view.controller_id)
-        }
-        None => (
-            vec![(
-                b.config.node_id,
-                b.config.advertised_host.clone(),
-                b.config.advertised_port,
-                None,
-            )],
-            b.config.node_id,
-        ),
-    }
+    let view = b.cluster.view();
+    let list = view
+        .alive_nodes()
+        .map(|n| (n.id, n.host.clone(), n.port, n.rack.clone()))
+        .collect();
+    (list, view.controller_id)
 }
 
 /// Answer DescribeCluster.

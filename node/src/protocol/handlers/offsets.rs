@@ -30,13 +30,12 @@ fn lookup(b: &Node, topic: &str, p: i32) -> Result<(TopicView, Arc<Partition>), 
         .broker
         .topic(topic)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
-    let part = b.broker.partition(topic, p).ok_or(if b.cluster.is_some() {
-        // Hosted elsewhere: clients refresh metadata and go to the leader.
-        ResponseError::NotLeaderOrFollower.code()
-    } else {
-        ResponseError::UnknownTopicOrPartition.code()
-    })?;
-    if b.cluster.is_some() && !part.is_leader() {
+    // Hosted elsewhere: clients refresh metadata and go to the leader.
+    let part = b
+        .broker
+        .partition(topic, p)
+        .ok_or(ResponseError::NotLeaderOrFollower.code())?;
+    if !part.is_leader() {
         return Err(ResponseError::NotLeaderOrFollower.code());
     }
     Ok((view, part))
@@ -101,8 +100,7 @@ async fn list_offset(
         None => (-1, -1, -1),
     };
     Ok(match p.timestamp {
-        LATEST if b.cluster.is_some() => (part.high_watermark(), -1, epoch),
-        LATEST => (part.log().log_end_offset(), -1, epoch),
+        LATEST => (part.high_watermark(), -1, epoch),
         // Tiering hook: the earliest offset is the bucket's start, and lookups by time
         // include the bucket's part of the log; EARLIEST_LOCAL stays the local log's.
         EARLIEST => (b.broker.earliest_offset(&part).map_err(code)?, -1, epoch),

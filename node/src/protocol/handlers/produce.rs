@@ -31,7 +31,7 @@ pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) ->
             Some(td.name.0.to_string())
         };
         let view = match &topic {
-            Some(name) => b.broker.topic_for_produce(name).ok().flatten(),
+            Some(name) => b.broker.topic(name),
             None => None,
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
@@ -93,9 +93,7 @@ pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) ->
                     resp.base_offset = info.base_offset;
                     resp.log_append_time_ms = info.log_append_time;
                     resp.log_start_offset = log_start;
-                    if (b.broker.must_sync(acks) || (b.cluster.is_some() && acks == -1))
-                        && !info.duplicate
-                    {
+                    if (b.broker.must_sync(acks) || acks == -1) && !info.duplicate {
                         to_sync.push((
                             ti,
                             pi,

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -22,13 +21,6 @@ use kafka_protocol::messages::*;
 use super::{s, topic_name};
 use crate::node::Node;
 use crate::replication::cluster::PartitionAnswer;
-
-/// Whether the topic exists with this partition.
-fn exists(b: &Node, topic: &str, partition: i32) -> bool {
-    b.broker
-        .topic(topic)
-        .is_some_and(|t| (0..t.meta.partitions).contains(&partition))
-}
 
 /// One topic's per-partition answers: (partition, error code, message when refused).
 type TopicAnswers = (String, Vec<(i32, i16, Option<String>)>);
@@ -78,8 +70,8 @@ pub async fn elect_leaders(
             resp.error_code = e.code();
         }
         all_failed(named.as_deref().unwrap_or_default(), &e)
-    } else if let Some(link) = &b.cluster {
-        match link.elect_leaders(election_type, named.clone()).await {
+    } else {
+        match b.cluster.elect_leaders(election_type, named.clone()).await {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(error = %e, "ElectLeaders could not reach the controller");
@@ -89,23 +81,6 @@ pub async fn elect_leaders(
                 all_failed(named.as_deref().unwrap_or_default(), &e)
             }
         }
-    } else {
-        // Standalone: every partition is led by its only replica, this node.
-        let me = b.config.node_id;
-        named
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
-            .map(|(t, p)| {
-                if exists(b, &t, p) {
-                    let msg = format!("node {me} is the only replica of {t}-{p} and leads it");
-                    (t, p, ResponseError::ElectionNotNeeded.code(), msg)
-                } else {
-                    let msg = format!("unknown topic or partition {t}-{p}");
-                    (t, p, ResponseError::UnknownTopicOrPartition.code(), msg)
-                }
-            })
-            .collect()
     };
     resp.replica_election_results = by_topic(answers)
         .into_iter()
@@ -152,53 +127,21 @@ pub async fn alter_partition_reassignments(
     if v >= 1 {
         resp.allow_replication_factor_change = !keep_rf;
     }
-    let answers = if let Some(link) = &b.cluster {
-        match link.alter_reassignments(partitions.clone(), keep_rf).await {
-            Ok(answers) => answers,
-            Err(e) => {
-                tracing::warn!(error = %e, "AlterPartitionReassignments could not reach the controller");
-                resp.error_code = e.code();
-                resp.error_message = Some(s(e.to_string()));
-                partitions
-                    .into_iter()
-                    .map(|(t, p, _)| (t, p, e.code(), e.to_string()))
-                    .collect()
-            }
+    let answers = match b
+        .cluster
+        .alter_reassignments(partitions.clone(), keep_rf)
+        .await
+    {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::warn!(error = %e, "AlterPartitionReassignments could not reach the controller");
+            resp.error_code = e.code();
+            resp.error_message = Some(s(e.to_string()));
+            partitions
+                .into_iter()
+                .map(|(t, p, _)| (t, p, e.code(), e.to_string()))
+                .collect()
         }
-    } else {
-        let me = b.config.node_id;
-        partitions
-            .into_iter()
-            .map(|(t, p, replicas)| {
-                let refused = |code: ResponseError, msg: String| (t.clone(), p, code.code(), msg);
-                if !exists(b, &t, p) {
-                    return refused(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("unknown topic or partition {t}-{p}"),
-                    );
-                }
-                match replicas.as_deref() {
-                    None => refused(
-                        ResponseError::NoReassignmentInProgress,
-                        format!("{t}-{p} has no reassignment in progress"),
-                    ),
-                    Some([only]) if *only == me => (t.clone(), p, 0, String::new()),
-                    Some([]) => refused(
-                        ResponseError::InvalidReplicaAssignment,
-                        "the target replica list is empty".into(),
-                    ),
-                    Some(rs) => {
-                        let why = match rs.iter().find(|&&r| r != me) {
-                            Some(other) => format!(
-                                "broker {other} is not registered (a standalone node has only node {me})"
-                            ),
-                            None => format!("replica {me} appears more than once"),
-                        };
-                        refused(ResponseError::InvalidReplicaAssignment, why)
-                    }
-                }
-            })
-            .collect()
     };
     resp.responses = by_topic(answers)
         .into_iter()
@@ -226,10 +169,7 @@ pub async fn list_partition_reassignments(
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
     let mut resp = ListPartitionReassignmentsResponse::default();
-    // A standalone node never moves a replica.
-    let Some(link) = &b.cluster else {
-        return resp;
-    };
+    let link = &b.cluster;
     let named: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -268,9 +208,12 @@ pub async fn list_partition_reassignments(
 mod tests {
     use super::*;
     use crate::config::NodeConfig;
+    use kafka_protocol::error::ResponseError;
 
     async fn broker(dir: &std::path::Path) -> Arc<Node> {
-        let b = Node::open(NodeConfig::for_tests(dir.to_path_buf())).unwrap();
+        let b = Node::open_and_start(NodeConfig::for_tests(dir.to_path_buf()))
+            .await
+            .unwrap();
         b.broker
             .create_topic("t", 2, 1, Default::default(), false)
             .await
