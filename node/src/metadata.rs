@@ -1,7 +1,7 @@
 //! The metadata a node acts on: topics (their ids, partition counts, config overrides), and
-//! in a cluster the nodes and each partition's assignment, installed as one [`Image`]; and
-//! the standalone node's persisted store of topics and the producer-id allocator. A leaf:
-//! it calls nothing of the node but `fsutil`.
+//! the nodes and each partition's assignment, installed as one [`Image`]; and the store an
+//! earlier standalone version kept its topics in (`meta/metadata.json`), read once to import
+//! it into the embedded controller. A leaf: it calls nothing of the node but `fsutil`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -134,7 +134,7 @@ impl ImageCell {
     }
 }
 
-/// Persistent store for the metadata image.
+/// The metadata file of an earlier standalone version (read to import it).
 pub struct MetadataStore {
     path: PathBuf,
 }
