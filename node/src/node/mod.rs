@@ -357,7 +357,7 @@ impl ClusterHost for Node {
             .map(|p| PartitionSize {
                 topic: p.topic.clone(),
                 partition: p.index,
-                local_bytes: p.log().size_bytes(),
+                local_bytes: p.size_bytes(),
                 remote_bytes: if p.is_leader() {
                     remote
                         .get(&(p.topic.clone(), p.index))

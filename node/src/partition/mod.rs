@@ -6,12 +6,16 @@
 //! may call only `log` and its own pure [`replica`] rules. Who hosts which partition, and
 //! when, is decided above it (the broker opens logs, replication applies roles).
 
+mod guard;
 pub mod replica;
 mod table;
 
+pub use guard::Guard;
 pub use table::PartitionTable;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
+
+use guard::Kind;
 
 use crate::error::{Error, Result};
 use crate::log::PartitionLog;
@@ -60,28 +64,33 @@ impl Partition {
 
     /// The log, locked. Hold the guard briefly and never across an await or while taking
     /// the replica state's lock after it (the order is replica state, then log).
-    pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
-        self.log.lock()
+    pub fn log(&self) -> Guard<'_, PartitionLog> {
+        Guard::lock(&self.log, Kind::Log, &|| self.name())
     }
 
     /// The replication state, locked (the lock order is replica state, then log).
-    pub fn replica(&self) -> MutexGuard<'_, ReplicaState> {
-        self.repl.lock()
+    pub fn replica(&self) -> Guard<'_, ReplicaState> {
+        Guard::lock(&self.repl, Kind::Replica, &|| self.name())
     }
 
     /// The current leader epoch (what appended batches are stamped with).
     pub fn leader_epoch(&self) -> i32 {
-        self.repl.lock().leader_epoch
+        self.replica().leader_epoch
     }
 
     /// Whether this node leads the partition now.
     pub fn is_leader(&self) -> bool {
-        self.repl.lock().is_leader()
+        self.replica().is_leader()
     }
 
     /// The log end offset.
     pub fn log_end_offset(&self) -> i64 {
-        self.log.lock().log_end_offset()
+        self.log().log_end_offset()
+    }
+
+    /// Bytes of the local log.
+    pub fn size_bytes(&self) -> u64 {
+        self.log().size_bytes()
     }
 
     /// The high watermark.
@@ -118,9 +127,9 @@ impl Partition {
 
     /// The leader's high watermark after its own log grew (or a follower fetched).
     pub fn recompute_high_watermark(&self) -> bool {
-        let leo = self.log.lock().log_end_offset();
+        let leo = self.log().log_end_offset();
         let hw = {
-            let r = self.repl.lock();
+            let r = self.replica();
             if !r.is_leader() {
                 return false;
             }
@@ -133,7 +142,7 @@ impl Partition {
     pub async fn flush_to(&self, offset: i64) -> Result<()> {
         let _turn = self.flush_lock.lock().await;
         let (file, upto) = {
-            let log = self.log.lock();
+            let log = self.log();
             if log.durable_offset() >= offset {
                 return Ok(());
             }
@@ -142,13 +151,13 @@ impl Partition {
         let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
         match res {
             Ok(Ok(())) => {
-                self.log.lock().mark_durable(upto);
+                self.log().mark_durable(upto);
                 Ok(())
             }
             Ok(Err(e)) => {
                 // After a failed fsync the page cache state is unknown: stop accepting writes.
                 let err = Error::StorageFailed(format!("fsync of {} failed: {e}", self.name()));
-                self.log.lock().poison(err.to_string());
+                self.log().poison(err.to_string());
                 Err(err)
             }
             Err(join) => Err(Error::StorageFailed(format!("fsync task failed: {join}"))),
