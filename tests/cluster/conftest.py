@@ -98,3 +98,5 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and c is not None:
         for title, text in c.log_tails(60):
             rep.sections.append((title, text))
+        for title, text in c.stacks():
+            rep.sections.append((title, text))

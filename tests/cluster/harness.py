@@ -396,6 +396,16 @@ class Cluster:
     def log_tails(self, n: int = 60) -> list[tuple[str, str]]:
         return [(f"{p.name} log ({p.log_path})", p.log_tail(n)) for p in self.procs]
 
+    def stacks(self) -> list[tuple[str, str]]:
+        """The stacks of every running node (gdb), for a failure report: a node that stops
+        answering shows what it waits on."""
+        out = []
+        for n in self.nodes.values():
+            text = n.stacks()
+            if text:
+                out.append((f"{n.name} stacks ({n.log_path.with_suffix('.stacks')})", text))
+        return out
+
 
 def create_topic(bootstrap: str, name: str, partitions: int, rf: int, config: dict | None = None,
                  timeout: float = 30):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -112,6 +113,23 @@ class Proc:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+    def stacks(self, timeout: float = 60) -> str | None:
+        """Every thread's stack of the running process, by gdb (None without gdb or when
+        not running): what a hung process is waiting for. The whole dump is written next to
+        the log as <log>.stacks; the returned text keeps only the frames of our code."""
+        if not self.running() or shutil.which("gdb") is None:
+            return None
+        try:
+            out = subprocess.run(["gdb", "-p", str(self.pid), "-batch", "-nx",
+                                  "-ex", "thread apply all bt"],
+                                 capture_output=True, text=True, timeout=timeout).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"gdb failed: {e}"
+        self.log_path.with_suffix(".stacks").write_text(out)
+        keep = [line for line in out.splitlines()
+                if line.startswith("Thread ") or "strata" in line or "parking_lot" in line]
+        return "\n".join(keep)
 
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(ANSI.sub("", line) for line in self.log_text().splitlines()[-n:])
