@@ -323,10 +323,11 @@ def render(meta, results, chart_rel, json_name):
         ("stop (SIGTERM to exit) at the end of the run, s", lambda k: get(results, k, "stop_s"),
          "s"),
     ])
-    if "kafka" in results and get(results, "kafka", "start", "format_and_start_s"):
+    formatted = get(results, "kafka", "start", "format_and_start_s")
+    if isinstance(formatted, (int, float)):
         w(f"Kafka's start is measured on a formatted, empty log dir; formatting it "
           f"(kafka-storage format, a separate JVM) and starting took "
-          f"{results['kafka']['start']['format_and_start_s']:.2f} s. Strata starts on an empty "
+          f"{formatted:.2f} s. Strata starts on an empty "
           "data dir with nothing to format. Start time is from spawning the process (for Kafka "
           "the `kafka.sh start` script) to the first answered Metadata request, polled every 5 ms.")
         w()

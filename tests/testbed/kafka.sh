@@ -106,8 +106,14 @@ cmd_start() {
     [[ -n "$cport" ]] || cport="$(free_port)"
     write_config "$dir" "$port" "$cport"
     local cluster_id
-    cluster_id="$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
-    java_cmd "$dir" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+    # Kafka's own random ids never start with '-' (the tool would read one as an option);
+    # nor do ours, and --cluster-id=... keeps it a value regardless.
+    cluster_id="$(python3 -c 'import uuid,base64
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    if not s.startswith("-"):
+        print(s); break')"
+    java_cmd "$dir" kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$dir/server.properties" \
       > "$dir/logs/format.log" 2>&1 || { cat "$dir/logs/format.log" >&2; die "format failed"; }
   else
     grep -q "^listeners=PLAINTEXT://127.0.0.1:$port," "$dir/server.properties" \
