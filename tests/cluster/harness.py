@@ -267,6 +267,17 @@ class Node(Proc):
         except (urllib.error.URLError, OSError) as e:  # not listening yet, or gone
             return 0, str(e)
 
+    def metric(self, name: str) -> float:
+        """The sum of every sample of metric `name` on GET /metrics (0 when absent)."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
 
 # ---- the cluster -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import running
 from harness import Cluster, create_topic, wait_for
 from load import Load, read_partition
+from test_admin_tools import REASSIGN, kafka_tools, replicas_now, tool, write_plan  # noqa: F401
 
 SEGMENT = 64 * 1024
 LOCAL = 256 * 1024
@@ -207,3 +208,112 @@ def test_every_replica_keeps_only_the_hot_tail(tiered):
     wait_for(lambda: not within_bound(c, tid), 60,
              lambda: f"every replica within its bound after the restarts: {within_bound(c, tid)}")
     check_acked(c, acked, c.bootstrap())
+
+
+def local_bytes(node, topic: str, p: int) -> int:
+    return sum(s for _, s in segments_of(node, topic, p))
+
+
+def segments_of(node, topic: str, p: int) -> list[tuple[int, int]]:
+    out = []
+    for f in (node.data_dir / f"{topic}-{p}").glob("*.log"):
+        try:
+            out.append((int(f.stem), f.stat().st_size))
+        except (ValueError, OSError):
+            continue
+    return sorted(out)
+
+
+def bucket_bytes(c, tid: str, p: int) -> int:
+    return sum(s["size"] for s in (manifest(c, tid, p) or {"segments": []})["segments"])
+
+
+def test_a_follower_far_behind_copies_only_the_hot_tail(tiered):
+    """A follower down while ten times the local retention was produced comes back with its
+    log below the leaders' local start. The leader answers OFFSET_MOVED_TO_TIERED_STORAGE
+    instead of serving the bucket's data; the follower starts again at the end of the
+    bucket's copy (with the epochs and producer state there) and copies only the hot tail.
+    It is then a full replica: led by it alone, every acknowledged record reads back from
+    offset 0 (the head from the bucket)."""
+    c = tiered
+    create_topic(c.bootstrap(), "t", PARTITIONS, 3, TOPIC_CONFIG)
+    c.wait_full_isr("t", timeout=60)
+    tid = json.loads((c.nodes[1].data_dir / "t-0" / "partition.json").read_text())["topic_id"]
+    acked = {p: {} for p in range(PARTITIONS)}
+    c.nodes[3].kill()
+    up = {1, 2}
+    c.wait_partitions("t", lambda st: all(s.leader in up for s in st.values()), up,
+                      c.SESSION_TIMEOUT_MS / 1000 + 30, "nodes 1 and 2 lead")
+    run_load(c, acked, 0.0005, lambda load: wait_for(
+        lambda: all(load.n_acked(p) >= RECORDS for p in range(PARTITIONS)), 300,
+        lambda: f"{RECORDS} records per partition; {load.summary()}", every=0.5))
+    # The leaders' local copies are trimmed to the hot tail.
+    wait_for(lambda: all(local_bytes(c.nodes[i], "t", p) <= BOUND + SEGMENT
+                         for i in up for p in range(PARTITIONS)), 60,
+             lambda: f"nodes 1 and 2 trimmed: {[(i, p, local_bytes(c.nodes[i], 't', p)) for i in up for p in range(PARTITIONS)]}")
+    total = sum(bucket_bytes(c, tid, p) for p in range(PARTITIONS))
+
+    served = {i: c.nodes[i].metric("strata_tiering_remote_read_bytes_total") for i in up}
+    t0 = time.monotonic()
+    c.nodes[3].start()
+    c.nodes[3].wait_listening()
+    c.wait_full_isr("t", timeout=90)
+    caught_up = time.monotonic() - t0
+    # The leaders served nothing from the bucket meanwhile.
+    assert {i: c.nodes[i].metric("strata_tiering_remote_read_bytes_total") for i in up} == served
+    fetched = c.nodes[3].metric("strata_replica_fetched_bytes_total")
+    rebuilds = c.nodes[3].metric("strata_replica_rebuilds_from_bucket_total")
+    mine = {p: local_bytes(c.nodes[3], "t", p) for p in range(PARTITIONS)}
+    print(f"\n[tiering] follower back after {total} bucket bytes were written: copied "
+          f"{int(fetched)} bytes ({fetched / total:.1%}), rebuilt {int(rebuilds)} logs from the "
+          f"bucket, full ISR in {caught_up:.1f}s; local now {mine}")
+    assert rebuilds >= PARTITIONS, "every partition rebuilt from the bucket"
+    assert fetched <= PARTITIONS * (BOUND + 2 * SEGMENT), \
+        f"copied {fetched} bytes, more than the hot tail (total {total})"
+    assert all(v <= BOUND + SEGMENT for v in mine.values()), mine
+
+    # Node 3 alone leads: the head from the bucket, the tail from its own log.
+    for i in up:
+        c.nodes[i].kill()
+    c.wait_partitions("t", lambda st: all(s.leader == 3 for s in st.values()), {3},
+                      c.SESSION_TIMEOUT_MS / 1000 + 30, "node 3 leads every partition")
+    check_acked(c, acked, c.nodes[3].addr)
+
+
+def test_a_new_replica_copies_only_the_hot_tail(tiered, kafka_tools, tmp_path):
+    """A reassignment adds a replica to a tiered partition that holds ten times its local
+    retention: the new replica starts from the bucket's manifest (epochs and producer state
+    at its end) and copies only the leader's hot tail. Figures: bytes copied against the
+    partition's size, and the time to a full ISR."""
+    c = tiered
+    create_topic(c.bootstrap(), "n", 1, 2, TOPIC_CONFIG)
+    c.wait_partitions("n", lambda st: len(st[0].isr) == 2, set(c.nodes), 60, "n: ISR of 2")
+    leader, replicas, _ = replicas_now(c, "n")[0]
+    new = next(i for i in sorted(c.nodes) if i not in replicas)
+    with BigLoad(c.bootstrap(), "n", [0], pace=0.0005, producer_extra={"batch.size": 16384}) as load:
+        wait_for(lambda: load.n_acked(0) >= RECORDS, 300,
+                 lambda: f"{RECORDS} records; {load.summary()}", every=0.5)
+    load.assert_clean()
+    tid = json.loads((c.nodes[leader].data_dir / "n-0" / "partition.json").read_text())["topic_id"]
+    wait_for(lambda: all(local_bytes(c.nodes[i], "n", 0) <= BOUND + SEGMENT for i in replicas), 60,
+             lambda: f"the replicas trimmed: {[(i, local_bytes(c.nodes[i], 'n', 0)) for i in replicas]}")
+    size = bucket_bytes(c, tid, 0) + local_bytes(c.nodes[leader], "n", 0)
+    before = c.nodes[new].metric("strata_replica_fetched_bytes_total")
+    served = c.nodes[leader].metric("strata_tiering_remote_read_bytes_total")
+
+    t0 = time.monotonic()
+    plan = write_plan(tmp_path / "plan.json", {("n", 0): [*replicas, new]})
+    p = tool(REASSIGN, "--bootstrap-server", c.bootstrap(), "--reassignment-json-file", plan,
+             "--execute")
+    assert p.returncode == 0 and "Successfully started partition reassignment" in p.stdout, \
+        p.described
+    c.wait_partitions("n", lambda st: sorted(st[0].isr) == sorted([*replicas, new]),
+                      set(c.nodes), 90, f"n-0: node {new} in the ISR")
+    took = time.monotonic() - t0
+    copied = c.nodes[new].metric("strata_replica_fetched_bytes_total") - before
+    print(f"\n[tiering] new replica of a partition of {size} bytes ({bucket_bytes(c, tid, 0)} in "
+          f"the bucket): copied {int(copied)} bytes ({copied / size:.1%}), full ISR {took:.1f}s "
+          f"after --execute; local now {local_bytes(c.nodes[new], 'n', 0)}")
+    assert copied <= BOUND + 2 * SEGMENT, f"copied {copied} of {size} bytes"
+    assert c.nodes[leader].metric("strata_tiering_remote_read_bytes_total") == served
+    assert local_bytes(c.nodes[new], "n", 0) <= BOUND + SEGMENT

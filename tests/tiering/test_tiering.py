@@ -179,7 +179,16 @@ def test_bucket_outage_loses_nothing(tmp_path, request, nodes, minio):
         grown = [node.local_log_bytes("t", p) for p in range(PARTITIONS)]
         assert max(grown) > LOCAL_BOUND, f"uploads were blocked, local disk grows: {grown}"
         assert proxy.faulted > 0
+        # A restart while the bucket is unreachable: the node starts; the earliest offset
+        # (ListOffsets -2) is a retriable storage error until it has read the manifest,
+        # never the local start passed off as the log's.
+        proxy.set_mode("refuse")
+        node.stop()
+        node.start()
+        assert earliest_error(node.bootstrap, "t", 0) == "KAFKA_STORAGE_ERROR"
         proxy.set_mode("pass")
+        wait_for(lambda: earliest_error(node.bootstrap, "t", 0) == 0, 60,
+                 "ListOffsets -2 to answer 0 once the bucket is back")
         wait_local_bound(node, "t", timeout=150)
         check_all(node, "t", acked)
         log = node.log_path.read_text(errors="replace")
@@ -190,6 +199,19 @@ def test_bucket_outage_loses_nothing(tmp_path, request, nodes, minio):
             scrub(bucket, tid, p)
     finally:
         proxy.close()
+
+
+def earliest_error(bootstrap: str, topic: str, p: int):
+    """ListOffsets -2 (earliest) by the admin client: the offset, or the error's name."""
+    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    tp = TopicPartition(topic, p)
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        return a.list_offsets({tp: OffsetSpec.earliest()})[tp].result(timeout=30).offset
+    except KafkaException as e:
+        return e.args[0].name()
 
 
 def segment_files(node, topic: str, p: int) -> list[tuple[int, int]]:

@@ -491,8 +491,21 @@ impl Broker {
                 read.log_start_offset = earliest;
             }
             if offset < start && matches!(read.records, Err(Error::OffsetOutOfRange { .. })) {
-                // Bucket failures map to their Kafka codes like local ones.
-                read.records = t.read(topic_id, part.index, offset, limit, first).await;
+                read.records = if follower {
+                    // A replica never copies the bucket's data through the leader: it
+                    // rebuilds its state from the bucket and fetches from there (Kafka's
+                    // OFFSET_MOVED_TO_TIERED_STORAGE).
+                    Err(Error::Kafka {
+                        code: ResponseError::OffsetMovedToTieredStorage,
+                        message: format!(
+                            "{}: offset {offset} is below the local log start {start}; it is in the bucket",
+                            part.name()
+                        ),
+                    })
+                } else {
+                    // Bucket failures map to their Kafka codes like local ones.
+                    t.read(topic_id, part.index, offset, limit, first).await
+                };
             }
         }
         read

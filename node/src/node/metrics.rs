@@ -142,6 +142,22 @@ pub fn render(b: &Node) -> String {
         "strata_network_bytes_total{{direction=\"out\"}} {}",
         m.bytes_out.load(Ordering::Relaxed)
     );
+    let (fetched, rebuilds) = b.replicator.counters();
+    let _ = writeln!(
+        o,
+        "# HELP strata_replica_fetched_bytes_total Record bytes this node copied from leaders as a follower."
+    );
+    let _ = writeln!(o, "# TYPE strata_replica_fetched_bytes_total counter");
+    let _ = writeln!(o, "strata_replica_fetched_bytes_total {fetched}");
+    let _ = writeln!(
+        o,
+        "# HELP strata_replica_rebuilds_from_bucket_total Times a follower too far behind its leader started again at the end of the bucket's copy instead of copying it."
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE strata_replica_rebuilds_from_bucket_total counter"
+    );
+    let _ = writeln!(o, "strata_replica_rebuilds_from_bucket_total {rebuilds}");
     let _ = writeln!(o, "# HELP strata_connections Open client connections.");
     let _ = writeln!(o, "# TYPE strata_connections gauge");
     let _ = writeln!(
@@ -278,6 +294,57 @@ pub fn render(b: &Node) -> String {
             "strata_tiering_upload_failures_total {}",
             s.upload_failures
         );
+        let _ = writeln!(
+            o,
+            "# HELP strata_tiering_bucket_requests_total Requests to the bucket, by operation."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_bucket_requests_total counter");
+        for (op, n) in [
+            ("put", s.bucket_puts),
+            ("get", s.bucket_gets),
+            ("list", s.bucket_lists),
+            ("delete", s.bucket_deletes),
+        ] {
+            let _ = writeln!(o, "strata_tiering_bucket_requests_total{{op=\"{op}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP strata_tiering_bucket_errors_total Bucket requests that failed."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_bucket_errors_total counter");
+        let _ = writeln!(o, "strata_tiering_bucket_errors_total {}", s.bucket_errors);
+        let _ = writeln!(
+            o,
+            "# HELP strata_tiering_bucket_bytes_total Bytes sent to (up) and read from (down) the bucket."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_bucket_bytes_total counter");
+        for (dir, n) in [("up", s.bucket_bytes_up), ("down", s.bucket_bytes_down)] {
+            let _ = writeln!(
+                o,
+                "strata_tiering_bucket_bytes_total{{direction=\"{dir}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP strata_tiering_remote_read_bytes_total Record bytes served to fetches from the bucket."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_remote_read_bytes_total counter");
+        let _ = writeln!(
+            o,
+            "strata_tiering_remote_read_bytes_total {}",
+            s.remote_read_bytes
+        );
+        let _ = writeln!(
+            o,
+            "# HELP strata_tiering_cache_requests_total Reads of the bucket's block cache, by result."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_cache_requests_total counter");
+        for (result, n) in [("hit", s.cache_hits), ("miss", s.cache_misses)] {
+            let _ = writeln!(
+                o,
+                "strata_tiering_cache_requests_total{{result=\"{result}\"}} {n}"
+            );
+        }
     }
     o
 }

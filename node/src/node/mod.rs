@@ -97,6 +97,7 @@ impl Node {
         let replicator = Replicator::new(
             link.clone(),
             broker.table().clone(),
+            broker.tiering.clone(),
             ReplicaSettings {
                 fetch_wait_max_ms: config.replica_fetch_wait_max_ms as i32,
                 flush: config.flush_policy != FlushPolicy::Never,

@@ -3,6 +3,7 @@
 //! OffsetForLeaderEpoch after a leader change. Also the leader's ISR upkeep.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::error::Result;
 use crate::fsutil;
 use crate::partition::replica::Role;
 use crate::partition::{Partition, PartitionTable};
+use crate::tiering::Tiering;
 
 /// Fetch version followers use (topic names, current leader epoch, log start offset).
 const FETCH_VERSION: i16 = 12;
@@ -49,10 +51,16 @@ pub struct ReplicaSettings {
 pub struct Replicator {
     link: Arc<ClusterLink>,
     table: Arc<PartitionTable>,
+    /// The bucket, where a follower too far behind its leader starts again from.
+    tiering: Option<Arc<Tiering>>,
     settings: ReplicaSettings,
     shutdown: CancellationToken,
     /// Follower fetchers by leader id.
     fetchers: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
+    /// Record bytes appended from leaders.
+    fetched: AtomicU64,
+    /// Follower logs rebuilt from the bucket.
+    rebuilt: AtomicU64,
 }
 
 impl Replicator {
@@ -60,16 +68,29 @@ impl Replicator {
     pub fn new(
         link: Arc<ClusterLink>,
         table: Arc<PartitionTable>,
+        tiering: Option<Arc<Tiering>>,
         settings: ReplicaSettings,
         shutdown: CancellationToken,
     ) -> Arc<Replicator> {
         Arc::new(Replicator {
             link,
             table,
+            tiering,
             settings,
             shutdown,
             fetchers: Mutex::new(HashMap::new()),
+            fetched: AtomicU64::new(0),
+            rebuilt: AtomicU64::new(0),
         })
+    }
+
+    /// (record bytes copied from leaders, follower logs rebuilt from the bucket), for
+    /// metrics.
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.fetched.load(Ordering::Relaxed),
+            self.rebuilt.load(Ordering::Relaxed),
+        )
     }
 
     fn followed_from(&self, leader: i32) -> Vec<Arc<Partition>> {
@@ -204,6 +225,7 @@ impl Replicator {
             .collect();
         let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
         let mut backoff = false;
+        let mut moved = Vec::new();
         for t in resp.responses {
             for pd in t.partitions {
                 let Some((part, epoch, leo)) = sent.iter().find(|(p, _, _)| {
@@ -224,6 +246,10 @@ impl Replicator {
                     }
                     continue;
                 }
+                if pd.error_code == ResponseError::OffsetMovedToTieredStorage.code() {
+                    moved.push((part.clone(), *epoch, *leo));
+                    continue;
+                }
                 if pd.error_code != 0 {
                     tracing::debug!(topic = %part.topic, partition = part.index, code = pd.error_code, "leader refused the fetch");
                     backoff = true;
@@ -237,6 +263,8 @@ impl Replicator {
                         continue;
                     }
                     let new_leo = part.log().append_replicated(&records)?;
+                    self.fetched
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
                     if self.settings.flush {
                         part.flush_to(new_leo).await?;
                     }
@@ -245,10 +273,60 @@ impl Replicator {
                 part.advance_high_watermark(pd.high_watermark.min(new_leo));
             }
         }
+        for (part, epoch, leo) in moved {
+            if !self.rebuild_from_bucket(&part, epoch, leo).await {
+                backoff = true;
+            }
+        }
         if backoff {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// The leader answered OFFSET_MOVED_TO_TIERED_STORAGE: this follower's log (ending at
+    /// `leo`) is below the leader's local start, and what lies between is in the bucket.
+    /// Rather than copy it, start again at the end of the bucket's copy with the epoch
+    /// history and producer state the bucket holds there, and fetch only the hot tail from
+    /// the leader, as Kafka's followers do. False when it could not (yet): no object store
+    /// here, the bucket unreachable, or nothing in it past `leo`.
+    async fn rebuild_from_bucket(&self, part: &Arc<Partition>, epoch: i32, leo: i64) -> bool {
+        let Some(t) = &self.tiering else {
+            tracing::warn!(topic = %part.topic, partition = part.index, "the leader keeps this partition's older data in the bucket, and this node has no --object-store to read it: it cannot catch up");
+            return false;
+        };
+        let topic_id = part.log().topic_id();
+        let point = match t.restore_point(topic_id, part.index).await {
+            Ok(Some(point)) if point.end_offset > leo => point,
+            Ok(_) => {
+                tracing::debug!(topic = %part.topic, partition = part.index, leo, "the bucket holds nothing past this log yet");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "cannot read the bucket's copy to catch up from");
+                return false;
+            }
+        };
+        let end = point.end_offset;
+        {
+            let r = part.replica();
+            if r.leader_epoch != epoch || r.is_leader() {
+                return false;
+            }
+            let mut log = part.log();
+            if log.log_end_offset() != leo {
+                return false;
+            }
+            if let Err(e) = log.reset_to_restored(end, point.epochs, point.producers) {
+                tracing::error!(topic = %part.topic, partition = part.index, error = %e, "rebuilding the log from the bucket failed");
+                return false;
+            }
+            log.set_remote_upto(Some(end));
+        }
+        part.advance_high_watermark(end);
+        self.rebuilt.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(topic = %part.topic, partition = part.index, from = leo, to = end, "follower skipped to the end of the bucket's copy; fetching only the leader's local tail");
+        true
     }
 }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::log::producer_state::ProducerStateTable;
 
 /// Format version written by this build; readers refuse newer ones.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -67,6 +68,21 @@ pub struct Manifest {
     /// One past the last tiered offset; survives retention emptying `segments`.
     pub end_offset: i64,
     pub segments: Vec<RemoteSegment>,
+    /// What a log that continues after the bucket's copy needs once retention or
+    /// DeleteRecords removed every segment (absent while segments remain, and in manifests
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Retired>,
+}
+
+/// The state at `end_offset` of a manifest whose segments are all gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    /// The leader-epoch history of the removed segments.
+    pub epochs: Vec<(i32, i64)>,
+    /// Producer state at `end_offset` (None when it could not be read before the
+    /// segments went; idempotent producers then start over as after a restart).
+    pub producers: Option<ProducerStateTable>,
 }
 
 impl Manifest {
@@ -81,6 +97,7 @@ impl Manifest {
             log_start_offset: 0,
             end_offset: 0,
             segments: Vec::new(),
+            retired: None,
         }
     }
 
@@ -206,6 +223,7 @@ impl Manifest {
         }
         m.end_offset = seg.next_offset;
         m.segments.push(seg);
+        m.retired = None;
         Ok(m)
     }
 
@@ -219,6 +237,14 @@ impl Manifest {
             Some(s) => s.base_offset.max(self.log_start_offset),
             None => m.end_offset,
         };
+        if m.segments.is_empty() && !self.segments.is_empty() {
+            // The epochs go with the segments unless kept here; the producer state is the
+            // caller's to add (it lives in the last segment's snapshot object).
+            m.retired = Some(Retired {
+                epochs: self.epoch_history(),
+                producers: None,
+            });
+        }
         Ok(m)
     }
 
@@ -273,17 +299,25 @@ impl Manifest {
         self.segments.iter().map(|s| s.size).sum()
     }
 
-    /// The leader-epoch history covered by the bucket, merged across segments.
+    /// The leader-epoch history covered by the bucket, merged across segments (or kept from
+    /// the removed ones, once none is left).
     pub fn epoch_history(&self) -> Vec<(i32, i64)> {
         let mut out: Vec<(i32, i64)> = Vec::new();
-        for s in &self.segments {
-            for &(e, start) in &s.epochs {
-                if out.last().is_none_or(|(le, _)| *le < e) {
-                    out.push((e, start));
-                }
+        let retired = self.retired.iter().flat_map(|r| r.epochs.iter());
+        for &(e, start) in retired.chain(self.segments.iter().flat_map(|s| s.epochs.iter())) {
+            if out.last().is_none_or(|(le, _)| *le < e) {
+                out.push((e, start));
             }
         }
         out
+    }
+
+    /// The producer state kept when the last segment went (empty when none was kept).
+    pub fn retired_producers(&self) -> ProducerStateTable {
+        self.retired
+            .as_ref()
+            .and_then(|r| r.producers.clone())
+            .unwrap_or_default()
     }
 
     /// Every object name (inside the partition folder) the manifest references.
@@ -370,10 +404,26 @@ pub(crate) mod tests {
             (20, 20, 0)
         );
         c.check().unwrap();
+        // The epochs of the removed segments stay for a log that continues at the end;
+        // the producer state is added by the uploader; both survive a round trip.
+        assert_eq!(c.epoch_history(), vec![(0, 10)]);
+        let mut kept = c.clone();
+        let mut table = ProducerStateTable::default();
+        table.producers.insert(42, Default::default());
+        kept.retired.as_mut().unwrap().producers = Some(table.clone());
+        let again = Manifest::parse("k", &kept.to_bytes()).unwrap();
+        assert_eq!(again, kept);
+        assert_eq!(again.retired_producers(), table);
+        // Manifests written before the field existed read as having none.
+        let mut old: serde_json::Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+        old.as_object_mut().unwrap().remove("retired");
+        let old = Manifest::parse("k", &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(old.retired, None);
         // After total retention emptied the bucket, the next upload continues at the end or later.
         assert!(c.with_segment(seg(15, 25, 0), 0).is_err());
         let d = c.with_segment(seg(30, 40, 0), 0).unwrap();
         assert_eq!(d.log_start_offset, 30);
+        assert_eq!(d.retired, None);
     }
 
     #[test]

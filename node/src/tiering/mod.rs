@@ -117,6 +117,17 @@ pub struct TieringStats {
 
 type PartKey = (uuid::Uuid, i32);
 
+/// The end of the bucket's copy of a partition, and what a log needs to continue there.
+#[derive(Debug)]
+pub struct RestorePoint {
+    /// The manifest's end offset: the first offset the bucket does not hold.
+    pub end_offset: i64,
+    /// Leader epochs and the offsets they start at, up to `end_offset`.
+    pub epochs: Vec<(i32, i64)>,
+    /// Producer state at `end_offset`.
+    pub producers: ProducerStateTable,
+}
+
 /// The tiering service of a node.
 pub struct Tiering {
     bucket: Arc<dyn Bucket>,
@@ -259,6 +270,30 @@ impl Tiering {
         Ok(s.table)
     }
 
+    /// Where a replica can start from the bucket's copy of partition `p`: the manifest's
+    /// end offset, with the epoch history and the producer state there (None while the
+    /// bucket holds nothing). A follower whose log ends below its leader's local start
+    /// rebuilds from this instead of fetching the bucket's data through the leader.
+    pub async fn restore_point(
+        &self,
+        topic_id: uuid::Uuid,
+        p: i32,
+    ) -> Result<Option<RestorePoint>> {
+        let (m, _) = self.load_manifest(topic_id, p).await?;
+        let producers = match m.segments.last() {
+            Some(last) => self.load_snapshot(topic_id, p, last).await?,
+            None if m.end_offset > 0 => m.retired_producers(),
+            None => return Ok(None),
+        };
+        let point = RestorePoint {
+            end_offset: m.end_offset,
+            epochs: m.epoch_history(),
+            producers,
+        };
+        self.set_view((topic_id, p), View::Ready(Arc::new(m)));
+        Ok(Some(point))
+    }
+
     /// Open a tiered partition at broker start: load its manifest (so reads below the local
     /// start work at once) and, when the local directory is gone, rebuild the partition
     /// from the manifest. A partition that must be restored but whose manifest cannot be
@@ -286,6 +321,7 @@ impl Tiering {
             .map_err(|_| Error::RemoteUnavailable("timed out reading the manifest".into()))??;
             let table = match (restore, m.segments.last()) {
                 (true, Some(last)) => self.load_snapshot(topic_id, p, last).await?,
+                (true, None) => m.retired_producers(),
                 _ => ProducerStateTable::default(),
             };
             Ok::<_, Error>((m, table))
@@ -331,11 +367,18 @@ impl Tiering {
         Ok(log)
     }
 
-    /// The earliest offset a consumer can read: the bucket's start when it holds data.
+    /// The earliest offset a consumer can read: the bucket's start when it holds data. While
+    /// the manifest is unknown (the bucket was unreachable when the node started) and the
+    /// local log no longer starts at 0, the bucket may hold older data: a retriable
+    /// KAFKA_STORAGE_ERROR, never the local start passed off as the log's.
     pub fn earliest(&self, topic_id: uuid::Uuid, p: i32, local_start: i64) -> Result<i64> {
         match self.view((topic_id, p)) {
             View::Ready(m) if !m.segments.is_empty() => Ok(m.log_start_offset.min(local_start)),
-            View::Ready(_) | View::Unknown => Ok(local_start),
+            View::Ready(_) => Ok(local_start),
+            View::Unknown if local_start == 0 => Ok(0),
+            View::Unknown => Err(Error::RemoteUnavailable(
+                "the manifest has not been read yet".into(),
+            )),
             View::Failed(e) => Err(Error::RemoteUnavailable(e)),
         }
     }

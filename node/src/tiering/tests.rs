@@ -746,3 +746,74 @@ async fn followers_trim_to_the_manifest_and_take_over_where_it_ends() {
     assert_eq!(after[..before.len()], before[..]);
     assert_eq!(after.len(), 160);
 }
+
+#[test]
+fn the_earliest_offset_is_unknown_until_the_manifest_is_read() {
+    let bucket = tempfile::tempdir().unwrap();
+    let t = Tiering::open(TieringOptions {
+        url: format!("file://{}", bucket.path().display()),
+        cache_bytes: 1 << 20,
+        interval: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let id = uuid::Uuid::new_v4();
+    // A log that still starts at 0 has nothing below it, read or not.
+    assert_eq!(t.earliest(id, 0, 0).unwrap(), 0);
+    // One that starts later may have older data in the bucket: retriable, not the local start.
+    let err = t.earliest(id, 0, 500).unwrap_err();
+    assert_eq!(err.kafka_code(), ResponseError::KafkaStorageError);
+    t.set_view((id, 0), View::Ready(Arc::new(Manifest::empty(id, 0))));
+    assert_eq!(t.earliest(id, 0, 500).unwrap(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_state_survives_a_manifest_emptied_by_delete_records() {
+    let node = Node::new();
+    let b = node.open().await;
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
+    let part = b.partition("t", 0).unwrap();
+    let value = [5u8; 150];
+    for seq in 0..60 {
+        let batch = make_batch(&[&value, b"tail"], now(), 42, seq * 2);
+        b.append(&part, batch).unwrap();
+    }
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    b.run_retention();
+    let topic_id = part.log().topic_id();
+    let end = scrub_dir(node.bucket.path(), topic_id).0.end_offset;
+    assert!(end > 0);
+    // DeleteRecords up to the bucket's end: every remote segment goes.
+    b.delete_records(&part, end).await.unwrap();
+    let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(m.segments.is_empty());
+    assert_eq!((m.log_start_offset, m.end_offset), (end, end));
+    assert!(!m.epoch_history().is_empty());
+    assert!(m.retired_producers().producers.contains_key(&42));
+
+    // A replaced disk restores at the end with the producer and its epochs.
+    drop(part);
+    drop(b);
+    drop(t);
+    std::fs::remove_dir_all(node.data.path().join("t-0")).unwrap();
+    let b = node.open().await;
+    let part = b.partition("t", 0).unwrap();
+    assert_eq!(part.log().log_start_offset(), end);
+    // The bucket's epochs, then the epoch this start leads in.
+    assert!(part.log().epochs().starts_with(&m.epoch_history()));
+    let last_seq = (end - 2) as i32;
+    let dup = b
+        .append(&part, make_batch(&[&value, b"tail"], now(), 42, last_seq))
+        .unwrap();
+    assert!(dup.0.duplicate, "a retry of the last batch in the bucket");
+    let next = b
+        .append(
+            &part,
+            make_batch(&[&value, b"tail"], now(), 42, last_seq + 2),
+        )
+        .unwrap();
+    assert_eq!(next.0.base_offset, end);
+}

@@ -412,6 +412,7 @@ impl Tiering {
                 Some(last) if last.next_offset == s.base_offset => {
                     self.load_snapshot(m.topic_id, m.partition, last).await?
                 }
+                None if m.end_offset == s.base_offset => m.retired_producers(),
                 _ => ProducerStateTable::default(),
             },
         };
@@ -509,7 +510,8 @@ impl Tiering {
             return Ok(());
         }
         let doomed: Vec<RemoteSegment> = m.segments[..n].to_vec();
-        let next = m.without_prefix(n, epoch)?;
+        let mut next = m.without_prefix(n, epoch)?;
+        self.keep_producers(st, &m, &mut next).await;
         let new_start = next.log_start_offset;
         self.write_manifest(st, part, next).await?;
         {
@@ -565,7 +567,8 @@ impl Tiering {
             if m.segments.is_empty() || offset <= m.log_start_offset {
                 break Vec::new();
             }
-            let (next, doomed) = m.with_log_start(offset, epoch)?;
+            let (mut next, doomed) = m.with_log_start(offset, epoch)?;
+            self.keep_producers(&st, &m, &mut next).await;
             match self.write_manifest(&mut st, part, next).await {
                 Ok(()) => break doomed,
                 Err(Error::ManifestConflict { .. }) if attempts == 0 => {
@@ -601,6 +604,34 @@ impl Tiering {
         };
         tracing::info!(topic = %part.topic, partition = part.index, offset, remote_segments_deleted = doomed.len(), "deleted records");
         self.earliest(topic_id, part.index, local_start)
+    }
+}
+
+impl Tiering {
+    /// `next` is `old` without segments; when it has none left, it keeps the producer state
+    /// at its end, which goes with the last segment's snapshot object otherwise (from the
+    /// uploader's copy, or read from the bucket). Idempotent producers then continue after
+    /// a restore or a follower's rebuild as they would have before retention ran.
+    async fn keep_producers(&self, st: &PartState, old: &Manifest, next: &mut Manifest) {
+        let Some(retired) = next.retired.as_mut() else {
+            return;
+        };
+        let Some(last) = old.segments.last() else {
+            return;
+        };
+        if !next.segments.is_empty() || retired.producers.is_some() {
+            return;
+        }
+        retired.producers = match &st.snapshot {
+            Some((off, t)) if *off == last.next_offset => Some(t.clone()),
+            _ => match self.load_snapshot(old.topic_id, old.partition, last).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(topic_id = %old.topic_id, partition = old.partition, error = %e, "the producer state at the bucket's end could not be read; it is not kept");
+                    None
+                }
+            },
+        };
     }
 }
 

@@ -146,6 +146,25 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Start over at `start` from the bucket's copy (a follower whose log ends below the
+    /// leader's local start): every local batch goes, and the log continues with the epoch
+    /// history and producer state the bucket holds for `start`, saved before it returns so
+    /// that a crash keeps them.
+    pub fn reset_to_restored(
+        &mut self,
+        start: i64,
+        epochs: Vec<(i32, i64)>,
+        producers: ProducerStateTable,
+    ) -> Result<()> {
+        self.reset_to(start)?;
+        self.epochs = epochs;
+        self.producers = producers;
+        self.snapshot_producers()?;
+        self.write_meta()?;
+        tracing::info!(dir = %self.dir.display(), offset = start, "log rebuilt from the bucket's copy");
+        Ok(())
+    }
+
     fn after_truncation(&mut self, leo: i64) -> Result<()> {
         self.producers.truncate_to(leo);
         for off in self.snapshot_offsets()? {
@@ -246,6 +265,36 @@ mod tests {
         let log = PartitionLog::open(&path, id, cfg(), true).unwrap();
         assert_eq!(log.log_end_offset(), 8);
         assert_eq!(log.epochs(), &[(1, 0), (3, 6)]);
+    }
+
+    #[test]
+    fn a_rebuild_from_the_bucket_keeps_its_epochs_and_producers_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        // What the bucket holds: 20 offsets of producer 7, in epochs 0 and 3.
+        let mut remote = PartitionLog::open(&dir.path().join("r"), id, cfg(), false).unwrap();
+        leader_append(&mut remote, 5, 0, 7, 0);
+        leader_append(&mut remote, 5, 3, 7, 10);
+        // A follower far behind, with an older producer's batches.
+        let path = dir.path().join("f");
+        let mut log = PartitionLog::open(&path, id, cfg(), false).unwrap();
+        leader_append(&mut log, 3, 0, 1, 0);
+        log.reset_to_restored(20, remote.epochs().to_vec(), remote.producers.clone())
+            .unwrap();
+        drop(log);
+        let mut log = PartitionLog::open(&path, id, cfg(), true).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+        assert_eq!(log.epochs(), remote.epochs());
+        // The producer's retry of its last batch is still known as a duplicate, and its next
+        // batch continues at the restored offset.
+        let retry = make_batch(&[b"a", b"b"], 1_000, 7, 18);
+        let spans = batch::validate_produce_records(&retry).unwrap();
+        assert!(log.append(&retry, &spans, 4, 1_000).unwrap().duplicate);
+        let next = make_batch(&[b"a", b"b"], 1_000, 7, 20);
+        let spans = batch::validate_produce_records(&next).unwrap();
+        let info = log.append(&next, &spans, 4, 1_000).unwrap();
+        assert!(!info.duplicate);
+        assert_eq!(log.log_end_offset(), 22);
     }
 
     #[test]

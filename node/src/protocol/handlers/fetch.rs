@@ -105,7 +105,13 @@ async fn collect(b: &Arc<Node>, v: i16, req: &FetchRequest) -> (FetchResponse, u
                     pd.records = Some(bytes);
                 }
                 Ok(None) => {}
-                Err(e @ Error::OffsetOutOfRange { .. }) => {
+                Err(
+                    e @ (Error::OffsetOutOfRange { .. }
+                    | Error::Kafka {
+                        code: ResponseError::OffsetMovedToTieredStorage,
+                        ..
+                    }),
+                ) => {
                     tracing::debug!(topic = %view.name, partition = fp.partition, error = %e, "fetch out of range");
                     pd.error_code = e.code();
                     any_error = true;
