@@ -43,7 +43,12 @@ pub(super) struct PartState {
     snapshot: Option<(i64, ProducerStateTable)>,
     backoff: Duration,
     next_try: Instant,
-    orphans_checked: bool,
+    /// The manifest's leader epoch when the folder was last checked for orphans (None: not
+    /// yet in this leadership). Objects of older epochs become orphans only once a newer
+    /// epoch has written the manifest (before that their writer may still commit them), so
+    /// the check runs again when the manifest's epoch moves up, typically after this
+    /// leader's first write.
+    orphans_checked: Option<i32>,
     error: Option<String>,
     /// The leader epoch the uploader last worked in: a new leadership re-reads the manifest,
     /// which other leaders may have moved since.
@@ -60,7 +65,7 @@ impl Default for PartState {
             snapshot: None,
             backoff: Duration::ZERO,
             next_try: Instant::now(),
-            orphans_checked: false,
+            orphans_checked: None,
             error: None,
             led_epoch: None,
             follower_backoff: Duration::ZERO,
@@ -156,7 +161,7 @@ impl Tiering {
         if st.led_epoch != Some(epoch) {
             st.manifest = None;
             st.snapshot = None;
-            st.orphans_checked = false;
+            st.orphans_checked = None;
             st.backoff = Duration::ZERO;
             st.next_try = Instant::now();
             st.led_epoch = Some(epoch);
@@ -313,7 +318,8 @@ impl Tiering {
         let epoch = part.leader_epoch();
         self.ensure_manifest(st, part, topic_id).await?;
         let pp = self.partition_prefix(topic_id, p);
-        if !st.orphans_checked {
+        let manifest_epoch = st.manifest.as_ref().expect("loaded").0.leader_epoch;
+        if st.orphans_checked.is_none_or(|e| e < manifest_epoch) {
             let m = &st.manifest.as_ref().expect("loaded").0;
             m.fence(epoch)?;
             let names: Vec<String> = self
@@ -330,7 +336,7 @@ impl Tiering {
                     .orphans_deleted
                     .fetch_add(1, Ordering::Relaxed);
             }
-            st.orphans_checked = true;
+            st.orphans_checked = Some(manifest_epoch);
         }
         loop {
             if self.is_stopping() {
@@ -588,7 +594,7 @@ impl Tiering {
                     .await
                 {
                     tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "could not delete objects below the new log start; the next pass will");
-                    st.orphans_checked = false;
+                    st.orphans_checked = None;
                 }
             }
             self.counters
