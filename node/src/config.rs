@@ -189,6 +189,11 @@ pub struct Args {
     #[arg(long, env = "STRATA_REMOTE_CACHE_BYTES", default_value_t = 256 << 20)]
     pub remote_cache_bytes: u64,
 
+    /// Bytes of bucket data kept on the node's volume (under the data directory's
+    /// remote-cache/) for reads below the local log start; it survives restarts. 0: none.
+    #[arg(long, env = "STRATA_REMOTE_DISK_CACHE_BYTES", default_value_t = 1 << 30)]
+    pub remote_disk_cache_bytes: u64,
+
     /// How often the uploader looks for closed segments to tier.
     #[arg(long, env = "STRATA_TIERING_INTERVAL_MS", default_value_t = 1000)]
     pub tiering_interval_ms: u64,
@@ -281,6 +286,12 @@ impl Args {
             Some(url) => Some(crate::tiering::TieringOptions {
                 url: url.clone(),
                 cache_bytes: self.remote_cache_bytes.max(1 << 20),
+                disk_cache: (self.remote_disk_cache_bytes > 0).then(|| {
+                    (
+                        self.data_dir.join(crate::tiering::DISK_CACHE_DIR),
+                        self.remote_disk_cache_bytes,
+                    )
+                }),
                 interval: std::time::Duration::from_millis(self.tiering_interval_ms.max(10)),
             }),
             None => None,

@@ -81,6 +81,8 @@ pub enum Error {
     CorruptRemoteSegment { key: String, reason: String },
     #[error("remote data of this partition is not available yet: {0}")]
     RemoteUnavailable(String),
+    #[error("disk cache entry is damaged: {0}")]
+    CorruptCacheEntry(String),
     #[error("replication: {0}")]
     Replication(String),
     #[error("controller unreachable: {0}")]
@@ -139,6 +141,7 @@ impl Error {
             | Error::UnknownManifestVersion { .. }
             | Error::UploadNotContiguous { .. }
             | Error::CorruptRemoteSegment { .. }
+            | Error::CorruptCacheEntry(_)
             | Error::RemoteUnavailable(_) => ResponseError::KafkaStorageError,
             // A newer leader owns the partition's manifest: this node no longer leads it.
             Error::ManifestFenced { .. } => ResponseError::NotLeaderOrFollower,
@@ -208,6 +211,7 @@ mod tests {
                 reason: "r".into(),
             },
             Error::RemoteUnavailable("r".into()),
+            Error::CorruptCacheEntry("r".into()),
         ];
         for e in &storage {
             assert_eq!(e.kafka_code(), ResponseError::KafkaStorageError, "{e}");
@@ -221,7 +225,7 @@ mod tests {
         let transient: Vec<bool> = storage.iter().map(Error::is_transient).collect();
         assert_eq!(
             transient,
-            [false, true, true, false, false, false, false, true]
+            [false, true, true, false, false, false, false, true, true]
         );
         assert!(!fenced.is_transient());
         assert!(Error::io("x", std::io::Error::other("y")).is_transient());

@@ -1,7 +1,7 @@
 //! Writes the seed corpora of the fuzz targets: real request frames, record sets and
 //! partition directories encoded with the kafka-protocol crate.
 //!
-//! Usage: strata-fuzz-seedgen OUT_DIR   (writes OUT_DIR/{request_frame,record_batches,log_recovery}/)
+//! Usage: strata-fuzz-seedgen OUT_DIR   (writes OUT_DIR/{request_frame,record_batches,log_recovery,disk_cache_entry}/)
 
 use std::path::Path;
 
@@ -663,6 +663,35 @@ fn log_recovery(dir: &Path) {
     w("empty", Vec::new());
 }
 
+/// Files of the disk cache for bucket reads: intact blocks and whole objects, an empty one,
+/// and one with a flipped data byte.
+fn disk_cache_entries(dir: &Path) {
+    use strata_node::tiering::disk_cache::encode_entry;
+    std::fs::create_dir_all(dir).unwrap();
+    let w = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
+    let block: Vec<u8> = (0..1024u32).map(|i| i as u8).collect();
+    w(
+        "block",
+        encode_entry(
+            "prefix/6f1c2d3e-0000-4000-8000-000000000001/0/00000000000000000000-0.log",
+            0,
+            &block,
+        ),
+    );
+    w(
+        "whole_index",
+        encode_entry(
+            "prefix/t/0/00000000000000001000-3.index",
+            u64::MAX,
+            &[[0u8; 8], [1u8; 8]].concat(),
+        ),
+    );
+    w("empty_data", encode_entry("o", 7, &[]));
+    let mut bad = encode_entry("o", 1, b"abcdef");
+    *bad.last_mut().unwrap() ^= 1;
+    w("bad_crc", bad);
+}
+
 fn main() {
     let out = std::env::args()
         .nth(1)
@@ -671,4 +700,5 @@ fn main() {
     request_frames(&out.join("request_frame"));
     record_batches(&out.join("record_batches"));
     log_recovery(&out.join("log_recovery"));
+    disk_cache_entries(&out.join("disk_cache_entry"));
 }

@@ -90,7 +90,7 @@ impl Broker {
         let fresh = !std::fs::read_dir(&data)
             .map_err(|e| Error::io(data.display().to_string(), e))?
             .flatten()
-            .any(|e| e.file_name() != "meta");
+            .any(|e| e.file_name() != "meta" && e.file_name() != crate::tiering::DISK_CACHE_DIR);
         let recover = !fresh && !marker.exists();
         let _ = std::fs::remove_file(&marker);
         if recover {

@@ -345,6 +345,23 @@ pub fn render(b: &Node) -> String {
                 "strata_tiering_cache_requests_total{{result=\"{result}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP strata_tiering_disk_cache_requests_total Reads of the disk cache beneath the block cache, by result."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_disk_cache_requests_total counter");
+        for (result, n) in [("hit", s.disk_cache_hits), ("miss", s.disk_cache_misses)] {
+            let _ = writeln!(
+                o,
+                "strata_tiering_disk_cache_requests_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP strata_tiering_disk_cache_bytes Bytes of bucket data held in the disk cache."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_disk_cache_bytes gauge");
+        let _ = writeln!(o, "strata_tiering_disk_cache_bytes {}", s.disk_cache_bytes);
     }
     o
 }

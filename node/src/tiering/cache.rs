@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 
+use super::disk_cache::DiskCache;
 use super::store::Bucket;
 use crate::error::{Error, Result};
 
@@ -45,6 +46,8 @@ pub struct BlockCache {
     max_bytes: u64,
     inner: Mutex<Inner>,
     pub counters: CacheCounters,
+    /// Below memory: blocks kept on the node's volume (see `disk_cache`).
+    disk: Option<Arc<DiskCache>>,
 }
 
 /// The error of a shared request, for each reader that waited on it.
@@ -70,7 +73,20 @@ impl BlockCache {
             max_bytes,
             inner: Mutex::new(Inner::default()),
             counters: CacheCounters::default(),
+            disk: None,
         }
+    }
+
+    /// The same, with `disk` beneath it: a block missing in memory is looked for there
+    /// before the bucket, and a block read from the bucket is kept there too.
+    pub fn with_disk(mut self, disk: Arc<DiskCache>) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// The disk cache beneath, if any.
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
     }
 
     /// Bytes held now.
@@ -140,10 +156,24 @@ impl BlockCache {
                 let name = key.0.clone();
                 let me = self.clone();
                 let k = key.clone();
+                let disk = self.disk.clone();
                 let f = async move {
-                    let r = match range {
-                        Some(r) => bucket.get_range(&name, r).await,
-                        None => match bucket.get(&name).await {
+                    let block = k.1;
+                    let on_disk = match &disk {
+                        Some(d) => {
+                            let (d, n) = (d.clone(), name.clone());
+                            tokio::task::spawn_blocking(move || d.get(&n, block))
+                                .await
+                                .ok()
+                                .flatten()
+                        }
+                        None => None,
+                    };
+                    let from_disk = on_disk.is_some();
+                    let r = match (on_disk, range) {
+                        (Some(b), _) => Ok(b),
+                        (None, Some(r)) => bucket.get_range(&name, r).await,
+                        (None, None) => match bucket.get(&name).await {
                             Ok(Some((b, _))) => Ok(b),
                             Ok(None) => Err(Error::CorruptRemoteSegment {
                                 key: name.to_string(),
@@ -152,6 +182,11 @@ impl BlockCache {
                             Err(e) => Err(e),
                         },
                     };
+                    if let (Some(d), Ok(b), false) = (&disk, &r, from_disk) {
+                        let (d, n, b) = (d.clone(), name.clone(), b.clone());
+                        // A write to the page cache: little beside the GET it saves later.
+                        let _ = tokio::task::spawn_blocking(move || d.put(&n, block, &b)).await;
+                    }
                     me.inner.lock().pending.remove(&k);
                     match r {
                         Ok(b) => {

@@ -12,6 +12,7 @@
 //! `{base_offset:020}-{leader_epoch}.{log,index,timeindex,snapshot}` beside it.
 
 pub mod cache;
+pub mod disk_cache;
 mod lookup;
 pub mod manifest;
 pub mod plan;
@@ -44,9 +45,14 @@ pub struct TieringOptions {
     pub url: String,
     /// Byte budget of the read cache.
     pub cache_bytes: u64,
+    /// The disk cache beneath it: its directory and byte budget (None: no disk cache).
+    pub disk_cache: Option<(std::path::PathBuf, u64)>,
     /// How often the uploader looks for closed segments.
     pub interval: Duration,
 }
+
+/// The disk cache's directory under the data directory.
+pub const DISK_CACHE_DIR: &str = "remote-cache";
 
 /// Read-ahead after a remote read, for sequential consumers.
 const READ_AHEAD: u64 = 2 * cache::BLOCK;
@@ -105,6 +111,9 @@ pub struct TieringStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_bytes: u64,
+    pub disk_cache_hits: u64,
+    pub disk_cache_misses: u64,
+    pub disk_cache_bytes: u64,
     pub bucket_puts: u64,
     pub bucket_gets: u64,
     pub bucket_lists: u64,
@@ -175,10 +184,22 @@ impl Tiering {
 
     /// Tiering over a given bucket (tests use an in-memory one).
     pub fn with_bucket(bucket: Arc<dyn Bucket>, prefix: String, options: TieringOptions) -> Self {
+        let mut cache = BlockCache::new(options.cache_bytes);
+        if let Some((dir, bytes)) = &options.disk_cache {
+            match disk_cache::DiskCache::open(dir, *bytes) {
+                Ok(d) => {
+                    tracing::info!(dir = %dir.display(), max_bytes = bytes, held = d.bytes(), "disk cache for bucket reads");
+                    cache = cache.with_disk(Arc::new(d));
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "no disk cache for bucket reads")
+                }
+            }
+        }
         Tiering {
             bucket,
             prefix,
-            cache: Arc::new(BlockCache::new(options.cache_bytes)),
+            cache: Arc::new(cache),
             options,
             views: RwLock::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
@@ -577,6 +598,9 @@ impl Tiering {
             cache_hits: l(&self.cache.counters.hits),
             cache_misses: l(&self.cache.counters.misses),
             cache_bytes: self.cache.bytes(),
+            disk_cache_hits: self.cache.disk().map_or(0, |d| l(&d.hits)),
+            disk_cache_misses: self.cache.disk().map_or(0, |d| l(&d.misses)),
+            disk_cache_bytes: self.cache.disk().map_or(0, |d| d.bytes()),
             bucket_puts: l(&b.puts),
             bucket_gets: l(&b.gets),
             bucket_lists: l(&b.lists),

@@ -48,6 +48,7 @@ fn config_at(data: &std::path::Path, bucket: &std::path::Path) -> NodeConfig {
     cfg.tiering = Some(TieringOptions {
         url: format!("file://{}", bucket.display()),
         cache_bytes: 1 << 20,
+        disk_cache: None,
         // The tests run every upload and retention pass themselves.
         interval: Duration::from_secs(3600),
     });
@@ -57,9 +58,14 @@ fn config_at(data: &std::path::Path, bucket: &std::path::Path) -> NodeConfig {
 
 /// A node with its data in `data`, tiering to the file:// bucket at `bucket`.
 async fn open_at(data: &std::path::Path, bucket: &std::path::Path) -> Running {
+    open_config(|| config_at(data, bucket)).await
+}
+
+/// A node started with `cfg()`.
+async fn open_config(cfg: impl Fn() -> NodeConfig) -> Running {
     // A node dropped just before may still be letting go of the data directory's lock.
     for _ in 0..100 {
-        match crate::node::Node::open_and_start(config_at(data, bucket)).await {
+        match crate::node::Node::open_and_start(cfg()).await {
             Ok(n) => return Running(n),
             Err(e) if e.to_string().contains("another strata-node") => {
                 tokio::time::sleep(Duration::from_millis(20)).await
@@ -753,6 +759,7 @@ fn the_earliest_offset_is_unknown_until_the_manifest_is_read() {
     let t = Tiering::open(TieringOptions {
         url: format!("file://{}", bucket.path().display()),
         cache_bytes: 1 << 20,
+        disk_cache: None,
         interval: Duration::from_secs(3600),
     })
     .unwrap();
@@ -816,4 +823,91 @@ async fn producer_state_survives_a_manifest_emptied_by_delete_records() {
         )
         .unwrap();
     assert_eq!(next.0.base_offset, end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_reads_are_kept_on_disk_across_a_restart() {
+    let node = Node::new();
+    let cfg = || {
+        let mut c = config_at(node.data.path(), node.bucket.path());
+        c.tiering.as_mut().unwrap().disk_cache =
+            Some((node.data.path().join(DISK_CACHE_DIR), 64 << 20));
+        c
+    };
+    let b = open_config(cfg).await;
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
+    let part = b.partition("t", 0).unwrap();
+    for seq in 0..100 {
+        let batch = make_batch(&[&[9u8; 150], b"tail"], now(), 42, seq * 2);
+        b.append(&part, batch).unwrap();
+    }
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    b.run_retention();
+    assert!(part.log().log_start_offset() > 0);
+    let before = read_all(&b, "t", 0).await;
+    assert_eq!(before.len(), 100);
+    assert!(t.stats().disk_cache_bytes > 0);
+    drop(part);
+    drop(b);
+    drop(t);
+
+    // After a restart the same reads come from the disk, not the bucket.
+    let b = open_config(cfg).await;
+    let t = b.tiering.clone().unwrap();
+    let gets = t.stats().bucket_gets;
+    assert_eq!(read_all(&b, "t", 0).await, before);
+    let s = t.stats();
+    assert!(s.disk_cache_hits > 0, "{s:?}");
+    assert_eq!(s.bucket_gets, gets, "no GET for data the disk holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_by_a_restart_leaves_no_orphans() {
+    let node = Node::new();
+    let b = node.open().await;
+    b.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
+    let part = b.partition("t", 0).unwrap();
+    let batch = || make_batch(&[&[6u8; 150]], now(), -1, -1);
+    for _ in 0..30 {
+        b.append(&part, batch()).unwrap();
+    }
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    let topic_id = part.log().topic_id();
+    let (m, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(problems.is_empty(), "{problems:?}");
+    // The process dies while uploading the next segment: its objects are in the bucket, the
+    // manifest does not name them.
+    let dir = node
+        .bucket
+        .path()
+        .join(topic_id.hyphenated().to_string())
+        .join("0");
+    for ext in ["log", "index"] {
+        let name = manifest::object_name(m.end_offset, m.leader_epoch, ext);
+        std::fs::write(dir.join(name), b"cut off").unwrap();
+    }
+    drop(part);
+    drop(b);
+    drop(t);
+
+    // The restarted node leads in a newer epoch; once it has written the manifest, the cut
+    // off upload's objects can be claimed by no one and go.
+    let b = node.open().await;
+    let part = b.partition("t", 0).unwrap();
+    assert!(part.leader_epoch() > m.leader_epoch);
+    for _ in 0..30 {
+        b.append(&part, batch()).unwrap();
+    }
+    let t = b.tiering.clone().unwrap();
+    t.sync_partition(&part).await;
+    t.sync_partition(&part).await;
+    let (after, problems) = scrub_dir(node.bucket.path(), topic_id);
+    assert!(after.end_offset > m.end_offset);
+    assert!(problems.is_empty(), "{problems:?}");
 }

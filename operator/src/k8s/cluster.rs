@@ -385,6 +385,10 @@ pub fn node_env(c: &Cluster) -> Vec<EnvVar> {
     }
     if let (Some(os), Some(url)) = (&c.spec.object_store, object_store_url(c)) {
         out.push(env("STRATA_OBJECT_STORE", url));
+        out.push(env(
+            "STRATA_REMOTE_DISK_CACHE_BYTES",
+            disk_cache_bytes(&c.spec.storage.size.0).to_string(),
+        ));
         if let Some(endpoint) = &os.endpoint {
             out.push(env("AWS_ENDPOINT", endpoint.clone()));
             if endpoint.starts_with("http://") {
@@ -414,6 +418,13 @@ pub fn node_env(c: &Cluster) -> Vec<EnvVar> {
         }
     }
     out
+}
+
+/// The node's disk cache for bucket reads: a tenth of its volume, at most 1 GiB (the node's
+/// own default), so that the cache never crowds out the hot tail it sits beside.
+pub fn disk_cache_bytes(volume: &str) -> u64 {
+    const MAX: u64 = 1 << 30;
+    quantity_bytes(volume).map_or(MAX, |b| ((b / 10.0) as u64).min(MAX))
 }
 
 /// The node command line; `$(VAR)` is expanded by the kubelet from the environment.

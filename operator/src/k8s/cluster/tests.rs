@@ -195,6 +195,7 @@ fn default_image_and_advertised_host_template() {
     let env = node_env(&c);
     for name in [
         "STRATA_OBJECT_STORE",
+        "STRATA_REMOTE_DISK_CACHE_BYTES",
         "STRATA_TOPIC_DEFAULT",
         "AWS_ACCESS_KEY_ID",
         "AWS_ENDPOINT",
@@ -208,6 +209,19 @@ fn object_store_settings_and_keys_only_by_secret_reference() {
     let c = tiered();
     let env = node_env(&c);
     assert_eq!(value(&env, "STRATA_OBJECT_STORE"), Some("s3://tiered/prod"));
+    // The disk cache for bucket reads: a tenth of the volume, at most 1 GiB.
+    let cache: u64 = value(&env, "STRATA_REMOTE_DISK_CACHE_BYTES")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        cache,
+        disk_cache_bytes(&c.spec.storage.size.0),
+        "{:?}",
+        c.spec.storage.size
+    );
+    assert_eq!(disk_cache_bytes("2Gi"), 214_748_364);
+    assert_eq!(disk_cache_bytes("100Gi"), 1 << 30);
     assert_eq!(
         value(&env, "AWS_ENDPOINT"),
         Some("http://minio.storage.svc:9000")
