@@ -487,24 +487,29 @@ impl Broker {
         };
         if let Some((t, topic_id)) = self.remote_tier(part) {
             // The log start a client sees is the bucket's.
-            if let Ok(earliest) = t.earliest(topic_id, part.index, start) {
-                read.log_start_offset = earliest;
+            let earliest = t.earliest(topic_id, part.index, start);
+            if let Ok(e) = &earliest {
+                read.log_start_offset = *e;
             }
             if offset < start && matches!(read.records, Err(Error::OffsetOutOfRange { .. })) {
-                read.records = if follower {
+                read.records = match (follower, earliest) {
+                    // Bucket failures map to their Kafka codes like local ones.
+                    (false, _) => t.read(topic_id, part.index, offset, limit, first).await,
+                    // How far the bucket reaches is not known yet: retriable.
+                    (true, Err(e)) => Err(e),
+                    // Below what the bucket holds too: out of range, and the follower
+                    // restarts its log at the start it is given.
+                    (true, Ok(e)) if offset < e => read.records,
                     // A replica never copies the bucket's data through the leader: it
                     // rebuilds its state from the bucket and fetches from there (Kafka's
                     // OFFSET_MOVED_TO_TIERED_STORAGE).
-                    Err(Error::Kafka {
+                    (true, Ok(_)) => Err(Error::Kafka {
                         code: ResponseError::OffsetMovedToTieredStorage,
                         message: format!(
                             "{}: offset {offset} is below the local log start {start}; it is in the bucket",
                             part.name()
                         ),
-                    })
-                } else {
-                    // Bucket failures map to their Kafka codes like local ones.
-                    t.read(topic_id, part.index, offset, limit, first).await
+                    }),
                 };
             }
         }
