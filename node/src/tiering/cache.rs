@@ -184,8 +184,12 @@ impl BlockCache {
                     };
                     if let (Some(d), Ok(b), false) = (&disk, &r, from_disk) {
                         let (d, n, b) = (d.clone(), name.clone(), b.clone());
-                        // A write to the page cache: little beside the GET it saves later.
-                        let _ = tokio::task::spawn_blocking(move || d.put(&n, block, &b)).await;
+                        // Written in the background: the reader does not wait for it.
+                        d.writing(1);
+                        tokio::task::spawn_blocking(move || {
+                            d.put(&n, block, &b);
+                            d.writing(-1);
+                        });
                     }
                     me.inner.lock().pending.remove(&k);
                     match r {

@@ -130,6 +130,8 @@ pub struct DiskCache {
     pub misses: AtomicU64,
     /// Numbers temporary files apart.
     writes: AtomicU64,
+    /// Writes handed to a blocking thread and not finished yet.
+    in_flight: std::sync::atomic::AtomicI64,
 }
 
 impl DiskCache {
@@ -158,6 +160,7 @@ impl DiskCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicI64::new(0),
         };
         {
             let mut index = cache.index.lock();
@@ -174,6 +177,16 @@ impl DiskCache {
         self.index.lock().bytes
     }
 
+    /// Count a background write starting (1) or done (-1).
+    pub fn writing(&self, delta: i64) {
+        self.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Background writes not finished yet.
+    pub fn writes_in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// The block, if held intact (blocking: call from a blocking thread).
     pub fn get(&self, name: &str, block: u64) -> Option<Bytes> {
         let file = file_name(name, block);
@@ -183,8 +196,13 @@ impl DiskCache {
         }
         let path = self.dir.join(&file);
         let found = std::fs::read(&path).ok().and_then(|raw| {
+            let raw = Bytes::from(raw);
             let e = decode_entry(&raw).ok()?;
-            (e.name == name && e.block == block).then(|| Bytes::copy_from_slice(e.data))
+            if e.name != name || e.block != block {
+                return None;
+            }
+            // The data is the file's tail: a view of it, not a copy.
+            Some(raw.slice(raw.len() - e.data.len()..))
         });
         match &found {
             Some(_) => {

@@ -849,7 +849,17 @@ async fn bucket_reads_are_kept_on_disk_across_a_restart() {
     assert!(part.log().log_start_offset() > 0);
     let before = read_all(&b, "t", 0).await;
     assert_eq!(before.len(), 100);
+    // The blocks read from the bucket reach the disk in the background.
+    let disk = t.cache.disk().unwrap().clone();
+    for _ in 0..500 {
+        if disk.writes_in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(disk.writes_in_flight(), 0);
     assert!(t.stats().disk_cache_bytes > 0);
+    drop(disk);
     drop(part);
     drop(b);
     drop(t);
