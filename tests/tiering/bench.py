@@ -1,19 +1,30 @@
 #!/usr/bin/env python3
 """Tiering figures (not a test, not asserted): upload throughput, catch-up reads from the
-bucket with a cold cache against reads of a local topic, and bucket requests per GB.
+bucket with cold caches and again from the disk cache, against reads of a local topic,
+bucket requests per GiB, and the local disk of a tiered partition over time while producing
+at full speed (a plot).
 
   STRATA_NODE_BIN=target/release/strata-node \\
-    ~/.cache/strata-testbed/testbed-venv/bin/python tests/tiering/bench.py [MiB]
+    ~/.cache/strata-testbed/testbed-venv/bin/python tests/tiering/bench.py [MiB [SEGMENT_MiB]]
+
+  TIER_BENCH_PLOT=FILE.png   where the plot goes (default: the work dir)
 
 MinIO, the node and the clients share this machine, so the figures are ratios for this
 machine, not absolutes. The page cache is warm for local reads (the node's local files were
-just written); the bucket cache is cold (the node restarts before the reads).
+just written); for the cold read the node restarts with its disk cache emptied, for the disk
+cache read it restarts with the disk cache the cold read filled (the memory cache is empty
+after every restart).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import sys
+import threading
+import urllib.request
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +32,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from conftest import Minio, Node, S3Bucket, create_topic  # noqa: E402
-from strata_testlib import wait_for  # noqa: E402
+from strata_testlib import free_port, wait_for  # noqa: E402
 
 MIB = 1 << 20
-SEGMENT = 16 * MIB
-LOCAL = 32 * MIB
+SEGMENT = (int(sys.argv[2]) if len(sys.argv) > 2 else 16) * MIB
+LOCAL = 2 * SEGMENT
+GETS = 'strata_tiering_bucket_requests_total{op="get"}'
+BYTES_DOWN = 'strata_tiering_bucket_bytes_total{direction="down"}'
+DISK_HITS = 'strata_tiering_disk_cache_requests_total{result="hit"}'
+DISK_MISSES = 'strata_tiering_disk_cache_requests_total{result="miss"}'
 
 
 def produce_bytes(bootstrap: str, topic: str, total: int) -> float:
@@ -96,6 +111,67 @@ def stats(node: Node) -> dict:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", clean)}
 
 
+def metrics(addr: str) -> dict[str, float]:
+    """GET /metrics: {sample name with labels: value}."""
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def local_disk_over_time(node: Node, addr: str, topic: str, total: int, plot: Path) -> dict:
+    """Produce `total` bytes at full speed into a topic tiered from the start, sampling its
+    local log bytes and the bucket's bytes every 0.25 s, and 10 s after; plot them."""
+    samples: list[tuple[float, int, float]] = []
+    stop = threading.Event()
+    t0 = time.time()
+
+    def sample():
+        while not stop.is_set():
+            remote = metrics(addr).get(
+                f'strata_tiering_remote_bytes{{topic="{topic}",partition="0"}}', 0.0)
+            local = 0
+            for f in node.partition_dir(topic, 0).glob("*.log"):
+                try:
+                    local += f.stat().st_size
+                except OSError:  # deleted while listed
+                    pass
+            samples.append((time.time() - t0, local, remote))
+            time.sleep(0.25)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    dt = produce_bytes(node.bootstrap, topic, total)
+    time.sleep(10)
+    stop.set()
+    th.join()
+    peak = max(s[1] for s in samples)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.plot([s[0] for s in samples], [s[1] / MIB for s in samples], label="local log (MiB)")
+        ax.plot([s[0] for s in samples], [s[2] / MIB for s in samples], label="in the bucket (MiB)")
+        ax.axhline(LOCAL / MIB, linestyle=":", color="gray", label="local.retention.bytes")
+        ax.axvline(dt, linestyle="--", color="gray", label="producer done")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("MiB")
+        ax.set_title(f"One tiered partition, {total // MIB} MiB produced at full speed, "
+                     f"{SEGMENT // MIB} MiB segments")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot)
+    except ImportError:
+        print("no matplotlib: no plot")
+    return {"produce_s": dt, "peak_local_bytes": peak, "samples": samples}
+
+
 def stats_lines(node: Node) -> int:
     return node.log_path.read_text(errors="replace").count("tiering stats")
 
@@ -111,8 +187,10 @@ def main():
     minio = Minio(work / "minio")
     try:
         bucket = S3Bucket(minio, "bench")
-        node = Node(work / "node", bucket)
+        maddr = f"127.0.0.1:{free_port()}"
+        node = Node(work / "node", bucket, extra_args=["--metrics-listen", maddr])
         node.start()
+        plot = Path(os.environ.get("TIER_BENCH_PLOT") or work / "tier-local-disk.png")
         common = {"segment.bytes": str(SEGMENT), "retention.ms": "-1", "retention.bytes": "-1"}
         create_topic(node.bootstrap, "tiered", 1, {**common, "local.retention.bytes": str(LOCAL)})
         create_topic(node.bootstrap, "local", 1, common)
@@ -140,28 +218,48 @@ def main():
               f"{gib:.3f} GiB = {s['bucket_puts'] / gib:.0f} PUTs/GiB, "
               f"{(s['bucket_puts'] + s['bucket_gets'] + s['bucket_lists']) / gib:.0f} requests/GiB")
 
-        # Catch-up reads from offset 0 after a restart (empty bucket cache).
+        # Catch-up reads from offset 0 after a restart: memory and disk caches empty.
+        node.stop()
+        shutil.rmtree(node.data / "remote-cache", ignore_errors=True)
+        node.start()
+        size, dt = consume_bytes(node.bootstrap, "tiered")
+        m = metrics(maddr)
+        gets = m.get(GETS, 0)
+        remote_gib = m.get("strata_tiering_remote_read_bytes_total", 0) / (1 << 30)
+        print(f"catch-up read, tiered topic (cold caches): {size / MIB:.0f} MiB in {dt:.1f} s = "
+              f"{size / MIB / dt:.1f} MiB/s; {gets:.0f} GETs for "
+              f"{m.get(BYTES_DOWN, 0) / MIB:.0f} MiB "
+              f"from the bucket ({gets / max(remote_gib, 1e-9):.0f} GETs/GiB served)")
+        # Again after a restart: the memory cache is empty, the disk cache holds what the
+        # cold read fetched (up to its 1 GiB default).
         node.stop()
         node.start()
-        before = stats_lines(node)
         size, dt = consume_bytes(node.bootstrap, "tiered")
-        s2 = fresh_stats(node, before)
-        remote_gib = s2.get("remote_read_bytes", 0) / (1 << 30)
-        print(f"catch-up read, tiered topic (cold cache): {size / MIB:.0f} MiB in {dt:.1f} s = "
-              f"{size / MIB / dt:.1f} MiB/s; {s2.get('bucket_gets', 0)} GETs for "
-              f"{s2.get('bucket_bytes_down', 0) / MIB:.0f} MiB from the bucket "
-              f"({s2.get('bucket_gets', 0) / max(remote_gib, 1e-9):.0f} GETs/GiB served)")
+        m = metrics(maddr)
+        print(f"catch-up read, tiered topic (disk cache): {size / MIB:.0f} MiB in {dt:.1f} s = "
+              f"{size / MIB / dt:.1f} MiB/s; {m.get(GETS, 0):.0f} GETs, "
+              f"{m.get(DISK_HITS, 0):.0f} disk cache hits, {m.get(DISK_MISSES, 0):.0f} misses")
         size, dt = consume_bytes(node.bootstrap, "local")
         print(f"catch-up read, local topic: {size / MIB:.0f} MiB in {dt:.1f} s = {size / MIB / dt:.1f} MiB/s")
+
+        # The local disk of a partition tiered from the start, while producing at full speed.
+        create_topic(node.bootstrap, "live", 1, {**common, "remote.storage.enable": "true",
+                                                  "local.retention.bytes": str(LOCAL)})
+        live = local_disk_over_time(node, maddr, "live", total, plot)
+        print(f"local disk while producing {total / MIB:.0f} MiB at full speed into a tiered "
+              f"topic ({total / MIB / live['produce_s']:.1f} MiB/s): peak "
+              f"{live['peak_local_bytes'] / MIB:.1f} MiB for local.retention.bytes "
+              f"{LOCAL / MIB:.0f} MiB + one {SEGMENT / MIB:.0f} MiB segment; "
+              f"{live['samples'][-1][1] / MIB:.1f} MiB 10 s after; plot: {plot}")
+        (work / "live.json").write_text(json.dumps(live))
 
         # Produce latency (acks=all, 1 KiB records at a steady rate) alone, then while a
         # consumer catches up from the bucket with a cold cache.
         create_topic(node.bootstrap, "latency", 1, {})
         alone = produce_latencies(node.bootstrap, "latency", 6.0)
         node.stop()
+        shutil.rmtree(node.data / "remote-cache", ignore_errors=True)
         node.start()
-        import threading
-
         reader = threading.Thread(target=consume_bytes, args=(node.bootstrap, "tiered"))
         reader.start()
         busy = produce_latencies(node.bootstrap, "latency", 6.0)
