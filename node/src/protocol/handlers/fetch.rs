@@ -2,7 +2,9 @@
 //! max_wait_ms, per-partition and per-response byte limits (KIP-74 semantics).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
