@@ -197,6 +197,13 @@ pub struct Args {
     /// How often the uploader looks for closed segments to tier.
     #[arg(long, env = "STRATA_TIERING_INTERVAL_MS", default_value_t = 1000)]
     pub tiering_interval_ms: u64,
+
+    /// Restore the topics (names, configs, data) of a cluster from its bucket prefix
+    /// (`s3://BUCKET/PREFIX` or `file:///PATH`, as `--object-store`): this node's own
+    /// `--object-store` restores in place, another prefix is copied into ours first. Done
+    /// once: a `restore.json` in our prefix records it. Needs `--object-store`.
+    #[arg(long, env = "STRATA_RESTORE_FROM")]
+    pub restore_from: Option<String>,
 }
 
 /// Validated, immutable node configuration.
@@ -233,6 +240,8 @@ pub struct NodeConfig {
     pub ready_catch_up_timeout_ms: u64,
     /// Tiered storage settings, when `--object-store` is given.
     pub tiering: Option<crate::tiering::TieringOptions>,
+    /// Restore the topics of the cluster whose bucket prefix this is, once.
+    pub restore_from: Option<String>,
 }
 
 impl Args {
@@ -296,6 +305,15 @@ impl Args {
             }),
             None => None,
         };
+        match (&self.restore_from, &tiering) {
+            (Some(_), None) => return Err("--restore-from needs --object-store".into()),
+            (Some(url), Some(_)) if !url.starts_with("s3://") && !url.starts_with("file:///") => {
+                return Err(format!(
+                    "--restore-from {url:?} must be s3://BUCKET/PREFIX or file:///PATH"
+                ))
+            }
+            _ => {}
+        }
         let mut defaults = BTreeMap::new();
         for kv in &self.topic_defaults {
             let (k, v) = kv
@@ -334,6 +352,7 @@ impl Args {
             controlled_shutdown_timeout_ms: self.controlled_shutdown_timeout_ms,
             ready_catch_up_timeout_ms: self.ready_catch_up_timeout_ms,
             tiering,
+            restore_from: self.restore_from,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Writes the seed corpora of the fuzz targets: real request frames, record sets and
 //! partition directories encoded with the kafka-protocol crate.
 //!
-//! Usage: strata-fuzz-seedgen OUT_DIR   (writes OUT_DIR/{request_frame,record_batches,log_recovery,disk_cache_entry}/)
+//! Usage: strata-fuzz-seedgen OUT_DIR   (writes OUT_DIR/{request_frame,record_batches,log_recovery,disk_cache_entry,bucket_documents}/)
 
 use std::path::Path;
 
@@ -692,6 +692,70 @@ fn disk_cache_entries(dir: &Path) {
     w("bad_crc", bad);
 }
 
+/// A partition's manifest (first byte 0) and a topic's catalog entry (first byte 1): as
+/// written, and with fields a reader must refuse.
+fn bucket_documents(dir: &Path) {
+    use strata_node::tiering::catalog::TopicDescriptor;
+    use strata_node::tiering::manifest::{Manifest, RemoteSegment};
+    std::fs::create_dir_all(dir).unwrap();
+    let w = |name: &str, kind: u8, doc: &[u8]| {
+        std::fs::write(dir.join(name), [&[kind][..], doc].concat()).unwrap()
+    };
+    let id = uuid::Uuid::from_u128(0x6f1c_2d3e_0000_4000_8000_0000_0000_0001);
+    let mut m = Manifest::empty(id, 0);
+    m.leader_epoch = 3;
+    m.generation = 9;
+    m.end_offset = 200;
+    m.segments = vec![
+        RemoteSegment {
+            base_offset: 0,
+            next_offset: 120,
+            size: 4096,
+            index_size: 16,
+            time_index_size: 24,
+            max_timestamp: 1_700_000_000_000,
+            leader_epoch: 1,
+            epochs: vec![(0, 0), (1, 80)],
+        },
+        RemoteSegment {
+            base_offset: 120,
+            next_offset: 200,
+            size: 2048,
+            index_size: 8,
+            time_index_size: 12,
+            max_timestamp: -1,
+            leader_epoch: 3,
+            epochs: vec![(3, 120)],
+        },
+    ];
+    w("manifest", 0, &m.to_bytes());
+    w("manifest_empty", 0, &Manifest::empty(id, 2).to_bytes());
+    let text = String::from_utf8(m.to_bytes().to_vec()).unwrap();
+    w(
+        "manifest_gap",
+        0,
+        text.replace("\"base_offset\": 120", "\"base_offset\": 121")
+            .as_bytes(),
+    );
+    w(
+        "manifest_newer",
+        0,
+        text.replace("\"version\": 1", "\"version\": 2").as_bytes(),
+    );
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert("remote.storage.enable".to_string(), "true".to_string());
+    configs.insert("retention.ms".to_string(), "2592000000".to_string());
+    let d = TopicDescriptor::new("orders", id, 6, 3, configs);
+    w("topic", 1, &d.to_bytes());
+    let text = String::from_utf8(d.to_bytes().to_vec()).unwrap();
+    w(
+        "topic_no_partitions",
+        1,
+        text.replace("\"partitions\": 6", "\"partitions\": 0")
+            .as_bytes(),
+    );
+}
+
 fn main() {
     let out = std::env::args()
         .nth(1)
@@ -701,4 +765,5 @@ fn main() {
     record_batches(&out.join("record_batches"));
     log_recovery(&out.join("log_recovery"));
     disk_cache_entries(&out.join("disk_cache_entry"));
+    bucket_documents(&out.join("bucket_documents"));
 }

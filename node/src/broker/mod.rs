@@ -653,11 +653,19 @@ impl Broker {
     pub async fn allocate_producer_id(&self) -> Result<i64> {
         let mut ids = self.producer_ids.lock().await;
         if ids.0 >= ids.1 {
-            *ids = self.link.allocate_producer_id_block().await?;
+            *ids = self.link.allocate_producer_id_block(0).await?;
         }
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
+    }
+
+    /// Hand out producer ids from `floor` up only (a restore's producer state holds the
+    /// ids below it): a new block from the controller replaces the one in hand.
+    pub async fn producer_ids_from(&self, floor: i64) -> Result<()> {
+        let mut ids = self.producer_ids.lock().await;
+        *ids = self.link.allocate_producer_id_block(floor).await?;
+        Ok(())
     }
 
     /// Remove the partition directories of partitions not hosted here (a topic deleted, or

@@ -304,6 +304,7 @@ pub fn render(b: &Node) -> String {
             ("get", s.bucket_gets),
             ("list", s.bucket_lists),
             ("delete", s.bucket_deletes),
+            ("copy", s.bucket_copies),
         ] {
             let _ = writeln!(o, "strata_tiering_bucket_requests_total{{op=\"{op}\"}} {n}");
         }

@@ -10,6 +10,7 @@
 //! Only the request path (`protocol`, `server`) and this module see the whole node.
 
 pub mod metrics;
+mod restore;
 pub mod standalone;
 
 use std::collections::HashMap;
@@ -189,7 +190,11 @@ impl Node {
         if let Some(t) = self.tiering.clone() {
             tracing::info!(object_store = %t.options().url, "tiered storage on");
             self.tasks
-                .spawn(crate::tiering::run(t, self.broker.table().clone()));
+                .spawn(crate::tiering::run(t.clone(), self.broker.table().clone()));
+            if let Some(from) = self.config.restore_from.clone() {
+                tracing::info!(from = %from, "restoring the topics of a bucket prefix");
+                self.tasks.spawn(self.clone().restore(t, from));
+            }
         }
     }
 
@@ -264,6 +269,24 @@ impl Drop for Node {
     }
 }
 
+/// A topic's entry in the bucket's catalog.
+fn descriptor(
+    name: &str,
+    m: &crate::metadata::TopicMeta,
+    view: &ClusterView,
+) -> crate::tiering::catalog::TopicDescriptor {
+    let rf = view
+        .assignment(name, 0)
+        .map_or(m.replication_factor, |a| a.replicas.len() as i16);
+    crate::tiering::catalog::TopicDescriptor::new(
+        name,
+        m.id,
+        m.partitions,
+        rf.max(1),
+        m.configs.clone(),
+    )
+}
+
 impl ClusterHost for Node {
     fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()> {
         let me = self.cluster.me;
@@ -303,9 +326,9 @@ impl ClusterHost for Node {
                 }
             }
         }
-        // Topics deleted by this image: their tiered data goes too, unless the operator
-        // marked it to keep (deletionPolicy: Retain). Every node that knew the topic asks;
-        // deleting objects is idempotent.
+        // Topics deleted by this image: their tiered data and catalog entry go too, unless
+        // the operator marked the data to keep (deletionPolicy: Retain). Every node that knew
+        // the topic asks; deleting objects is idempotent.
         if let Some(t) = &self.tiering {
             for old in self.broker.topics() {
                 if meta.topics.values().any(|m| m.id == old.meta.id) {
@@ -317,12 +340,23 @@ impl ClusterHost for Node {
                     .configs
                     .get(strata_controller::RETAIN_REMOTE_DATA_CONFIG)
                     .is_some_and(|v| v == "true");
-                if cfg.remote_storage && !retain {
+                if !(cfg.remote_storage && retain) {
                     t.delete_topic_data(old.meta.id);
-                } else if cfg.remote_storage {
+                } else {
                     tracing::info!(topic = %old.name, topic_id = %old.meta.id, "topic deleted; its tiered data is retained");
+                    t.retire_topic(descriptor(&old.name, &old.meta, &view));
                 }
             }
+            // The catalog entries this node keeps: topics whose partition 0 it leads.
+            t.describe_topics(
+                meta.topics
+                    .iter()
+                    .filter(|(name, m)| {
+                        !m.internal && view.assignment(name, 0).is_some_and(|a| a.leader == me)
+                    })
+                    .map(|(name, m)| descriptor(name, m, &view))
+                    .collect(),
+            );
         }
         self.broker.image().install(meta, view);
         for (p, leading) in offsets_leadership {

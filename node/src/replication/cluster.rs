@@ -346,21 +346,49 @@ impl ClusterLink {
         assignments: Vec<Vec<i32>>,
         validate_only: bool,
     ) -> Result<TopicMeta> {
+        let topic = pb::CreatableTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor: replication_factor as i32,
+            configs: configs.into_iter().collect(),
+            assignments: assignments
+                .into_iter()
+                .map(|replicas| pb::ReplicaList { replicas })
+                .collect(),
+            ..Default::default()
+        };
+        self.create(topic, validate_only).await
+    }
+
+    /// CreateTopics for a topic restored from a bucket: under the id its data is filed by,
+    /// with each partition's first leader epoch above those of its bucket copy.
+    pub async fn create_restored_topic(
+        &self,
+        name: &str,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        topic_id: uuid::Uuid,
+        leader_epochs: Vec<i32>,
+    ) -> Result<TopicMeta> {
+        let topic = pb::CreatableTopic {
+            name: name.to_string(),
+            partitions: leader_epochs.len() as i32,
+            replication_factor: replication_factor as i32,
+            configs: configs.into_iter().collect(),
+            topic_id: topic_id.hyphenated().to_string(),
+            leader_epochs,
+            ..Default::default()
+        };
+        self.create(topic, false).await
+    }
+
+    async fn create(&self, topic: pb::CreatableTopic, validate_only: bool) -> Result<TopicMeta> {
         self.timed(async {
             let (i, _) = self.in_use();
             let resp = self
                 .client()
                 .create_topics(pb::CreateTopicsRequest {
-                    topics: vec![pb::CreatableTopic {
-                        name: name.to_string(),
-                        partitions,
-                        replication_factor: replication_factor as i32,
-                        configs: configs.into_iter().collect(),
-                        assignments: assignments
-                            .into_iter()
-                            .map(|replicas| pb::ReplicaList { replicas })
-                            .collect(),
-                    }],
+                    topics: vec![topic],
                     validate_only,
                 })
                 .await
@@ -467,8 +495,9 @@ impl ClusterLink {
         .await
     }
 
-    /// A block of producer ids from the controller: (first, end).
-    pub async fn allocate_producer_id_block(&self) -> Result<(i64, i64)> {
+    /// A block of producer ids from the controller, starting at `at_least` or above:
+    /// (first, end).
+    pub async fn allocate_producer_id_block(&self, at_least: i64) -> Result<(i64, i64)> {
         let epoch = self.broker_epoch.load(Ordering::Relaxed);
         let (i, _) = self.in_use();
         let resp = self
@@ -477,6 +506,7 @@ impl ClusterLink {
                     .allocate_producer_ids(pb::AllocateProducerIdsRequest {
                         node_id: self.me,
                         broker_epoch: epoch,
+                        at_least,
                     })
                     .await
                     .map_err(|e| self.down(i, e))

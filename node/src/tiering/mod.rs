@@ -9,9 +9,12 @@
 //! Calls `log` and `partition` only; the uploader walks the partition table it is given.
 //!
 //! Bucket layout: `{prefix}{topic_id}/{partition}/manifest.json` and
-//! `{base_offset:020}-{leader_epoch}.{log,index,timeindex,snapshot}` beside it.
+//! `{base_offset:020}-{leader_epoch}.{log,index,timeindex,snapshot}` beside it;
+//! `{prefix}{topic_id}/topic.json` describes the topic (see `catalog`, which also restores a
+//! whole cluster from a prefix).
 
 pub mod cache;
+pub mod catalog;
 pub mod disk_cache;
 mod lookup;
 pub mod manifest;
@@ -118,6 +121,7 @@ pub struct TieringStats {
     pub bucket_gets: u64,
     pub bucket_lists: u64,
     pub bucket_deletes: u64,
+    pub bucket_copies: u64,
     pub bucket_errors: u64,
     pub bucket_bytes_up: u64,
     pub bucket_bytes_down: u64,
@@ -146,6 +150,8 @@ pub struct Tiering {
     views: RwLock<HashMap<PartKey, View>>,
     states: Mutex<HashMap<PartKey, Arc<tokio::sync::Mutex<uploader::PartState>>>>,
     part_stats: RwLock<HashMap<PartKey, PartitionTierStats>>,
+    /// The topics this node describes in the bucket's catalog.
+    catalog: Mutex<catalog::Catalog>,
     counters: Counters,
     /// Set when a manifest could not be read at start-up: the remaining partitions open
     /// without waiting for the bucket (the uploader loads their manifests later).
@@ -204,6 +210,7 @@ impl Tiering {
             views: RwLock::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             part_stats: RwLock::new(HashMap::new()),
+            catalog: Mutex::new(catalog::Catalog::default()),
             counters: Counters::default(),
             unreachable_at_start: std::sync::atomic::AtomicBool::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -605,6 +612,7 @@ impl Tiering {
             bucket_gets: l(&b.gets),
             bucket_lists: l(&b.lists),
             bucket_deletes: l(&b.deletes),
+            bucket_copies: l(&b.copies),
             bucket_errors: l(&b.errors),
             bucket_bytes_up: l(&b.bytes_up),
             bucket_bytes_down: l(&b.bytes_down),

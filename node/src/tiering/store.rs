@@ -43,6 +43,7 @@ pub struct RequestCounters {
     pub gets: AtomicU64,
     pub lists: AtomicU64,
     pub deletes: AtomicU64,
+    pub copies: AtomicU64,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
     pub errors: AtomicU64,
@@ -70,6 +71,13 @@ pub trait Bucket: Send + Sync + 'static {
     fn delete(&self, key: &str) -> Fut<'_, ()>;
     /// Every object under `prefix` (ending in '/') with its size.
     fn list(&self, prefix: &str) -> Fut<'_, Vec<(String, u64)>>;
+    /// Copy an object inside the bucket, on the server side (no bytes through the node).
+    fn copy(&self, from: &str, to: &str) -> Fut<'_, ()>;
+    /// The bucket's name when it is an S3 bucket (a copy between two prefixes of one
+    /// bucket can then stay on the server).
+    fn s3_bucket_name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Objects above this size go up as multipart uploads.
@@ -453,6 +461,26 @@ impl Bucket for ObjectStoreBucket {
             r
         }
         .boxed()
+    }
+
+    fn copy(&self, from: &str, to: &str) -> Fut<'_, ()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        async move {
+            self.counters.copies.fetch_add(1, Ordering::Relaxed);
+            let r = self
+                .store
+                .copy(&ObjPath::from(from.as_str()), &ObjPath::from(to.as_str()))
+                .await
+                .map_err(|e| bucket_err("copy", &from, e));
+            self.count(&r);
+            r
+        }
+        .boxed()
+    }
+
+    fn s3_bucket_name(&self) -> Option<String> {
+        let rest = self.url.strip_prefix("s3://")?;
+        Some(rest.split('/').next().unwrap_or(rest).to_string())
     }
 
     fn list(&self, prefix: &str) -> Fut<'_, Vec<(String, u64)>> {

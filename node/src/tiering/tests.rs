@@ -921,3 +921,114 @@ async fn an_upload_cut_off_by_a_restart_leaves_no_orphans() {
     assert!(after.end_offset > m.end_offset);
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restores_from_another_prefix() {
+    let old = Node::new();
+    let a = old.open().await;
+    a.create_topic("t", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
+    let mut plain_configs = BTreeMap::new();
+    plain_configs.insert("retention.ms".to_string(), "123456789".to_string());
+    a.create_topic("plain", 2, 1, plain_configs.clone(), false)
+        .await
+        .unwrap();
+    let gone = a
+        .create_topic("gone", 1, 1, topic_configs(), false)
+        .await
+        .unwrap();
+    a.tiering.as_ref().unwrap().publish_catalog().await;
+    let gone_dir = old
+        .bucket
+        .path()
+        .join(gone.meta.id.hyphenated().to_string());
+    assert!(gone_dir.join(catalog::DESCRIPTOR).exists());
+    a.delete_topic("gone").await.unwrap();
+    for _ in 0..500 {
+        if !gone_dir.join(catalog::DESCRIPTOR).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !gone_dir.join(catalog::DESCRIPTOR).exists(),
+        "a deleted topic leaves the catalog"
+    );
+    let part = a.partition("t", 0).unwrap();
+    let value = [7u8; 150];
+    for seq in 0..100 {
+        let batch = make_batch(&[&value, b"tail"], now() + seq as i64, 42, seq * 2);
+        a.append(&part, batch).unwrap();
+    }
+    let before = read_all(&a, "t", 0).await;
+    let ta = a.tiering.clone().unwrap();
+    ta.sync_partition(&part).await;
+    a.run_retention();
+    ta.publish_catalog().await;
+    let ids: Vec<uuid::Uuid> = ["t", "plain"]
+        .iter()
+        .map(|n| a.topic(n).unwrap().meta.id)
+        .collect();
+    let (m, _) = scrub_dir(old.bucket.path(), ids[0]);
+    assert!(m.end_offset > 0 && m.leader_epoch >= 0);
+    drop((part, ta, a));
+
+    // A new node with an empty disk and its own bucket, restoring from the old one.
+    let new = Node::new();
+    let from = format!("file://{}", old.bucket.path().display());
+    let cfg = || {
+        let mut c = config_at(new.data.path(), new.bucket.path());
+        c.restore_from = Some(from.clone());
+        c
+    };
+    let b = open_config(cfg).await;
+    let marker = new.bucket.path().join(catalog::RESTORE_MARKER);
+    for _ in 0..500 {
+        if marker.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(marker.exists(), "the restore finished");
+    // New producer ids stay clear of the restored producer 42.
+    assert!(b.allocate_producer_id().await.unwrap() > 42);
+    let names: Vec<String> = b.topics().into_iter().map(|t| t.name).collect();
+    assert!(names.contains(&"t".to_string()) && names.contains(&"plain".to_string()));
+    assert!(
+        !names.contains(&"gone".to_string()),
+        "a deleted topic stays deleted"
+    );
+    assert_eq!(b.topic("t").unwrap().meta.id, ids[0]);
+    assert_eq!(b.topic("t").unwrap().meta.configs, topic_configs());
+    let plain = b.topic("plain").unwrap();
+    assert_eq!((plain.meta.id, plain.meta.partitions), (ids[1], 2));
+    assert_eq!(plain.meta.configs, plain_configs);
+    // Readable from the bucket's first offset, written after its last.
+    let part = b.partition("t", 0).unwrap();
+    assert_eq!(part.log().log_start_offset(), m.end_offset);
+    assert!(part.replica().leader_epoch > m.leader_epoch);
+    let restored = read_all(&b, "t", 0).await;
+    assert_eq!(restored.len() as i64 * 2, m.end_offset);
+    assert_eq!(&restored[..], &before[..restored.len()]);
+    let next = b
+        .append(
+            &part,
+            make_batch(&[&value, b"tail"], now(), 42, m.end_offset as i32),
+        )
+        .unwrap();
+    assert_eq!(next.0.base_offset, m.end_offset);
+    // The new cluster tiers on into its own prefix: its epoch is not fenced.
+    for seq in 0..40 {
+        let batch = make_batch(&[&value, b"more"], now(), 43, seq * 2);
+        b.append(&part, batch).unwrap();
+    }
+    let tb = b.tiering.clone().unwrap();
+    tb.sync_partition(&part).await;
+    assert_eq!(tb.stats().upload_failures, 0);
+    let (m2, problems) = scrub_dir(new.bucket.path(), ids[0]);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(m2.end_offset > m.end_offset);
+    // The old prefix is untouched.
+    assert_eq!(scrub_dir(old.bucket.path(), ids[0]).0, m);
+}

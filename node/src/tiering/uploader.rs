@@ -99,6 +99,7 @@ pub async fn run(tiering: Arc<Tiering>, table: Arc<PartitionTable>) {
                 async move { t.sync_partition(&p).await }
             })
             .await;
+        tiering.publish_catalog().await;
         if last_report.elapsed() >= Duration::from_secs(10) {
             let s = tiering.stats();
             // Only when something moved, so an idle node stays quiet.

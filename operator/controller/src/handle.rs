@@ -314,8 +314,13 @@ impl ControllerHandle {
     }
 
     /// Hands out the next block of producer ids: `(first id, count)`.
-    pub async fn allocate_producer_ids(&self, node: i32, broker_epoch: i64) -> Result<(i64, i32)> {
-        self.apply(|c, _| c.allocate_producer_ids(node, broker_epoch))
+    pub async fn allocate_producer_ids(
+        &self,
+        node: i32,
+        broker_epoch: i64,
+        at_least: i64,
+    ) -> Result<(i64, i32)> {
+        self.apply(|c, _| c.allocate_producer_ids(node, broker_epoch, at_least))
             .await?
     }
 

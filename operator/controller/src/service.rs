@@ -468,14 +468,26 @@ impl Controller for ControllerService {
             let topics: Vec<core::NewTopic> = r
                 .topics
                 .into_iter()
-                .map(|t| core::NewTopic {
-                    name: t.name,
-                    partitions: t.partitions,
-                    replication_factor: t.replication_factor,
-                    configs: to_btree(t.configs),
-                    assignments: t.assignments.into_iter().map(|a| a.replicas).collect(),
+                .map(|t| {
+                    Ok(core::NewTopic {
+                        name: t.name.clone(),
+                        partitions: t.partitions,
+                        replication_factor: t.replication_factor,
+                        configs: to_btree(t.configs),
+                        assignments: t.assignments.into_iter().map(|a| a.replicas).collect(),
+                        topic_id: match t.topic_id.as_str() {
+                            "" => None,
+                            id => Some(uuid::Uuid::parse_str(id).map_err(|e| {
+                                Status::invalid_argument(format!(
+                                    "topic {}: bad topic id {id:?}: {e}",
+                                    t.name
+                                ))
+                            })?),
+                        },
+                        leader_epochs: t.leader_epochs,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, Status>>()?;
             let done = self
                 .controller
                 .create_topics(topics, r.validate_only)
@@ -575,7 +587,7 @@ impl Controller for ControllerService {
         async move {
             let result = self
                 .controller
-                .allocate_producer_ids(r.node_id, r.broker_epoch)
+                .allocate_producer_ids(r.node_id, r.broker_epoch, r.at_least)
                 .await;
             let response = match answer(result)? {
                 Ok((start, len)) => {

@@ -313,6 +313,7 @@ async fn admin_rpcs_answer_with_kafka_codes() {
         .allocate_producer_ids(proto::AllocateProducerIdsRequest {
             node_id: 1,
             broker_epoch: e1,
+            at_least: 0,
         })
         .await
         .unwrap()
@@ -322,6 +323,7 @@ async fn admin_rpcs_answer_with_kafka_codes() {
         .allocate_producer_ids(proto::AllocateProducerIdsRequest {
             node_id: 1,
             broker_epoch: e1 + 1,
+            at_least: 0,
         })
         .await
         .unwrap()
@@ -357,6 +359,7 @@ async fn admin_rpcs_answer_with_kafka_codes() {
         .allocate_producer_ids(proto::AllocateProducerIdsRequest {
             node_id: 1,
             broker_epoch: e1,
+            at_least: 0,
         })
         .await
         .unwrap()

@@ -67,6 +67,10 @@ pub const DEFAULT_SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.restoreFrom) || has(self.objectStore)")
+        .message(Message::Message("restoreFrom needs objectStore: the restore reads that bucket".into()))
+)]
 pub struct ClusterSpec {
     /// Number of storage nodes (pods). Scaling down drains a node before its pod goes away.
     #[serde(default = "default_nodes")]
@@ -90,6 +94,18 @@ pub struct ClusterSpec {
     /// on local disks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_store: Option<ObjectStoreSpec>,
+
+    /// Recreate the topics (names, configs, and the data in the bucket) of a cluster that
+    /// tiered to another prefix of the same bucket, for example one that was lost. Done once,
+    /// when the nodes first start; data the old cluster had not yet tiered is not restored.
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message(Message::Message("restoreFrom is immutable".into()))
+            .reason(Reason::FieldValueForbidden)
+    )]
+    pub restore_from: Option<RestoreSpec>,
 
     /// Topic configs applied to every topic of the cluster that does not set them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -134,6 +150,16 @@ pub struct StorageSpec {
             .reason(Reason::FieldValueForbidden)
     )]
     pub storage_class_name: Option<String>,
+}
+
+/// Where a restored cluster's topics come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// Prefix, inside `objectStore.bucket`, that the other cluster tiered to (its
+    /// `objectStore.prefix`). Equal to this cluster's own prefix: restore in place.
+    #[serde(default)]
+    pub prefix: String,
 }
 
 /// An S3-compatible bucket. Bucket and prefix are immutable: tiered segments live there.
@@ -311,6 +337,7 @@ impl Default for ClusterSpec {
             resources: None,
             storage: StorageSpec::default(),
             object_store: None,
+            restore_from: None,
             topic_defaults: BTreeMap::new(),
             listener: ListenerSpec::default(),
         }

@@ -526,3 +526,26 @@ fn json_merge(target: &mut Value, patch: &Value) {
         (t, p) => *t = p.clone(),
     }
 }
+
+#[test]
+fn restore_from_needs_an_object_store_and_stays_as_set() {
+    let crd = Cluster::crd();
+    let restored = cluster(json!({
+        "objectStore": {"bucket": "b", "prefix": "new"},
+        "restoreFrom": {"prefix": "old"},
+    }));
+    assert!(refusals(&crd, &restored, None).is_empty());
+    let no_store = cluster(json!({"restoreFrom": {"prefix": "old"}}));
+    assert_eq!(
+        refusals(&crd, &no_store, None),
+        ["restoreFrom needs objectStore: the restore reads that bucket".to_string()]
+    );
+    let moved = cluster(json!({
+        "objectStore": {"bucket": "b", "prefix": "new"},
+        "restoreFrom": {"prefix": "elsewhere"},
+    }));
+    assert_eq!(
+        refusals(&crd, &moved, Some(&restored)),
+        ["restoreFrom is immutable".to_string()]
+    );
+}

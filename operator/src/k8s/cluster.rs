@@ -385,6 +385,15 @@ pub fn node_env(c: &Cluster) -> Vec<EnvVar> {
     }
     if let (Some(os), Some(url)) = (&c.spec.object_store, object_store_url(c)) {
         out.push(env("STRATA_OBJECT_STORE", url));
+        if let Some(r) = &c.spec.restore_from {
+            let prefix = r.prefix.trim_matches('/');
+            let from = if prefix.is_empty() {
+                format!("s3://{}", os.bucket)
+            } else {
+                format!("s3://{}/{prefix}", os.bucket)
+            };
+            out.push(env("STRATA_RESTORE_FROM", from));
+        }
         out.push(env(
             "STRATA_REMOTE_DISK_CACHE_BYTES",
             disk_cache_bytes(&c.spec.storage.size.0).to_string(),

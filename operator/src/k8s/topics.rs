@@ -183,6 +183,7 @@ async fn apply_spec(t: &Topic, ctx: &Ctx) -> Result<Option<String>, ReconcileErr
                     replication_factor: t.spec.replication_factor.unwrap_or(-1),
                     configs: t.spec.config.clone(),
                     assignments: vec![],
+                    ..Default::default()
                 };
                 ctx.controller
                     .create_topic(topic)

@@ -672,9 +672,14 @@ impl Cluster {
     }
 
     /// Hands out the next block of producer ids: `(first id, count)`.
-    pub fn allocate_producer_ids(&mut self, node: i32, broker_epoch: i64) -> Result<(i64, i32)> {
+    pub fn allocate_producer_ids(
+        &mut self,
+        node: i32,
+        broker_epoch: i64,
+        at_least: i64,
+    ) -> Result<(i64, i32)> {
         self.check_epoch(node, broker_epoch)?;
-        let start = self.state.producer_id_block_end;
+        let start = self.state.producer_id_block_end.max(at_least);
         let end = start
             .checked_add(i64::from(PRODUCER_ID_BLOCK))
             .ok_or(Error::ProducerIdsExhausted)?;

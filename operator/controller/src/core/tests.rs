@@ -770,13 +770,16 @@ fn producer_ids_come_in_disjoint_blocks() {
     let mut c = cluster(2);
     let e1 = epoch(&c, 1);
     let e2 = epoch(&c, 2);
-    assert_eq!(c.allocate_producer_ids(1, e1).unwrap(), (0, 1000));
-    assert_eq!(c.allocate_producer_ids(2, e2).unwrap(), (1000, 1000));
+    assert_eq!(c.allocate_producer_ids(1, e1, 0).unwrap(), (0, 1000));
+    assert_eq!(c.allocate_producer_ids(2, e2, 0).unwrap(), (1000, 1000));
     assert_eq!(
-        code(&c.allocate_producer_ids(2, e1).unwrap_err()),
+        code(&c.allocate_producer_ids(2, e1, 0).unwrap_err()),
         codes::STALE_BROKER_EPOCH
     );
     assert_eq!(c.state().producer_id_block_end, 2000);
+    // A floor moves the next block above it; a floor below the end changes nothing.
+    assert_eq!(c.allocate_producer_ids(1, e1, 5000).unwrap(), (5000, 1000));
+    assert_eq!(c.allocate_producer_ids(1, e1, 10).unwrap(), (6000, 1000));
 }
 
 #[test]
@@ -1123,5 +1126,47 @@ proptest! {
             prop_assert!(c.version() >= version && c.version() <= version + 1, "at most one bump per call");
             check_invariants(&c, &before);
         }
+    }
+}
+
+#[test]
+fn a_restored_topic_keeps_its_id_and_continues_its_epochs() {
+    let mut c = cluster(2);
+    let id = uuid::Uuid::from_u128(0x5157_4a7a);
+    let restored = NewTopic {
+        topic_id: Some(id),
+        leader_epochs: vec![7, 0],
+        ..topic("restored", 2, 2)
+    };
+    let out = c.create_topics(&[restored], false);
+    let t = out[0].result.as_ref().unwrap();
+    assert_eq!(t.topic_id, id);
+    let epochs: Vec<i32> = t.partitions.iter().map(|p| p.leader_epoch).collect();
+    assert_eq!(epochs, vec![7, 0]);
+    assert_eq!(c.state().topics["restored"].topic_id, id);
+    // An id in use, the nil id, and epochs that do not match the partitions are refused.
+    let refused = [
+        NewTopic {
+            topic_id: Some(id),
+            ..topic("other", 1, 1)
+        },
+        NewTopic {
+            topic_id: Some(uuid::Uuid::nil()),
+            ..topic("nil", 1, 1)
+        },
+        NewTopic {
+            leader_epochs: vec![1, 2],
+            ..topic("short", 1, 1)
+        },
+        NewTopic {
+            leader_epochs: vec![-3],
+            ..topic("negative", 1, 1)
+        },
+    ];
+    for t in refused {
+        let name = t.name.clone();
+        let out = c.create_topics(&[t], false);
+        let err = out[0].result.as_ref().unwrap_err();
+        assert_eq!(code(err), codes::INVALID_REQUEST, "{name}: {err}");
     }
 }

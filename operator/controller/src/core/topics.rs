@@ -25,6 +25,12 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
     /// Explicit assignment: partition `i` gets `assignments[i]`. Empty: the controller places.
     pub assignments: Vec<Vec<i32>>,
+    /// The id to give the topic (a restore from a bucket recreates a topic under the id its
+    /// data is filed by). None: a new random id.
+    pub topic_id: Option<uuid::Uuid>,
+    /// First leader epoch of each partition (a restored partition's epochs continue above
+    /// those in its bucket copy). Empty: 0 everywhere.
+    pub leader_epochs: Vec<i32>,
 }
 
 /// The result for one topic of a batch request.
@@ -109,14 +115,45 @@ impl Cluster {
                 ),
             });
         }
+        let topic_id = match t.topic_id {
+            None => new_topic_id(&self.state.topics),
+            Some(id) if id.is_nil() => {
+                return Err(Error::InvalidRequest {
+                    reason: format!("topic {}: the nil topic id cannot be given", t.name),
+                })
+            }
+            Some(id) => {
+                if let Some((other, _)) = self.state.topics.iter().find(|(_, r)| r.topic_id == id) {
+                    return Err(Error::InvalidRequest {
+                        reason: format!("topic {}: id {id} is already topic {other}'s", t.name),
+                    });
+                }
+                id
+            }
+        };
         let alive = self.placement_nodes();
-        let partitions = if t.assignments.is_empty() {
+        let mut partitions = if t.assignments.is_empty() {
             self.placed_partitions(t, &alive)?
         } else {
             self.assigned_partitions(t)?
         };
+        if !t.leader_epochs.is_empty() {
+            if t.leader_epochs.len() != partitions.len() || t.leader_epochs.iter().any(|e| *e < 0) {
+                return Err(Error::InvalidRequest {
+                    reason: format!(
+                        "topic {}: {} first leader epochs for {} partitions",
+                        t.name,
+                        t.leader_epochs.len(),
+                        partitions.len()
+                    ),
+                });
+            }
+            for (p, e) in partitions.iter_mut().zip(&t.leader_epochs) {
+                p.leader_epoch = *e;
+            }
+        }
         let record = TopicRecord {
-            topic_id: new_topic_id(&self.state.topics),
+            topic_id,
             configs: t.configs.clone(),
             internal: is_internal(&t.name),
             partitions,

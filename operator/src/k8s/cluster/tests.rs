@@ -741,3 +741,16 @@ fn truncation_keeps_characters_whole() {
     let t = truncate(&long, 1024);
     assert!(t.len() <= 1024 && t.ends_with("..."));
 }
+
+#[test]
+fn a_restored_cluster_tells_its_nodes_where_from() {
+    let c = cluster(json!({
+        "objectStore": {"bucket": "b", "prefix": "new"},
+        "restoreFrom": {"prefix": "/old/"},
+    }));
+    let env = node_env(&c);
+    assert_eq!(value(&env, "STRATA_RESTORE_FROM"), Some("s3://b/old"));
+    assert_eq!(value(&env, "STRATA_OBJECT_STORE"), Some("s3://b/new"));
+    let c = cluster(json!({"objectStore": {"bucket": "b"}}));
+    assert!(find(&node_env(&c), "STRATA_RESTORE_FROM").is_none());
+}
