@@ -302,6 +302,9 @@ impl Args {
                     )
                 }),
                 interval: std::time::Duration::from_millis(self.tiering_interval_ms.max(10)),
+                compaction_interval: std::time::Duration::from_millis(
+                    self.compaction_interval_ms.max(10),
+                ),
             }),
             None => None,
         };

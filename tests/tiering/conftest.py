@@ -149,6 +149,8 @@ def scrub(bucket, topic_id: str, partition: int) -> dict:
         if s["leader_epoch"] > m["leader_epoch"]:
             problems.append(f"segment epoch above manifest epoch at {s['base_offset']}")
         name = f"{s['base_offset']:020d}-{s['leader_epoch']}"
+        if s.get("compacted"):  # rewritten by compaction
+            name += f"-c{s['compacted']['count']}e{s['compacted']['by_epoch']}"
         for ext in SEGMENT_EXTS:
             referenced.add(f"{name}.{ext}")
             if f"{name}.{ext}" not in objects:

@@ -716,6 +716,7 @@ fn bucket_documents(dir: &Path) {
             max_timestamp: 1_700_000_000_000,
             leader_epoch: 1,
             epochs: vec![(0, 0), (1, 80)],
+            compacted: None,
         },
         RemoteSegment {
             base_offset: 120,
@@ -726,6 +727,10 @@ fn bucket_documents(dir: &Path) {
             max_timestamp: -1,
             leader_epoch: 3,
             epochs: vec![(3, 120)],
+            compacted: Some(strata_node::tiering::manifest::Compacted {
+                count: 2,
+                by_epoch: 3,
+            }),
         },
     ];
     w("manifest", 0, &m.to_bytes());

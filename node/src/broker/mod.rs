@@ -346,6 +346,9 @@ impl Broker {
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
         configs.insert("segment.bytes".to_string(), "104857600".to_string());
+        // Never tiered, whatever the node defaults say: the coordinator loads groups from
+        // the local log.
+        configs.insert("remote.storage.enable".to_string(), "false".to_string());
         // The controller's offsets.topic.replication.factor applies.
         let rf = -1;
         (self.config.offsets_topic_partitions, rf, configs)
@@ -494,7 +497,16 @@ impl Broker {
             if offset < start && matches!(read.records, Err(Error::OffsetOutOfRange { .. })) {
                 read.records = match (follower, earliest) {
                     // Bucket failures map to their Kafka codes like local ones.
-                    (false, _) => t.read(topic_id, part.index, offset, limit, first).await,
+                    (false, _) => match t.read(topic_id, part.index, offset, limit, first).await {
+                        // Compaction left nothing in the bucket from `offset` on: the next
+                        // records are the local log's.
+                        Ok(None) => {
+                            let log = part.log();
+                            log.plan_read(start, limit, first, hw)
+                                .and_then(|p| p.map(|p| p.read_bytes()).transpose())
+                        }
+                        other => other,
+                    },
                     // How far the bucket reaches is not known yet: retriable.
                     (true, Err(e)) => Err(e),
                     // Below what the bucket holds too: out of range, and the follower

@@ -29,9 +29,16 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
         return Ok(CompactionStats::default());
     }
     let lag_cutoff = now_ms - cfg.min_compaction_lag_ms;
+    // A tiered log compacts only what the bucket holds whole: the uploader needs the
+    // segments past the manifest's end as they were written, contiguous (the bucket's copy
+    // is compacted by tiering).
+    let tiered_upto = cfg
+        .remote_storage
+        .then(|| log.remote_upto().unwrap_or(i64::MIN));
     let bases: Vec<(i64, u64)> = log
         .closed_segments()
         .take_while(|s| s.max_timestamp <= lag_cutoff)
+        .take_while(|s| tiered_upto.is_none_or(|end| s.next_offset <= end))
         .map(|s| (s.base_offset, s.size()))
         .collect();
     if bases.is_empty() {
@@ -42,13 +49,10 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
     for seg in log.closed_segments().take(bases.len()) {
         for loc in seg.batches()? {
-            let raw = seg.read(loc.position, loc.header.total_len())?;
-            let set = super::records::decode_batch(&raw)?;
-            for r in set.records {
-                if let Some(k) = r.key {
-                    latest.insert(k, r.offset);
-                }
-            }
+            note_keys(
+                &seg.read(loc.position, loc.header.total_len())?,
+                &mut latest,
+            )?;
         }
     }
 
@@ -65,43 +69,11 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
         let mut out: Vec<u8> = Vec::with_capacity(size_before as usize);
         let mut removed = 0usize;
         for loc in seg.batches()? {
-            let raw_vec = seg.read(loc.position, loc.header.total_len())?;
-            let set = super::records::decode_batch(&raw_vec)?;
-            let tombstone_expired = loc.header.max_timestamp + cfg.delete_retention_ms < now_ms;
-            let total = set.records.len();
-            let mut keep: Vec<_> = set
-                .records
-                .into_iter()
-                .filter(|r| {
-                    let newest = r.key.as_ref().and_then(|k| latest.get(k)) == Some(&r.offset);
-                    newest && !(r.value.is_none() && tombstone_expired)
-                })
-                .collect();
-            removed += total - keep.len();
-            // The encoder derives the base sequence from the first record; non-idempotent
-            // batches must keep -1.
-            if loc.header.producer_id < 0 {
-                if let Some(first) = keep.first().map(|r| r.offset) {
-                    for r in keep.iter_mut() {
-                        r.sequence = (r.offset - first) as i32 - 1;
-                    }
-                }
-            }
-            if keep.len() == total {
-                out.extend_from_slice(&raw_vec);
-            } else if !keep.is_empty() {
-                let mut buf = BytesMut::new();
-                RecordBatchEncoder::encode(
-                    &mut buf,
-                    &keep,
-                    &RecordEncodeOptions {
-                        version: 2,
-                        compression: set.compression,
-                    },
-                )
-                .map_err(|e| Error::CorruptBatch(format!("compaction encode: {e}")))?;
-                out.extend_from_slice(&buf);
-            }
+            let raw = seg.read(loc.position, loc.header.total_len())?;
+            let (kept, gone) =
+                clean_batch(&raw, &loc.header, &latest, now_ms, cfg.delete_retention_ms)?;
+            removed += gone;
+            out.extend_from_slice(&kept);
         }
         if removed == 0 {
             continue;
@@ -131,6 +103,72 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
         tracing::info!(dir = %log.dir().display(), ?stats, "compacted");
     }
     Ok(stats)
+}
+
+/// Note the offset of every keyed record of one batch as its key's latest (batches are
+/// fed in offset order).
+pub fn note_keys(raw: &[u8], latest: &mut HashMap<Bytes, i64>) -> Result<()> {
+    let set = super::records::decode_batch(raw)?;
+    for r in set.records {
+        if let Some(k) = r.key {
+            latest.insert(k, r.offset);
+        }
+    }
+    Ok(())
+}
+
+/// One batch with only its surviving records: those no later record of the same key
+/// supersedes in `latest`, minus tombstones older than `delete_retention_ms` (and records
+/// without a key, which a compacted topic cannot hold). Returns the bytes to keep (the batch as it
+/// was when nothing goes, re-encoded with its codec, offsets, producer id and sequence
+/// numbers when some records go, nothing when all go) and how many records went.
+pub fn clean_batch(
+    raw: &[u8],
+    header: &super::batch::BatchHeader,
+    latest: &HashMap<Bytes, i64>,
+    now_ms: i64,
+    delete_retention_ms: i64,
+) -> Result<(Bytes, usize)> {
+    let set = super::records::decode_batch(raw)?;
+    let tombstone_expired = header.max_timestamp.saturating_add(delete_retention_ms) < now_ms;
+    let total = set.records.len();
+    let mut keep: Vec<_> = set
+        .records
+        .into_iter()
+        .filter(|r| {
+            let Some(k) = &r.key else { return false };
+            let superseded = latest.get(k).is_some_and(|o| *o > r.offset);
+            let expired_tombstone = r.value.is_none() && tombstone_expired;
+            !(superseded || expired_tombstone)
+        })
+        .collect();
+    let removed = total - keep.len();
+    if removed == 0 {
+        return Ok((Bytes::copy_from_slice(raw), 0));
+    }
+    if keep.is_empty() {
+        return Ok((Bytes::new(), removed));
+    }
+    // The encoder derives the base sequence from the first record; non-idempotent batches
+    // must keep -1.
+    if header.producer_id < 0 {
+        if let Some(first) = keep.first().map(|r| r.offset) {
+            for r in keep.iter_mut() {
+                r.sequence = (r.offset - first) as i32 - 1;
+            }
+        }
+    }
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &keep,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: set.compression,
+        },
+    )
+    .map_err(|e| Error::CorruptBatch(format!("compaction encode: {e}")))?;
+    Ok((buf.freeze(), removed))
 }
 
 #[cfg(test)]

@@ -338,8 +338,8 @@ pub fn validate(overrides: &BTreeMap<String, String>) -> Result<()> {
 }
 
 /// Validate topic overrides on a node (with or without tiered storage), including the
-/// checks that span keys once node defaults are applied: local retention within the total,
-/// no tiering of compacted topics.
+/// checks that span keys once node defaults are applied: local retention within the total.
+/// Compacted topics may tier (Kafka refuses it; here the bucket's copy is compacted too).
 pub fn validate_for_node(
     overrides: &BTreeMap<String, String>,
     node_defaults: &BTreeMap<String, String>,
@@ -363,13 +363,6 @@ pub fn validate_for_node(
             key: "local.retention.bytes".into(),
             value: value("local.retention.bytes"),
             reason: format!("must not exceed retention.bytes ({})", c.retention_bytes),
-        });
-    }
-    if c.remote_storage && c.compact {
-        return Err(Error::InvalidConfig {
-            key: "remote.storage.enable".into(),
-            value: "true".into(),
-            reason: "tiered storage is not supported with cleanup.policy=compact".into(),
         });
     }
     Ok(())
@@ -552,13 +545,15 @@ mod tests {
             map(&[("retention.bytes", "100"), ("local.retention.bytes", "-1")]),
             map(&[("retention.ms", "100"), ("local.retention.ms", "1000")]),
             map(&[("local.retention.ms", "-3")]),
-            map(&[
-                ("remote.storage.enable", "true"),
-                ("cleanup.policy", "compact"),
-            ]),
         ] {
             assert!(validate_for_node(&bad, &none, true).is_err(), "{bad:?}");
         }
+        // Compacted topics tier (the bucket's copy is compacted too).
+        let compacted = map(&[
+            ("remote.storage.enable", "true"),
+            ("cleanup.policy", "compact"),
+        ]);
+        assert!(validate_for_node(&compacted, &none, true).is_ok());
         // A node default counts too.
         let node = map(&[("retention.ms", "50")]);
         assert!(validate_for_node(&map(&[("local.retention.ms", "60")]), &node, true).is_err());

@@ -729,6 +729,13 @@ impl PartitionLog {
     }
 
     /// The retention limits this log's own copy is held to.
+    /// Whether retention deletes local segments: with `cleanup.policy=delete`, and with
+    /// tiering whatever the policy (local retention moves a compacted log's old segments to
+    /// the bucket, where it is compacted on).
+    fn deletes_segments(&self) -> bool {
+        self.config.delete || self.config.remote_storage
+    }
+
     fn retention_limits(&self, now_ms: i64) -> retention::Limits {
         // Tiered storage hook: with remote storage the local tier keeps local.retention.*
         // (total retention is the uploader's job).
@@ -752,7 +759,7 @@ impl PartitionLog {
     /// if the bucket held all of them (None: it would delete nothing). A follower reads the
     /// manifest only when this passes what it knows the manifest covers.
     pub fn retention_wants_upto(&self, now_ms: i64) -> Option<i64> {
-        if !self.config.delete {
+        if !self.deletes_segments() {
             return None;
         }
         let summaries = self.segment_summaries();
@@ -766,9 +773,24 @@ impl PartitionLog {
         self.remote_upto
     }
 
+    /// The latest offset of every key in the batches that end at `offset` or later (for
+    /// compacting the bucket's copy against the local tail).
+    pub fn keys_from(&self, offset: i64) -> Result<std::collections::HashMap<bytes::Bytes, i64>> {
+        let mut latest = std::collections::HashMap::new();
+        for seg in self.segments.values().filter(|s| s.next_offset > offset) {
+            for loc in seg.batches()? {
+                if loc.header.last_offset() >= offset {
+                    let raw = seg.read(loc.position, loc.header.total_len())?;
+                    super::compaction::note_keys(&raw, &mut latest)?;
+                }
+            }
+        }
+        Ok(latest)
+    }
+
     /// How many leading segments retention deletes now (of `summaries`, this log's).
     fn deletable(&self, summaries: &[SegmentSummary], now_ms: i64) -> usize {
-        if !self.config.delete {
+        if !self.deletes_segments() {
             return 0;
         }
         let n = retention::deletable_prefix(summaries, self.retention_limits(now_ms));

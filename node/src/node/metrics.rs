@@ -337,6 +337,16 @@ pub fn render(b: &Node) -> String {
         );
         let _ = writeln!(
             o,
+            "# HELP strata_tiering_remote_compactions_total Segments of the bucket rewritten by compaction (cleanup.policy=compact)."
+        );
+        let _ = writeln!(o, "# TYPE strata_tiering_remote_compactions_total counter");
+        let _ = writeln!(
+            o,
+            "strata_tiering_remote_compactions_total {}",
+            s.remote_compactions
+        );
+        let _ = writeln!(
+            o,
             "# HELP strata_tiering_cache_requests_total Reads of the bucket's block cache, by result."
         );
         let _ = writeln!(o, "# TYPE strata_tiering_cache_requests_total counter");

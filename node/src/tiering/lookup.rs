@@ -198,9 +198,11 @@ impl Tiering {
     }
 }
 
-/// The manifest's segments holding data the local log no longer has, in offset order.
+/// The manifest's segments holding data the local log no longer has, in offset order
+/// (without those compaction emptied).
 fn remote_only(m: &Manifest, local_start: i64) -> impl Iterator<Item = &RemoteSegment> {
     m.segments
         .iter()
         .take_while(move |s| s.base_offset < local_start)
+        .filter(|s| s.size > 0)
 }

@@ -26,6 +26,17 @@ pub struct RemoteSegment {
     pub leader_epoch: i32,
     /// Leader-epoch history entries (epoch, start offset) in force within the segment.
     pub epochs: Vec<(i32, i64)>,
+    /// Set once compaction rewrote the segment (its objects then carry it in their names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted: Option<Compacted>,
+}
+
+/// A compacted copy of a segment: the how-many-th, and the leader epoch that wrote it (two
+/// leaders rewriting the same segment never write the same object names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compacted {
+    pub count: u32,
+    pub by_epoch: i32,
 }
 
 /// Extensions of the objects uploaded for one segment.
@@ -34,22 +45,38 @@ pub const SEGMENT_OBJECTS: [&str; 4] = ["log", "index", "timeindex", "snapshot"]
 impl RemoteSegment {
     /// Object name (inside the partition folder) of one of this segment's objects.
     pub fn object_name(&self, ext: &str) -> String {
-        object_name(self.base_offset, self.leader_epoch, ext)
+        match self.compacted {
+            None => object_name(self.base_offset, self.leader_epoch, ext),
+            Some(c) => format!(
+                "{:020}-{}-c{}e{}.{ext}",
+                self.base_offset, self.leader_epoch, c.count, c.by_epoch
+            ),
+        }
     }
 }
 
-/// `{base_offset:020}-{leader_epoch}.{ext}`.
+/// `{base_offset:020}-{leader_epoch}.{ext}` (a segment compaction rewrote adds
+/// `-c{count}e{writer epoch}` to the stem).
 pub fn object_name(base: i64, epoch: i32, ext: &str) -> String {
     format!("{base:020}-{epoch}.{ext}")
 }
 
-/// Parse `{base:020}-{epoch}.{ext}` back.
+/// Parse `{base:020}-{epoch}[-c{n}e{e}].{ext}` back (the compaction part is dropped).
 pub fn parse_object_name(name: &str) -> Option<(i64, i32, &str)> {
     let (stem, ext) = name.split_once('.')?;
-    let (base, epoch) = stem.split_once('-')?;
+    let (base, rest) = stem.split_once('-')?;
     if base.len() != 20 {
         return None;
     }
+    let epoch = match rest.split_once("-c") {
+        Some((epoch, c)) => {
+            let (n, by) = c.split_once('e')?;
+            n.parse::<u32>().ok()?;
+            by.parse::<i32>().ok()?;
+            epoch
+        }
+        None => rest,
+    };
     Some((base.parse().ok()?, epoch.parse().ok()?, ext))
 }
 
@@ -73,6 +100,14 @@ pub struct Manifest {
     /// written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<Retired>,
+    /// Compacted topics: the segments below this offset have been compacted against each
+    /// other (the clean section); those from it on are dirty.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub cleaned_upto: i64,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The state at `end_offset` of a manifest whose segments are all gone.
@@ -98,6 +133,7 @@ impl Manifest {
             end_offset: 0,
             segments: Vec::new(),
             retired: None,
+            cleaned_upto: 0,
         }
     }
 
@@ -227,6 +263,47 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The manifest with segments replaced by compacted copies covering the same offsets,
+    /// and everything below `cleaned_upto` clean.
+    pub fn with_rewritten(
+        &self,
+        copies: &[RemoteSegment],
+        cleaned_upto: i64,
+        writer_epoch: i32,
+    ) -> Result<Manifest> {
+        self.fence(writer_epoch)?;
+        let mut m = self.next_generation(writer_epoch);
+        m.cleaned_upto = cleaned_upto.clamp(self.cleaned_upto, self.end_offset);
+        for c in copies {
+            let slot = m
+                .segments
+                .iter_mut()
+                .find(|s| s.base_offset == c.base_offset && s.next_offset == c.next_offset)
+                .ok_or(Error::UploadNotContiguous {
+                    base: c.base_offset,
+                    next: c.next_offset,
+                    expected: c.base_offset,
+                })?;
+            let newer = match (c.compacted, slot.compacted) {
+                (Some(new), Some(old)) => new.count > old.count,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !newer
+                || c.leader_epoch != slot.leader_epoch
+                || c.compacted.is_some_and(|n| n.by_epoch > writer_epoch)
+            {
+                return Err(Error::UploadNotContiguous {
+                    base: c.base_offset,
+                    next: c.next_offset,
+                    expected: c.base_offset,
+                });
+            }
+            *slot = c.clone();
+        }
+        Ok(m)
+    }
+
     /// The manifest without its first `n` segments (total retention).
     pub fn without_prefix(&self, n: usize, writer_epoch: i32) -> Result<Manifest> {
         self.fence(writer_epoch)?;
@@ -342,6 +419,7 @@ pub(crate) mod tests {
             max_timestamp: base * 10,
             leader_epoch: epoch,
             epochs: vec![(epoch, base)],
+            compacted: None,
         }
     }
 
@@ -509,5 +587,67 @@ pub(crate) mod tests {
             Some((42, 7, "timeindex"))
         );
         assert_eq!(parse_object_name("manifest.json"), None);
+        let rewritten = RemoteSegment {
+            compacted: Some(Compacted {
+                count: 3,
+                by_epoch: 9,
+            }),
+            ..s
+        };
+        assert_eq!(
+            rewritten.object_name("log"),
+            "00000000000000000042-7-c3e9.log"
+        );
+        assert_eq!(
+            parse_object_name("00000000000000000042-7-c3e9.index"),
+            Some((42, 7, "index"))
+        );
+        assert_eq!(parse_object_name("00000000000000000042-7-c3.index"), None);
+    }
+
+    #[test]
+    fn compacted_copies_replace_segments_in_place() {
+        let a = m()
+            .with_segment(seg(0, 10, 0), 0)
+            .unwrap()
+            .with_segment(seg(10, 20, 1), 1)
+            .unwrap();
+        let copy = RemoteSegment {
+            size: 5,
+            compacted: Some(Compacted {
+                count: 1,
+                by_epoch: 2,
+            }),
+            ..seg(0, 10, 0)
+        };
+        let b = a
+            .with_rewritten(std::slice::from_ref(&copy), 20, 2)
+            .unwrap();
+        assert_eq!(b.segments[0], copy);
+        assert_eq!(b.segments[1], a.segments[1]);
+        assert_eq!((b.cleaned_upto, b.end_offset, b.leader_epoch), (20, 20, 2));
+        assert!(b.check().is_ok());
+        // Other offsets, an older copy, another epoch of origin or a fenced writer: refused.
+        let moved = RemoteSegment {
+            next_offset: 9,
+            ..copy.clone()
+        };
+        assert!(a.with_rewritten(&[moved], 20, 2).is_err());
+        assert!(b
+            .with_rewritten(std::slice::from_ref(&copy), 20, 2)
+            .is_err());
+        let relabelled = RemoteSegment {
+            leader_epoch: 1,
+            compacted: Some(Compacted {
+                count: 2,
+                by_epoch: 2,
+            }),
+            ..copy.clone()
+        };
+        assert!(b.with_rewritten(&[relabelled], 20, 2).is_err());
+        assert!(b.with_rewritten(&[], 20, 1).is_err());
+        // The clean section never moves back or past the end.
+        assert_eq!(b.with_rewritten(&[], 5, 2).unwrap().cleaned_upto, 20);
+        assert_eq!(a.with_rewritten(&[], 99, 2).unwrap().cleaned_upto, 20);
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod compaction;
 pub mod disk_cache;
 mod lookup;
 pub mod manifest;
@@ -52,6 +53,8 @@ pub struct TieringOptions {
     pub disk_cache: Option<(std::path::PathBuf, u64)>,
     /// How often the uploader looks for closed segments.
     pub interval: Duration,
+    /// Least time between two compactions of a compacted partition's bucket copy.
+    pub compaction_interval: Duration,
 }
 
 /// The disk cache's directory under the data directory.
@@ -80,6 +83,7 @@ struct Counters {
     orphans_deleted: AtomicU64,
     remote_reads: AtomicU64,
     remote_read_bytes: AtomicU64,
+    remote_compactions: AtomicU64,
 }
 
 /// Tiering figures of one partition, for metrics and the operator's Topic status.
@@ -111,6 +115,8 @@ pub struct TieringStats {
     pub orphans_deleted: u64,
     pub remote_reads: u64,
     pub remote_read_bytes: u64,
+    /// Segments of the bucket rewritten by compaction.
+    pub remote_compactions: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_bytes: u64,
@@ -336,6 +342,7 @@ impl Tiering {
     ) -> crate::error::Result<PartitionLog> {
         // A tail copy left by a crash mid-upload (see the uploader): rebuilt when needed.
         let _ = std::fs::remove_dir_all(dir.join(uploader::TAIL_DIR));
+        let _ = std::fs::remove_dir_all(dir.join(compaction::COMPACT_DIR));
         let restore = !dir.join("partition.json").exists();
         if !restore && self.unreachable_at_start.load(Ordering::Relaxed) {
             return PartitionLog::open(dir, topic_id, config, recover);
@@ -499,10 +506,25 @@ impl Tiering {
             return Ok(None);
         };
         let pp = self.partition_prefix(topic_id, p);
-        let log_key = format!("{pp}{}", seg.object_name("log"));
-        let Some((pos, h)) = self.locate(&pp, seg, offset).await? else {
-            return Ok(None);
+        // Compaction may have left a segment with nothing at or after `offset` (or nothing
+        // at all): the read goes on in the next one, as a compacted local log does.
+        let mut seg = seg;
+        let mut from = offset;
+        let (pos, h) = loop {
+            if seg.size > 0 {
+                if let Some(found) = self.locate(&pp, seg, from).await? {
+                    break found;
+                }
+            }
+            match m.after(seg.base_offset) {
+                Some(next) => {
+                    from = next.base_offset;
+                    seg = next;
+                }
+                None => return Ok(None),
+            }
         };
+        let log_key = format!("{pp}{}", seg.object_name("log"));
         let start = pos;
         let mut end = pos;
         while end < seg.size {
@@ -602,6 +624,7 @@ impl Tiering {
             orphans_deleted: l(&c.orphans_deleted),
             remote_reads: l(&c.remote_reads),
             remote_read_bytes: l(&c.remote_read_bytes),
+            remote_compactions: l(&c.remote_compactions),
             cache_hits: l(&self.cache.counters.hits),
             cache_misses: l(&self.cache.counters.misses),
             cache_bytes: self.cache.bytes(),

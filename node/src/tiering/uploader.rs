@@ -56,6 +56,15 @@ pub(super) struct PartState {
     /// Follower: wait between manifest reads, and when the next may happen.
     follower_backoff: Duration,
     follower_next_read: Instant,
+    /// When the bucket's copy was last compacted.
+    pub(super) last_remote_compaction: Option<Instant>,
+}
+
+impl PartState {
+    /// The manifest as last read or written.
+    pub(super) fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref().map(|(m, _)| m)
+    }
 }
 
 impl Default for PartState {
@@ -70,6 +79,7 @@ impl Default for PartState {
             led_epoch: None,
             follower_backoff: Duration::ZERO,
             follower_next_read: Instant::now(),
+            last_remote_compaction: None,
         }
     }
 }
@@ -270,7 +280,7 @@ impl Tiering {
         );
     }
 
-    async fn write_manifest(
+    pub(super) async fn write_manifest(
         &self,
         st: &mut PartState,
         part: &Arc<Partition>,
@@ -399,7 +409,8 @@ impl Tiering {
                 .fetch_add(size, Ordering::Relaxed);
             tracing::debug!(topic = %part.topic, partition = p, base = local.summary.base_offset, "segment tiered");
         }
-        self.apply_total_retention(st, part, epoch, &pp).await
+        self.apply_total_retention(st, part, epoch, &pp).await?;
+        self.compact_remote(st, part, epoch, &pp).await
     }
 
     /// Upload the objects of one closed segment; returns its manifest entry.
@@ -481,6 +492,7 @@ impl Tiering {
             max_timestamp: s.max_timestamp,
             leader_epoch: epoch,
             epochs: seg_epochs,
+            compacted: None,
         })
     }
 
