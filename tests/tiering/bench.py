@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Tiering figures (not a test, not asserted): upload throughput, catch-up reads from the
 bucket with cold caches and again from the disk cache, against reads of a local topic,
-bucket requests per GiB, and the local disk of a tiered partition over time while producing
-at full speed (a plot).
+bucket requests per GiB, the local disk of a tiered partition over time while producing
+at full speed (a plot), and a whole-cluster restore of it all into an empty node.
 
   STRATA_NODE_BIN=target/release/strata-node \\
     ~/.cache/strata-testbed/testbed-venv/bin/python tests/tiering/bench.py [MiB [SEGMENT_MiB]]
@@ -268,7 +268,27 @@ def main():
             lat.sort()
             p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
             print(f"produce latency {name}: n={len(lat)} p50={p(0.5):.1f} ms p99={p(0.99):.1f} ms max={lat[-1] * 1000:.1f} ms")
-        node.stop()
+        node.kill()
+
+        # Whole-cluster restore: the node and its disk are lost; a new node with an empty
+        # disk and its own prefix restores every topic from the old prefix.
+        restored = S3Bucket(minio, "bench-restored")
+        naddr = f"127.0.0.1:{free_port()}"
+        fresh = Node(work / "restored", restored,
+                     extra_args=["--metrics-listen", naddr, "--restore-from", bucket.url])
+        t0 = time.time()
+        fresh.start()
+        wait_for(lambda: "restore finished" in fresh.log_path.read_text(), 600, "the restore")
+        took = time.time() - t0
+        line = next(l for l in fresh.log_path.read_text().splitlines() if "restore finished" in l)
+        f = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", line))}
+        size, dt = consume_bytes(fresh.bootstrap, "tiered")
+        print(f"restore into an empty node: {f['restored']} topics in {took:.1f} s from the new "
+              f"node's start ({f['elapsed_ms'] / 1000:.1f} s restoring); {f['objects_copied']} objects, "
+              f"{f['bytes_copied'] / MIB:.0f} MiB copied on the server, {f['bytes_read'] / 1024:.0f} KiB read "
+              f"by the node; then {size / MIB:.0f} MiB of the tiered topic read from offset 0 in "
+              f"{dt:.1f} s = {size / MIB / dt:.1f} MiB/s")
+        fresh.stop()
     finally:
         minio.stop()
     print(f"work dir: {work}")

@@ -67,20 +67,7 @@ impl TopicDescriptor {
             key: key.to_string(),
             reason,
         };
-        let v: serde_json::Value =
-            serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
-        let found = v
-            .get("version")
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| corrupt("no version field".into()))?;
-        if found > CATALOG_VERSION as u64 {
-            return Err(Error::UnknownManifestVersion {
-                key: key.to_string(),
-                found: found.min(u32::MAX as u64) as u32,
-                supported: CATALOG_VERSION,
-            });
-        }
-        let d: TopicDescriptor = serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))?;
+        let d: TopicDescriptor = super::manifest::parse_versioned(key, raw, CATALOG_VERSION)?;
         if d.name.is_empty() || d.topic_id.is_nil() {
             return Err(corrupt("no topic name or id".into()));
         }

@@ -249,11 +249,7 @@ impl Tiering {
             .iter()
             .filter(|s| rewritten.iter().any(|r| r.base_offset == s.base_offset))
         {
-            for ext in super::manifest::SEGMENT_OBJECTS {
-                self.bucket
-                    .delete(&format!("{pp}{}", old.object_name(ext)))
-                    .await?;
-            }
+            self.delete_segment_objects(pp, old).await?;
         }
         self.counters
             .remote_compactions

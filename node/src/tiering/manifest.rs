@@ -110,6 +110,32 @@ fn is_zero_i64(n: &i64) -> bool {
     *n == 0
 }
 
+/// Decode a JSON document of the bucket that carries a `version` field: one newer than
+/// `supported` is refused as such, anything unreadable as corrupt.
+pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
+    key: &str,
+    raw: &[u8],
+    supported: u32,
+) -> Result<T> {
+    let corrupt = |reason: String| Error::CorruptManifest {
+        key: key.to_string(),
+        reason,
+    };
+    let v: serde_json::Value = serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
+    let found = v
+        .get("version")
+        .and_then(|x| x.as_u64())
+        .ok_or_else(|| corrupt("no version field".into()))?;
+    if found > supported as u64 {
+        return Err(Error::UnknownManifestVersion {
+            key: key.to_string(),
+            found: found.min(u32::MAX as u64) as u32,
+            supported,
+        });
+    }
+    serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
+}
+
 /// The state at `end_offset` of a manifest whose segments are all gone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
@@ -139,25 +165,11 @@ impl Manifest {
 
     /// Decode and check a manifest read from `key`.
     pub fn parse(key: &str, raw: &[u8]) -> Result<Manifest> {
-        let corrupt = |reason: String| Error::CorruptManifest {
+        let m: Manifest = parse_versioned(key, raw, MANIFEST_VERSION)?;
+        m.check().map_err(|reason| Error::CorruptManifest {
             key: key.to_string(),
             reason,
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
-        let found = v
-            .get("version")
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| corrupt("no version field".into()))?;
-        if found > MANIFEST_VERSION as u64 {
-            return Err(Error::UnknownManifestVersion {
-                key: key.to_string(),
-                found: found.min(u32::MAX as u64) as u32,
-                supported: MANIFEST_VERSION,
-            });
-        }
-        let m: Manifest = serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))?;
-        m.check().map_err(corrupt)?;
+        })?;
         Ok(m)
     }
 

@@ -280,6 +280,16 @@ impl Tiering {
         );
     }
 
+    /// Delete the objects of a segment the manifest no longer names.
+    pub(super) async fn delete_segment_objects(&self, pp: &str, seg: &RemoteSegment) -> Result<()> {
+        for ext in super::manifest::SEGMENT_OBJECTS {
+            self.bucket
+                .delete(&format!("{pp}{}", seg.object_name(ext)))
+                .await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn write_manifest(
         &self,
         st: &mut PartState,
@@ -542,11 +552,7 @@ impl Tiering {
             }
         }
         for s in &doomed {
-            for ext in super::manifest::SEGMENT_OBJECTS {
-                self.bucket
-                    .delete(&format!("{pp}{}", s.object_name(ext)))
-                    .await?;
-            }
+            self.delete_segment_objects(pp, s).await?;
             self.counters
                 .segments_deleted
                 .fetch_add(1, Ordering::Relaxed);
@@ -600,15 +606,9 @@ impl Tiering {
             }
         };
         for s in &doomed {
-            for ext in super::manifest::SEGMENT_OBJECTS {
-                if let Err(e) = self
-                    .bucket
-                    .delete(&format!("{pp}{}", s.object_name(ext)))
-                    .await
-                {
-                    tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "could not delete objects below the new log start; the next pass will");
-                    st.orphans_checked = None;
-                }
+            if let Err(e) = self.delete_segment_objects(&pp, s).await {
+                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "could not delete objects below the new log start; the next pass will");
+                st.orphans_checked = None;
             }
             self.counters
                 .segments_deleted
