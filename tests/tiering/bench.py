@@ -8,6 +8,7 @@ at full speed (a plot), and a whole-cluster restore of it all into an empty node
     ~/.cache/strata-testbed/testbed-venv/bin/python tests/tiering/bench.py [MiB [SEGMENT_MiB]]
 
   TIER_BENCH_PLOT=FILE.png   where the plot goes (default: the work dir)
+  TIER_BENCH_LOCAL_MIB=N     local.retention.bytes in MiB (default: two segments)
 
 MinIO, the node and the clients share this machine, so the figures are ratios for this
 machine, not absolutes. The page cache is warm for local reads (the node's local files were
@@ -36,7 +37,7 @@ from strata_testlib import free_port, wait_for  # noqa: E402
 
 MIB = 1 << 20
 SEGMENT = (int(sys.argv[2]) if len(sys.argv) > 2 else 16) * MIB
-LOCAL = 2 * SEGMENT
+LOCAL = int(os.environ.get("TIER_BENCH_LOCAL_MIB", 0)) * MIB or 2 * SEGMENT
 GETS = 'strata_tiering_bucket_requests_total{op="get"}'
 BYTES_DOWN = 'strata_tiering_bucket_bytes_total{direction="down"}'
 DISK_HITS = 'strata_tiering_disk_cache_requests_total{result="hit"}'
@@ -103,14 +104,6 @@ def consume_bytes(bootstrap: str, topic: str) -> tuple[int, float]:
     return size, dt
 
 
-def stats(node: Node) -> dict:
-    lines = [l for l in node.log_path.read_text(errors="replace").splitlines() if "tiering stats" in l]
-    if not lines:
-        return {}
-    clean = re.sub(r"\x1b\[[0-9;]*m", "", lines[-1])
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", clean)}
-
-
 def metrics(addr: str) -> dict[str, float]:
     """GET /metrics: {sample name with labels: value}."""
     with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as r:
@@ -172,15 +165,6 @@ def local_disk_over_time(node: Node, addr: str, topic: str, total: int, plot: Pa
     return {"produce_s": dt, "peak_local_bytes": peak, "samples": samples}
 
 
-def stats_lines(node: Node) -> int:
-    return node.log_path.read_text(errors="replace").count("tiering stats")
-
-
-def fresh_stats(node: Node, lines_before: int) -> dict:
-    wait_for(lambda: stats_lines(node) > lines_before, 30, "a new tiering stats line", every=0.5)
-    return stats(node)
-
-
 def main():
     total = int(sys.argv[1]) * MIB if len(sys.argv) > 1 else 256 * MIB
     work = Path(tempfile.mkdtemp(prefix="strata-tier-bench-"))
@@ -210,13 +194,15 @@ def main():
         wait_for(lambda: node.local_log_bytes("tiered", 0) <= LOCAL + SEGMENT, 600, "tiering")
         up = time.time() - t0
         tiered = written - node.local_log_bytes("tiered", 0)
-        s = fresh_stats(node, 0)
-        gib = s["bucket_bytes_up"] / (1 << 30)
+        m = metrics(maddr)
+        req = lambda op: m.get(f'strata_tiering_bucket_requests_total{{op="{op}"}}', 0)  # noqa: E731
+        gib = m.get('strata_tiering_bucket_bytes_total{direction="up"}', 0) / (1 << 30)
+        total_req = sum(req(op) for op in ("put", "get", "list", "delete", "copy"))
         print(f"upload: {tiered / MIB:.0f} MiB tiered in {up:.1f} s = {tiered / MIB / up:.1f} MiB/s "
               f"(includes the 0.2 s uploader tick and 0.3 s retention tick); "
-              f"{s['bucket_puts']} PUTs, {s['bucket_gets']} GETs, {s['bucket_lists']} LISTs for "
-              f"{gib:.3f} GiB = {s['bucket_puts'] / gib:.0f} PUTs/GiB, "
-              f"{(s['bucket_puts'] + s['bucket_gets'] + s['bucket_lists']) / gib:.0f} requests/GiB")
+              f"{req('put'):.0f} PUTs (multipart parts, starts and completions included), "
+              f"{req('get'):.0f} GETs, {req('list'):.0f} LISTs for {gib:.3f} GiB = "
+              f"{req('put') / gib:.0f} PUTs/GiB, {total_req / gib:.0f} requests/GiB")
 
         # Catch-up reads from offset 0 after a restart: memory and disk caches empty.
         node.stop()

@@ -223,6 +223,8 @@ impl ObjectStoreBucket {
 
     async fn put_multipart(&self, key: &str, file: Arc<File>, len: u64) -> Result<()> {
         let path = ObjPath::from(key);
+        // Starting and completing the upload are requests too (billed as PUTs by S3).
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
         let mut up = self
             .store
             .put_multipart(&path)
@@ -240,6 +242,7 @@ impl ObjectStoreBucket {
                 self.counters.bytes_up.fetch_add(n, Ordering::Relaxed);
                 pos += n;
             }
+            self.counters.puts.fetch_add(1, Ordering::Relaxed);
             up.complete()
                 .await
                 .map_err(|e| bucket_err("complete multipart", key, e))?;
