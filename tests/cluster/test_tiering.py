@@ -361,3 +361,37 @@ def test_a_lost_cluster_restores_into_an_empty_one(tiered, topology, tmp_path, r
               f"{copied} bytes copied into the new prefix")
     finally:
         new.stop()
+
+
+def test_a_follower_past_an_emptied_bucket_keeps_the_producer_state(tiered):
+    """Total retention empties the bucket's copy while a follower is down; back, it is below
+    the leader's log start (OFFSET_OUT_OF_RANGE) and starts again at the manifest's end with
+    the epochs and idempotent producer state the manifest kept for it, not empty."""
+    c = tiered
+    create_topic(c.bootstrap(), "e", 1, 2, {**TOPIC_CONFIG, "retention.ms": "4000",
+                                            "local.retention.bytes": "-2",
+                                            "min.insync.replicas": "1"})
+    c.wait_partitions("e", lambda st: len(st[0].isr) == 2, set(c.nodes), 60, "e: ISR of 2")
+    leader, replicas, _ = replicas_now(c, "e")[0]
+    follower = next(i for i in replicas if i != leader)
+    c.nodes[follower].kill()
+    c.wait_partitions("e", lambda st: follower not in st[0].isr, set(c.nodes) - {follower}, 60,
+                      f"e: node {follower} out of the ISR")
+    with BigLoad(c.bootstrap(exclude=(follower,)), "e", [0], pace=0.0005,
+                 producer_extra={"batch.size": 16384}) as load:
+        wait_for(lambda: load.n_acked(0) >= 400, 120, lambda: load.summary(), every=0.5)
+    load.assert_clean()
+    tid = json.loads((c.nodes[leader].data_dir / "e-0" / "partition.json").read_text())["topic_id"]
+
+    def emptied():
+        m = manifest(c, tid, 0)
+        return m if m and not m["segments"] and m["end_offset"] > 0 and m.get("retired") else None
+    m = wait_for(emptied, 60, "total retention emptied the bucket's copy", every=0.5)
+    assert m["retired"].get("producers"), m["retired"]
+    c.nodes[follower].start()
+    c.wait_partitions("e", lambda st: follower in st[0].isr, set(c.nodes), 60,
+                      f"e: node {follower} back in the ISR")
+    snap = c.nodes[follower].data_dir / "e-0" / f"{m['end_offset']:020d}.snapshot"
+    wait_for(snap.exists, 10, f"the follower's producer snapshot at {m['end_offset']}")
+    table = json.loads(snap.read_text())["table"]["producers"]
+    assert table, "the follower kept the idempotent producer's state"

@@ -226,6 +226,7 @@ impl Replicator {
         let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
         let mut backoff = false;
         let mut moved = Vec::new();
+        let mut below_start = Vec::new();
         for t in resp.responses {
             for pd in t.partitions {
                 let Some((part, epoch, leo)) = sent.iter().find(|(p, _, _)| {
@@ -238,7 +239,11 @@ impl Replicator {
                     continue;
                 }
                 if pd.error_code == ResponseError::OffsetOutOfRange.code() {
-                    if pd.log_start_offset > *leo {
+                    if pd.log_start_offset > *leo && self.tiered(part) {
+                        // Retention or DeleteRecords emptied the bucket's copy too: its
+                        // manifest still holds the epochs and producer state at its end.
+                        below_start.push((part.clone(), *epoch, *leo, pd.log_start_offset));
+                    } else if pd.log_start_offset > *leo {
                         part.log().reset_to(pd.log_start_offset)?;
                         part.reset_high_watermark(pd.log_start_offset);
                     } else {
@@ -278,10 +283,31 @@ impl Replicator {
                 backoff = true;
             }
         }
+        for (part, epoch, leo, start) in below_start {
+            if self.rebuild_from_bucket(&part, epoch, leo).await {
+                continue;
+            }
+            // Nothing in the bucket past this log: start empty at the leader's log start.
+            let r = part.replica();
+            if r.leader_epoch == epoch && !r.is_leader() {
+                let mut log = part.log();
+                if log.log_end_offset() == leo {
+                    log.reset_to(start)?;
+                    drop(log);
+                    drop(r);
+                    part.reset_high_watermark(start);
+                }
+            }
+        }
         if backoff {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// Whether the partition is tiered and this node can read the bucket.
+    fn tiered(&self, part: &Partition) -> bool {
+        self.tiering.is_some() && part.log().config().remote_storage
     }
 
     /// The leader answered OFFSET_MOVED_TO_TIERED_STORAGE: this follower's log (ending at
