@@ -208,14 +208,23 @@ impl Tiering {
                 .collect()
         };
         for d in due {
-            match self
-                .bucket
-                .put(&self.descriptor_key(d.topic_id), d.to_bytes())
-                .await
-            {
+            let key = self.descriptor_key(d.topic_id);
+            match self.bucket.put(&key, d.to_bytes()).await {
                 Ok(()) => {
                     tracing::debug!(topic = %d.name, "topic described in the bucket's catalog");
-                    self.catalog.lock().written.insert(d.topic_id, d);
+                    let deleted = {
+                        let mut c = self.catalog.lock();
+                        let deleted = c.deleted.contains(&d.topic_id);
+                        if !deleted {
+                            c.written.insert(d.topic_id, d);
+                        }
+                        deleted
+                    };
+                    if deleted {
+                        // The topic was deleted while the put was out: it must not come
+                        // back in a restore.
+                        let _ = self.bucket.delete(&key).await;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(topic = %d.name, error = %e, "could not describe the topic in the bucket's catalog; retrying");
@@ -331,6 +340,8 @@ impl Tiering {
 pub(super) struct Catalog {
     pub wanted: HashMap<uuid::Uuid, TopicDescriptor>,
     pub written: HashMap<uuid::Uuid, TopicDescriptor>,
+    /// Topics deleted while this node ran (ids are never reused).
+    pub deleted: std::collections::HashSet<uuid::Uuid>,
 }
 
 #[cfg(test)]

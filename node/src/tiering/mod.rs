@@ -585,6 +585,12 @@ impl Tiering {
         self.views.write().retain(|(id, _), _| *id != topic_id);
         self.states.lock().retain(|(id, _), _| *id != topic_id);
         self.part_stats.write().retain(|(id, _), _| *id != topic_id);
+        {
+            let mut c = self.catalog.lock();
+            c.wanted.remove(&topic_id);
+            c.written.remove(&topic_id);
+            c.deleted.insert(topic_id);
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
