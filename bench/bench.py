@@ -285,7 +285,8 @@ class StrataBroker(Broker):
             [self.binary, "--listen", self.bootstrap, "--advertise", self.bootstrap,
              "--data-dir", self.dir, "--node-id", "1", "--flush-policy", self.policy],
             stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "RUST_LOG": "warn"})
+            start_new_session=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn")})
         secs = wait_served(self.port, t0, lambda: self.proc.poll() is None, 60)
         if secs is None:
             raise RuntimeError(f"{self.name} did not serve Metadata:\n{self.logs_tail()}")
@@ -495,7 +496,10 @@ def java(cls, args, timeout, work):
     log4j = os.path.join(work, "tools-log4j.properties")
     if not os.path.exists(log4j):
         with open(log4j, "w") as f:
+            # The group coordinator's steps at INFO: when a consumer never gets its
+            # partitions, its log says where the join stopped.
             f.write("log4j.rootLogger=WARN, stderr\n"
+                    "log4j.logger.org.apache.kafka.clients.consumer.internals=INFO\n"
                     "log4j.appender.stderr=org.apache.log4j.ConsoleAppender\n"
                     "log4j.appender.stderr.Target=System.err\n"
                     "log4j.appender.stderr.layout=org.apache.log4j.PatternLayout\n"
@@ -550,8 +554,12 @@ def consumer_perf(b, topic, records, work, timeout):
             keys = [k.strip() for k in line.split(",")]
             vals = dict(zip(keys, [v.strip() for v in lines[i + 1].split(",")]))
     if p.returncode != 0 or not vals or "Exiting before consuming" in p.stdout + p.stderr:
+        saved = os.path.join(work, f"consumer-perf-{b.key}-{int(time.time())}.log")
+        with open(saved, "w") as f:
+            f.write(p.stdout + "\n---- stderr\n" + p.stderr)
         raise ClientError(f"ConsumerPerformance exit {p.returncode}: "
-                          f"{(errs or p.stderr.splitlines() or p.stdout.splitlines())[-3:]}")
+                          f"{(errs or p.stdout.splitlines())[-3:]}; client log: {saved}; "
+                          f"last client lines: {p.stderr.splitlines()[-6:]}")
     n = int(vals["data.consumed.in.nMsg"])
     if n < records:
         raise ClientError(f"ConsumerPerformance read {n} of {records}")

@@ -526,27 +526,31 @@ impl Group {
             .max()
             .unwrap_or(Duration::ZERO);
         self.rebalance_deadline = Some(now + timeout);
-        self.initial_delay_until =
-            if self.state == GroupState::Empty && !cfg.initial_rebalance_delay.is_zero() {
-                Some((now + cfg.initial_rebalance_delay).min(now + timeout))
-            } else {
-                None
-            };
+        // An empty group's first rebalance is the initial one, with its delay (even a zero
+        // one: Kafka's InitialDelayedJoin completes with whoever joined when it expires).
+        self.initial_delay_until = (self.state == GroupState::Empty)
+            .then(|| (now + cfg.initial_rebalance_delay).min(now + timeout));
         self.sync_deadline = None;
         self.set_state(GroupState::PreparingRebalance);
     }
 
-    /// Complete the join phase if every member has rejoined (after any initial delay) or the
-    /// rebalance timeout passed.
+    /// Complete the join phase: the first rebalance of an empty group once its initial delay
+    /// is over, with whoever joined by then (Kafka's InitialDelayedJoin: a member that was
+    /// given an id but never came back with it does not hold the group up for its session
+    /// timeout); any other once every member and pending member has rejoined; either way
+    /// when the rebalance timeout passed.
     pub fn maybe_complete_join(&mut self, now: Instant) {
         if self.state != GroupState::PreparingRebalance {
             return;
         }
-        let delayed = self.initial_delay_until.is_some_and(|t| now < t);
-        let all_joined =
-            self.members.values().all(|m| m.join_waiter.is_some()) && self.pending.is_empty();
+        let ready = match self.initial_delay_until {
+            Some(until) => now >= until,
+            None => {
+                self.members.values().all(|m| m.join_waiter.is_some()) && self.pending.is_empty()
+            }
+        };
         let timed_out = self.rebalance_deadline.is_some_and(|d| now >= d);
-        if (all_joined && !delayed) || timed_out {
+        if ready || timed_out {
             self.complete_join(now);
         }
     }
@@ -1111,6 +1115,33 @@ mod tests {
         assert!(rx.try_recv().is_err());
         g.tick(&c, t0 + Duration::from_millis(3001));
         assert_eq!(rx.try_recv().unwrap().generation, 1);
+    }
+
+    #[test]
+    fn a_member_id_never_used_does_not_hold_the_first_rebalance() {
+        // A consumer given an id (MEMBER_ID_REQUIRED) that asks again without it, as after
+        // a lost response: the first id stays pending for its session timeout, but the first
+        // rebalance completes when the initial delay is over, with the member that joined.
+        let mut g = Group::new("g");
+        let c = GroupConfig {
+            initial_rebalance_delay: Duration::from_secs(3),
+            ..cfg()
+        };
+        let t0 = Instant::now();
+        let _lost = now_result(g.join(req("", &["range"]), &c, t0));
+        let second = now_result(g.join(req("", &["range"]), &c, t0));
+        let Outcome::Wait(mut rx) = g.join(req(&second.member_id, &["range"]), &c, t0) else {
+            panic!()
+        };
+        g.tick(&c, t0 + Duration::from_secs(2));
+        assert!(rx.try_recv().is_err(), "the initial delay still runs");
+        g.tick(&c, t0 + Duration::from_millis(3001));
+        let joined = rx.try_recv().unwrap();
+        assert_eq!(
+            (joined.generation, joined.leader),
+            (1, second.member_id.clone())
+        );
+        assert_eq!(g.state, GroupState::CompletingRebalance);
     }
 
     #[test]
