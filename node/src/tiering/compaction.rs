@@ -68,13 +68,7 @@ fn segment_of(
     data: &[u8],
     headers: Vec<(batch::BatchHeader, usize)>,
 ) -> Result<Segment> {
-    let io = |e| Error::io(dir.display().to_string(), e);
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-        _ => {}
-    }
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut seg = Segment::create(dir, base, index_interval)?;
+    let mut seg = super::uploader::segment_in_empty_dir(dir, base, index_interval)?;
     if !data.is_empty() {
         seg.append(data, &headers)?;
     }

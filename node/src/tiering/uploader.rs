@@ -746,6 +746,22 @@ async fn tail_from(
     })
 }
 
+/// A new segment at `base`, alone in `dir` (emptied first): the scratch space where a
+/// segment to upload is rebuilt with its indexes.
+pub(super) fn segment_in_empty_dir(
+    dir: &std::path::Path,
+    base: i64,
+    index_interval: u64,
+) -> Result<Segment> {
+    let io = |e| Error::io(dir.display().to_string(), e);
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    Segment::create(dir, base, index_interval)
+}
+
 /// Copy the whole batches of `src` from byte `from` to `size` into a new segment at `base`
 /// in `dir` (emptied first), a chunk at a time; the segment builds its own indexes.
 fn copy_batches(
@@ -757,13 +773,7 @@ fn copy_batches(
     index_interval: u64,
 ) -> Result<Segment> {
     const CHUNK: u64 = 1 << 20;
-    let io = |e| Error::io(dir.display().to_string(), e);
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-        _ => {}
-    }
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut seg = Segment::create(dir, base, index_interval)?;
+    let mut seg = segment_in_empty_dir(dir, base, index_interval)?;
     let mut pos = from;
     while pos < size {
         let mut buf = crate::log::segment::read_at(src, pos, (size - pos).min(CHUNK) as usize)?;
