@@ -31,7 +31,7 @@ set -uo pipefail
 secs=${1:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz=$root/fuzz
-read -r -a targets <<<"${FUZZ_TARGETS:-request_frame record_batches log_recovery disk_cache_entry bucket_documents}"
+read -r -a targets <<<"${FUZZ_TARGETS:-request_frame record_batches log_recovery disk_cache_entry bucket_documents sasl_exchange}"
 sanitizer=${FUZZ_SANITIZER:-none}
 timeout=${FUZZ_TIMEOUT:-30}
 

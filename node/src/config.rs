@@ -204,6 +204,9 @@ pub struct Args {
     /// once: a `restore.json` in our prefix records it. Needs `--object-store`.
     #[arg(long, env = "STRATA_RESTORE_FROM")]
     pub restore_from: Option<String>,
+
+    #[command(flatten)]
+    pub security: crate::security::config::SecurityArgs,
 }
 
 /// Validated, immutable node configuration.
@@ -242,6 +245,8 @@ pub struct NodeConfig {
     pub tiering: Option<crate::tiering::TieringOptions>,
     /// Restore the topics of the cluster whose bucket prefix this is, once.
     pub restore_from: Option<String>,
+    /// Listeners, TLS, SASL, the authorizer and connection limits.
+    pub security: crate::security::config::SecurityConfig,
 }
 
 impl Args {
@@ -328,10 +333,21 @@ impl Args {
         }
         validate_for_node(&BTreeMap::new(), &defaults, tiering.is_some())
             .map_err(|e| format!("--topic-default: {e}"))?;
+        let security = self.security.validate(self.listen, (host, port))?;
+        let inter = security.inter_broker().clone();
+        if inter.protocol != crate::security::config::SecurityProtocol::Plaintext {
+            return Err(format!(
+                "the inter-broker listener {} is {}: replication between nodes speaks only \
+                 PLAINTEXT so far; add a PLAINTEXT listener for it (reachable only inside the \
+                 cluster) and name it with --inter-broker-listener-name",
+                inter.name,
+                inter.protocol.name()
+            ));
+        }
         Ok(NodeConfig {
-            listen: self.listen,
-            advertised_host: host,
-            advertised_port: port,
+            listen: inter.bind,
+            advertised_host: inter.advertised_host,
+            advertised_port: inter.advertised_port,
             data_dir: self.data_dir,
             node_id: self.node_id,
             flush_policy: self.flush_policy,
@@ -356,6 +372,7 @@ impl Args {
             ready_catch_up_timeout_ms: self.ready_catch_up_timeout_ms,
             tiering,
             restore_from: self.restore_from,
+            security,
         })
     }
 }
@@ -369,6 +386,7 @@ impl NodeConfig {
                 c.data_dir = dir;
                 // Registration with the controller needs a real port to advertise.
                 c.advertised_port = 9092;
+                c.security.listeners[0].advertised_port = 9092;
                 c
             })
             .expect("valid test config")

@@ -12,5 +12,6 @@ pub mod node;
 pub mod partition;
 pub mod protocol;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod tiering;

@@ -33,18 +33,25 @@ async fn run(
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
     let mut config = config;
-    let listen = config.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    if config.advertised_port == 0 {
-        // --listen HOST:0: advertise the port the system picked.
-        config.advertised_port = i32::from(listener.local_addr()?.port());
+    let mut bound = Vec::new();
+    for l in config.security.listeners.iter_mut() {
+        let socket = tokio::net::TcpListener::bind(l.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} ({}): {e}", l.bind, l.name))?;
+        if l.advertised_port == 0 {
+            // HOST:0: advertise the port the system picked.
+            l.advertised_port = i32::from(socket.local_addr()?.port());
+        }
+        if l.name == config.security.inter_broker_listener {
+            config.advertised_port = l.advertised_port;
+        }
+        tracing::info!(listener = %l.name, protocol = l.protocol.name(), bind = %socket.local_addr()?,
+            advertised = %format!("{}:{}", l.advertised_host, l.advertised_port), "listening");
+        bound.push((std::sync::Arc::new(l.clone()), socket));
     }
     let node = Node::open(config).await?;
     let cfg = node.config.clone();
     tracing::info!(
-        listen = %listener.local_addr()?,
         advertise = %format!("{}:{}", cfg.advertised_host, cfg.advertised_port),
         data_dir = %cfg.data_dir.display(),
         node_id = cfg.node_id,
@@ -70,7 +77,11 @@ async fn run(
         }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(strata_node::server::serve(node.clone(), listener, stop_rx));
+    let listeners = bound
+        .into_iter()
+        .map(|(listener, socket)| strata_node::server::Bound { listener, socket })
+        .collect();
+    let server = tokio::spawn(strata_node::server::serve(node.clone(), listeners, stop_rx));
     if !stopped_early {
         signal.await;
     }

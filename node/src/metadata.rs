@@ -47,6 +47,19 @@ pub struct NodeAddr {
     pub port: i32,
     pub rack: Option<String>,
     pub alive: bool,
+    /// Every named listener's advertised (host, port).
+    pub listeners: BTreeMap<String, (String, i32)>,
+}
+
+impl NodeAddr {
+    /// The address clients of `listener` reach this node at; None when it has no such
+    /// listener. The empty name (requests not from a listener) gets the default address.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        if listener.is_empty() || self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners.get(listener).map(|(h, p)| (h.as_str(), *p))
+    }
 }
 
 /// One partition's assignment as last published by the controller.
@@ -67,6 +80,10 @@ pub struct ClusterView {
     pub controller_id: i32,
     pub nodes: BTreeMap<i32, NodeAddr>,
     pub assignments: HashMap<(String, i32), Assignment>,
+    /// SCRAM credentials (user, credential).
+    pub scram_credentials: Vec<(String, strata_security::scram::ScramCredential)>,
+    /// Kafka ACLs.
+    pub acls: Vec<strata_security::acl::AclBinding>,
 }
 
 impl ClusterView {

@@ -40,7 +40,11 @@ async fn scrape_shows_requests_bytes_and_partitions() {
     let kafka = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kafka_addr = kafka.local_addr().unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(strata_node::server::serve(broker.clone(), kafka, rx));
+    tokio::spawn(strata_node::server::serve(
+        broker.clone(),
+        vec![strata_node::server::Bound::first(&broker, kafka)],
+        rx,
+    ));
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
     tokio::spawn(strata_node::node::metrics::serve(broker.clone(), metrics));

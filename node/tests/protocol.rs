@@ -28,7 +28,11 @@ async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(strata_node::server::serve(broker, listener, rx));
+    tokio::spawn(strata_node::server::serve(
+        broker.clone(),
+        vec![strata_node::server::Bound::first(&broker, listener)],
+        rx,
+    ));
     Server {
         addr,
         _dir: dir,

@@ -50,6 +50,8 @@ pub struct Node {
     pub tiering: Option<Arc<Tiering>>,
     /// Request and traffic counters for `--metrics-listen`.
     pub metrics: Metrics,
+    /// Listeners' TLS, SASL credentials, the authorizer, connection limits.
+    pub security: Arc<crate::security::Security>,
     /// Set once the first image is applied (unhosted directories are removed then).
     first_image_applied: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
@@ -66,6 +68,7 @@ impl Node {
         let meta = config.data_dir.join("meta");
         std::fs::create_dir_all(&meta).map_err(|e| Error::io(meta.display().to_string(), e))?;
         let lock = fsutil::lock_exclusive(&meta.join("lock"))?;
+        let security = crate::security::Security::open(config.security.clone())?;
         let image = Arc::new(ImageCell::new(MetadataImage::default()));
         let link = Arc::new(match &config.controller {
             Some(urls) => ClusterLink::new(urls, config.node_id, image.clone())?,
@@ -115,6 +118,7 @@ impl Node {
             replicator,
             tiering,
             metrics: Metrics::default(),
+            security,
             first_image_applied: std::sync::atomic::AtomicBool::new(false),
             shutdown,
             tasks: TaskTracker::new(),
@@ -143,6 +147,8 @@ impl Node {
         self.periodic(every(self.config.compaction_interval_ms), move || {
             b.run_compaction()
         });
+        self.tasks
+            .spawn(self.security.clone().run(self.shutdown.clone()));
         let groups = self.groups.clone();
         self.tasks.spawn_blocking(move || groups.load_all());
         let groups = self.groups.clone();
@@ -170,10 +176,17 @@ impl Node {
             } else {
                 tracing::info!(controller = ?self.config.controller, "cluster mode: joining the controller");
             }
-            let advertised = (
-                self.config.advertised_host.clone(),
-                self.config.advertised_port,
-            );
+            let advertised = crate::replication::cluster::Advertised {
+                host: self.config.advertised_host.clone(),
+                port: self.config.advertised_port,
+                listeners: self
+                    .config
+                    .security
+                    .listeners
+                    .iter()
+                    .map(|l| (l.name.clone(), l.advertised_host.clone(), l.advertised_port))
+                    .collect(),
+            };
             // Weak: the session must not keep a dropped node alive.
             let host = Arc::downgrade(&(self.clone() as Arc<dyn ClusterHost>));
             // The session (heartbeats) goes on through a controlled shutdown; the token is
@@ -289,6 +302,8 @@ fn descriptor(
 
 impl ClusterHost for Node {
     fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()> {
+        self.security
+            .apply_metadata(view.scram_credentials.iter().cloned(), &view.acls);
         let me = self.cluster.me;
         let now = fsutil::now_ms();
         let mut offsets_leadership = Vec::new();

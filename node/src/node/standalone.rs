@@ -119,6 +119,8 @@ fn state_from(old: &MetadataImage, me: i32) -> State {
         topics,
         excluded_nodes: Default::default(),
         balanced_for: Default::default(),
+        scram_credentials: Default::default(),
+        acls: Default::default(),
     }
 }
 

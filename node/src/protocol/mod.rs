@@ -21,6 +21,8 @@ pub struct Frame {
     pub header: RequestHeader,
     /// The client's address, as Kafka reports it ("/IP").
     pub client_host: String,
+    /// Who sent it, from where, on which listener.
+    pub caller: crate::security::Caller,
     pub api_key: ApiKey,
     pub body: Bytes,
 }
@@ -78,6 +80,7 @@ pub fn parse_frame(mut buf: Bytes) -> Parsed {
     Parsed::Request(Frame {
         header,
         client_host: String::new(),
+        caller: crate::security::Caller::internal(),
         api_key,
         body: buf,
     })
@@ -107,6 +110,13 @@ pub fn decode_body<T: Decodable>(frame: &Frame) -> Result<T> {
 pub struct ResponseBytes {
     chunks: Vec<Bytes>,
     len: usize,
+}
+
+impl Frame {
+    /// The caller, for authorization checks.
+    pub fn caller(&self) -> crate::security::Caller {
+        self.caller.clone()
+    }
 }
 
 impl ResponseBytes {

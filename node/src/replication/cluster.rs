@@ -495,6 +495,58 @@ impl ClusterLink {
         .await
     }
 
+    /// AlterUserScramCredentials through the controller; waits until this node has the
+    /// resulting metadata, so the next authentication here sees it.
+    pub async fn alter_scram_credentials(
+        &self,
+        r: pb::AlterScramCredentialsRequest,
+    ) -> Result<Vec<pb::ScramResult>> {
+        self.timed(async {
+            let (i, _) = self.in_use();
+            let resp = self
+                .client()
+                .alter_scram_credentials(r)
+                .await
+                .map_err(|e| self.down(i, e))?
+                .into_inner();
+            self.caught_up(resp.metadata_version).await;
+            Ok(resp.results)
+        })
+        .await
+    }
+
+    /// CreateAcls through the controller; waits until this node has the result.
+    pub async fn create_acls(&self, r: pb::CreateAclsRequest) -> Result<Vec<pb::AclResult>> {
+        self.timed(async {
+            let (i, _) = self.in_use();
+            let resp = self
+                .client()
+                .create_acls(r)
+                .await
+                .map_err(|e| self.down(i, e))?
+                .into_inner();
+            self.caught_up(resp.metadata_version).await;
+            Ok(resp.results)
+        })
+        .await
+    }
+
+    /// DeleteAcls through the controller; waits until this node has the result.
+    pub async fn delete_acls(&self, r: pb::DeleteAclsRequest) -> Result<Vec<pb::DeletedAcls>> {
+        self.timed(async {
+            let (i, _) = self.in_use();
+            let resp = self
+                .client()
+                .delete_acls(r)
+                .await
+                .map_err(|e| self.down(i, e))?
+                .into_inner();
+            self.caught_up(resp.metadata_version).await;
+            Ok(resp.results)
+        })
+        .await
+    }
+
     /// A block of producer ids from the controller, starting at `at_least` or above:
     /// (first, end).
     pub async fn allocate_producer_id_block(&self, at_least: i64) -> Result<(i64, i64)> {
@@ -749,12 +801,21 @@ pub struct PartitionSize {
     pub remote_bytes: u64,
 }
 
+/// What a node registers: the address other nodes fetch from, and every named listener's
+/// advertised address (name, host, port) for clients.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    pub host: String,
+    pub port: i32,
+    pub listeners: Vec<(String, String, i32)>,
+}
+
 /// Run the node's side of the cluster until `shutdown` (or the host is gone): register,
 /// heartbeat, and apply every metadata image the controller publishes through `host`.
 pub async fn run(
     link: Arc<ClusterLink>,
     host: std::sync::Weak<dyn ClusterHost>,
-    advertised: (String, i32),
+    advertised: Advertised,
     shutdown: CancellationToken,
 ) {
     let watch = tokio::spawn(watch_loop(link.clone(), host.clone(), shutdown.clone()));
@@ -768,7 +829,7 @@ pub async fn run(
 async fn session(
     link: &ClusterLink,
     host: &std::sync::Weak<dyn ClusterHost>,
-    advertised: (String, i32),
+    advertised: Advertised,
 ) {
     loop {
         let (i, url) = link.in_use();
@@ -777,10 +838,19 @@ async fn session(
             .client()
             .register(pb::RegisterRequest {
                 node_id: link.me,
-                host: advertised.0.clone(),
-                port: advertised.1,
+                host: advertised.host.clone(),
+                port: advertised.port,
                 rack: String::new(),
                 incarnation_id: link.incarnation.clone(),
+                listeners: advertised
+                    .listeners
+                    .iter()
+                    .map(|(name, host, port)| pb::Endpoint {
+                        name: name.clone(),
+                        host: host.clone(),
+                        port: *port,
+                    })
+                    .collect(),
             })
             .await;
         let reg = match reg {
@@ -934,9 +1004,32 @@ fn decode_image(md: &pb::ClusterMetadata) -> (MetadataImage, ClusterView) {
                 port: n.port,
                 rack: (!n.rack.is_empty()).then(|| n.rack.clone()),
                 alive: n.alive,
+                listeners: n
+                    .listeners
+                    .iter()
+                    .map(|e| (e.name.clone(), (e.host.clone(), e.port)))
+                    .collect(),
             },
         );
     }
+    view.scram_credentials = md
+        .scram_credentials
+        .iter()
+        .filter_map(|c| {
+            strata_controller::service::scram_from_proto(c).map(|cred| (c.user.clone(), cred))
+        })
+        .collect();
+    view.acls = md
+        .acls
+        .iter()
+        .filter_map(|a| match strata_controller::service::acl_from_proto(a) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an ACL of the metadata this build cannot read");
+                None
+            }
+        })
+        .collect();
     let mut image = MetadataImage {
         version: METADATA_VERSION,
         cluster_id: md.cluster_id.clone(),

@@ -64,6 +64,13 @@ impl Rpc {
         /// AlterPartitionReassignments.
         alter_partition_reassignments(pb::AlterPartitionReassignmentsRequest)
             -> pb::AlterPartitionReassignmentsResponse;
+        /// AlterUserScramCredentials.
+        alter_scram_credentials(pb::AlterScramCredentialsRequest)
+            -> pb::AlterScramCredentialsResponse;
+        /// CreateAcls.
+        create_acls(pb::CreateAclsRequest) -> pb::CreateAclsResponse;
+        /// DeleteAcls.
+        delete_acls(pb::DeleteAclsRequest) -> pb::DeleteAclsResponse;
         /// ListPartitionReassignments.
         list_partition_reassignments(pb::ListPartitionReassignmentsRequest)
             -> pb::ListPartitionReassignmentsResponse;

@@ -130,6 +130,16 @@ pub enum Error {
     /// Cancelling a reassignment of a partition that is not moving.
     #[error("{topic}-{partition} has no reassignment in progress")]
     NoReassignmentInProgress { topic: String, partition: i32 },
+    // ---- security metadata ----
+    /// A SCRAM credential that cannot be stored (bad user name, iterations, key lengths).
+    #[error("unacceptable credential for user {user:?}: {reason}")]
+    UnacceptableCredential { user: String, reason: String },
+    /// Deleting a SCRAM credential that does not exist.
+    #[error("user {user:?} has no {mechanism} credential")]
+    CredentialNotFound { user: String, mechanism: String },
+    /// A user named twice for one mechanism in one AlterUserScramCredentials.
+    #[error("user {user:?} appears more than once for {mechanism}")]
+    DuplicateCredential { user: String, mechanism: String },
 }
 
 impl Error {

@@ -19,11 +19,13 @@ use tokio::sync::{watch, Mutex};
 
 use crate::core::{
     self, Cluster, ElectionType, Event, Image, NewTopic, OngoingReassignment, PartitionOutcome,
-    PartitionRecord, ReassignmentRequest, RebalanceOutcome, Registered, ShutdownProgress,
-    TopicOutcome, TopicRecord,
+    PartitionRecord, ReassignmentRequest, RebalanceOutcome, Registered, ScramOutcome,
+    ShutdownProgress, TopicOutcome, TopicRecord,
 };
 use crate::error::{Error, Result};
 use crate::store::MetadataStore;
+use strata_security::acl::{AclBinding, AclFilter};
+use strata_security::scram::{ScramCredential, ScramMechanism};
 
 /// How often nodes' deadlines are checked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
@@ -64,6 +66,8 @@ pub struct NodeRegistration {
     pub rack: String,
     /// Random per process start: a new one means the node restarted.
     pub incarnation_id: String,
+    /// Every named listener's advertised address (name -> (host, port)).
+    pub listeners: BTreeMap<String, (String, i32)>,
 }
 
 /// One replica's size as its node reports it with a heartbeat.
@@ -251,14 +255,16 @@ impl ControllerHandle {
     /// Registers a node (again): it gets a new broker epoch.
     pub async fn register(&self, node: NodeRegistration) -> Result<Registered> {
         self.apply(|c, now| {
-            c.register(
+            let registered = c.register(
                 node.node_id,
                 &node.host,
                 node.port,
                 &node.rack,
                 &node.incarnation_id,
                 now,
-            )
+            )?;
+            c.set_listeners(node.node_id, node.listeners.clone());
+            Ok(registered)
         })
         .await?
     }
@@ -382,6 +388,33 @@ impl ControllerHandle {
                 .map(|()| c.version())
         })
         .await?
+    }
+
+    // ---- security metadata ----
+
+    /// AlterUserScramCredentials: one outcome per user.
+    pub async fn alter_scram_credentials(
+        &self,
+        upsertions: Vec<(String, ScramCredential)>,
+        deletions: Vec<(String, ScramMechanism)>,
+    ) -> Result<Versioned<Vec<ScramOutcome>>> {
+        self.apply(|c, _| versioned(c, |c| c.alter_scram_credentials(upsertions, deletions)))
+            .await
+    }
+
+    /// CreateAcls: one outcome per binding.
+    pub async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<Versioned<Vec<Result<()>>>> {
+        self.apply(|c, _| versioned(c, |c| c.create_acls(acls)))
+            .await
+    }
+
+    /// DeleteAcls: the bindings each filter removed.
+    pub async fn delete_acls(
+        &self,
+        filters: Vec<AclFilter>,
+    ) -> Result<Versioned<Vec<Vec<AclBinding>>>> {
+        self.apply(|c, _| versioned(c, |c| c.delete_acls(filters)))
+            .await
     }
 
     /// Creates one topic.
@@ -641,6 +674,7 @@ mod tests {
                 port: 1,
                 rack: String::new(),
                 incarnation_id: "a".into(),
+                ..Default::default()
             })
             .await
             .unwrap();

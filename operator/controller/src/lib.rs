@@ -92,6 +92,14 @@ pub mod codes {
     pub const ELECTION_NOT_NEEDED: i32 = 84;
     /// Cancelling a reassignment that does not exist.
     pub const NO_REASSIGNMENT_IN_PROGRESS: i32 = 85;
+    /// A SCRAM mechanism this build does not know.
+    pub const UNSUPPORTED_SASL_MECHANISM: i32 = 33;
+    /// Deleting a SCRAM credential that does not exist.
+    pub const RESOURCE_NOT_FOUND: i32 = 91;
+    /// A user named twice for one mechanism.
+    pub const DUPLICATE_RESOURCE: i32 = 92;
+    /// A SCRAM credential that cannot be stored.
+    pub const UNACCEPTABLE_CREDENTIAL: i32 = 93;
 }
 
 /// Connects a client to a controller at `addr`, given as `host:port` or a full `http://` URI.

@@ -28,6 +28,8 @@ use crate::handle::{ControllerHandle, IsrProposal, NodeRegistration, PartitionSi
 use crate::proto;
 use crate::proto::controller_server::{Controller, ControllerServer};
 use crate::store::MetadataStore;
+use strata_security::acl::{AclBinding, AclFilter};
+use strata_security::scram::{ScramCredential, ScramMechanism};
 
 pub use crate::handle::{ServiceConfig, TICK_INTERVAL};
 
@@ -126,6 +128,15 @@ pub fn image_to_proto(image: &Image) -> proto::ClusterMetadata {
                 port: n.port,
                 rack: n.rack.clone(),
                 alive: n.alive,
+                listeners: n
+                    .listeners
+                    .iter()
+                    .map(|(name, (host, port))| proto::Endpoint {
+                        name: name.clone(),
+                        host: host.clone(),
+                        port: *port,
+                    })
+                    .collect(),
             })
             .collect(),
         topics: image
@@ -133,7 +144,80 @@ pub fn image_to_proto(image: &Image) -> proto::ClusterMetadata {
             .iter()
             .map(|(name, t)| topic_to_proto(name, t))
             .collect(),
+        scram_credentials: image
+            .scram_credentials
+            .iter()
+            .flat_map(|(user, per)| per.values().map(move |c| scram_to_proto(user, c)))
+            .collect(),
+        acls: image.acls.iter().map(acl_to_proto).collect(),
     }
+}
+
+/// A stored SCRAM credential as nodes receive it.
+pub fn scram_to_proto(user: &str, c: &ScramCredential) -> proto::ScramCredentialInfo {
+    proto::ScramCredentialInfo {
+        user: user.to_string(),
+        mechanism: i32::from(c.mechanism.kafka_type()),
+        salt: c.salt.clone(),
+        iterations: i32::try_from(c.iterations).unwrap_or(i32::MAX),
+        stored_key: c.stored_key.clone(),
+        server_key: c.server_key.clone(),
+    }
+}
+
+/// A SCRAM credential from the wire; `None` for an unknown mechanism.
+pub fn scram_from_proto(c: &proto::ScramCredentialInfo) -> Option<ScramCredential> {
+    let mechanism = ScramMechanism::from_kafka_type(i8::try_from(c.mechanism).ok()?)?;
+    Some(ScramCredential {
+        mechanism,
+        salt: c.salt.clone(),
+        iterations: u32::try_from(c.iterations).ok()?,
+        stored_key: c.stored_key.clone(),
+        server_key: c.server_key.clone(),
+    })
+}
+
+/// An ACL binding as nodes receive it.
+pub fn acl_to_proto(b: &AclBinding) -> proto::AclInfo {
+    proto::AclInfo {
+        resource_type: i32::from(b.resource_type.code()),
+        resource_name: b.resource_name.clone(),
+        pattern_type: i32::from(b.pattern_type.code()),
+        principal: b.principal.clone(),
+        host: b.host.clone(),
+        operation: i32::from(b.operation.code()),
+        permission: i32::from(b.permission.code()),
+    }
+}
+
+/// An ACL binding from the wire, validated as CreateAcls validates it.
+pub fn acl_from_proto(a: &proto::AclInfo) -> std::result::Result<AclBinding, String> {
+    let code = |v: i32| i8::try_from(v).unwrap_or(0);
+    AclBinding::from_wire(
+        code(a.resource_type),
+        &a.resource_name,
+        code(a.pattern_type),
+        &a.principal,
+        &a.host,
+        code(a.operation),
+        code(a.permission),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// An ACL filter from the wire.
+pub fn acl_filter_from_proto(f: &proto::AclFilterInfo) -> std::result::Result<AclFilter, String> {
+    let code = |v: i32| i8::try_from(v).unwrap_or(0);
+    AclFilter::from_wire(
+        code(f.resource_type),
+        f.resource_name.as_deref(),
+        code(f.pattern_type),
+        f.principal.as_deref(),
+        f.host.as_deref(),
+        code(f.operation),
+        code(f.permission),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// One partition as nodes see it.
@@ -198,6 +282,10 @@ pub fn kafka_code(e: &Error) -> i32 {
         Error::PreferredLeaderNotAvailable { .. } => codes::PREFERRED_LEADER_NOT_AVAILABLE,
         Error::EligibleLeadersNotAvailable { .. } => codes::ELIGIBLE_LEADERS_NOT_AVAILABLE,
         Error::NoReassignmentInProgress { .. } => codes::NO_REASSIGNMENT_IN_PROGRESS,
+        // ---- security metadata ----
+        Error::UnacceptableCredential { .. } => codes::UNACCEPTABLE_CREDENTIAL,
+        Error::CredentialNotFound { .. } => codes::RESOURCE_NOT_FOUND,
+        Error::DuplicateCredential { .. } => codes::DUPLICATE_RESOURCE,
     }
 }
 
@@ -294,6 +382,11 @@ impl Controller for ControllerService {
                     port: r.port,
                     rack: r.rack,
                     incarnation_id: r.incarnation_id,
+                    listeners: r
+                        .listeners
+                        .into_iter()
+                        .map(|e| (e.name, (e.host, e.port)))
+                        .collect(),
                 })
                 .await;
             let mut response = proto::RegisterResponse {
@@ -578,6 +671,153 @@ impl Controller for ControllerService {
         .await
     }
 
+    async fn alter_scram_credentials(
+        &self,
+        request: Request<proto::AlterScramCredentialsRequest>,
+    ) -> Result<Response<proto::AlterScramCredentialsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!(
+            "alter_scram_credentials",
+            upsertions = r.upsertions.len(),
+            deletions = r.deletions.len()
+        );
+        async move {
+            // Entries the wire cannot express as a credential are answered per user here.
+            let mut early = Vec::new();
+            let mut upsertions = Vec::new();
+            for c in &r.upsertions {
+                match scram_from_proto(c) {
+                    Some(cred) => upsertions.push((c.user.clone(), cred)),
+                    None => early.push(proto::ScramResult {
+                        user: c.user.clone(),
+                        error_code: codes::UNSUPPORTED_SASL_MECHANISM,
+                        error_message: format!("unknown SCRAM mechanism {}", c.mechanism),
+                    }),
+                }
+            }
+            let mut deletions = Vec::new();
+            for d in &r.deletions {
+                match i8::try_from(d.mechanism)
+                    .ok()
+                    .and_then(ScramMechanism::from_kafka_type)
+                {
+                    Some(m) => deletions.push((d.user.clone(), m)),
+                    None => early.push(proto::ScramResult {
+                        user: d.user.clone(),
+                        error_code: codes::UNSUPPORTED_SASL_MECHANISM,
+                        error_message: format!("unknown SCRAM mechanism {}", d.mechanism),
+                    }),
+                }
+            }
+            upsertions.retain(|(u, _)| !early.iter().any(|e| e.user == *u));
+            deletions.retain(|(u, _)| !early.iter().any(|e| e.user == *u));
+            let done = self
+                .controller
+                .alter_scram_credentials(upsertions, deletions)
+                .await
+                .map_err(status)?;
+            let mut results = early;
+            results.extend(done.value.into_iter().map(|o| match o.result {
+                Ok(()) => proto::ScramResult {
+                    user: o.user,
+                    ..Default::default()
+                },
+                Err(e) => proto::ScramResult {
+                    user: o.user,
+                    error_code: kafka_code(&e),
+                    error_message: e.to_string(),
+                },
+            }));
+            Ok(Response::new(proto::AlterScramCredentialsResponse {
+                results,
+                metadata_version: done.metadata_version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<proto::CreateAclsRequest>,
+    ) -> Result<Response<proto::CreateAclsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("create_acls", count = r.acls.len());
+        async move {
+            let parsed: Vec<std::result::Result<AclBinding, String>> =
+                r.acls.iter().map(acl_from_proto).collect();
+            let valid: Vec<AclBinding> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+            let done = self.controller.create_acls(valid).await.map_err(status)?;
+            let mut applied = done.value.into_iter();
+            let results = parsed
+                .into_iter()
+                .map(|p| match p {
+                    Ok(_) => match applied.next() {
+                        Some(Ok(())) => proto::AclResult::default(),
+                        Some(Err(e)) => proto::AclResult {
+                            error_code: kafka_code(&e),
+                            error_message: e.to_string(),
+                        },
+                        None => proto::AclResult {
+                            error_code: codes::UNKNOWN_SERVER_ERROR,
+                            error_message: "missing outcome".into(),
+                        },
+                    },
+                    Err(reason) => proto::AclResult {
+                        error_code: codes::INVALID_REQUEST,
+                        error_message: reason,
+                    },
+                })
+                .collect();
+            Ok(Response::new(proto::CreateAclsResponse {
+                results,
+                metadata_version: done.metadata_version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<proto::DeleteAclsRequest>,
+    ) -> Result<Response<proto::DeleteAclsResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("delete_acls", filters = r.filters.len());
+        async move {
+            let parsed: Vec<std::result::Result<AclFilter, String>> =
+                r.filters.iter().map(acl_filter_from_proto).collect();
+            let valid: Vec<AclFilter> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+            let done = self.controller.delete_acls(valid).await.map_err(status)?;
+            let mut applied = done.value.into_iter();
+            let results = parsed
+                .into_iter()
+                .map(|p| match p {
+                    Ok(_) => proto::DeletedAcls {
+                        acls: applied
+                            .next()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(acl_to_proto)
+                            .collect(),
+                        ..Default::default()
+                    },
+                    Err(reason) => proto::DeletedAcls {
+                        error_code: codes::INVALID_REQUEST,
+                        error_message: reason,
+                        acls: Vec::new(),
+                    },
+                })
+                .collect();
+            Ok(Response::new(proto::DeleteAclsResponse {
+                results,
+                metadata_version: done.metadata_version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn allocate_producer_ids(
         &self,
         request: Request<proto::AllocateProducerIdsRequest>,
@@ -807,6 +1047,7 @@ mod tests {
                 port: 1,
                 rack: String::new(),
                 incarnation_id: "a".into(),
+                listeners: Vec::new(),
             }))
             .await
             .unwrap()

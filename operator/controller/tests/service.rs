@@ -68,6 +68,7 @@ async fn register(c: &mut ControllerClient<Channel>, node: i32, incarnation: &st
             port: 9090 + node,
             rack: String::new(),
             incarnation_id: incarnation.into(),
+            listeners: Vec::new(),
         })
         .await
         .unwrap()

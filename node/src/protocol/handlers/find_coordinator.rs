@@ -13,9 +13,17 @@ use super::s;
 use crate::coordinator::records::partition_for;
 use crate::coordinator::OFFSETS_TOPIC;
 use crate::node::Node;
+use crate::security::Caller;
+use strata_security::acl::{Operation, ResourceType};
 
-/// Answer FindCoordinator (single key before v4, batched keys from v4).
-pub async fn handle(b: &Arc<Node>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+/// Answer FindCoordinator (single key before v4, batched keys from v4). Group keys need
+/// Describe on the group (GROUP_AUTHORIZATION_FAILED otherwise).
+pub async fn handle(
+    b: &Arc<Node>,
+    cx: &Caller,
+    v: i16,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
     // Groups are coordinated through the offsets topic: create it on first use.
     let offsets_topic = if req.key_type == 0 {
         Some(b.broker.ensure_offsets_topic().await)
@@ -44,6 +52,19 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: FindCoordinatorRequest) -> FindC
     };
     // The coordinator of a group is the leader of its offsets partition.
     let locate = |key: &str| -> (i16, Option<String>, BrokerId, StrBytes, i32) {
+        if req.key_type == 0
+            && !b
+                .security
+                .authorize(cx, Operation::Describe, ResourceType::Group, key)
+        {
+            return (
+                ResponseError::GroupAuthorizationFailed.code(),
+                None,
+                BrokerId(-1),
+                s(""),
+                -1,
+            );
+        }
         let (code, msg) = answer(req.key_type);
         if code != 0 {
             return (code, msg, BrokerId(-1), s(""), -1);
@@ -58,9 +79,13 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: FindCoordinatorRequest) -> FindC
             .then(|| view.assignment(OFFSETS_TOPIC, partition_for(key, n)))
             .flatten()
             .map(|a| a.leader)
-            .and_then(|l| view.nodes.get(&l).filter(|n| n.alive));
+            .and_then(|l| view.nodes.get(&l).filter(|n| n.alive))
+            .and_then(|n| {
+                n.endpoint(&cx.listener)
+                    .map(|(h, p)| (n.id, h.to_string(), p))
+            });
         match leader {
-            Some(node) => (0, None, BrokerId(node.id), s(node.host.clone()), node.port),
+            Some((id, host, port)) => (0, None, BrokerId(id), s(host), port),
             None => (
                 ResponseError::CoordinatorNotAvailable.code(),
                 Some("the group's offsets partition has no leader yet".into()),

@@ -13,6 +13,8 @@ use super::{s, topic_name};
 use crate::broker::TopicView;
 use crate::error::Error;
 use crate::node::Node;
+use crate::security::Caller;
+use strata_security::acl::{Operation, ResourceType};
 
 fn topic_entry(b: &Node, t: &TopicView) -> MetadataResponseTopic {
     let view = b.cluster.view();
@@ -62,8 +64,11 @@ fn error_entry(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRe
     })
 }
 
-/// Answer Metadata, auto-creating requested topics where allowed.
-pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResponse {
+/// Answer Metadata, auto-creating requested topics where allowed. With an authorizer, a
+/// listing shows only the topics the caller may describe, a named topic it may not is
+/// TOPIC_AUTHORIZATION_FAILED, and auto-creation needs Create (on the cluster or the topic).
+pub async fn handle(b: &Arc<Node>, cx: &Caller, v: i16, req: MetadataRequest) -> MetadataResponse {
+    let may = |op: Operation, name: &str| b.security.authorize(cx, op, ResourceType::Topic, name);
     // v0 treats an empty list as "all topics"; v1+ uses null for that.
     let all = match &req.topics {
         None => true,
@@ -74,6 +79,7 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResp
         b.broker
             .topics()
             .iter()
+            .filter(|t| may(Operation::Describe, &t.name))
             .map(|t| topic_entry(b, t))
             .collect()
     } else {
@@ -86,8 +92,20 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResp
                     .map(|n| n.0.to_string())
                     .filter(|n| !n.is_empty());
                 match by_name {
+                    Some(name) if !may(Operation::Describe, &name) => error_entry(
+                        rt.name,
+                        uuid::Uuid::nil(),
+                        ResponseError::TopicAuthorizationFailed.code(),
+                    ),
                     Some(name) => {
-                        let found = if allow_auto {
+                        let may_create = allow_auto
+                            && (b.security.authorize(
+                                cx,
+                                Operation::Create,
+                                ResourceType::Cluster,
+                                super::security::CLUSTER,
+                            ) || may(Operation::Create, &name));
+                        let found = if may_create {
                             b.broker.get_or_auto_create(&name).await
                         } else {
                             Ok(b.broker.topic(&name))
@@ -113,6 +131,11 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResp
                         }
                     }
                     None => match b.broker.topic_by_id(rt.topic_id) {
+                        Some(t) if !may(Operation::Describe, &t.name) => error_entry(
+                            None,
+                            rt.topic_id,
+                            ResponseError::TopicAuthorizationFailed.code(),
+                        ),
                         Some(t) => topic_entry(b, &t),
                         None => {
                             error_entry(None, rt.topic_id, ResponseError::UnknownTopicId.code())
@@ -124,7 +147,7 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResp
         }
         found_topics
     };
-    let (brokers, controller_id) = brokers(b);
+    let (brokers, controller_id) = brokers(b, &cx.listener);
     build!(MetadataResponse {
         brokers: brokers
             .into_iter()
@@ -147,11 +170,16 @@ pub async fn handle(b: &Arc<Node>, v: i16, req: MetadataRequest) -> MetadataResp
 /// A broker as Metadata and DescribeCluster list it: (id, host, port, rack).
 type BrokerAddr = (i32, String, i32, Option<String>);
 
-fn brokers(b: &Node) -> (Vec<BrokerAddr>, i32) {
+/// The nodes as clients of `listener` reach them (nodes without that listener are left out,
+/// as Kafka does).
+fn brokers(b: &Node, listener: &str) -> (Vec<BrokerAddr>, i32) {
     let view = b.cluster.view();
     let list = view
         .alive_nodes()
-        .map(|n| (n.id, n.host.clone(), n.port, n.rack.clone()))
+        .filter_map(|n| {
+            n.endpoint(listener)
+                .map(|(host, port)| (n.id, host.to_string(), port, n.rack.clone()))
+        })
         .collect();
     (list, view.controller_id)
 }
@@ -159,10 +187,23 @@ fn brokers(b: &Node) -> (Vec<BrokerAddr>, i32) {
 /// Answer DescribeCluster.
 pub fn describe_cluster(
     b: &Arc<Node>,
+    cx: &Caller,
     _v: i16,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let (brokers, controller_id) = brokers(b);
+    if !b.security.authorize(
+        cx,
+        Operation::Describe,
+        ResourceType::Cluster,
+        super::security::CLUSTER,
+    ) {
+        return build!(DescribeClusterResponse {
+            error_code: ResponseError::ClusterAuthorizationFailed.code(),
+            cluster_id: s(b.broker.cluster_id()),
+            cluster_authorized_operations: i32::MIN
+        });
+    }
+    let (brokers, controller_id) = brokers(b, &cx.listener);
     build!(DescribeClusterResponse {
         cluster_id: s(b.broker.cluster_id()),
         controller_id: BrokerId(controller_id),

@@ -24,6 +24,7 @@ pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 pub mod replicas;
+pub mod security;
 pub mod topics;
 
 use std::sync::Arc;
@@ -87,6 +88,30 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
         }};
     }
 
+    // A handler that checks who is asking.
+    macro_rules! sync_cx {
+        ($t:ty, $f:path) => {{
+            let req = decode!($t);
+            let cx = frame.caller();
+            let resp = $f(broker, &cx, v, req);
+            ready(reply(key, v, cid, &resp))
+        }};
+    }
+
+    // A handler that waits (on the controller, in a cluster) without holding up the
+    // connection's other requests, and checks who is asking.
+    macro_rules! deferred_cx {
+        ($t:ty, $f:path) => {{
+            let req = decode!($t);
+            let b = broker.clone();
+            let cx = frame.caller();
+            Box::pin(async move {
+                let resp = $f(&b, &cx, v, req).await;
+                reply(key, v, cid, &resp)
+            })
+        }};
+    }
+
     // A handler that waits (on the controller, in a cluster) without holding up the
     // connection's other requests.
     macro_rules! deferred {
@@ -102,8 +127,8 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
 
     match key {
         ApiKey::ApiVersions => sync!(ApiVersionsRequest, api_versions::handle),
-        ApiKey::Metadata => deferred!(MetadataRequest, metadata::handle),
-        ApiKey::DescribeCluster => sync!(DescribeClusterRequest, metadata::describe_cluster),
+        ApiKey::Metadata => deferred_cx!(MetadataRequest, metadata::handle),
+        ApiKey::DescribeCluster => sync_cx!(DescribeClusterRequest, metadata::describe_cluster),
         ApiKey::Produce => {
             let req = decode!(ProduceRequest);
             produce::handle(broker.clone(), v, cid, req)
@@ -147,7 +172,9 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
             configs::incremental_alter_configs
         ),
         ApiKey::InitProducerId => deferred!(InitProducerIdRequest, producer_id::handle),
-        ApiKey::FindCoordinator => deferred!(FindCoordinatorRequest, find_coordinator::handle),
+        ApiKey::FindCoordinator => {
+            deferred_cx!(FindCoordinatorRequest, find_coordinator::handle)
+        }
         ApiKey::JoinGroup => {
             let req = decode!(JoinGroupRequest);
             groups::join_group(broker.clone(), &frame, req)
@@ -184,6 +211,18 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
             ListPartitionReassignmentsRequest,
             replicas::list_partition_reassignments
         ),
+        // Security administration.
+        ApiKey::DescribeUserScramCredentials => sync_cx!(
+            DescribeUserScramCredentialsRequest,
+            security::describe_user_scram_credentials
+        ),
+        ApiKey::AlterUserScramCredentials => deferred_cx!(
+            AlterUserScramCredentialsRequest,
+            security::alter_user_scram_credentials
+        ),
+        ApiKey::CreateAcls => deferred_cx!(CreateAclsRequest, security::create_acls),
+        ApiKey::DescribeAcls => sync_cx!(DescribeAclsRequest, security::describe_acls),
+        ApiKey::DeleteAcls => deferred_cx!(DeleteAclsRequest, security::delete_acls),
         other => {
             // parse_frame only lets advertised APIs through; this is a programming error.
             tracing::error!(api = ?other, "advertised API without a handler; closing connection");

@@ -14,7 +14,9 @@
 
 mod balance;
 mod placement;
+// Cluster-wide security metadata: SCRAM credentials and ACLs.
 mod reassign;
+mod security;
 mod shutdown;
 mod topics;
 // Kafka admin APIs for operations: ElectLeaders, Alter/ListPartitionReassignments.
@@ -30,6 +32,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use strata_security::acl::AclBinding;
+use strata_security::scram::{ScramCredential, ScramMechanism};
 
 pub use placement::{place, Load};
 pub use reassign::{plan, Blocked, Move, Plan, RebalanceOutcome};
@@ -38,6 +42,7 @@ pub use topics::{validate_topic_name, NewTopic, TopicOutcome};
 // Kafka admin APIs for operations.
 pub use alter_reassignments::{OngoingReassignment, ReassignmentRequest};
 pub use elect::{ElectionType, PartitionOutcome};
+pub use security::ScramOutcome;
 
 /// The persisted format this build writes and the only one it reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -81,6 +86,12 @@ pub struct State {
     /// moves replicas to even the load, one over the same set only drains.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub balanced_for: BTreeSet<i32>,
+    /// SCRAM credentials by user and mechanism (salted and hashed; never passwords).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// Kafka ACLs.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub acls: BTreeSet<AclBinding>,
 }
 
 /// A registered node.
@@ -96,6 +107,10 @@ pub struct NodeRecord {
     pub broker_epoch: i64,
     /// Random per process start: a new one means the node restarted.
     pub incarnation_id: String,
+    /// Every named listener's advertised address (name -> (host, port)); `host`/`port` is
+    /// the one other nodes use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, (String, i32)>,
 }
 
 /// A topic.
@@ -163,6 +178,8 @@ impl State {
             topics: BTreeMap::new(),
             excluded_nodes: BTreeSet::new(),
             balanced_for: BTreeSet::new(),
+            scram_credentials: BTreeMap::new(),
+            acls: BTreeSet::new(),
         }
     }
 
@@ -316,6 +333,10 @@ pub struct Image {
     pub nodes: BTreeMap<i32, ImageNode>,
     /// Every topic by name.
     pub topics: BTreeMap<String, TopicRecord>,
+    /// SCRAM credentials by user and mechanism.
+    pub scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// Kafka ACLs.
+    pub acls: BTreeSet<AclBinding>,
 }
 
 /// A registered node as the image shows it.
@@ -329,6 +350,8 @@ pub struct ImageNode {
     pub rack: String,
     /// Heard from within the session timeout.
     pub alive: bool,
+    /// Advertised address of every named listener.
+    pub listeners: BTreeMap<String, (String, i32)>,
 }
 
 /// Runtime-only liveness of a node.
@@ -489,6 +512,12 @@ impl Cluster {
             rack: rack.to_string(),
             broker_epoch: 0,
             incarnation_id: incarnation_id.to_string(),
+            listeners: self
+                .state
+                .nodes
+                .get(&node)
+                .map(|n| n.listeners.clone())
+                .unwrap_or_default(),
         };
         let result = match self.state.nodes.get(&node) {
             Some(existing) if existing.incarnation_id == incarnation_id => {
@@ -711,6 +740,7 @@ impl Cluster {
                     port: n.port,
                     rack: n.rack.clone(),
                     alive: self.is_alive(id),
+                    listeners: n.listeners.clone(),
                 };
                 (id, node)
             })
@@ -729,6 +759,8 @@ impl Cluster {
                 .map_or(NO_LEADER, |(&id, _)| id),
             nodes,
             topics: self.state.topics.clone(),
+            scram_credentials: self.state.scram_credentials.clone(),
+            acls: self.state.acls.clone(),
         }
     }
 

@@ -487,6 +487,7 @@ fn md(nodes: &[(i32, bool)]) -> Image {
                     port: 1,
                     rack: String::new(),
                     alive,
+                    listeners: Default::default(),
                 };
                 (id, node)
             })
