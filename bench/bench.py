@@ -498,8 +498,10 @@ def java(cls, args, timeout, work):
         with open(log4j, "w") as f:
             # The group coordinator's steps at INFO: when a consumer never gets its
             # partitions, its log says where the join stopped.
+            # NetworkClient at INFO: disconnections, including a request that timed out.
             f.write("log4j.rootLogger=WARN, stderr\n"
                     "log4j.logger.org.apache.kafka.clients.consumer.internals=INFO\n"
+                    "log4j.logger.org.apache.kafka.clients.NetworkClient=INFO\n"
                     "log4j.appender.stderr=org.apache.log4j.ConsoleAppender\n"
                     "log4j.appender.stderr.Target=System.err\n"
                     "log4j.appender.stderr.layout=org.apache.log4j.PatternLayout\n"

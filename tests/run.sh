@@ -4,6 +4,7 @@
 #   0. build, then lint: cargo fmt --check and cargo clippy -D warnings
 #   1. unit and property tests (cargo test --workspace)
 #   2. the client-compatibility suite against a real strata-node process
+#   2b. security: TLS, mTLS, SASL, ACLs and connection limits with real clients (tests/security)
 #   3. tiered storage against MinIO and file:// (tests/tiering)
 #   3b. replication and failover: a controller and three nodes (tests/cluster)
 #   3c. the operator on a real kube-apiserver + etcd: CRD validation, Topic resources (tests/operator)
@@ -49,6 +50,7 @@ lint() { cargo fmt --all -- --check && cargo clippy --workspace --all-targets -q
 stage lint lint
 stage unit cargo test --workspace
 stage compat bash tests/run-compat.sh -q
+[ -f tests/security/run.sh ] && stage security bash tests/security/run.sh -q -p no:warnings
 [ -f tests/tiering/run.sh ] && stage tiering bash tests/tiering/run.sh -q
 [ -f tests/cluster/run.sh ] && stage cluster bash tests/cluster/run.sh -q
 [ -f tests/operator/run.sh ] && stage operator bash tests/operator/run.sh -q -p no:warnings

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from strata_testlib import KAFKA_LIBS, Proc, free_port, node_bin, port_open, wait_for
+from strata_testlib.proc import ANSI
 
 from pki import Pki, TokenIssuer
 
@@ -71,7 +72,7 @@ class SecureNode:
         return f"127.0.0.1:{self.ports[listener]}"
 
     def log(self) -> str:
-        return self.proc.log_path.read_text(errors="replace")
+        return ANSI.sub("", self.proc.log_path.read_text(errors="replace"))
 
 
 def make_node(tmp_path_factory, pki, issuer, name, extra) -> SecureNode:

@@ -26,7 +26,7 @@ def node(tmp_path_factory, pki, issuer):
     n = SecureNode(tmp_path_factory.mktemp("conn"), pki, issuer, [
         "--max-connections-per-ip", str(PER_IP),
         "--max-connections", "400",
-        "--connection-setup-timeout-ms", "1500",
+        "--connection-setup-timeout-ms", "4000",
         "--connections-max-idle-ms", "3000",
     ])
     yield n
@@ -38,6 +38,15 @@ def closed_within(s: socket.socket, seconds: float) -> bool:
     try:
         return s.recv(1) == b""
     except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def closed_now(s: socket.socket) -> bool:
+    try:
+        return s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+    except BlockingIOError:
         return False
     except OSError:
         return True
@@ -56,11 +65,14 @@ def test_one_address_cannot_lock_others_out(node):
             s.bind(("127.0.0.2", 0))
             s.connect(("127.0.0.1", node.ports["PLAINTEXT"]))
             flood.append(s)
-        time.sleep(0.5)
-        # The address's first PER_IP stay open (until the setup timeout); the rest are closed
-        # at once.
-        refused = sum(1 for s in flood[PER_IP:] if closed_within(s, 0.2))
-        assert refused == FLOOD - PER_IP, refused
+        # PER_IP of them stay open (until the setup timeout); the rest are closed at once.
+        deadline = time.time() + 2.5
+        while True:
+            closed = sum(1 for s in flood if closed_now(s))
+            if closed >= FLOOD - PER_IP or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert closed == FLOOD - PER_IP, closed
         # Meanwhile a producer from another address is served.
         delivered, errors = ck_produce(ck_conf(node, "PLAINTEXT"), f"t-{uuid.uuid4().hex[:6]}",
                                        100, timeout=20)
@@ -75,7 +87,7 @@ def test_a_silent_connection_is_dropped_after_the_setup_timeout(node):
     t0 = time.time()
     assert closed_within(s, 10)
     took = time.time() - t0
-    assert 1.0 < took < 5, took
+    assert 3.0 < took < 8, took
     s.close()
 
 

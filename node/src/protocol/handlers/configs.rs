@@ -1,5 +1,7 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics; broker configs are
-//! described (read-only: they come from the node's flags).
+//! described (read-only: they come from the node's flags). Describing needs DescribeConfigs
+//! and altering AlterConfigs, on the topic (TOPIC_AUTHORIZATION_FAILED) or, for a broker, on
+//! the cluster (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,9 +16,29 @@ use super::s;
 use crate::error::Error;
 use crate::log::config::{config_def, ConfigSource, ConfigType, LogConfig, TOPIC_CONFIGS};
 use crate::node::Node;
+use crate::security::Caller;
+use strata_security::acl::{Operation, ResourceType};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+
+/// The authorization error when `cx` may not do `op` on a config resource; None when it may
+/// (and for resource types without configs here, which are refused later).
+fn refused(
+    b: &Node,
+    cx: &Caller,
+    op: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Option<ResponseError> {
+    match resource_type {
+        TOPIC => (!b.security.authorize(cx, op, ResourceType::Topic, name))
+            .then_some(ResponseError::TopicAuthorizationFailed),
+        BROKER => (!super::authz::on_cluster(b, cx, op))
+            .then_some(ResponseError::ClusterAuthorizationFailed),
+        _ => None,
+    }
+}
 
 fn broker_configs(b: &Node) -> Vec<(String, String, ConfigType)> {
     let c = &b.config;
@@ -92,6 +114,7 @@ fn broker_configs(b: &Node) -> Vec<(String, String, ConfigType)> {
 /// Answer DescribeConfigs.
 pub fn describe_configs(
     b: &Arc<Node>,
+    cx: &Caller,
     v: i16,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -108,6 +131,17 @@ pub fn describe_configs(
                 resource_type: res.resource_type,
                 resource_name: res.resource_name.clone()
             });
+            if let Some(e) = refused(
+                b,
+                cx,
+                Operation::DescribeConfigs,
+                res.resource_type,
+                res.resource_name.as_str(),
+            ) {
+                r.error_code = e.code();
+                r.error_message = Some(s(e.to_string()));
+                return r;
+            }
             match res.resource_type {
                 TOPIC => match b.broker.topic(res.resource_name.as_str()) {
                     None => {
@@ -229,6 +263,7 @@ async fn alter_resource(
 /// Answer AlterConfigs: the given set replaces all topic overrides.
 pub async fn alter_configs(
     b: &Arc<Node>,
+    cx: &Caller,
     _v: i16,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
@@ -245,17 +280,18 @@ pub async fn alter_configs(
                         .map(|v| (c.name.to_string(), v.to_string()))
                 })
                 .collect();
-            let (code, msg) = alter_resource(
-                b,
-                res.resource_type,
-                res.resource_name.as_str(),
-                req.validate_only,
-                |cfg| {
-                    *cfg = new;
-                    Ok(())
-                },
-            )
-            .await;
+            let name = res.resource_name.as_str();
+            let (code, msg) = match refused(b, cx, Operation::AlterConfigs, res.resource_type, name)
+            {
+                Some(e) => (e.code(), Some(s(e.to_string()))),
+                None => {
+                    alter_resource(b, res.resource_type, name, req.validate_only, |cfg| {
+                        *cfg = new;
+                        Ok(())
+                    })
+                    .await
+                }
+            };
             responses.push(build!(AlterConfigsResourceResponse {
                 error_code: code,
                 error_message: msg,
@@ -272,6 +308,7 @@ pub async fn alter_configs(
 /// Answer IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT per key.
 pub async fn incremental_alter_configs(
     b: &Arc<Node>,
+    cx: &Caller,
     _v: i16,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
@@ -290,20 +327,20 @@ pub async fn incremental_alter_configs(
                     )
                 })
                 .collect();
-            let (code, msg) =
-                match throttle_ops(b, res.resource_type, res.resource_name.as_str(), &ops) {
+            let name = res.resource_name.as_str();
+            let refusal = refused(b, cx, Operation::AlterConfigs, res.resource_type, name);
+            let (code, msg) = match refusal {
+                Some(e) => (e.code(), Some(s(e.to_string()))),
+                None => match throttle_ops(b, res.resource_type, name, &ops) {
                     Throttles::Answer(code, msg) => (code, msg.map(s)),
                     Throttles::Rest(ops) => {
-                        alter_resource(
-                            b,
-                            res.resource_type,
-                            res.resource_name.as_str(),
-                            req.validate_only,
-                            |cfg| apply_incremental(cfg, &ops),
-                        )
+                        alter_resource(b, res.resource_type, name, req.validate_only, |cfg| {
+                            apply_incremental(cfg, &ops)
+                        })
                         .await
                     }
-                };
+                },
+            };
             responses.push(build!(AlterConfigsResourceResponse {
                 error_code: code,
                 error_message: msg,
@@ -467,6 +504,92 @@ mod tests {
             apply_incremental(&mut c, &[("retention.ms".into(), 2, Some("1".into()))]).is_err()
         );
         assert!(apply_incremental(&mut c, &[("nope".into(), 0, Some("1".into()))]).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn configs_need_describe_configs_and_alter_configs() {
+        use crate::protocol::handlers::authz::testing::{allow, node, user};
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let b = node(
+            dir.path(),
+            &[allow(
+                "alice",
+                Operation::AlterConfigs,
+                ResourceType::Topic,
+                "t",
+            )],
+        )
+        .await;
+        for t in ["t", "u"] {
+            b.broker
+                .create_topic(t, 1, 1, Default::default(), false)
+                .await
+                .unwrap();
+        }
+        let alice = user("alice");
+        let topic_denied = ResponseError::TopicAuthorizationFailed.code();
+        let cluster_denied = ResponseError::ClusterAuthorizationFailed.code();
+        // AlterConfigs implies DescribeConfigs; brokers need it on the cluster.
+        let describe = |rt: i8, name: &str| {
+            build!(DescribeConfigsResource {
+                resource_type: rt,
+                resource_name: s(name),
+                configuration_keys: None
+            })
+        };
+        let req = build!(DescribeConfigsRequest {
+            resources: vec![
+                describe(TOPIC, "t"),
+                describe(TOPIC, "u"),
+                describe(BROKER, "")
+            ]
+        });
+        let resp = describe_configs(&b, &alice, 4, req);
+        let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, vec![0, topic_denied, cluster_denied]);
+        assert!(!resp.results[0].configs.is_empty() && resp.results[1].configs.is_empty());
+
+        // Refusals come before anything else is looked at (a throttle deletion included).
+        let alter = |rt: i8, name: &str, key: &str, op: i8| {
+            build!(AlterConfigsResource {
+                resource_type: rt,
+                resource_name: s(name),
+                configs: vec![build!(AlterableConfig {
+                    name: s(key),
+                    config_operation: op,
+                    value: Some(s("5"))
+                })]
+            })
+        };
+        let req = build!(IncrementalAlterConfigsRequest {
+            resources: vec![
+                alter(TOPIC, "t", "retention.ms", 0),
+                alter(TOPIC, "u", "retention.ms", 0),
+                alter(BROKER, "1", "leader.replication.throttled.rate", 1),
+            ]
+        });
+        let resp = incremental_alter_configs(&b, &alice, 1, req).await;
+        let codes: Vec<i16> = resp.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, vec![0, topic_denied, cluster_denied]);
+        assert_eq!(
+            b.broker.topic("t").unwrap().meta.configs["retention.ms"],
+            "5"
+        );
+        assert!(b.broker.topic("u").unwrap().meta.configs.is_empty());
+
+        use kafka_protocol::messages::alter_configs_request::AlterConfigsResource as Legacy;
+        let req = build!(AlterConfigsRequest {
+            resources: vec![build!(Legacy {
+                resource_type: TOPIC,
+                resource_name: s("u")
+            })]
+        });
+        let resp = alter_configs(&b, &alice, 1, req).await;
+        assert_eq!(resp.responses[0].error_code, topic_denied);
     }
 
     #[tokio::test(flavor = "multi_thread")]

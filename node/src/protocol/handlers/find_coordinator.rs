@@ -16,6 +16,9 @@ use crate::node::Node;
 use crate::security::Caller;
 use strata_security::acl::{Operation, ResourceType};
 
+/// Longest a FindCoordinator waits for the offsets topic it had to create.
+const OFFSETS_TOPIC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Answer FindCoordinator (single key before v4, batched keys from v4). Group keys need
 /// Describe on the group (GROUP_AUTHORIZATION_FAILED otherwise).
 pub async fn handle(
@@ -24,9 +27,28 @@ pub async fn handle(
     v: i16,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    // Groups are coordinated through the offsets topic: create it on first use.
+    // Groups are coordinated through the offsets topic: create it on first use. The
+    // creation runs on its own task and the answer waits for it only briefly: Kafka answers
+    // COORDINATOR_NOT_AVAILABLE at once while the topic is made, and a client whose request
+    // hangs until its request timeout (30 s in Java) loses that whole time.
     let offsets_topic = if req.key_type == 0 {
-        Some(b.broker.ensure_offsets_topic().await)
+        Some(match b.broker.topic(OFFSETS_TOPIC) {
+            Some(t) => Ok(t),
+            None => {
+                let node = b.clone();
+                let creation =
+                    tokio::spawn(async move { node.broker.ensure_offsets_topic().await });
+                match tokio::time::timeout(OFFSETS_TOPIC_WAIT, creation).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(crate::error::Error::ControllerUnavailable(format!(
+                        "creating the offsets topic: {e}"
+                    ))),
+                    Err(_) => Err(crate::error::Error::ControllerUnavailable(
+                        "the offsets topic is being created".into(),
+                    )),
+                }
+            }
+        })
     } else {
         None
     };

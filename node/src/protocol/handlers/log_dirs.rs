@@ -10,16 +10,27 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::*;
 
+use kafka_protocol::error::ResponseError;
+use strata_security::acl::Operation;
+
 use super::{s, topic_name};
 use crate::node::Node;
+use crate::security::Caller;
 
 /// Answer DescribeLogDirs. `topics` null means every partition; otherwise only the named
-/// partitions that live here are listed, as Kafka does.
+/// partitions that live here are listed, as Kafka does. A caller that may not describe the
+/// cluster gets no directory and (from v3) CLUSTER_AUTHORIZATION_FAILED.
 pub fn describe_log_dirs(
     b: &Arc<Node>,
+    cx: &Caller,
     v: i16,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
+    if !super::authz::on_cluster(b, cx, Operation::Describe) {
+        return build!(DescribeLogDirsResponse {
+            error_code: ResponseError::ClusterAuthorizationFailed.code()
+        });
+    }
     let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.topic.0.to_string(), t.partitions))
@@ -105,7 +116,7 @@ mod tests {
             .unwrap();
         let mut all = DescribeLogDirsRequest::default();
         all.topics = None;
-        let resp = describe_log_dirs(&b, 4, all);
+        let resp = describe_log_dirs(&b, &Caller::internal(), 4, all);
         assert_eq!(resp.results.len(), 1);
         let r = &resp.results[0];
         assert_eq!(r.error_code, 0);
@@ -153,7 +164,7 @@ mod tests {
         missing.topic = topic_name("zz");
         missing.partitions = vec![0];
         req.topics = Some(vec![t, missing]);
-        let resp = describe_log_dirs(&b, 1, req);
+        let resp = describe_log_dirs(&b, &Caller::internal(), 1, req);
         let r = &resp.results[0];
         assert_eq!(r.topics.len(), 1);
         assert_eq!(r.topics[0].name.0.as_str(), "a");
@@ -162,7 +173,12 @@ mod tests {
         assert_eq!(r.total_bytes, -1, "v1 carries no volume sizes");
 
         // An empty list (not null) asks for nothing.
-        let resp = describe_log_dirs(&b, 4, DescribeLogDirsRequest::default());
+        let resp = describe_log_dirs(
+            &b,
+            &Caller::internal(),
+            4,
+            DescribeLogDirsRequest::default(),
+        );
         assert!(resp.results[0].topics.is_empty());
     }
 }

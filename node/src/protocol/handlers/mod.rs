@@ -14,6 +14,7 @@ macro_rules! build {
 }
 
 pub mod api_versions;
+pub mod authz;
 pub mod configs;
 pub mod fetch;
 pub mod find_coordinator;
@@ -112,32 +113,20 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
         }};
     }
 
-    // A handler that waits (on the controller, in a cluster) without holding up the
-    // connection's other requests.
-    macro_rules! deferred {
-        ($t:ty, $f:path) => {{
-            let req = decode!($t);
-            let b = broker.clone();
-            Box::pin(async move {
-                let resp = $f(&b, v, req).await;
-                reply(key, v, cid, &resp)
-            })
-        }};
-    }
-
     match key {
         ApiKey::ApiVersions => sync!(ApiVersionsRequest, api_versions::handle),
-        ApiKey::Metadata => deferred_cx!(MetadataRequest, metadata::handle),
-        ApiKey::DescribeCluster => sync_cx!(DescribeClusterRequest, metadata::describe_cluster),
+        ApiKey::Metadata => deferred_cx!(MetadataRequest, authz::metadata),
+        ApiKey::DescribeCluster => sync_cx!(DescribeClusterRequest, authz::describe_cluster),
         ApiKey::Produce => {
             let req = decode!(ProduceRequest);
-            produce::handle(broker.clone(), v, cid, req)
+            produce::handle(broker.clone(), &frame.caller(), v, cid, req)
         }
         ApiKey::Fetch => {
             let req = decode!(FetchRequest);
             let b = broker.clone();
+            let cx = frame.caller();
             Box::pin(async move {
-                let resp = fetch::handle(b, v, req).await;
+                let resp = fetch::handle(b, &cx, v, req).await;
                 // Record sets go out as chunks of their own instead of being copied.
                 encoded(encode_fetch_response(v, cid, &resp))
             })
@@ -145,33 +134,37 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
         ApiKey::ListOffsets => {
             let req = decode!(ListOffsetsRequest);
             let b = broker.clone();
+            let cx = frame.caller();
             Box::pin(async move {
-                let resp = offsets::list_offsets(b, v, req).await;
+                let resp = offsets::list_offsets(b, &cx, v, req).await;
                 reply(key, v, cid, &resp)
             })
         }
-        ApiKey::OffsetForLeaderEpoch => sync!(
+        ApiKey::OffsetForLeaderEpoch => sync_cx!(
             OffsetForLeaderEpochRequest,
             offsets::offset_for_leader_epoch
         ),
         ApiKey::DeleteRecords => {
             let req = decode!(DeleteRecordsRequest);
             let b = broker.clone();
+            let cx = frame.caller();
             Box::pin(async move {
-                let resp = offsets::delete_records(b, v, req).await;
+                let resp = offsets::delete_records(b, &cx, v, req).await;
                 reply(key, v, cid, &resp)
             })
         }
-        ApiKey::CreateTopics => deferred!(CreateTopicsRequest, topics::create_topics),
-        ApiKey::DeleteTopics => deferred!(DeleteTopicsRequest, topics::delete_topics),
-        ApiKey::CreatePartitions => deferred!(CreatePartitionsRequest, topics::create_partitions),
-        ApiKey::DescribeConfigs => sync!(DescribeConfigsRequest, configs::describe_configs),
-        ApiKey::AlterConfigs => deferred!(AlterConfigsRequest, configs::alter_configs),
-        ApiKey::IncrementalAlterConfigs => deferred!(
+        ApiKey::CreateTopics => deferred_cx!(CreateTopicsRequest, topics::create_topics),
+        ApiKey::DeleteTopics => deferred_cx!(DeleteTopicsRequest, topics::delete_topics),
+        ApiKey::CreatePartitions => {
+            deferred_cx!(CreatePartitionsRequest, topics::create_partitions)
+        }
+        ApiKey::DescribeConfigs => sync_cx!(DescribeConfigsRequest, configs::describe_configs),
+        ApiKey::AlterConfigs => deferred_cx!(AlterConfigsRequest, configs::alter_configs),
+        ApiKey::IncrementalAlterConfigs => deferred_cx!(
             IncrementalAlterConfigsRequest,
             configs::incremental_alter_configs
         ),
-        ApiKey::InitProducerId => deferred!(InitProducerIdRequest, producer_id::handle),
+        ApiKey::InitProducerId => deferred_cx!(InitProducerIdRequest, producer_id::handle),
         ApiKey::FindCoordinator => {
             deferred_cx!(FindCoordinatorRequest, find_coordinator::handle)
         }
@@ -183,15 +176,15 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
             let req = decode!(SyncGroupRequest);
             groups::sync_group(broker.clone(), &frame, req)
         }
-        ApiKey::Heartbeat => sync!(HeartbeatRequest, groups::heartbeat),
-        ApiKey::LeaveGroup => sync!(LeaveGroupRequest, groups::leave_group),
+        ApiKey::Heartbeat => sync_cx!(HeartbeatRequest, groups::heartbeat),
+        ApiKey::LeaveGroup => sync_cx!(LeaveGroupRequest, groups::leave_group),
         ApiKey::OffsetCommit => {
             let req = decode!(OffsetCommitRequest);
             groups::offset_commit(broker.clone(), &frame, req)
         }
-        ApiKey::OffsetFetch => sync!(OffsetFetchRequest, groups::offset_fetch),
-        ApiKey::ListGroups => sync!(ListGroupsRequest, groups::list_groups),
-        ApiKey::DescribeGroups => sync!(DescribeGroupsRequest, groups::describe_groups),
+        ApiKey::OffsetFetch => sync_cx!(OffsetFetchRequest, groups::offset_fetch),
+        ApiKey::ListGroups => sync_cx!(ListGroupsRequest, groups::list_groups),
+        ApiKey::DescribeGroups => sync_cx!(DescribeGroupsRequest, groups::describe_groups),
         ApiKey::DeleteGroups => {
             let req = decode!(DeleteGroupsRequest);
             groups::delete_groups(broker.clone(), &frame, req)
@@ -201,13 +194,13 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
             groups::offset_delete(broker.clone(), &frame, req)
         }
         // Operations: log directories, leader elections, partition reassignments.
-        ApiKey::DescribeLogDirs => sync!(DescribeLogDirsRequest, log_dirs::describe_log_dirs),
-        ApiKey::ElectLeaders => deferred!(ElectLeadersRequest, replicas::elect_leaders),
-        ApiKey::AlterPartitionReassignments => deferred!(
+        ApiKey::DescribeLogDirs => sync_cx!(DescribeLogDirsRequest, log_dirs::describe_log_dirs),
+        ApiKey::ElectLeaders => deferred_cx!(ElectLeadersRequest, replicas::elect_leaders),
+        ApiKey::AlterPartitionReassignments => deferred_cx!(
             AlterPartitionReassignmentsRequest,
             replicas::alter_partition_reassignments
         ),
-        ApiKey::ListPartitionReassignments => deferred!(
+        ApiKey::ListPartitionReassignments => deferred_cx!(
             ListPartitionReassignmentsRequest,
             replicas::list_partition_reassignments
         ),

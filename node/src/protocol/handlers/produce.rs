@@ -1,4 +1,5 @@
-//! Produce: validate, append in arrival order, then wait for durability per the flush policy.
+//! Produce: authorize, validate, append in arrival order, then wait for durability per the
+//! flush policy.
 
 use std::sync::Arc;
 
@@ -9,16 +10,92 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use super::{reply, s};
 use crate::broker::Partition;
 use crate::error::Error;
+use crate::log::batch;
 use crate::node::Node;
 use crate::protocol::{Pending, Reply};
+use crate::security::Caller;
+use strata_security::acl::{Operation, ResourceType};
 
 struct Appended {
     part: Arc<Partition>,
     last_offset: i64,
 }
 
+/// Whether the first batch of any partition is transactional (Kafka's
+/// `RequestUtils.hasTransactionalRecords`, which looks at first batches only).
+fn has_transactional_records(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_deref())
+        .any(|r| {
+            matches!(batch::parse_header(r), Ok(Some(h)) if h.attributes & batch::ATTR_TRANSACTIONAL != 0)
+        })
+}
+
+/// The answer when the request's transactional id may not be written: the error on every
+/// partition, as Kafka's error response has it (acks=0: the connection closes instead).
+fn refuse_all(v: i16, correlation_id: i32, req: ProduceRequest, code: ResponseError) -> Pending {
+    if req.acks == 0 {
+        return Box::pin(std::future::ready(Reply::Close));
+    }
+    let responses = req
+        .topic_data
+        .into_iter()
+        .map(|td| {
+            build!(TopicProduceResponse {
+                partition_responses: td
+                    .partition_data
+                    .iter()
+                    .map(|pd| build!(PartitionProduceResponse {
+                        index: pd.index,
+                        error_code: code.code(),
+                        error_message: Some(s(code.to_string())),
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: -1
+                    }))
+                    .collect(),
+                name: td.name,
+                topic_id: td.topic_id
+            })
+        })
+        .collect();
+    let resp = build!(ProduceResponse {
+        responses: responses
+    });
+    Box::pin(std::future::ready(reply(
+        ApiKey::Produce,
+        v,
+        correlation_id,
+        &resp,
+    )))
+}
+
 /// Append every partition's records now; the returned future waits for fsync and answers.
-pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) -> Pending {
+/// Transactional records need Write on the transactional id, and each topic needs Write
+/// (TOPIC_AUTHORIZATION_FAILED on its partitions; the others are still written).
+pub fn handle(
+    b: Arc<Node>,
+    cx: &Caller,
+    v: i16,
+    correlation_id: i32,
+    req: ProduceRequest,
+) -> Pending {
+    if has_transactional_records(&req) {
+        let allowed = req.transactional_id.as_ref().is_some_and(|id| {
+            b.security
+                .authorize(cx, Operation::Write, ResourceType::TransactionalId, id)
+        });
+        if !allowed {
+            return refuse_all(
+                v,
+                correlation_id,
+                req,
+                ResponseError::TransactionalIdAuthorizationFailed,
+            );
+        }
+    }
     let acks = req.acks;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -30,9 +107,15 @@ pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) ->
         } else {
             Some(td.name.0.to_string())
         };
+        // Checked before the topic is looked up, so that a refused caller learns nothing of
+        // whether it exists.
+        let may_write = topic.as_ref().is_none_or(|name| {
+            b.security
+                .authorize(cx, Operation::Write, ResourceType::Topic, name)
+        });
         let view = match &topic {
-            Some(name) => b.broker.topic(name),
-            None => None,
+            Some(name) if may_write => b.broker.topic(name),
+            _ => None,
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
@@ -43,6 +126,12 @@ pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) ->
                 log_start_offset: -1
             });
             let result: Result<_, (i16, String)> = (|| {
+                if !may_write {
+                    return Err((
+                        ResponseError::TopicAuthorizationFailed.code(),
+                        ResponseError::TopicAuthorizationFailed.to_string(),
+                    ));
+                }
                 if !matches!(acks, -1..=1) {
                     return Err((
                         ResponseError::InvalidRequiredAcks.code(),
@@ -150,4 +239,102 @@ pub fn handle(b: Arc<Node>, v: i16, correlation_id: i32, req: ProduceRequest) ->
             }),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+    use crate::protocol::handlers::authz::testing::{allow, answer, node, user};
+    use crate::protocol::handlers::topic_name;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::TransactionalId;
+
+    fn request(acks: i16, topics: &[&str], records: &[u8]) -> ProduceRequest {
+        build!(ProduceRequest {
+            acks: acks,
+            timeout_ms: 5000,
+            topic_data: topics
+                .iter()
+                .map(|t| build!(TopicProduceData {
+                    name: topic_name(t),
+                    partition_data: vec![build!(PartitionProduceData {
+                        index: 0,
+                        records: Some(bytes::Bytes::copy_from_slice(records))
+                    })]
+                }))
+                .collect()
+        })
+    }
+
+    /// (topic, error code, base offset) per partition.
+    fn codes(r: &ProduceResponse) -> Vec<(String, i16, i64)> {
+        r.responses
+            .iter()
+            .flat_map(|t| {
+                t.partition_responses
+                    .iter()
+                    .map(move |p| (t.name.0.to_string(), p.error_code, p.base_offset))
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_topics_the_caller_may_write_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = node(
+            dir.path(),
+            &[allow("alice", Operation::Write, ResourceType::Topic, "ok")],
+        )
+        .await;
+        for t in ["ok", "no"] {
+            b.broker
+                .create_topic(t, 1, 1, Default::default(), false)
+                .await
+                .unwrap();
+        }
+        let alice = user("alice");
+        let batch = make_batch(&[b"v"], 1, -1, -1);
+        let denied = ResponseError::TopicAuthorizationFailed.code();
+        let pending = handle(
+            b.clone(),
+            &alice,
+            9,
+            1,
+            request(1, &["ok", "no", "ghost"], &batch),
+        );
+        let resp: ProduceResponse = answer(ApiKey::Produce, 9, pending).await.unwrap();
+        // A topic that does not exist is refused like one that does: nothing leaks.
+        assert_eq!(
+            codes(&resp),
+            vec![
+                ("ok".into(), 0, 0),
+                ("no".into(), denied, -1),
+                ("ghost".into(), denied, -1)
+            ]
+        );
+        assert_eq!(
+            b.broker.partition("no", 0).unwrap().log().log_end_offset(),
+            0
+        );
+
+        // acks=0: the producer learns of the refusal by the connection closing.
+        let pending = handle(b.clone(), &alice, 9, 2, request(0, &["no"], &batch));
+        assert!(matches!(pending.await, Reply::Close));
+
+        // Transactional records need Write on the transactional id: every partition refused.
+        let mut txn = make_batch(&[b"v"], 1, 5, 0);
+        let attributes = i16::from_be_bytes([txn[21], txn[22]]) | batch::ATTR_TRANSACTIONAL;
+        txn[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let mut req = request(-1, &["ok"], &txn);
+        req.transactional_id = Some(TransactionalId(s("tx")));
+        let pending = handle(b.clone(), &alice, 9, 3, req);
+        let resp: ProduceResponse = answer(ApiKey::Produce, 9, pending).await.unwrap();
+        let refused = ResponseError::TransactionalIdAuthorizationFailed.code();
+        assert_eq!(codes(&resp), vec![("ok".into(), refused, -1)]);
+        assert_eq!(
+            b.broker.partition("ok", 0).unwrap().log().log_end_offset(),
+            1
+        );
+    }
 }

@@ -6,6 +6,9 @@
 //! once its own metadata shows the result. A standalone node is the only replica and leader
 //! of every partition: elections are never needed, the only valid assignment is itself, and
 //! nothing is ever moving.
+//!
+//! Electing and reassigning need Alter on the cluster, listing reassignments Describe;
+//! refused requests are CLUSTER_AUTHORIZATION_FAILED, on every named partition too.
 
 use std::sync::Arc;
 
@@ -18,9 +21,24 @@ use kafka_protocol::messages::list_partition_reassignments_response::{
 };
 use kafka_protocol::messages::*;
 
+use kafka_protocol::error::ResponseError;
+use strata_security::acl::Operation;
+
 use super::{s, topic_name};
 use crate::node::Node;
 use crate::replication::cluster::PartitionAnswer;
+use crate::security::Caller;
+
+const CLUSTER_AUTHORIZATION_FAILED: ResponseError = ResponseError::ClusterAuthorizationFailed;
+
+/// CLUSTER_AUTHORIZATION_FAILED for every named (topic, partition).
+fn all_refused(partitions: impl IntoIterator<Item = (String, i32)>) -> Vec<PartitionAnswer> {
+    let e = CLUSTER_AUTHORIZATION_FAILED;
+    partitions
+        .into_iter()
+        .map(|(t, p)| (t, p, e.code(), e.to_string()))
+        .collect()
+}
 
 /// One topic's per-partition answers: (partition, error code, message when refused).
 type TopicAnswers = (String, Vec<(i32, i16, Option<String>)>);
@@ -52,6 +70,7 @@ fn all_failed(named: &[(String, Vec<i32>)], e: &crate::error::Error) -> Vec<Part
 /// Answer ElectLeaders.
 pub async fn elect_leaders(
     b: &Arc<Node>,
+    cx: &Caller,
     v: i16,
     req: ElectLeadersRequest,
 ) -> ElectLeadersResponse {
@@ -63,7 +82,17 @@ pub async fn elect_leaders(
             .collect()
     });
     let mut resp = ElectLeadersResponse::default();
-    let answers = if !(0..=1).contains(&election_type) {
+    let answers = if !super::authz::on_cluster(b, cx, Operation::Alter) {
+        if v >= 1 {
+            resp.error_code = CLUSTER_AUTHORIZATION_FAILED.code();
+        }
+        all_refused(
+            named
+                .iter()
+                .flatten()
+                .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p))),
+        )
+    } else if !(0..=1).contains(&election_type) {
         let e =
             crate::error::Error::InvalidRequest(format!("unknown election type {election_type}"));
         if v >= 1 {
@@ -104,6 +133,7 @@ pub async fn elect_leaders(
 /// Answer AlterPartitionReassignments.
 pub async fn alter_partition_reassignments(
     b: &Arc<Node>,
+    cx: &Caller,
     v: i16,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
@@ -127,20 +157,26 @@ pub async fn alter_partition_reassignments(
     if v >= 1 {
         resp.allow_replication_factor_change = !keep_rf;
     }
-    let answers = match b
-        .cluster
-        .alter_reassignments(partitions.clone(), keep_rf)
-        .await
-    {
-        Ok(answers) => answers,
-        Err(e) => {
-            tracing::warn!(error = %e, "AlterPartitionReassignments could not reach the controller");
-            resp.error_code = e.code();
-            resp.error_message = Some(s(e.to_string()));
-            partitions
-                .into_iter()
-                .map(|(t, p, _)| (t, p, e.code(), e.to_string()))
-                .collect()
+    let answers = if !super::authz::on_cluster(b, cx, Operation::Alter) {
+        resp.error_code = CLUSTER_AUTHORIZATION_FAILED.code();
+        resp.error_message = Some(s(CLUSTER_AUTHORIZATION_FAILED.to_string()));
+        all_refused(partitions.into_iter().map(|(t, p, _)| (t, p)))
+    } else {
+        match b
+            .cluster
+            .alter_reassignments(partitions.clone(), keep_rf)
+            .await
+        {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "AlterPartitionReassignments could not reach the controller");
+                resp.error_code = e.code();
+                resp.error_message = Some(s(e.to_string()));
+                partitions
+                    .into_iter()
+                    .map(|(t, p, _)| (t, p, e.code(), e.to_string()))
+                    .collect()
+            }
         }
     };
     resp.responses = by_topic(answers)
@@ -165,10 +201,32 @@ pub async fn alter_partition_reassignments(
 /// Answer ListPartitionReassignments.
 pub async fn list_partition_reassignments(
     b: &Arc<Node>,
+    cx: &Caller,
     _v: i16,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
     let mut resp = ListPartitionReassignmentsResponse::default();
+    if !super::authz::on_cluster(b, cx, Operation::Describe) {
+        // Kafka's error response echoes the named partitions, without replicas.
+        resp.error_code = CLUSTER_AUTHORIZATION_FAILED.code();
+        resp.error_message = Some(s(CLUSTER_AUTHORIZATION_FAILED.to_string()));
+        resp.topics = req
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                build!(OngoingTopicReassignment {
+                    partitions: t
+                        .partition_indexes
+                        .iter()
+                        .map(|&p| build!(OngoingPartitionReassignment { partition_index: p }))
+                        .collect(),
+                    name: t.name
+                })
+            })
+            .collect();
+        return resp;
+    }
     let link = &b.cluster;
     let named: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
         ts.into_iter()
@@ -244,7 +302,7 @@ mod tests {
         other.topic = topic_name("nope");
         other.partitions = vec![0];
         req.topic_partitions = Some(vec![tp, other]);
-        let resp = elect_leaders(&b, 2, req.clone()).await;
+        let resp = elect_leaders(&b, &Caller::internal(), 2, req.clone()).await;
         let not_needed = ResponseError::ElectionNotNeeded.code();
         let unknown = ResponseError::UnknownTopicOrPartition.code();
         assert_eq!(
@@ -258,13 +316,15 @@ mod tests {
         );
         // Every partition: none needed an election, so none is reported.
         req.topic_partitions = None;
-        assert!(elect_leaders(&b, 2, req.clone())
+        assert!(elect_leaders(&b, &Caller::internal(), 2, req.clone())
             .await
             .replica_election_results
             .is_empty());
         req.election_type = 7;
         assert_eq!(
-            elect_leaders(&b, 2, req).await.error_code,
+            elect_leaders(&b, &Caller::internal(), 2, req)
+                .await
+                .error_code,
             ResponseError::InvalidRequest.code()
         );
     }
@@ -294,7 +354,7 @@ mod tests {
         }
         let mut req = AlterPartitionReassignmentsRequest::default();
         req.topics = vec![topic];
-        let resp = alter_partition_reassignments(&b, 0, req).await;
+        let resp = alter_partition_reassignments(&b, &Caller::internal(), 0, req).await;
         let got: Vec<i16> = resp.responses[0]
             .partitions
             .iter()
@@ -318,9 +378,54 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(msg.contains("not registered"), "{msg}");
-        let list =
-            list_partition_reassignments(&b, 0, ListPartitionReassignmentsRequest::default()).await;
+        let list = list_partition_reassignments(
+            &b,
+            &Caller::internal(),
+            0,
+            ListPartitionReassignmentsRequest::default(),
+        )
+        .await;
         assert!(list.topics.is_empty());
         assert_eq!(list.error_code, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn operations_need_the_cluster() {
+        use crate::protocol::handlers::authz::testing::{node, user};
+        let dir = tempfile::tempdir().unwrap();
+        let b = node(dir.path(), &[]).await;
+        let bob = user("bob");
+        let denied = ResponseError::ClusterAuthorizationFailed.code();
+        let mut tp = kafka_protocol::messages::elect_leaders_request::TopicPartitions::default();
+        tp.topic = topic_name("t");
+        tp.partitions = vec![0, 1];
+        let mut req = ElectLeadersRequest::default();
+        req.topic_partitions = Some(vec![tp]);
+        let resp = elect_leaders(&b, &bob, 2, req).await;
+        assert_eq!(resp.error_code, denied);
+        assert_eq!(
+            codes(&resp),
+            vec![("t".into(), 0, denied), ("t".into(), 1, denied)]
+        );
+        let resp = alter_partition_reassignments(
+            &b,
+            &bob,
+            1,
+            AlterPartitionReassignmentsRequest::default(),
+        )
+        .await;
+        assert_eq!(resp.error_code, denied);
+        let resp =
+            list_partition_reassignments(&b, &bob, 0, ListPartitionReassignmentsRequest::default())
+                .await;
+        assert_eq!(resp.error_code, denied);
+        let resp = super::super::log_dirs::describe_log_dirs(
+            &b,
+            &bob,
+            4,
+            DescribeLogDirsRequest::default(),
+        );
+        assert_eq!(resp.error_code, denied);
+        assert!(resp.results.is_empty());
     }
 }

@@ -1,4 +1,6 @@
-//! CreateTopics, DeleteTopics and CreatePartitions.
+//! CreateTopics, DeleteTopics and CreatePartitions, with the checks of Kafka's controller:
+//! Create on the cluster or the topic (and DescribeConfigs on it to see its configs in the
+//! answer), Delete on the cluster or the topic, Alter on the topic.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +18,12 @@ use crate::broker::TopicView;
 use crate::error::Error;
 use crate::log::config::{LogConfig, TOPIC_CONFIGS};
 use crate::node::Node;
+use crate::security::Caller;
+use strata_security::acl::{Operation, ResourceType};
+
+fn topic_allowed(b: &Node, cx: &Caller, op: Operation, topic: &str) -> bool {
+    b.security.authorize(cx, op, ResourceType::Topic, topic)
+}
 
 fn effective_configs(b: &Node, t: &TopicView) -> Vec<CreatableTopicConfigs> {
     TOPIC_CONFIGS
@@ -37,9 +45,11 @@ fn effective_configs(b: &Node, t: &TopicView) -> Vec<CreatableTopicConfigs> {
 /// Answer CreateTopics.
 pub async fn create_topics(
     b: &Arc<Node>,
+    cx: &Caller,
     v: i16,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    let cluster_create = super::authz::on_cluster(b, cx, Operation::Create);
     let mut seen = HashSet::new();
     let dupes: HashSet<String> = req
         .topics
@@ -61,6 +71,12 @@ pub async fn create_topics(
                     return Err((
                         ResponseError::InvalidRequest.code(),
                         format!("topic {name} appears twice in the request"),
+                    ));
+                }
+                if !cluster_create && !topic_allowed(b, cx, Operation::Create, &name) {
+                    return Err((
+                        ResponseError::TopicAuthorizationFailed.code(),
+                        "Authorization failed.".into(),
                     ));
                 }
                 let configs: BTreeMap<String, String> = t
@@ -125,10 +141,15 @@ pub async fn create_topics(
                     } else {
                         view.meta.id
                     };
-                    r.num_partitions = view.meta.partitions;
-                    r.replication_factor = view.meta.replication_factor;
-                    if v >= 5 {
-                        r.configs = Some(effective_configs(b, &view));
+                    // Its settings only to a caller that may describe its configs.
+                    if topic_allowed(b, cx, Operation::DescribeConfigs, &name) {
+                        r.num_partitions = view.meta.partitions;
+                        r.replication_factor = view.meta.replication_factor;
+                        if v >= 5 {
+                            r.configs = Some(effective_configs(b, &view));
+                        }
+                    } else {
+                        r.topic_config_error_code = ResponseError::TopicAuthorizationFailed.code();
                     }
                 }
                 Err((code, msg)) => {
@@ -142,12 +163,17 @@ pub async fn create_topics(
     build!(CreateTopicsResponse { topics: topics })
 }
 
-/// Answer DeleteTopics (by name, or by id from v6).
+/// Answer DeleteTopics (by name, or by id from v6). A topic named by a caller that may not
+/// describe it is refused before it is looked up; one given by id is named in the answer
+/// only to a caller that may describe it.
 pub async fn delete_topics(
     b: &Arc<Node>,
+    cx: &Caller,
     v: i16,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
+    let cluster_delete = super::authz::on_cluster(b, cx, Operation::Delete);
+    let may = |op: Operation, topic: &str| cluster_delete || topic_allowed(b, cx, op, topic);
     let targets: Vec<(Option<String>, uuid::Uuid)> = if v >= 6 {
         req.topics
             .iter()
@@ -170,14 +196,22 @@ pub async fn delete_topics(
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         {
-            let resolved = match &name {
-                Some(n) => b.broker.topic(n),
-                None => b.broker.topic_by_id(id),
-            };
             let mut r = build!(DeletableTopicResult {
                 name: name.as_deref().map(topic_name),
                 topic_id: id
             });
+            if name
+                .as_deref()
+                .is_some_and(|n| !may(Operation::Describe, n))
+            {
+                r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                responses.push(r);
+                continue;
+            }
+            let resolved = match &name {
+                Some(n) => b.broker.topic(n),
+                None => b.broker.topic_by_id(id),
+            };
             match resolved {
                 None => {
                     r.error_code = if name.is_none() {
@@ -185,6 +219,12 @@ pub async fn delete_topics(
                     } else {
                         ResponseError::UnknownTopicOrPartition.code()
                     };
+                }
+                Some(view) if !may(Operation::Delete, &view.name) => {
+                    r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                    if may(Operation::Describe, &view.name) {
+                        r.name = Some(topic_name(&view.name));
+                    }
                 }
                 Some(view) => {
                     r.name = Some(topic_name(&view.name));
@@ -203,9 +243,10 @@ pub async fn delete_topics(
     })
 }
 
-/// Answer CreatePartitions.
+/// Answer CreatePartitions (Alter on each topic).
 pub async fn create_partitions(
     b: &Arc<Node>,
+    cx: &Caller,
     _v: i16,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
@@ -217,6 +258,11 @@ pub async fn create_partitions(
             let mut r = build!(CreatePartitionsTopicResult {
                 name: t.name.clone()
             });
+            if !topic_allowed(b, cx, Operation::Alter, &name) {
+                r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                results.push(r);
+                continue;
+            }
             let bad_assignment = t
                 .assignments
                 .as_ref()
@@ -240,4 +286,116 @@ pub async fn create_partitions(
         }
     }
     build!(CreatePartitionsResponse { results: results })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::handlers::authz::testing::{admin, allow, node, user};
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+
+    const DENIED: i16 = ResponseError::TopicAuthorizationFailed.code();
+
+    fn create(names: &[&str]) -> CreateTopicsRequest {
+        build!(CreateTopicsRequest {
+            topics: names
+                .iter()
+                .map(|n| build!(CreatableTopic {
+                    name: topic_name(n),
+                    num_partitions: 1,
+                    replication_factor: 1
+                }))
+                .collect()
+        })
+    }
+
+    fn delete(targets: &[(Option<&str>, uuid::Uuid)]) -> DeleteTopicsRequest {
+        build!(DeleteTopicsRequest {
+            topics: targets
+                .iter()
+                .map(|(n, id)| build!(DeleteTopicState {
+                    name: n.map(topic_name),
+                    topic_id: *id
+                }))
+                .collect()
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn topic_admin_needs_create_delete_and_alter() {
+        let dir = tempfile::tempdir().unwrap();
+        let acls: Vec<_> = [Operation::Create, Operation::Delete, Operation::Alter]
+            .into_iter()
+            .map(|op| allow("alice", op, ResourceType::Topic, "mine"))
+            .chain([allow(
+                "bob",
+                Operation::Describe,
+                ResourceType::Topic,
+                "seen",
+            )])
+            .collect();
+        let b = node(dir.path(), &acls).await;
+        let alice = user("alice");
+
+        // Create on the topic suffices; without DescribeConfigs its settings stay hidden.
+        let resp = create_topics(&b, &alice, 7, create(&["mine", "theirs"])).await;
+        let mine = &resp.topics[0];
+        assert_eq!((mine.error_code, mine.num_partitions), (0, -1));
+        assert_eq!(mine.topic_config_error_code, DENIED);
+        assert!(mine.configs.as_ref().is_none_or(|c| c.is_empty()));
+        assert_eq!(resp.topics[1].error_code, DENIED);
+        assert!(b.broker.topic("mine").is_some() && b.broker.topic("theirs").is_none());
+        // Create on the cluster covers every topic, and the super user sees the settings.
+        let resp = create_topics(&b, &admin(), 7, create(&["seen", "other"])).await;
+        assert!(resp
+            .topics
+            .iter()
+            .all(|t| t.error_code == 0 && t.num_partitions == 1));
+
+        // CreatePartitions: Alter on the topic.
+        let grow = |n: &str| {
+            build!(CreatePartitionsTopic {
+                name: topic_name(n),
+                count: 2
+            })
+        };
+        let req = build!(CreatePartitionsRequest {
+            topics: vec![grow("mine"), grow("other")]
+        });
+        let codes: Vec<i16> = create_partitions(&b, &alice, 1, req)
+            .await
+            .results
+            .iter()
+            .map(|r| r.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, DENIED]);
+
+        // DeleteTopics: a topic given by id is named only to a caller that may describe it;
+        // a named topic the caller may not describe is refused whether or not it exists.
+        let id = |n: &str| b.broker.topic(n).unwrap().meta.id;
+        let req = delete(&[
+            (None, id("other")),
+            (None, id("seen")),
+            (Some("ghost"), uuid::Uuid::nil()),
+        ]);
+        let resp = delete_topics(&b, &user("bob"), 6, req).await;
+        let got: Vec<(Option<String>, i16)> = resp
+            .responses
+            .iter()
+            .map(|r| (r.name.as_ref().map(|n| n.0.to_string()), r.error_code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (None, DENIED),
+                (Some("seen".into()), DENIED),
+                (Some("ghost".into()), DENIED)
+            ]
+        );
+        let resp = delete_topics(&b, &alice, 6, delete(&[(Some("mine"), uuid::Uuid::nil())])).await;
+        assert_eq!(resp.responses[0].error_code, 0);
+        assert!(b.broker.topic("other").is_some() && b.broker.topic("seen").is_some());
+    }
 }
