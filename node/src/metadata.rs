@@ -84,6 +84,8 @@ pub struct ClusterView {
     pub scram_credentials: Vec<(String, strata_security::scram::ScramCredential)>,
     /// Kafka ACLs.
     pub acls: Vec<strata_security::acl::AclBinding>,
+    /// Client quotas by entity.
+    pub client_quotas: std::sync::Arc<strata_security::quota::QuotaMap>,
 }
 
 impl ClusterView {

@@ -175,11 +175,11 @@ where
     let client_host = format!("/{}", peer.ip());
     let sec = &node.security.config;
     let idle = Duration::from_millis(sec.connections_max_idle_ms);
-    let auth_fail_delay = Duration::from_millis(sec.failed_authentication_delay_ms);
     let max = node.config.max_request_bytes;
     let listener_name: Arc<str> = session.listener().name.as_str().into();
     // ACL hosts are compared with the address as Java prints it.
     let acl_host: Arc<str> = strata_security::acl::host_address(peer.ip()).into();
+    let throttle = Arc::new(crate::security::Throttle::default());
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut eof = false;
@@ -192,8 +192,14 @@ where
     // After a failed authentication: answer what is in flight, then close.
     let mut closing = false;
     loop {
-        // Dispatch every complete frame already buffered.
-        while !draining && !closing && in_flight.len() < MAX_IN_FLIGHT && buf.len() >= 4 {
+        // Dispatch every complete frame already buffered (none while a quota mutes us).
+        let mut muted = throttle.muted_until();
+        while !draining
+            && !closing
+            && muted.is_none()
+            && in_flight.len() < MAX_IN_FLIGHT
+            && buf.len() >= 4
+        {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if size < 0 || size as usize > max {
                 tracing::warn!(size, max, "frame size out of bounds; closing connection");
@@ -219,7 +225,8 @@ where
                         Gate::Sasl => {
                             let handled = session.handle(&frame);
                             if handled.failed {
-                                tokio::time::sleep(auth_fail_delay).await;
+                                tokio::time::sleep(node.security.failed_auth_delay(peer.ip()))
+                                    .await;
                                 closing = true;
                             }
                             in_flight.push_back(Box::pin(std::future::ready(handled.reply)));
@@ -231,6 +238,7 @@ where
                         principal: session.principal().clone(),
                         host: acl_host.clone(),
                         listener: listener_name.clone(),
+                        throttle: throttle.clone(),
                     };
                     let key = frame.api_key as i16;
                     let started = std::time::Instant::now();
@@ -256,6 +264,7 @@ where
             if !set_up && session.ready() {
                 set_up = true;
             }
+            muted = throttle.muted_until();
         }
         if (eof || draining || closing) && in_flight.is_empty() {
             if closing {
@@ -266,7 +275,8 @@ where
         if set_up {
             deadline = Instant::now() + idle;
         }
-        let can_read = !eof && !draining && !closing && in_flight.len() < MAX_IN_FLIGHT;
+        let can_read =
+            !eof && !draining && !closing && muted.is_none() && in_flight.len() < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
             Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
@@ -287,6 +297,7 @@ where
                 }
             }
             _ = shutdown.changed(), if !draining => draining = true,
+            _ = tokio::time::sleep_until(muted.unwrap_or(deadline)), if muted.is_some() => {}
             _ = tokio::time::sleep_until(deadline), if in_flight.is_empty() => {
                 if set_up {
                     node.security.metrics.idle_closed.fetch_add(1, Relaxed);

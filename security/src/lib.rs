@@ -1,6 +1,7 @@
 //! Strata's security core, free of sockets and of the node: the SASL mechanisms (PLAIN,
 //! SCRAM-SHA-256/512, OAUTHBEARER), TLS material loaded from PEM files and reloaded when
-//! they change, principals taken from client certificates, and Kafka's ACL authorizer.
+//! they change, principals taken from client certificates, Kafka's ACL authorizer, and the
+//! rules of Kafka's client quotas (entities, keys, filters, precedence).
 //! The node (`strata-node`) wires these into its listeners and request path.
 
 pub mod acl;
@@ -8,6 +9,7 @@ pub mod error;
 pub mod oauth;
 pub mod plain;
 pub mod principal;
+pub mod quota;
 pub mod scram;
 pub mod tls;
 

@@ -242,7 +242,8 @@ class Node(Proc):
                 "--listen", self.addr, "--advertise", self.addr, "--data-dir", str(self.data_dir),
                 "--metrics-listen", self.metrics_addr]
         for k, v in args.items():
-            argv += [k, str(v)]
+            # A callable value is per node: v(node id, its address).
+            argv += [k, str(v(i, self.addr) if callable(v) else v)]
         super().__init__(f"node{i}", topo.wrap(i, argv), workdir / f"node{i}.log", _cluster_env())
 
     def wait_listening(self, timeout: float = 60):

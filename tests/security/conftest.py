@@ -55,6 +55,9 @@ class SecureNode:
             "--oauth-jwks", issuer.jwks_file, "--oauth-expected-issuer", issuer.issuer,
             "--oauth-expected-audience", "strata",
             "--group-initial-rebalance-delay-ms", "0",
+            # Failures from one address double the delay (up to 64x): keep it short, since
+            # every client here is 127.0.0.1 and several tests fail on purpose.
+            "--failed-authentication-delay-ms", "20",
             *extra,
         ]
         self.proc = Proc("strata-node", args, workdir / "strata-node.log",

@@ -302,8 +302,11 @@ fn descriptor(
 
 impl ClusterHost for Node {
     fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()> {
-        self.security
-            .apply_metadata(view.scram_credentials.iter().cloned(), &view.acls);
+        self.security.apply_metadata(
+            view.scram_credentials.iter().cloned(),
+            &view.acls,
+            view.client_quotas.clone(),
+        );
         let me = self.cluster.me;
         let now = fsutil::now_ms();
         let mut offsets_leadership = Vec::new();

@@ -121,6 +121,7 @@ fn state_from(old: &MetadataImage, me: i32) -> State {
         balanced_for: Default::default(),
         scram_credentials: Default::default(),
         acls: Default::default(),
+        client_quotas: Default::default(),
     }
 }
 

@@ -531,6 +531,26 @@ impl ClusterLink {
         .await
     }
 
+    /// AlterClientQuotas through the controller; waits until this node has the result, so
+    /// the next request here is measured against it.
+    pub async fn alter_client_quotas(
+        &self,
+        r: pb::AlterClientQuotasRequest,
+    ) -> Result<Vec<pb::QuotaResult>> {
+        self.timed(async {
+            let (i, _) = self.in_use();
+            let resp = self
+                .client()
+                .alter_client_quotas(r)
+                .await
+                .map_err(|e| self.down(i, e))?
+                .into_inner();
+            self.caught_up(resp.metadata_version).await;
+            Ok(resp.results)
+        })
+        .await
+    }
+
     /// DeleteAcls through the controller; waits until this node has the result.
     pub async fn delete_acls(&self, r: pb::DeleteAclsRequest) -> Result<Vec<pb::DeletedAcls>> {
         self.timed(async {
@@ -1030,6 +1050,20 @@ fn decode_image(md: &pb::ClusterMetadata) -> (MetadataImage, ClusterView) {
             }
         })
         .collect();
+    view.client_quotas = std::sync::Arc::new(
+        md.client_quotas
+            .iter()
+            .filter_map(
+                |q| match strata_controller::service::client_quota_from_proto(q) {
+                    Ok(entry) => Some(entry),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring a client quota of the metadata this build cannot read");
+                        None
+                    }
+                },
+            )
+            .collect(),
+    );
     let mut image = MetadataImage {
         version: METADATA_VERSION,
         cluster_id: md.cluster_id.clone(),

@@ -71,6 +71,8 @@ impl Rpc {
         create_acls(pb::CreateAclsRequest) -> pb::CreateAclsResponse;
         /// DeleteAcls.
         delete_acls(pb::DeleteAclsRequest) -> pb::DeleteAclsResponse;
+        /// AlterClientQuotas.
+        alter_client_quotas(pb::AlterClientQuotasRequest) -> pb::AlterClientQuotasResponse;
         /// ListPartitionReassignments.
         list_partition_reassignments(pb::ListPartitionReassignmentsRequest)
             -> pb::ListPartitionReassignmentsResponse;

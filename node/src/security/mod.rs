@@ -9,6 +9,7 @@
 //! [`Security::apply_metadata`].
 
 pub mod config;
+pub mod quota;
 pub mod session;
 
 use std::collections::HashMap;
@@ -79,6 +80,45 @@ pub struct Caller {
     pub host: Arc<str>,
     /// The listener's name (empty for requests made inside the node).
     pub listener: Arc<str>,
+    /// The connection's quota throttle: a handler that throttles the caller mutes the
+    /// connection through it.
+    pub throttle: Arc<Throttle>,
+}
+
+/// A connection muted for a quota's throttle time (KIP-219): the answer goes out at once
+/// with `throttle_time_ms`, and the connection reads no further request until the time is
+/// over, so a client cannot run past its quota with requests already in flight.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    until: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Throttle {
+    /// Mute the connection for `ms` milliseconds from now (no-op for 0 or less; a longer
+    /// mute already set stays).
+    pub fn mute_for(&self, ms: i64) {
+        if ms <= 0 {
+            return;
+        }
+        let t = tokio::time::Instant::now() + Duration::from_millis(ms as u64);
+        let mut u = self.until.lock();
+        if u.is_none_or(|cur| cur < t) {
+            *u = Some(t);
+        }
+    }
+
+    /// When the mute ends, if the connection is muted now.
+    pub fn muted_until(&self) -> Option<tokio::time::Instant> {
+        let mut u = self.until.lock();
+        match *u {
+            Some(t) if t > tokio::time::Instant::now() => Some(t),
+            Some(_) => {
+                *u = None;
+                None
+            }
+            None => None,
+        }
+    }
 }
 
 impl Caller {
@@ -88,6 +128,7 @@ impl Caller {
             principal: session::ANONYMOUS.into(),
             host: "127.0.0.1".into(),
             listener: "".into(),
+            throttle: Arc::new(Throttle::default()),
         }
     }
 }
@@ -106,6 +147,11 @@ pub struct Security {
     /// The ACL set the authorizer was built from.
     acls_seen: Mutex<Vec<AclBinding>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Recent failed authentications per address: (count, since), for
+    /// [`Security::failed_auth_delay`].
+    failures: Mutex<HashMap<IpAddr, (u32, std::time::Instant)>>,
+    /// Client quotas and the rates measured against them.
+    pub quotas: quota::Quotas,
     pub metrics: SecurityMetrics,
 }
 
@@ -156,6 +202,8 @@ impl Security {
             authorizer: RwLock::new(authorizer),
             acls_seen: Mutex::new(Vec::new()),
             per_ip: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            quotas: quota::Quotas::default(),
             metrics: SecurityMetrics::default(),
             config,
         });
@@ -282,6 +330,26 @@ impl Security {
         })
     }
 
+    /// How long to hold the answer to a failed authentication from `ip` before closing:
+    /// `--failed-authentication-delay-ms`, doubled for every further failure from the same
+    /// address within a minute, up to 64 times it (so a password guesser from one address
+    /// slows to one try every few seconds; others are not affected).
+    pub fn failed_auth_delay(&self, ip: IpAddr) -> Duration {
+        const WINDOW: Duration = Duration::from_secs(60);
+        let base = self.config.failed_authentication_delay_ms;
+        let mut m = self.failures.lock();
+        let now = std::time::Instant::now();
+        if m.len() > 100_000 {
+            m.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
+        }
+        let e = m.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= WINDOW {
+            *e = (0, now);
+        }
+        e.0 = e.0.saturating_add(1);
+        Duration::from_millis(base.saturating_mul(1 << (e.0 - 1).min(6)))
+    }
+
     /// The current SCRAM credentials.
     pub fn credentials(&self) -> Arc<CredentialStore> {
         self.credentials.read().clone()
@@ -302,13 +370,15 @@ impl Security {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Install the credentials and ACLs of a new metadata image.
+    /// Install the credentials, ACLs and client quotas of a new metadata image.
     pub fn apply_metadata(
         &self,
         credentials: impl IntoIterator<Item = (String, ScramCredential)>,
         acls: &[AclBinding],
+        quotas: Arc<strata_security::quota::QuotaMap>,
     ) {
         *self.credentials.write() = Arc::new(CredentialStore::new(credentials));
+        self.quotas.set(quotas);
         if self.config.authorizer == AuthorizerKind::Acl {
             let mut seen = self.acls_seen.lock();
             if seen.as_slice() != acls {
@@ -378,4 +448,53 @@ async fn fetch_url(url: &str) -> Result<Vec<u8>> {
         }
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn security(extra: &[&str]) -> Arc<Security> {
+        let mut argv = vec!["strata-node"];
+        argv.extend_from_slice(extra);
+        let c = crate::config::Args::parse_from(argv).validate().unwrap();
+        Security::open(c.security).unwrap()
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_connection() {
+        let s = security(&[
+            "--max-connections-per-ip",
+            "2",
+            "--max-connections-per-ip-overrides",
+            "10.0.0.9:3",
+        ]);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = s.admit(a).unwrap();
+        let _p2 = s.admit(a).unwrap();
+        assert!(s.admit(a).is_none(), "third from one address");
+        assert!(s.admit(b).is_some(), "another address is served");
+        drop(p1);
+        assert!(s.admit(a).is_some(), "a closed connection frees its place");
+        let big: IpAddr = "10.0.0.9".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| s.admit(big).unwrap()).collect();
+        assert!(s.admit(big).is_none());
+        drop(held);
+        assert!(
+            s.per_ip.lock().get(&big).is_none(),
+            "no entry left for a gone address"
+        );
+    }
+
+    #[test]
+    fn repeated_failures_from_one_address_wait_longer() {
+        let s = security(&["--failed-authentication-delay-ms", "100"]);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let delays: Vec<u128> = (0..9).map(|_| s.failed_auth_delay(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 6400, 6400]);
+        assert_eq!(s.failed_auth_delay(b).as_millis(), 100);
+    }
 }

@@ -25,6 +25,7 @@ use crate::core::{
 use crate::error::{Error, Result};
 use crate::store::MetadataStore;
 use strata_security::acl::{AclBinding, AclFilter};
+use strata_security::quota::{Alteration, QuotaError};
 use strata_security::scram::{ScramCredential, ScramMechanism};
 
 /// How often nodes' deadlines are checked.
@@ -405,6 +406,16 @@ impl ControllerHandle {
     /// CreateAcls: one outcome per binding.
     pub async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<Versioned<Vec<Result<()>>>> {
         self.apply(|c, _| versioned(c, |c| c.create_acls(acls)))
+            .await
+    }
+
+    /// AlterClientQuotas: one outcome per entry, with Kafka's error code.
+    pub async fn alter_client_quotas(
+        &self,
+        entries: Vec<Alteration>,
+        validate_only: bool,
+    ) -> Result<Versioned<Vec<std::result::Result<(), QuotaError>>>> {
+        self.apply(|c, _| versioned(c, |c| c.alter_client_quotas(entries, validate_only)))
             .await
     }
 

@@ -29,6 +29,7 @@ use crate::proto;
 use crate::proto::controller_server::{Controller, ControllerServer};
 use crate::store::MetadataStore;
 use strata_security::acl::{AclBinding, AclFilter};
+use strata_security::quota::{Alteration, QuotaEntity, QuotaKey, QuotaValue};
 use strata_security::scram::{ScramCredential, ScramMechanism};
 
 pub use crate::handle::{ServiceConfig, TICK_INTERVAL};
@@ -150,6 +151,70 @@ pub fn image_to_proto(image: &Image) -> proto::ClusterMetadata {
             .flat_map(|(user, per)| per.values().map(move |c| scram_to_proto(user, c)))
             .collect(),
         acls: image.acls.iter().map(acl_to_proto).collect(),
+        client_quotas: image
+            .client_quotas
+            .iter()
+            .map(|(e, v)| client_quota_to_proto(e, v))
+            .collect(),
+    }
+}
+
+/// The quotas of one entity as nodes receive them.
+pub fn client_quota_to_proto(
+    entity: &QuotaEntity,
+    values: &BTreeMap<QuotaKey, QuotaValue>,
+) -> proto::ClientQuotaInfo {
+    proto::ClientQuotaInfo {
+        entity: entity
+            .to_wire()
+            .into_iter()
+            .map(|(t, n)| proto::QuotaEntityPart {
+                entity_type: t.to_string(),
+                name: n.map(str::to_string),
+            })
+            .collect(),
+        values: values
+            .iter()
+            .map(|(k, v)| (k.name().to_string(), v.0))
+            .collect(),
+    }
+}
+
+/// The quotas of one entity from the wire, validated as AlterClientQuotas validates them.
+pub fn client_quota_from_proto(
+    q: &proto::ClientQuotaInfo,
+) -> std::result::Result<(QuotaEntity, BTreeMap<QuotaKey, QuotaValue>), String> {
+    let entity = QuotaEntity::from_wire(
+        q.entity
+            .iter()
+            .map(|p| (p.entity_type.as_str(), p.name.as_deref())),
+    )
+    .map_err(|e| e.to_string())?;
+    let values = q
+        .values
+        .iter()
+        .map(|(k, v)| {
+            QuotaKey::validate(k, *v)
+                .map(|k| (k, QuotaValue(*v)))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((entity, values))
+}
+
+/// An AlterClientQuotas entry from the wire (validated by the core).
+pub fn quota_alteration_from_proto(a: &proto::QuotaAlteration) -> Alteration {
+    Alteration {
+        entity: a
+            .entity
+            .iter()
+            .map(|p| (p.entity_type.clone(), p.name.clone()))
+            .collect(),
+        ops: a
+            .ops
+            .iter()
+            .map(|o| (o.key.clone(), (!o.remove).then_some(o.value)))
+            .collect(),
     }
 }
 
@@ -770,6 +835,43 @@ impl Controller for ControllerService {
                 })
                 .collect();
             Ok(Response::new(proto::CreateAclsResponse {
+                results,
+                metadata_version: done.metadata_version,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn alter_client_quotas(
+        &self,
+        request: Request<proto::AlterClientQuotasRequest>,
+    ) -> Result<Response<proto::AlterClientQuotasResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!(
+            "alter_client_quotas",
+            entries = r.entries.len(),
+            validate_only = r.validate_only
+        );
+        async move {
+            let entries = r.entries.iter().map(quota_alteration_from_proto).collect();
+            let done = self
+                .controller
+                .alter_client_quotas(entries, r.validate_only)
+                .await
+                .map_err(status)?;
+            let results = done
+                .value
+                .into_iter()
+                .map(|o| match o {
+                    Ok(()) => proto::QuotaResult::default(),
+                    Err(e) => proto::QuotaResult {
+                        error_code: i32::from(e.code),
+                        error_message: e.message,
+                    },
+                })
+                .collect();
+            Ok(Response::new(proto::AlterClientQuotasResponse {
                 results,
                 metadata_version: done.metadata_version,
             }))

@@ -146,8 +146,7 @@ pub(crate) mod testing {
     pub fn user(name: &str) -> Caller {
         Caller {
             principal: format!("User:{name}").into(),
-            host: "127.0.0.1".into(),
-            listener: "".into(),
+            ..Caller::internal()
         }
     }
 

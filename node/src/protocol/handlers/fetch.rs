@@ -36,6 +36,29 @@ fn replica_id(v: i16, req: &FetchRequest) -> i32 {
     }
 }
 
+/// Whether the fetch is a consumer's (quotas apply) rather than a follower's.
+pub fn is_consumer(v: i16, req: &FetchRequest) -> bool {
+    replica_id(v, req) < 0
+}
+
+/// The record bytes a response carries (what the consumer byte rate counts).
+pub fn records_bytes(resp: &FetchResponse) -> usize {
+    resp.responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum()
+}
+
+/// The answer to a throttled fetch: no partitions, as Kafka's throttled response (this
+/// node keeps no fetch sessions, so there is no session to carry over).
+pub fn throttled(resp: &FetchResponse) -> FetchResponse {
+    build!(FetchResponse {
+        error_code: resp.error_code,
+        session_id: 0
+    })
+}
+
 /// Which of the request's topics the caller may fetch from, in request order. A follower
 /// needs ClusterAction on the cluster for all of them; a consumer needs Read on each topic
 /// (by its name; a topic id that names no topic stays allowed, to be UNKNOWN_TOPIC_ID).

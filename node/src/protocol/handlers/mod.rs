@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod quotas;
 pub mod replicas;
 pub mod security;
 pub mod topics;
@@ -36,6 +37,8 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use super::{decode_body, encode_fetch_response, encode_response, Frame, ResponseBytes};
 use super::{Pending, Reply};
 use crate::node::Node;
+use crate::security::quota;
+use strata_security::quota::QuotaKey;
 
 /// Encode a response for `frame`, or close the connection if it cannot be encoded.
 pub fn reply<T: Encodable>(
@@ -62,8 +65,119 @@ fn ready(r: Reply) -> Pending {
     Box::pin(std::future::ready(r))
 }
 
-/// Route a parsed frame to its handler.
+/// Route a parsed frame to its handler, measuring the time its handler takes against the
+/// caller's request quota (KIP-124) when one applies.
 pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
+    let quotas = &broker.security.quotas;
+    if quotas.is_empty() {
+        return route(broker, frame);
+    }
+    let (user, client_id) = quota_identity(&frame);
+    let request_limited = !request_quota_exempt(frame.api_key)
+        && quotas.limited(&user, &client_id, QuotaKey::RequestPercentage)
+        && !is_follower_fetch(&frame);
+    if !request_limited {
+        return route(broker, frame);
+    }
+    let started = std::time::Instant::now();
+    let throttle_gate = frame.caller.throttle.clone();
+    let pending = route(broker, frame);
+    let b = broker.clone();
+    let spent = started.elapsed();
+    Box::pin(async move {
+        let (reply, polled) = PollTimed::new(pending).await;
+        // Kafka records thread time as a percentage of one second.
+        let percent = (spent + polled).as_secs_f64() * 100.0;
+        let throttle = b.security.quotas.record(
+            &user,
+            &client_id,
+            QuotaKey::RequestPercentage,
+            percent,
+            quota::mono_ms(),
+        );
+        throttle_gate.mute_for(throttle);
+        reply
+    })
+}
+
+/// The (user, client id) quotas are resolved for: the principal's name and the header's
+/// client id.
+fn quota_identity(frame: &Frame) -> (String, String) {
+    (
+        strata_security::quota::quota_user(&frame.caller.principal).to_string(),
+        frame
+            .header
+            .client_id
+            .as_ref()
+            .map_or(String::new(), |c| c.to_string()),
+    )
+}
+
+/// Requests Kafka never throttles on request time: those a client needs to connect and
+/// authenticate (followers' fetches are exempted by [`is_follower_fetch`]).
+fn request_quota_exempt(key: ApiKey) -> bool {
+    matches!(
+        key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
+/// A follower's fetch: replication is never throttled by client quotas (the body is
+/// decoded once more only when a request quota applies to the caller).
+fn is_follower_fetch(frame: &Frame) -> bool {
+    frame.api_key == ApiKey::Fetch
+        && decode_body::<FetchRequest>(frame)
+            .is_ok_and(|r| !fetch::is_consumer(frame.header.request_api_version, &r))
+}
+
+/// A future with the time spent polling it: the handler's own time, not its waits.
+struct PollTimed {
+    inner: Pending,
+    spent: std::time::Duration,
+}
+
+impl PollTimed {
+    fn new(inner: Pending) -> Self {
+        PollTimed {
+            inner,
+            spent: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl std::future::Future for PollTimed {
+    type Output = (Reply, std::time::Duration);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = std::time::Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.spent += started.elapsed();
+        polled.map(|r| (r, self.spent))
+    }
+}
+
+/// Records a produce request's size against the caller's producer byte rate; the
+/// throttle time in milliseconds.
+fn produce_throttle(broker: &Node, frame: &Frame) -> i64 {
+    let quotas = &broker.security.quotas;
+    if quotas.is_empty() {
+        return 0;
+    }
+    let (user, client_id) = quota_identity(frame);
+    quotas.record(
+        &user,
+        &client_id,
+        QuotaKey::ProducerByteRate,
+        frame.body.len() as f64,
+        quota::mono_ms(),
+    )
+}
+
+/// Route a parsed frame to its handler.
+fn route(broker: &Arc<Node>, frame: Frame) -> Pending {
     let key = frame.api_key;
     let v = frame.header.request_api_version;
     let cid = frame.header.correlation_id;
@@ -119,14 +233,51 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
         ApiKey::DescribeCluster => sync_cx!(DescribeClusterRequest, authz::describe_cluster),
         ApiKey::Produce => {
             let req = decode!(ProduceRequest);
-            produce::handle(broker.clone(), &frame.caller(), v, cid, req)
+            // Like Kafka, the records are appended whatever the quota; the answer says how
+            // long to wait and goes out at once, and the connection is muted that long.
+            let throttle = produce_throttle(broker, &frame);
+            let t = i32::try_from(throttle).unwrap_or(i32::MAX);
+            frame.caller.throttle.mute_for(throttle);
+            produce::handle(broker.clone(), &frame.caller(), v, cid, t, req)
         }
         ApiKey::Fetch => {
-            let req = decode!(FetchRequest);
+            let mut req = decode!(FetchRequest);
             let b = broker.clone();
             let cx = frame.caller();
+            let (user, client_id) = quota_identity(&frame);
+            let limited = fetch::is_consumer(v, &req)
+                && b.security
+                    .quotas
+                    .limited(&user, &client_id, QuotaKey::ConsumerByteRate);
+            if limited {
+                // Never more than the quota lets through in its windows (Kafka's
+                // getMaxValueInQuotaWindow), or a large response would be refused forever.
+                if let Some(max) =
+                    b.security
+                        .quotas
+                        .max_in_window(&user, &client_id, QuotaKey::ConsumerByteRate)
+                {
+                    let max = max.min(i32::MAX as f64) as i32;
+                    req.max_bytes = req.max_bytes.min(max.max(1));
+                }
+            }
             Box::pin(async move {
-                let resp = fetch::handle(b, &cx, v, req).await;
+                let mut resp = fetch::handle(b.clone(), &cx, v, req).await;
+                let mut throttle = 0;
+                if limited {
+                    let size = fetch::records_bytes(&resp) as f64;
+                    let now = quota::mono_ms();
+                    let q = &b.security.quotas;
+                    throttle = q.record(&user, &client_id, QuotaKey::ConsumerByteRate, size, now);
+                    if throttle > 0 {
+                        // Kafka answers a throttled fetch without its data and takes the
+                        // bytes back: the consumer fetches them again after the wait.
+                        q.unrecord(&user, &client_id, QuotaKey::ConsumerByteRate, size, now);
+                        resp = fetch::throttled(&resp);
+                    }
+                    resp.throttle_time_ms = i32::try_from(throttle).unwrap_or(i32::MAX);
+                }
+                cx.throttle.mute_for(throttle);
                 // Record sets go out as chunks of their own instead of being copied.
                 encoded(encode_fetch_response(v, cid, &resp))
             })
@@ -216,6 +367,12 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
         ApiKey::CreateAcls => deferred_cx!(CreateAclsRequest, security::create_acls),
         ApiKey::DescribeAcls => sync_cx!(DescribeAclsRequest, security::describe_acls),
         ApiKey::DeleteAcls => deferred_cx!(DeleteAclsRequest, security::delete_acls),
+        ApiKey::DescribeClientQuotas => {
+            sync_cx!(DescribeClientQuotasRequest, quotas::describe_client_quotas)
+        }
+        ApiKey::AlterClientQuotas => {
+            deferred_cx!(AlterClientQuotasRequest, quotas::alter_client_quotas)
+        }
         other => {
             // parse_frame only lets advertised APIs through; this is a programming error.
             tracing::error!(api = ?other, "advertised API without a handler; closing connection");

@@ -80,6 +80,7 @@ pub fn handle(
     cx: &Caller,
     v: i16,
     correlation_id: i32,
+    throttle_time_ms: i32,
     req: ProduceRequest,
 ) -> Pending {
     if has_transactional_records(&req) {
@@ -235,7 +236,8 @@ pub fn handle(
             v,
             correlation_id,
             &build!(ProduceResponse {
-                responses: responses
+                responses: responses,
+                throttle_time_ms: throttle_time_ms
             }),
         )
     })
@@ -301,6 +303,7 @@ mod tests {
             &alice,
             9,
             1,
+            0,
             request(1, &["ok", "no", "ghost"], &batch),
         );
         let resp: ProduceResponse = answer(ApiKey::Produce, 9, pending).await.unwrap();
@@ -319,7 +322,7 @@ mod tests {
         );
 
         // acks=0: the producer learns of the refusal by the connection closing.
-        let pending = handle(b.clone(), &alice, 9, 2, request(0, &["no"], &batch));
+        let pending = handle(b.clone(), &alice, 9, 2, 0, request(0, &["no"], &batch));
         assert!(matches!(pending.await, Reply::Close));
 
         // Transactional records need Write on the transactional id: every partition refused.
@@ -328,7 +331,7 @@ mod tests {
         txn[21..23].copy_from_slice(&attributes.to_be_bytes());
         let mut req = request(-1, &["ok"], &txn);
         req.transactional_id = Some(TransactionalId(s("tx")));
-        let pending = handle(b.clone(), &alice, 9, 3, req);
+        let pending = handle(b.clone(), &alice, 9, 3, 0, req);
         let resp: ProduceResponse = answer(ApiKey::Produce, 9, pending).await.unwrap();
         let refused = ResponseError::TransactionalIdAuthorizationFailed.code();
         assert_eq!(codes(&resp), vec![("ok".into(), refused, -1)]);

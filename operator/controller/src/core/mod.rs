@@ -14,8 +14,8 @@
 
 mod balance;
 mod placement;
-// Cluster-wide security metadata: SCRAM credentials and ACLs.
 mod reassign;
+// Cluster-wide security metadata: SCRAM credentials, ACLs, client quotas.
 mod security;
 mod shutdown;
 mod topics;
@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use strata_security::acl::AclBinding;
+use strata_security::quota::QuotaMap;
 use strata_security::scram::{ScramCredential, ScramMechanism};
 
 pub use placement::{place, Load};
@@ -92,6 +93,13 @@ pub struct State {
     /// Kafka ACLs.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub acls: BTreeSet<AclBinding>,
+    /// Client quotas (KIP-546) by user and/or client-id entity.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "strata_security::quota::as_list"
+    )]
+    pub client_quotas: QuotaMap,
 }
 
 /// A registered node.
@@ -180,6 +188,7 @@ impl State {
             balanced_for: BTreeSet::new(),
             scram_credentials: BTreeMap::new(),
             acls: BTreeSet::new(),
+            client_quotas: QuotaMap::new(),
         }
     }
 
@@ -337,6 +346,8 @@ pub struct Image {
     pub scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
     /// Kafka ACLs.
     pub acls: BTreeSet<AclBinding>,
+    /// Client quotas by entity.
+    pub client_quotas: QuotaMap,
 }
 
 /// A registered node as the image shows it.
@@ -761,6 +772,7 @@ impl Cluster {
             topics: self.state.topics.clone(),
             scram_credentials: self.state.scram_credentials.clone(),
             acls: self.state.acls.clone(),
+            client_quotas: self.state.client_quotas.clone(),
         }
     }
 

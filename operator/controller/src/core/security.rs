@@ -3,6 +3,7 @@
 //! types; these rules keep the stored set consistent and bump the version once per call.
 
 use strata_security::acl::{AclBinding, AclFilter};
+use strata_security::quota::{self, Alteration, QuotaEntity, QuotaError};
 use strata_security::scram::{ScramCredential, ScramMechanism};
 
 use super::Cluster;
@@ -162,6 +163,47 @@ impl Cluster {
         out
     }
 
+    /// AlterClientQuotas: one answer per entry. Each entry is validated on its own (an
+    /// invalid one changes nothing); an entity named by an earlier entry of the same call
+    /// is refused, as Kafka does. With `validate_only` nothing is stored.
+    pub fn alter_client_quotas(
+        &mut self,
+        entries: Vec<Alteration>,
+        validate_only: bool,
+    ) -> Vec<std::result::Result<(), QuotaError>> {
+        let mut seen: Vec<QuotaEntity> = Vec::with_capacity(entries.len());
+        let mut out = Vec::with_capacity(entries.len());
+        for a in &entries {
+            let result = match quota::alter(&self.state.client_quotas, a) {
+                Ok((entity, _)) if seen.contains(&entity) => Err(QuotaError {
+                    code: quota::INVALID_REQUEST,
+                    message: format!("Ignoring duplicate entity {entity}"),
+                }),
+                Ok((entity, values)) => {
+                    seen.push(entity.clone());
+                    let current = self.state.client_quotas.get(&entity);
+                    let changed = match current {
+                        Some(c) => *c != values,
+                        None => !values.is_empty(),
+                    };
+                    if changed && !validate_only {
+                        let state = self.state_mut();
+                        if values.is_empty() {
+                            state.client_quotas.remove(&entity);
+                        } else {
+                            state.client_quotas.insert(entity, values);
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            out.push(result);
+        }
+        self.finish();
+        out
+    }
+
     /// Records a node's named listeners (after its registration).
     pub fn set_listeners(
         &mut self,
@@ -179,5 +221,79 @@ impl Cluster {
             }
         }
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::cluster;
+    use super::super::State;
+    use strata_security::quota::{Alteration, EntityName, QuotaKey, QuotaValue, CLIENT_ID, USER};
+
+    fn set(entity: &[(&str, Option<&str>)], ops: &[(&str, Option<f64>)]) -> Alteration {
+        Alteration {
+            entity: entity
+                .iter()
+                .map(|(t, n)| (t.to_string(), n.map(str::to_string)))
+                .collect(),
+            ops: ops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn client_quotas_are_stored_validated_and_removed() {
+        let mut c = cluster(1);
+        let v0 = c.state().version;
+        let alice = [(USER, Some("alice"))];
+        let out = c.alter_client_quotas(
+            vec![
+                set(&alice, &[("producer_byte_rate", Some(1024.0))]),
+                set(&[(CLIENT_ID, None)], &[("request_percentage", Some(50.0))]),
+                set(&[(USER, Some("bob"))], &[("producer_byte_rate", Some(1.5))]),
+                set(&alice, &[("consumer_byte_rate", Some(1.0))]),
+            ],
+            false,
+        );
+        assert!(out[0].is_ok() && out[1].is_ok());
+        assert!(out[2].as_ref().unwrap_err().message.contains("fractional"));
+        assert!(out[3]
+            .as_ref()
+            .unwrap_err()
+            .message
+            .starts_with("Ignoring duplicate entity user=alice"));
+        assert_eq!(c.state().version, v0 + 1, "one bump per call");
+        let q = &c.state().client_quotas;
+        assert_eq!(q.len(), 2);
+        let default_client = q
+            .iter()
+            .find(|(e, _)| e.client_id == Some(EntityName::Default))
+            .unwrap();
+        assert_eq!(
+            default_client.1[&QuotaKey::RequestPercentage],
+            QuotaValue(50.0)
+        );
+
+        // Validate-only and no-op changes do not bump the version.
+        let out = c.alter_client_quotas(
+            vec![set(&alice, &[("producer_byte_rate", Some(9.0))])],
+            true,
+        );
+        assert!(out[0].is_ok());
+        let out = c.alter_client_quotas(
+            vec![set(&alice, &[("producer_byte_rate", Some(1024.0))])],
+            false,
+        );
+        assert!(out[0].is_ok());
+        assert_eq!(c.state().version, v0 + 1);
+
+        // The state round-trips through its JSON form.
+        let json = c.state().to_json().unwrap();
+        assert_eq!(&State::from_json(&json, "mem").unwrap(), c.state());
+
+        // Removing the last key removes the entity.
+        let out = c.alter_client_quotas(vec![set(&alice, &[("producer_byte_rate", None)])], false);
+        assert!(out[0].is_ok());
+        assert_eq!(c.state().client_quotas.len(), 1);
+        assert_eq!(c.image().client_quotas, c.state().client_quotas);
     }
 }
