@@ -123,8 +123,11 @@ class S3Bucket:
 SEGMENT_EXTS = ("log", "index", "timeindex", "snapshot")
 
 
-def scrub(bucket, topic_id: str, partition: int) -> dict:
-    """Check one partition folder; returns the manifest. Fails the test on any problem."""
+def scrub(bucket, topic_id: str, partition: int, killed: bool = False) -> dict:
+    """Check one partition folder; returns the manifest. Fails the test on any problem.
+    `killed`: the node was SIGKILLed, so an upload it had in flight may have left the objects
+    of the next segment (at or past the manifest's end) without the manifest naming them; the
+    next leader deletes those as orphans."""
     folder = f"{topic_id}/{partition}/"
     objects = bucket.list(folder)
     assert "manifest.json" in objects, f"no manifest in {folder}: {sorted(objects)}"
@@ -164,12 +167,20 @@ def scrub(bucket, topic_id: str, partition: int) -> dict:
         if m["end_offset"] != segs[-1]["next_offset"]:
             problems.append("end offset differs from the last segment's end")
     orphans = sorted(set(objects) - referenced - {"manifest.json"})
+    if killed:
+        orphans = [o for o in orphans if not _in_flight(o, m["end_offset"])]
     if orphans:
         problems.append(f"unreferenced objects: {orphans}")
     if bucket.pending_uploads():
         problems.append(f"{bucket.pending_uploads()} multipart uploads left open")
     assert not problems, f"scrub of {folder}: {problems}"
     return m
+
+
+def _in_flight(name: str, end_offset: int) -> bool:
+    """Whether `name` is an object of a segment starting at or past `end_offset`."""
+    base = name.split("-", 1)[0]
+    return base.isdigit() and int(base) >= end_offset
 
 
 def scrub_settled(bucket, topic_id: str, partition: int, timeout: float = 30) -> dict:

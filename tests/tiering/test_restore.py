@@ -60,7 +60,7 @@ def test_whole_cluster_restore(mode, tmp_path, request, nodes, minio):
     tid = a.topic_id("orders")
     wait_for(lambda: "topic.json" in old.list(f"{tid}/"), 30, "orders in the bucket's catalog")
     a.kill()  # the cluster is lost, with its disks
-    manifests = {p: scrub(old, tid, p) for p in range(PARTITIONS)}
+    manifests = {p: scrub(old, tid, p, killed=True) for p in range(PARTITIONS)}
     ends = {p: m["end_offset"] for p, m in manifests.items()}
     assert all(e > 0 for e in ends.values())
 
@@ -103,7 +103,7 @@ def test_whole_cluster_restore(mode, tmp_path, request, nodes, minio):
         scrub_settled(target, tid, p)
     if mode == "copy":
         for p in range(PARTITIONS):
-            assert scrub(old, tid, p) == manifests[p], "the old prefix is left as it was"
+            assert scrub(old, tid, p, killed=True) == manifests[p], "the old prefix is left as it was"
     marker = json.loads(target.get("restore.json"))
     assert marker["from"] == old.url and set(marker["topics"]) == {"orders", "audit"}
     done = [ln for ln in b.log_path.read_text().splitlines() if "restore finished" in ln]
