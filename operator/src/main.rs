@@ -4,7 +4,7 @@
 //! `strata-operator local` runs the controller without Kubernetes, its state in a local
 //! directory: several `strata-node` processes on this machine (or others) join it.
 //! `strata-operator kubernetes` hosts it on a cluster (src/k8s): Lease election among
-//! replicas, state in a ConfigMap, Topic and Cluster resources reconciled (a Cluster becomes
+//! replicas, state in a Secret, Topic and Cluster resources reconciled (a Cluster becomes
 //! the StatefulSet of nodes and its Services; scaling moves partitions).
 
 use std::net::SocketAddr;
@@ -53,7 +53,7 @@ enum Command {
 /// Flags of `strata-operator kubernetes`.
 #[derive(Debug, Clone, clap::Args)]
 struct KubeArgs {
-    /// Namespace of the resources, the Lease and the state ConfigMap (default: the client's).
+    /// Namespace of the resources, the Lease and the state Secret (default: the client's).
     #[arg(long, env = "STRATA_NAMESPACE")]
     namespace: Option<String>,
 
@@ -77,7 +77,16 @@ struct KubeArgs {
     #[arg(long, env = "STRATA_LEASE_DURATION_MS", default_value_t = 15_000)]
     lease_duration_ms: u64,
 
-    /// ConfigMap holding the controller's state.
+    /// Secret holding the controller's state.
+    #[arg(
+        long,
+        env = "STRATA_STATE_SECRET",
+        default_value = "strata-controller-state"
+    )]
+    state_secret: String,
+
+    /// Legacy ConfigMap the state is migrated from (read once, deleted after the first write
+    /// of the Secret).
     #[arg(
         long,
         env = "STRATA_STATE_CONFIGMAP",
@@ -257,6 +266,7 @@ impl KubeArgs {
                 duration,
                 renew_every: duration / 5,
             },
+            state_secret: self.state_secret,
             state_configmap: self.state_configmap,
             cluster_name: self.cluster_name,
             node_image: self.node_image,

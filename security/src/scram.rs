@@ -320,6 +320,25 @@ pub trait Credentials {
     fn scram(&self, mechanism: ScramMechanism, user: &str) -> Option<ScramCredential>;
 }
 
+/// A random password of `len` ASCII letters and digits, drawn without bias from the
+/// system's secure random source (for credentials an operator generates).
+pub fn generate_password(len: usize) -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // 62 * 4 = 248: bytes at or above it are dropped so each symbol is equally likely.
+    let limit = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        fill_random(&mut buf)?;
+        for b in buf {
+            if b < limit && out.len() < len {
+                out.push(ALPHABET[usize::from(b) % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Fills `buf` from the system's secure random source.
 fn fill_random(buf: &mut [u8]) -> Result<()> {
     rand::fill(buf).map_err(|_| Error::Unsupported("no secure random source".to_string()))
@@ -731,6 +750,17 @@ fn random_nonce() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_passwords_are_alphanumeric_of_the_asked_length_and_differ() {
+        let a = generate_password(32).unwrap();
+        let b = generate_password(32).unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+        assert_eq!(generate_password(0).unwrap(), "");
+        assert_eq!(generate_password(1000).unwrap().len(), 1000);
+    }
     use proptest::prelude::*;
     use std::collections::HashMap;
 

@@ -22,6 +22,7 @@ VALUE_FILES = {
     "minimal": ["-f", str(VALUES / "minimal.yaml")],
     "tiering-s3": ["-f", str(VALUES / "tiering-s3.yaml")],
     "metrics": ["-f", str(VALUES / "metrics.yaml")],
+    "secure": ["-f", str(VALUES / "secure.yaml")],
 }
 
 
@@ -72,7 +73,7 @@ def test_template_renders_hardened_operator(name):
     assert flags["--identity"] == "$(POD_NAME)"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    for flag in ("--listen", "--metrics-listen", "--lease-name", "--state-configmap",
+    for flag in ("--listen", "--metrics-listen", "--lease-name", "--state-secret", "--state-configmap",
                  "--cluster-name", "--session-timeout-ms", "--heartbeat-interval-ms"):
         assert flags.get(flag), f"{flag} missing from {args}"
     assert flags["--listen"].endswith(":9093")
@@ -103,20 +104,30 @@ def test_default_values_make_two_replicas_with_a_disruption_budget():
         assert not by_kind(objs, kind), f"{kind} is off by default"
 
 
-def test_role_grants_no_secrets_pod_creation_or_wildcards():
+def test_role_grants_no_pod_creation_or_wildcards():
     rules = one(render(), "Role")["rules"]
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-    for forbidden in ("secrets", "pods/exec", "pods/eviction", "nodes",
-                      "customresourcedefinitions"):
+    for forbidden in ("pods/exec", "pods/eviction", "nodes", "customresourcedefinitions"):
         assert not any(r == forbidden for _, r in granted), forbidden
+    # Secrets (CAs, node certificates, users' settings) only in the release's namespace: the
+    # Role is namespaced and there is no ClusterRole.
+    secrets = [r for r in rules if "secrets" in r["resources"]]
+    assert len(secrets) == 1 and secrets[0]["resources"] == ["secrets"], secrets
     # Pods are only listed, watched and deleted (the roller replaces node pods one at a time).
     pods = [r for r in rules if "pods" in r["resources"]]
     assert [r["verbs"] for r in pods] == [["list", "watch", "delete"]]
-    # Nothing else is deleted but Topics (a Cluster's objects go with it by garbage collection).
-    deletable = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
-    assert deletable == {"topics", "pods"}, deletable
+    # Nothing else is deleted but Topics and users' Secrets (a Cluster's objects go with it by
+    # garbage collection).
+    deletable = {r for rule in rules if "delete" in rule["verbs"] and "resourceNames" not in rule
+                 for r in rule["resources"]}
+    assert deletable == {"topics", "pods", "secrets"}, deletable
+    # ... and the legacy state ConfigMap, by name only: deleted once its state is migrated
+    # into the state Secret.
+    by_name = [r for r in rules if "delete" in r["verbs"] and "resourceNames" in r]
+    assert by_name == [{"apiGroups": [""], "resources": ["configmaps"],
+                        "resourceNames": ["strata-controller-state"], "verbs": ["delete"]}], by_name
     # Volumes are only read and grown.
     pvc = [r for r in rules if "persistentvolumeclaims" in r["resources"]]
     assert [r["verbs"] for r in pvc] == [["get", "patch"]]
@@ -124,6 +135,20 @@ def test_role_grants_no_secrets_pod_creation_or_wildcards():
     lease_rules = [r for r in rules if "leases" in r["resources"]]
     assert any(r["verbs"] == ["create"] and "resourceNames" not in r for r in lease_rules)
     assert any(r.get("resourceNames") == ["strata-operator"] for r in lease_rules)
+
+
+def test_secure_values_turn_everything_on():
+    objs = render(*VALUE_FILES["secure"])
+    c = one(objs, "Cluster")["spec"]
+    assert c["listener"] == {"port": 9092, "authentication": "scram-sha-512", "tls": True}
+    assert c["authorization"] == {"type": "simple", "superUsers": ["User:admin"]}
+    u = one(objs, "User")
+    assert u["metadata"]["name"] == "orders-app"
+    assert u["spec"]["authentication"] == {"type": "scram-sha-512"}
+    assert len(u["spec"]["authorization"]["acls"]) == 3
+    assert u["spec"]["quotas"] == {"producerByteRate": 10485760}
+    # Off by default.
+    assert not by_kind(render(), "User")
 
 
 def test_minimal_has_one_replica_and_no_budget():
@@ -180,6 +205,7 @@ def test_release_name_prefixes_every_object():
     dep = one(objs, "Deployment")
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--lease-name=blue-strata-operator" in args
+    assert "--state-secret=blue-strata-controller-state" in args
     assert "--state-configmap=blue-strata-controller-state" in args
 
 

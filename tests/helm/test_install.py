@@ -9,6 +9,7 @@ The tests run in file order and build on each other."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import re
 import pytest
 import yaml
 
-from conftest import CHART, NAMESPACE, NODE_BIN, OPERATOR_BIN, ROOT, VALUES, Kube
+from conftest import CHART, NAMESPACE, NODE_BIN, OPERATOR_BIN, ROOT, VALUES, Kube, template
 from strata_testlib import Proc, condition, free_port, wait_for
 
 RELEASE = "strata"
@@ -115,9 +116,21 @@ def test_install_is_accepted_by_the_api_server(kube: Kube, release):
                                             if "/" in o["apiVersion"] else ""),
                        o["metadata"]["name"], "-n", NAMESPACE)
         assert got is not None, f"{o['kind']} {o['metadata']['name']} not on the server"
-    for crd in ("topics.strata.dev", "clusters.strata.dev"):
+    for crd in ("topics.strata.dev", "clusters.strata.dev", "users.strata.dev"):
         c = kube.get("crd", crd)
         assert condition(c, "Established")["status"] == "True"
+
+
+def test_secure_example_is_accepted_by_the_api_server(kube: Kube, release):
+    """The values that turn everything on render a Cluster and a User the API server's schema
+    and CEL rules accept (server-side dry run)."""
+    objs = [d for d in yaml.safe_load_all(template("-f", str(VALUES / "secure.yaml")).out) if d]
+    for o in objs:
+        if o["kind"] in ("Cluster", "User"):
+            o["metadata"]["name"] += "-dry-run"
+            r = kube.kubectl("create", "--dry-run=server", "-n", NAMESPACE, "-f", "-",
+                             input=yaml.safe_dump(o), check=False)
+            assert r.ok, r.text
 
 
 def test_pod_security_warning_would_show(kube: Kube, release):
@@ -155,24 +168,33 @@ OPERATOR_MAY = [
     ("update", "leases.coordination.k8s.io/strata-operator", None),
     ("get", "configmaps", None), ("create", "configmaps", None), ("update", "configmaps", None),
     ("patch", "configmaps", None), ("watch", "configmaps", None),
+    ("delete", "configmaps/strata-controller-state", None),
     ("create", "statefulsets.apps", None), ("patch", "statefulsets.apps", None),
     ("create", "services", None), ("patch", "services", None),
     ("create", "poddisruptionbudgets.policy", None), ("patch", "poddisruptionbudgets.policy", None),
     ("patch", "persistentvolumeclaims", None),
     ("list", "pods", None), ("watch", "pods", None), ("delete", "pods", None),
     ("create", "events.events.k8s.io", None), ("patch", "events.events.k8s.io", None),
+    ("watch", "users.strata.dev", None), ("patch", "users.strata.dev", None),
+    ("patch", "users.strata.dev", "status"), ("update", "users.strata.dev", "finalizers"),
+    ("get", "secrets", None), ("create", "secrets", None), ("update", "secrets", None),
+    ("delete", "secrets", None), ("watch", "secrets", None),
+    ("create", "networkpolicies.networking.k8s.io", None),
+    ("patch", "networkpolicies.networking.k8s.io", None),
 ]
 
 # What it must not do: (verb, resource, subresource, namespace); namespace "" is cluster scope.
 OPERATOR_MAY_NOT = [
-    ("get", "secrets", None, NAMESPACE), ("list", "secrets", None, NAMESPACE),
+    ("get", "secrets", None, "default"), ("list", "secrets", None, "default"),
+    ("delete", "users.strata.dev", None, NAMESPACE),
     ("get", "pods", None, NAMESPACE), ("create", "pods", None, NAMESPACE),
     ("create", "pods", "exec", NAMESPACE), ("create", "pods", "eviction", NAMESPACE),
     ("delete", "pods", None, "default"),
     ("update", "topics.strata.dev", None, NAMESPACE),
     ("delete", "clusters.strata.dev", None, NAMESPACE),
     ("patch", "clusters.strata.dev", None, NAMESPACE),
-    ("delete", "configmaps", None, NAMESPACE), ("delete", "statefulsets.apps", None, NAMESPACE),
+    ("delete", "configmaps", None, NAMESPACE), ("delete", "configmaps/strata-config", None, NAMESPACE),
+    ("delete", "statefulsets.apps", None, NAMESPACE),
     ("delete", "services", None, NAMESPACE), ("delete", "persistentvolumeclaims", None, NAMESPACE),
     ("list", "persistentvolumeclaims", None, NAMESPACE),
     ("get", "leases.coordination.k8s.io/someone-elses", None, NAMESPACE),
@@ -221,11 +243,14 @@ def test_operator_runs_with_the_chart_token(kube: Kube, release, tmp_path_factor
     State.ports = {"a": free_port(), "b": free_port()}
     op = start_operator(kube, "a", POD_A)
     op.wait_log("controller listening on")
-    # Leader election through the Lease; its state in the ConfigMap the chart named.
+    # Leader election through the Lease; its state in the Secret the chart named (it holds
+    # credentials), no ConfigMap.
     assert lease_holder(kube) == POD_A
-    cm = wait_for(lambda: kube.get("configmap", "strata-controller-state", "-n", NAMESPACE), 30,
-                  "the state ConfigMap")
-    assert "state.json" in cm["data"]
+    secret = wait_for(lambda: kube.get("secret", "strata-controller-state", "-n", NAMESPACE), 30,
+                      "the state Secret")
+    assert secret["type"] == "Opaque"
+    assert "nodes" in json.loads(base64.b64decode(secret["data"]["state.json"]))
+    assert kube.get("configmap", "strata-controller-state", "-n", NAMESPACE) is None
     # The chart's example Topic: finalizer added, status written (the topic cannot be made
     # yet: replication factor 3 and no node).
     topic = wait_for(lambda: condition(
@@ -257,15 +282,17 @@ def test_topic_is_created_once_a_node_joins(kube: Kube, release, tmp_path_factor
 
 
 def test_forbidden_calls_fail_with_the_token(kube: Kube, release):
-    for args in (["get", "secrets"], ["get", "secret", "strata-s3"],
-                 ["delete", "configmap", "strata-controller-state"],
+    # Secrets are granted in the release's namespace (the state, certificates, users'
+    # settings), nowhere else.
+    for args in (["get", "secrets", "-n", "default"], ["get", "secret", "strata-s3", "-n", "default"],
+                 ["delete", "configmap", "strata-config"],
                  ["run", "shell", "--image=busybox", "--restart=Never"],
                  ["get", "topics", "-n", "default"], ["get", "nodes"],
                  ["create", "clusterrolebinding", "x", "--clusterrole=cluster-admin",
                   f"--serviceaccount={NAMESPACE}:strata-operator"]):
         r = kube.kubectl(*args, kubeconfig=State.sa_kubeconfig, check=False)
         assert r.rc != 0 and "forbidden" in r.err.lower(), f"kubectl {' '.join(args)}: {r.text}"
-    assert kube.get("configmap", "strata-controller-state", "-n", NAMESPACE) is not None
+    assert kube.get("secret", "strata-controller-state", "-n", NAMESPACE) is not None
 
 
 def test_cluster_objects_are_applied_with_the_chart_token(kube: Kube, release):
@@ -315,8 +342,8 @@ def test_deleting_a_topic_runs_its_finalizer(kube: Kube, release):
 
 
 def controller_topics(kube: Kube) -> set[str]:
-    cm = kube.get("configmap", "strata-controller-state", "-n", NAMESPACE)
-    return set(json.loads(cm["data"]["state.json"])["topics"])
+    secret = kube.get("secret", "strata-controller-state", "-n", NAMESPACE)
+    return set(json.loads(base64.b64decode(secret["data"]["state.json"]))["topics"])
 
 
 def test_deleting_a_retained_topic_marks_its_tiered_data_to_keep(kube: Kube, release):
@@ -389,7 +416,7 @@ def test_uninstall_keeps_what_holds_data(kube: Kube, release):
     for kind, name, ns in (("crd", "topics.strata.dev", None), ("crd", "clusters.strata.dev", None),
                            ("cluster", "strata", NAMESPACE), ("topic", "orders", NAMESPACE),
                            ("serviceaccount", "strata-node", NAMESPACE),
-                           ("configmap", "strata-controller-state", NAMESPACE),
+                           ("secret", "strata-controller-state", NAMESPACE),
                            ("lease", "strata-operator", NAMESPACE),
                            ("secret", "strata-s3", NAMESPACE)):
         assert kube.get(kind, name, *(["-n", ns] if ns else [])) is not None, \

@@ -585,13 +585,13 @@ def test_helm_uninstall_keeps_what_the_readme_says(kube: Kube, release):
     for kind, name in (("deployment", "strata-operator"), ("role", "strata-operator"),
                        ("service", "strata-controller"), ("serviceaccount", "strata-operator")):
         assert kube.get(kind, name) is None, f"{kind}/{name} still there"
-    # Kept: CRDs, the Cluster and Topics, the nodes and their claims, the state ConfigMap, the
+    # Kept: CRDs, the Cluster and Topics, the nodes and their claims, the state Secret, the
     # Lease, the nodes' ServiceAccount.
     for crd in ("clusters.strata.dev", "topics.strata.dev"):
         assert kube.kubectl("get", "crd", crd, check=False).rc == 0, crd
     assert kube.get("cluster.strata.dev", CLUSTER) is not None
     assert kube.get("topic.strata.dev", "test-topic") is not None
-    assert kube.get("configmap", "strata-controller-state") is not None
+    assert kube.get("secret", "strata-controller-state") is not None
     assert kube.get("lease", LEASE) is not None
     assert kube.get("serviceaccount", "strata-node") is not None
     pods = ready_node_pods(kube, 3)

@@ -83,6 +83,7 @@ class Kubelet:
         self.kube, self.ns, self.name, self.dir = kube, ns, name, workdir
         self.pods: dict[int, Proc] = {}
         self.kafka_ports: dict[int, int] = {}
+        self.listener_ports: dict[int, dict[str, int]] = {}
         # What each pod was asked to run, after expansion and before the loopback rewrite.
         self.specified: dict[int, tuple[list[str], dict[str, str]]] = {}
 
@@ -129,8 +130,19 @@ class Kubelet:
         args = [expand(a, env) for a in container["args"]]
         self.specified[ordinal] = (args, env)
         port = self.kafka_ports.setdefault(ordinal, free_port())
-        local = set_flag(args, "--listen", f"127.0.0.1:{port}")
-        local = set_flag(local, "--advertise", f"127.0.0.1:{port}")
+        if "--listeners" in args:
+            # Named listeners: the clients' one on the pod's Kafka port, the others on their own.
+            ports = self.listener_ports.setdefault(ordinal, {})
+            names = [e.split("://", 1)[0] for e in flag(args, "--listeners").split(",")]
+            for n in names:
+                ports.setdefault(n, port if n == "CLIENTS" else free_port())
+            endpoints = ",".join(f"{n}://127.0.0.1:{ports[n]}" for n in names)
+            local = set_flag(args, "--listeners", endpoints)
+            local = set_flag(local, "--advertised-listeners", endpoints)
+        else:
+            local = set_flag(args, "--listen", f"127.0.0.1:{port}")
+            local = set_flag(local, "--advertise", f"127.0.0.1:{port}")
+        local = self._mount_secrets(container, sts, local, ordinal)
         local = set_flag(local, "--data-dir", str(self.dir / f"{self.name}-{ordinal}"))
         local = set_flag(local, "--metrics-listen", f"127.0.0.1:{free_port()}")
         local += ["--replica-lag-time-max-ms", "3000", "--group-initial-rebalance-delay-ms", "0",
@@ -139,6 +151,23 @@ class Kubelet:
                  self.dir / f"{self.name}-{ordinal}.log", env)
         self.pods[ordinal] = p.start()
         return p
+
+    def _mount_secrets(self, container: dict, sts: dict, args: list[str], ordinal: int) -> list[str]:
+        """Secret volumes: their keys written to a directory of the pod's, and args naming files
+        under the mount path pointed there."""
+        volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"].get("volumes", [])}
+        for m in container.get("volumeMounts", []):
+            secret = volumes.get(m["name"], {}).get("secret")
+            if not secret:
+                continue
+            d = self.dir / f"{self.name}-{ordinal}-volumes" / m["name"]
+            d.mkdir(parents=True, exist_ok=True)
+            data = self.kube.get("secret", secret["secretName"], self.ns).get("data", {})
+            for k, v in data.items():
+                (d / k).write_bytes(base64.b64decode(v))
+            prefix = m["mountPath"].rstrip("/") + "/"
+            args = [str(d / a[len(prefix):]) if a.startswith(prefix) else a for a in args]
+        return args
 
     def sync(self) -> int:
         """Runs pods 0..replicas-1 and stops the others, as the StatefulSet asks; returns

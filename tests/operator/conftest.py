@@ -65,3 +65,27 @@ def ns(kube: Kube) -> str:
     name = f"t{next(_namespaces)}"
     kube.kubectl("create", "namespace", name)
     return name
+
+
+@pytest.fixture
+def operator(kube, ns, tmp_path):
+    """One operator replica leading in the test's namespace."""
+    from cluster_fixtures import Operator
+    op = Operator(tmp_path, kube.env["KUBECONFIG"], ns)
+    try:
+        yield op.start()
+    finally:
+        print(f"--- {op.proc.name} ---\n{op.proc.log_tail(60)}")
+        op.proc.kill()
+
+
+@pytest.fixture
+def kubelet(kube, ns, tmp_path):
+    """The stand-in kubelet of Cluster `strata`'s StatefulSet."""
+    from cluster_fixtures import Kubelet
+    k = Kubelet(kube, ns, "strata", tmp_path)
+    try:
+        yield k
+    finally:
+        print(k.logs())
+        k.close()

@@ -30,26 +30,6 @@ def is_true(obj: dict, type_: str) -> bool:
     return (condition(obj, type_) or {}).get("status") == "True"
 
 
-@pytest.fixture
-def operator(kube, ns, tmp_path):
-    op = Operator(tmp_path, kube.env["KUBECONFIG"], ns)
-    try:
-        yield op.start()
-    finally:
-        print(f"--- {op.proc.name} ---\n{op.proc.log_tail(60)}")
-        op.proc.kill()
-
-
-@pytest.fixture
-def kubelet(kube, ns, tmp_path):
-    k = Kubelet(kube, ns, "strata", tmp_path)
-    try:
-        yield k
-    finally:
-        print(k.logs())
-        k.close()
-
-
 def get_or_none(kube, kind, name, ns):
     r = kube.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
     return r.json() if r.ok else None
@@ -299,8 +279,9 @@ def test_scaling_moves_partitions_onto_new_nodes_and_drains_before_shrinking(
     # The drained node leaves the controller's metadata once it is gone (no dead registration
     # left behind by a scale-down).
     def registered():
-        cm = kube.get("configmap", "strata-controller-state", ns)
-        return sorted(int(n) for n in json.loads(cm["data"]["state.json"])["nodes"])
+        secret = kube.get("secret", "strata-controller-state", ns)
+        state = json.loads(base64.b64decode(secret["data"]["state.json"]))
+        return sorted(int(n) for n in state["nodes"])
     wait_for(lambda: registered() == [0, 1, 2], 60, "node 3 to leave the controller's metadata")
     assert not is_true(kube.get("cluster", "strata", ns), "Degraded")
     assert sorted(read_all(kubelet.bootstrap, "moving", 6, 60)) == sent

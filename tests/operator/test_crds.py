@@ -118,7 +118,22 @@ VALID_CREATES = [
                                               "secretAccessKeyKey": "key"}},
         topicDefaults={"retention.ms": "-1", "local.retention.ms": "86400000"},
         listener={"port": 19092, "advertisedHostTemplate": "{pod}.kafka.example.com",
-                  "advertisedPort": 31092})),
+                  "advertisedPort": 31092, "authentication": "scram-sha-512", "tls": True},
+        authorization={"type": "simple", "superUsers": ["User:admin", "User:CN=ops"]})),
+    ("user-minimal", {"apiVersion": "strata.dev/v1alpha1", "kind": "User", "metadata": {"name": "a"},
+                      "spec": {"authentication": {"type": "tls"}}}),
+    ("user-full", {"apiVersion": "strata.dev/v1alpha1", "kind": "User", "metadata": {"name": "b"},
+                   "spec": {"authentication": {"type": "scram-sha-512", "password": {
+                       "valueFrom": {"secretKeyRef": {"name": "pw", "key": "password"}}}},
+                       "authorization": {"type": "simple", "acls": [
+                           {"resource": {"type": "topic", "name": "t-", "patternType": "prefix"},
+                            "operations": ["Read", "Write", "Describe"], "host": "10.0.0.1",
+                            "type": "deny"},
+                           {"resource": {"type": "cluster", "name": "kafka-cluster",
+                                         "patternType": "literal"},
+                            "operations": ["IdempotentWrite"], "host": "*", "type": "allow"}]},
+                       "quotas": {"producerByteRate": 1, "consumerByteRate": 2,
+                                  "requestPercentage": 3}}}),
 ]
 
 
@@ -137,7 +152,7 @@ def test_omitted_fields_get_their_defaults(kube: Kube, ns: str):
     c = kube.create(cluster("main", objectStore={"bucket": "b", "credentialsSecretRef": {"name": "s3"}}),
                     ns).json()
     assert c["spec"]["nodes"] == 3
-    assert c["spec"]["listener"] == {"port": 9092}
+    assert c["spec"]["listener"] == {"port": 9092, "authentication": "none", "tls": False}
     assert c["spec"]["storage"] == {"size": "10Gi"}
     assert c["spec"]["objectStore"]["credentialsSecretRef"] == {
         "name": "s3", "accessKeyIdKey": "AWS_ACCESS_KEY_ID", "secretAccessKeyKey": "AWS_SECRET_ACCESS_KEY"}
@@ -186,7 +201,9 @@ def kube_defaults(obj: dict) -> dict:
     """`obj` as the API server stores it (the defaults BASE_* rely on)."""
     obj = json.loads(json.dumps(obj))
     if obj["kind"] == "Cluster":
-        obj["spec"].setdefault("listener", {"port": 9092})
+        listener = obj["spec"].setdefault("listener", {"port": 9092})
+        listener.setdefault("authentication", "none")
+        listener.setdefault("tls", False)
         ref = obj["spec"].get("objectStore", {}).get("credentialsSecretRef")
         if ref:
             ref.setdefault("accessKeyIdKey", "AWS_ACCESS_KEY_ID")

@@ -48,6 +48,11 @@ The suffixed names stay within 63 characters (the limit of label values and Serv
 {{- default (include "strata.operatorName" .) .Values.operator.leaseName -}}
 {{- end -}}
 
+{{- define "strata.stateSecret" -}}
+{{- default (printf "%s-controller-state" (include "strata.fullname" .)) .Values.operator.stateSecret -}}
+{{- end -}}
+
+{{/* The legacy state ConfigMap: read once to migrate the state into the Secret, then deleted. */}}
 {{- define "strata.stateConfigMap" -}}
 {{- default (printf "%s-controller-state" (include "strata.fullname" .)) .Values.operator.stateConfigMap -}}
 {{- end -}}

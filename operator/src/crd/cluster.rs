@@ -69,7 +69,14 @@ pub const DEFAULT_SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.restoreFrom) || has(self.objectStore)")
-        .message(Message::Message("restoreFrom needs objectStore: the restore reads that bucket".into()))
+        .message(Message::Message("restoreFrom needs objectStore: the restore reads that bucket".into())),
+    validation = Rule::new(
+        "!has(self.authorization) || (has(self.listener) && has(self.listener.authentication) && \
+         self.listener.authentication != 'none')"
+    )
+    .message(Message::Message(
+        "authorization needs authenticated clients: set listener.authentication".into()
+    ))
 )]
 pub struct ClusterSpec {
     /// Number of storage nodes (pods). Scaling down drains a node before its pod goes away.
@@ -121,6 +128,45 @@ pub struct ClusterSpec {
     /// Kafka listener: the port nodes listen on and the addresses they advertise to clients.
     #[serde(default)]
     pub listener: ListenerSpec,
+
+    /// ACLs checked on every request (Kafka's simple authorizer). Omitted: every client may do
+    /// everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<ClusterAuthorization>,
+}
+
+/// Authorization of a cluster's Kafka requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAuthorization {
+    /// Only `simple` (Kafka ACLs, managed with User resources or kafka-acls.sh) is supported.
+    #[serde(rename = "type", default)]
+    pub type_: super::user::AuthorizationType,
+
+    /// Principals allowed everything, `Type:name`, for example User:admin or User:CN=ops.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(length(min = 3, max = 512), regex(pattern = r"^[A-Za-z]+:.+$"))
+    )]
+    pub super_users: Vec<String>,
+}
+
+/// How clients authenticate on the Kafka listener.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum ListenerAuthentication {
+    /// No authentication: every client is User:ANONYMOUS.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// SASL/SCRAM-SHA-512 with the credentials of User resources.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    /// Client certificates signed by the cluster's clients CA (needs tls).
+    #[serde(rename = "tls")]
+    Tls,
 }
 
 /// Hot-tier volume of each node.
@@ -224,6 +270,10 @@ pub struct CredentialsSecretRef {
 /// The Kafka listener of every node.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.authentication) || self.authentication != 'tls' || (has(self.tls) && self.tls)")
+        .message(Message::Message("tls authentication needs tls: true".into()))
+)]
 pub struct ListenerSpec {
     /// Port the nodes accept Kafka clients on.
     #[serde(default = "default_port")]
@@ -242,6 +292,16 @@ pub struct ListenerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub advertised_port: Option<i32>,
+
+    /// How clients authenticate: none, scram-sha-512 (User resources' passwords) or tls
+    /// (client certificates of User resources).
+    #[serde(default)]
+    pub authentication: ListenerAuthentication,
+
+    /// Encrypt the listener with TLS, the nodes' certificates issued by the operator's
+    /// cluster CA (Secret <cluster>-cluster-ca-cert holds what clients trust).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// Observed state of a Strata cluster, written by the operator.
@@ -325,6 +385,8 @@ impl Default for ListenerSpec {
             port: DEFAULT_PORT,
             advertised_host_template: None,
             advertised_port: None,
+            authentication: ListenerAuthentication::None,
+            tls: false,
         }
     }
 }
@@ -340,6 +402,7 @@ impl Default for ClusterSpec {
             restore_from: None,
             topic_defaults: BTreeMap::new(),
             listener: ListenerSpec::default(),
+            authorization: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The custom resources the operator serves: `Topic` and `Cluster` in `strata.dev/v1alpha1`.
+//! The custom resources the operator serves: `Topic`, `Cluster` and `User` in
+//! `strata.dev/v1alpha1`.
 //!
 //! The types are the single source of the CRDs: `crdgen` renders them into `crds/`, and
 //! `tests/crds.rs` fails when the committed YAML drifts from what these types generate. Invalid
@@ -9,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod render;
 pub mod topic;
+pub mod user;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -16,6 +18,7 @@ use kube::CustomResourceExt;
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use topic::{DeletionPolicy, Topic, TopicSpec, TopicStatus};
+pub use user::{User, UserSpec, UserStatus};
 
 /// API group of every Strata resource.
 pub const GROUP: &str = "strata.dev";
@@ -33,7 +36,7 @@ pub const CONDITION_DEGRADED: &str = "Degraded";
 
 /// Every CRD the operator serves, in the order `crdgen` writes them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Topic::crd(), Cluster::crd()]
+    vec![Topic::crd(), Cluster::crd(), User::crd()]
 }
 
 /// Whether `conditions` holds a condition of `type_` with status `"True"`.

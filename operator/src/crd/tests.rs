@@ -328,7 +328,11 @@ fn render_is_deterministic_and_headed() {
     let names: Vec<_> = a.iter().map(|m| m.file_name.as_str()).collect();
     assert_eq!(
         names,
-        ["topics.strata.dev.yaml", "clusters.strata.dev.yaml"]
+        [
+            "topics.strata.dev.yaml",
+            "clusters.strata.dev.yaml",
+            "users.strata.dev.yaml"
+        ]
     );
     for m in &a {
         assert!(m.yaml.starts_with("# Generated from operator/src/crd by"));
@@ -548,4 +552,129 @@ fn restore_from_needs_an_object_store_and_stays_as_set() {
         refusals(&crd, &moved, Some(&restored)),
         ["restoreFrom is immutable".to_string()]
     );
+}
+
+fn user(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "strata.dev/v1alpha1",
+        "kind": "User",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    })
+}
+
+#[test]
+fn user_round_trips_and_takes_defaults() {
+    let u: User = serde_json::from_value(user(
+        "alice",
+        json!({
+            "authentication": {"type": "scram-sha-512"},
+            "authorization": {"acls": [{"resource": {"type": "topic", "name": "a"}, "operations": ["Read"]}]},
+            "quotas": {"producerByteRate": 1024},
+        }),
+    ))
+    .unwrap();
+    let rule = &u.spec.authorization.as_ref().unwrap().acls[0];
+    assert_eq!(rule.host, "*");
+    assert_eq!(rule.type_, user::AclRuleType::Allow);
+    assert_eq!(u.username(), Some("alice"));
+    let back: User = serde_json::from_value(serde_json::to_value(&u).unwrap()).unwrap();
+    assert_eq!(back.spec, u.spec);
+}
+
+#[test]
+fn user_rules_refuse_invalid_acls_and_passwords() {
+    let crd = User::crd();
+    let acl = |rule: Value| {
+        user(
+            "alice",
+            json!({"authentication": {"type": "scram-sha-512"}, "authorization": {"acls": [rule]}}),
+        )
+    };
+    let ok = [
+        json!({"resource": {"type": "topic", "name": "orders-", "patternType": "prefix"}, "operations": ["Read", "Write"]}),
+        json!({"resource": {"type": "group", "name": "*"}, "operations": ["All"], "type": "deny", "host": "10.1.2.3"}),
+        json!({"resource": {"type": "cluster"}, "operations": ["IdempotentWrite", "Describe"]}),
+        json!({"resource": {"type": "cluster", "name": "kafka-cluster"}, "operations": ["Alter"]}),
+        json!({"resource": {"type": "transactionalId", "name": "tx-"}, "operations": ["Write"]}),
+    ];
+    for rule in ok {
+        assert!(
+            refusals(&crd, &acl(rule.clone()), None).is_empty(),
+            "{rule}"
+        );
+    }
+    let bad = [
+        (json!({"resource": {"type": "group", "name": "g"}, "operations": ["Write"]}),
+         "group operations are All, Read, Describe and Delete"),
+        (json!({"resource": {"type": "topic", "name": "t"}, "operations": ["IdempotentWrite"]}),
+         "topic operations are All, Read, Write, Create, Delete, Alter, Describe, DescribeConfigs and AlterConfigs"),
+        (json!({"resource": {"type": "transactionalId", "name": "t"}, "operations": ["Read"]}),
+         "transactionalId operations are All, Describe and Write"),
+        (json!({"resource": {"type": "cluster"}, "operations": ["Read"]}),
+         "cluster operations are All, Create, ClusterAction, DescribeConfigs, AlterConfigs, IdempotentWrite, Alter and Describe"),
+        (json!({"resource": {"type": "topic"}, "operations": ["Read"]}),
+         "a topic, group or transactionalId rule needs a name (* for all)"),
+        (json!({"resource": {"type": "cluster", "name": "other"}, "operations": ["Alter"]}),
+         "the cluster resource is named kafka-cluster (or left unnamed)"),
+        (json!({"resource": {"type": "cluster", "patternType": "prefix"}, "operations": ["Alter"]}),
+         "the cluster resource takes no prefix pattern"),
+        (json!({"resource": {"type": "topic", "name": "t"}, "operations": ["Read", "Read"]}),
+         "operations are listed once each"),
+    ];
+    for (rule, message) in bad {
+        assert_eq!(
+            refusals(&crd, &acl(rule.clone()), None),
+            [message.to_string()],
+            "{rule}"
+        );
+    }
+    let with_password = |secret: &str, auth: &str| {
+        user(
+            "alice",
+            json!({"authentication": {"type": auth, "password": {"valueFrom": {"secretKeyRef": {"name": secret, "key": "pw"}}}}}),
+        )
+    };
+    assert!(refusals(&crd, &with_password("alice-pw", "scram-sha-512"), None).is_empty());
+    assert_eq!(
+        refusals(&crd, &with_password("alice", "scram-sha-512"), None),
+        ["the password Secret cannot be the Secret the operator writes (the one named like the User)"]
+    );
+    assert_eq!(
+        refusals(&crd, &with_password("alice-pw", "tls"), None),
+        ["password is only for scram-sha-512 authentication"]
+    );
+}
+
+#[test]
+fn cluster_security_rules() {
+    let crd = Cluster::crd();
+    let ok = cluster(json!({
+        "listener": {"authentication": "tls", "tls": true},
+        "authorization": {"type": "simple", "superUsers": ["User:admin", "User:CN=ops"]},
+    }));
+    assert!(refusals(&crd, &ok, None).is_empty());
+    let c: Cluster = serde_json::from_value(ok).unwrap();
+    assert_eq!(
+        c.spec.listener.authentication,
+        cluster::ListenerAuthentication::Tls
+    );
+    assert!(c.spec.listener.tls);
+    let cases = [
+        (
+            json!({"listener": {"authentication": "tls"}}),
+            "tls authentication needs tls: true",
+        ),
+        (
+            json!({"authorization": {"superUsers": []}}),
+            "authorization needs authenticated clients: set listener.authentication",
+        ),
+    ];
+    for (spec, message) in cases {
+        assert_eq!(
+            refusals(&crd, &cluster(spec.clone()), None),
+            [message.to_string()],
+            "{spec}"
+        );
+    }
 }

@@ -27,13 +27,18 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -45,8 +50,9 @@ use strata_controller::core::{Image, RebalanceOutcome};
 use strata_controller::ControllerHandle;
 use tracing::Instrument;
 
-use crate::crd::cluster::{Cluster, ClusterStatus, RollStatus};
+use crate::crd::cluster::{Cluster, ClusterStatus, ListenerAuthentication, RollStatus};
 use crate::crd::{CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY};
+use crate::k8s::certs;
 use crate::k8s::conditions::{carry_transitions, condition};
 use crate::k8s::metrics::OperatorMetrics;
 use crate::k8s::roll::{self, NodePod, SetState, Step};
@@ -71,6 +77,18 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 pub const NODE_UID: i64 = 65532;
 /// The default advertised host: the pod's own name in the headless Service.
 pub const DEFAULT_ADVERTISED_HOST: &str = "{pod}.{service}.{namespace}.svc";
+/// Listener of clients when the cluster is secured.
+pub const CLIENTS_LISTENER: &str = "CLIENTS";
+/// Listener nodes replicate over when the cluster is secured (plaintext, nodes only).
+pub const REPLICATION_LISTENER: &str = "REPLICATION";
+/// Port of the replication listener.
+pub const REPLICATION_PORT: i32 = 9091;
+/// Where the node's TLS certificate and key are mounted.
+pub const TLS_DIR: &str = "/etc/strata/tls";
+/// Where the clients CA (for tls authentication) is mounted.
+pub const CLIENTS_CA_DIR: &str = "/etc/strata/clients-ca";
+/// The principal of connections without authentication.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -111,6 +129,96 @@ pub struct Ctx {
 }
 
 // ---- pure: names, labels, validation -------------------------------------------------------
+
+/// Secret with the cluster CA's certificate and key (the operator's alone).
+pub fn cluster_ca_secret_name(c: &Cluster) -> String {
+    format!("{}-cluster-ca", c.name_any())
+}
+
+/// Secret with the certificates clients trust (`ca.crt`: the cluster CA bundle).
+pub fn cluster_ca_cert_secret_name(c: &Cluster) -> String {
+    format!("{}-cluster-ca-cert", c.name_any())
+}
+
+/// Secret with the clients CA's certificate and key (the operator's alone).
+pub fn clients_ca_secret_name(c: &Cluster) -> String {
+    format!("{}-clients-ca", c.name_any())
+}
+
+/// Secret with the clients CA bundle the nodes check client certificates against.
+pub fn clients_ca_cert_secret_name(c: &Cluster) -> String {
+    format!("{}-clients-ca-cert", c.name_any())
+}
+
+/// Secret with the nodes' TLS certificate and key.
+pub fn node_tls_secret_name(c: &Cluster) -> String {
+    format!("{}-nodes-tls", c.name_any())
+}
+
+/// The DNS names the nodes' certificate covers: every pod of the headless Service and the
+/// bootstrap Service, short and qualified.
+pub fn node_dns_names(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
+    let ns = namespace_of(c, cfg);
+    let (headless, bootstrap) = (headless_name(c), bootstrap_name(c));
+    let mut names = vec![
+        format!("*.{headless}.{ns}.svc"),
+        format!("*.{headless}.{ns}.svc.cluster.local"),
+        format!("{bootstrap}.{ns}.svc"),
+        format!("{bootstrap}.{ns}.svc.cluster.local"),
+        format!("{bootstrap}.{ns}"),
+        bootstrap,
+    ];
+    // Addresses advertised outside the cluster: one name per node.
+    if c.spec.listener.advertised_host_template.is_some() {
+        for i in 0..c.spec.nodes {
+            let host = advertised_host(c, cfg)
+                .replace("$(POD_NAME)", &format!("{}-{i}", c.name_any()))
+                .replace("$(STRATA_NODE_ID)", &i.to_string());
+            if host.parse::<std::net::IpAddr>().is_err() && !names.contains(&host) {
+                names.push(host);
+            }
+        }
+    }
+    names
+}
+
+/// Who may reach the nodes: clients on the Kafka port and scrapers on the metrics port from
+/// anywhere, the replication listener from the cluster's own nodes only.
+pub fn network_policy(c: &Cluster, cfg: &ClusterConfig) -> NetworkPolicy {
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let nodes = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(c)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    NetworkPolicy {
+        metadata: meta(c, cfg, format!("{}-nodes", c.name_any())),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(c)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    ports: Some(vec![port(c.spec.listener.port), port(METRICS_PORT)]),
+                    from: None,
+                },
+                NetworkPolicyIngressRule {
+                    ports: Some(vec![port(REPLICATION_PORT)]),
+                    from: Some(vec![nodes]),
+                },
+            ]),
+            ..Default::default()
+        }),
+    }
+}
 
 /// Name of the headless Service giving each node its DNS name.
 pub fn headless_name(c: &Cluster) -> String {
@@ -440,22 +548,117 @@ pub fn disk_cache_bytes(volume: &str) -> u64 {
 pub fn node_args(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
     let port = c.spec.listener.port;
     let advertised_port = c.spec.listener.advertised_port.unwrap_or(port);
-    [
+    let mut args: Vec<String> = [
         "--node-id",
         "$(STRATA_NODE_ID)",
         "--controller",
         &cfg.controller_url,
-        "--listen",
-        &format!("0.0.0.0:{port}"),
-        "--advertise",
-        &format!("{}:{advertised_port}", advertised_host(c, cfg)),
-        "--data-dir",
-        DATA_DIR,
-        "--metrics-listen",
-        &format!("0.0.0.0:{METRICS_PORT}"),
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    match client_protocol(c) {
+        // No security: the one listener of old, clients and replication alike.
+        "PLAINTEXT" => args.extend(
+            [
+                "--listen",
+                &format!("0.0.0.0:{port}"),
+                "--advertise",
+                &format!("{}:{advertised_port}", advertised_host(c, cfg)),
+            ]
+            .map(String::from),
+        ),
+        proto => {
+            // Clients get their own listener; replication keeps a plaintext one on the pod
+            // network, which the cluster's NetworkPolicy opens to the nodes only.
+            let replication_host = DEFAULT_ADVERTISED_HOST
+                .replace("{pod}", "$(POD_NAME)")
+                .replace("{service}", &headless_name(c))
+                .replace("{namespace}", &namespace_of(c, cfg));
+            args.extend(
+                [
+                    "--listeners",
+                    &format!("{REPLICATION_LISTENER}://0.0.0.0:{REPLICATION_PORT},{CLIENTS_LISTENER}://0.0.0.0:{port}"),
+                    "--advertised-listeners",
+                    &format!(
+                        "{REPLICATION_LISTENER}://{replication_host}:{REPLICATION_PORT},{CLIENTS_LISTENER}://{}:{advertised_port}",
+                        advertised_host(c, cfg)
+                    ),
+                    "--listener-security-protocol-map",
+                    &format!("{REPLICATION_LISTENER}:PLAINTEXT,{CLIENTS_LISTENER}:{proto}"),
+                    "--inter-broker-listener-name",
+                    REPLICATION_LISTENER,
+                ]
+                .map(String::from),
+            );
+        }
+    }
+    let listener = &c.spec.listener;
+    if listener.authentication == ListenerAuthentication::ScramSha512 {
+        args.extend(["--sasl-enabled-mechanisms", "SCRAM-SHA-512"].map(String::from));
+    }
+    if listener.tls {
+        args.extend(
+            [
+                "--tls-cert-file",
+                &format!("{TLS_DIR}/{}", certs::TLS_CERT),
+                "--tls-key-file",
+                &format!("{TLS_DIR}/{}", certs::TLS_KEY),
+            ]
+            .map(String::from),
+        );
+    }
+    if listener.authentication == ListenerAuthentication::Tls {
+        args.extend(
+            [
+                "--tls-client-auth",
+                "required",
+                "--tls-client-ca-file",
+                &format!("{CLIENTS_CA_DIR}/{}", certs::CA_CERT),
+            ]
+            .map(String::from),
+        );
+    }
+    if let Some(authz) = &c.spec.authorization {
+        // Followers fetch over the replication listener as User:ANONYMOUS: only the nodes
+        // reach it, and they need ClusterAction.
+        let supers: Vec<&str> = std::iter::once(ANONYMOUS)
+            .chain(authz.super_users.iter().map(String::as_str))
+            .collect();
+        args.extend([
+            "--authorizer".to_string(),
+            "acl".to_string(),
+            "--super-users".to_string(),
+            supers.join(";"),
+        ]);
+    }
+    args.extend(
+        [
+            "--data-dir",
+            DATA_DIR,
+            "--metrics-listen",
+            &format!("0.0.0.0:{METRICS_PORT}"),
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// Kafka's security protocol of the client listener.
+pub fn client_protocol(c: &Cluster) -> &'static str {
+    let l = &c.spec.listener;
+    match (l.authentication, l.tls) {
+        (ListenerAuthentication::None, false) => "PLAINTEXT",
+        (ListenerAuthentication::None | ListenerAuthentication::Tls, true) => "SSL",
+        (ListenerAuthentication::ScramSha512, false) => "SASL_PLAINTEXT",
+        (ListenerAuthentication::ScramSha512, true) => "SASL_SSL",
+        // Refused at admission (tls authentication needs tls); plaintext would be wrong.
+        (ListenerAuthentication::Tls, false) => "SSL",
+    }
+}
+
+/// Whether the nodes carry more than the single plaintext listener of old.
+pub fn secured(c: &Cluster) -> bool {
+    client_protocol(c) != "PLAINTEXT"
 }
 
 /// The node container.
@@ -471,20 +674,30 @@ pub fn node_container(c: &Cluster, cfg: &ClusterConfig) -> Container {
         command: Some(vec!["strata-node".into()]),
         args: Some(node_args(c, cfg)),
         env: Some(node_env(c)),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("kafka".into()),
-                container_port: c.spec.listener.port,
+        ports: Some(
+            vec![
+                ContainerPort {
+                    name: Some("kafka".into()),
+                    container_port: c.spec.listener.port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+                ContainerPort {
+                    name: Some("metrics".into()),
+                    container_port: METRICS_PORT,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(secured(c).then(|| ContainerPort {
+                name: Some("replication".into()),
+                container_port: REPLICATION_PORT,
                 protocol: Some("TCP".into()),
                 ..Default::default()
-            },
-            ContainerPort {
-                name: Some("metrics".into()),
-                container_port: METRICS_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         resources: c.spec.resources.clone(),
         // Ready means caught up: the node has the cluster metadata and every partition it
         // replicates is back in the ISR (bounded by --ready-catch-up-timeout-ms), so a
@@ -516,20 +729,55 @@ pub fn node_container(c: &Cluster, cfg: &ClusterConfig) -> Container {
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: DATA_DIR.into(),
+        volume_mounts: Some(
+            vec![
+                VolumeMount {
+                    name: DATA_VOLUME.into(),
+                    mount_path: DATA_DIR.into(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "tmp".into(),
+                    mount_path: "/tmp".into(),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(secret_volumes(c).into_iter().map(|(v, dir)| VolumeMount {
+                name: v.name,
+                mount_path: dir.into(),
+                read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ..Default::default()
     }
+}
+
+/// The Secret volumes of a node and where each is mounted. Kubernetes updates a mounted
+/// Secret in place and the node rereads its PEM files, so renewed certificates need no
+/// restart.
+fn secret_volumes(c: &Cluster) -> Vec<(Volume, &'static str)> {
+    let secret = |volume: &str, name: String| Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    if c.spec.listener.tls {
+        out.push((secret("tls", node_tls_secret_name(c)), TLS_DIR));
+    }
+    if c.spec.listener.authentication == ListenerAuthentication::Tls {
+        out.push((
+            secret("clients-ca", clients_ca_cert_secret_name(c)),
+            CLIENTS_CA_DIR,
+        ));
+    }
+    out
 }
 
 /// The claim template each node's volume comes from.
@@ -629,11 +877,15 @@ pub fn statefulset(c: &Cluster, cfg: &ClusterConfig, replicas: i32) -> StatefulS
                         }),
                         ..Default::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(
+                        std::iter::once(Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        })
+                        .chain(secret_volumes(c).into_iter().map(|(v, _)| v))
+                        .collect(),
+                    ),
                     ..Default::default()
                 }),
             },
@@ -1016,6 +1268,92 @@ where
     Ok(())
 }
 
+/// The cluster CA and the nodes' certificate when the listener has TLS, the clients CA when
+/// clients authenticate with certificates; each kept in its Secret and renewed before it
+/// expires. Nodes reread renewed files in place; a renewed CA stays trusted beside the new
+/// one (the bundle) until it expires. Returns why it failed, for the status.
+async fn ensure_certificates(c: &Cluster, ctx: &Ctx) -> Result<(), String> {
+    let l = &c.spec.listener;
+    if !l.tls && l.authentication != ListenerAuthentication::Tls {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace_of(c, &ctx.cfg));
+    let now = std::time::SystemTime::now();
+    let validity = certs::Validity::default();
+    let fail = |what: &str, e: certs::CertError| format!("{what}: {e}");
+    // (CA Secret, public Secret, what it is)
+    let mut cas = Vec::new();
+    if l.tls {
+        cas.push((
+            cluster_ca_secret_name(c),
+            cluster_ca_cert_secret_name(c),
+            "cluster CA",
+        ));
+    }
+    if l.authentication == ListenerAuthentication::Tls {
+        cas.push((
+            clients_ca_secret_name(c),
+            clients_ca_cert_secret_name(c),
+            "clients CA",
+        ));
+    }
+    for (private, public, what) in cas {
+        let (ca, bundle, changed) = certs::ensure_ca(
+            &secrets,
+            &private,
+            meta(c, &ctx.cfg, private.clone()),
+            now,
+            &validity,
+        )
+        .await
+        .map_err(|e| fail(what, e))?;
+        if changed {
+            let note = format!("{what} in Secret {private} created or renewed");
+            publish(
+                ctx,
+                c,
+                EventType::Normal,
+                "CertificateAuthority",
+                note,
+                None,
+            )
+            .await;
+        }
+        let trust = Secret {
+            metadata: meta(c, &ctx.cfg, public.clone()),
+            data: Some(BTreeMap::from([(
+                certs::CA_CERT.to_string(),
+                ByteString(bundle.clone().into_bytes()),
+            )])),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        apply_and_tell(ctx, c, &trust)
+            .await
+            .map_err(|e| format!("{what} certificate Secret {public}: {e}"))?;
+        if what == "cluster CA" {
+            let name = node_tls_secret_name(c);
+            let changed = certs::ensure_server(
+                &secrets,
+                &name,
+                meta(c, &ctx.cfg, name.clone()),
+                &ca,
+                &bundle,
+                &node_dns_names(c, &ctx.cfg),
+                now,
+                &validity,
+            )
+            .await
+            .map_err(|e| fail("node certificate", e))?;
+            if changed {
+                let note = format!("node certificate in Secret {name} issued");
+                publish(ctx, c, EventType::Normal, "Certificate", note, None).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Grows every existing volume of the cluster to `spec.storage.size` (the StatefulSet's claim
 /// template cannot change, so its PVCs are patched). Returns what failed.
 async fn grow_volumes(ctx: &Ctx, c: &Cluster, replicas: i32) -> Vec<String> {
@@ -1184,6 +1522,17 @@ async fn apply_cluster(c: &Cluster, ctx: &Ctx) -> Result<Action, ReconcileError>
     apply_and_tell(ctx, c, &headless_service(c, &ctx.cfg)).await?;
     apply_and_tell(ctx, c, &bootstrap_service(c, &ctx.cfg)).await?;
     apply_and_tell(ctx, c, &pod_disruption_budget(c, &ctx.cfg)).await?;
+    if secured(c) {
+        apply_and_tell(ctx, c, &network_policy(c, &ctx.cfg)).await?;
+    }
+    if let Err(why) = ensure_certificates(c, ctx).await {
+        let o = Observed {
+            refused: Some(("CertificatesFailed", why)),
+            ..Default::default()
+        };
+        write_status(c, ctx, &o).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
     let mut sts = statefulset(c, &ctx.cfg, replicas);
     // Claim templates are immutable: keep the existing ones; volumes grow through their PVCs.
     if let (Some(spec), Some(old)) = (

@@ -1,9 +1,10 @@
 //! `strata-operator kubernetes`: the controller hosted on Kubernetes. Replicas elect a leader
-//! with a Lease; the leader keeps the controller's state in a ConfigMap (compare-and-swap on
-//! resourceVersion), serves the controller's gRPC to the nodes, and reconciles Topic and
-//! Cluster resources. Standbys wait for the lease and serve nothing, so nodes (given every
+//! with a Lease; the leader keeps the controller's state in a Secret (it holds credentials;
+//! compare-and-swap on resourceVersion), serves the controller's gRPC to the nodes, and
+//! reconciles Topic, Cluster and User resources. Standbys wait for the lease and serve nothing, so nodes (given every
 //! replica's address) reconnect to whichever replica leads.
 
+pub mod certs;
 pub mod cluster;
 pub mod conditions;
 pub mod lease;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod roll;
 pub mod store;
 pub mod topics;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -35,6 +37,10 @@ pub struct KubeConfig {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub lease: lease::LeaseConfig,
+    /// Secret holding the controller's state.
+    pub state_secret: String,
+    /// Legacy ConfigMap the state is migrated from (read once, deleted after the first write
+    /// of the Secret).
     pub state_configmap: String,
     /// Cluster name put in Topic resources made for topics created through Kafka, and the
     /// one Cluster resource of the namespace the controller serves.
@@ -81,9 +87,13 @@ pub async fn run(
     m.is_leader.store(1, Ordering::Relaxed);
     tracing::info!(identity = %cfg.lease.identity, "leading: starting the controller");
 
-    let store = store::ConfigMapStore::new(
-        Api::namespaced(client.clone(), &ns),
-        cfg.state_configmap.clone(),
+    let store = store::SecretStore::new(
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns),
+        cfg.state_secret.clone(),
+        Some((
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns),
+            cfg.state_configmap.clone(),
+        )),
     );
     let service = ControllerService::start(cfg.service.clone(), Arc::new(store)).await?;
     let (listener, addr) = ControllerService::bind(cfg.listen).await?;
@@ -97,21 +107,31 @@ pub async fn run(
         default_cluster: cfg.cluster_name.clone(),
     });
     tokio::spawn(topics::run(ctx));
+    let cluster_cfg = cluster::ClusterConfig {
+        namespace: ns.clone(),
+        node_image: cfg.node_image.clone(),
+        controller_url: cfg.controller_url.replace("{namespace}", &ns),
+        cluster_name: cfg.cluster_name.clone(),
+        identity: cfg.lease.identity.clone(),
+        max_partition_moves: cfg.max_partition_moves,
+        node_service_account: cfg.node_service_account.clone(),
+    };
+    tokio::spawn(users::run(Arc::new(users::Ctx {
+        api: Api::namespaced(client.clone(), &ns),
+        secrets: Api::namespaced(client.clone(), &ns),
+        clusters: Api::namespaced(client.clone(), &ns),
+        controller: service.controller().clone(),
+        metrics: m.clone(),
+        cluster_name: cfg.cluster_name.clone(),
+        cluster_cfg: cluster_cfg.clone(),
+    })));
     let cluster_ctx = Arc::new(cluster::Ctx {
         client: client.clone(),
         api: Api::<Cluster>::namespaced(client.clone(), &ns),
         controller: service.controller().clone(),
         metrics: m.clone(),
         recorder: cluster::recorder(client.clone(), &cfg.lease.identity),
-        cfg: cluster::ClusterConfig {
-            namespace: ns.clone(),
-            node_image: cfg.node_image.clone(),
-            controller_url: cfg.controller_url.replace("{namespace}", &ns),
-            cluster_name: cfg.cluster_name.clone(),
-            identity: cfg.lease.identity.clone(),
-            max_partition_moves: cfg.max_partition_moves,
-            node_service_account: cfg.node_service_account.clone(),
-        },
+        cfg: cluster_cfg,
     });
     tokio::spawn(cluster::run(cluster_ctx));
     tokio::spawn(track_controller(service.controller().clone(), m.clone()));

@@ -755,3 +755,181 @@ fn a_restored_cluster_tells_its_nodes_where_from() {
     let c = cluster(json!({"objectStore": {"bucket": "b"}}));
     assert!(find(&node_env(&c), "STRATA_RESTORE_FROM").is_none());
 }
+
+fn secured_cluster() -> Cluster {
+    cluster(json!({
+        "nodes": 3,
+        "listener": {"port": 9094, "authentication": "scram-sha-512", "tls": true,
+                     "advertisedHostTemplate": "kafka-{ordinal}.example.com", "advertisedPort": 443},
+        "authorization": {"superUsers": ["User:admin"]},
+    }))
+}
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+#[test]
+fn a_secured_cluster_gets_a_client_listener_and_a_replication_listener() {
+    let c = secured_cluster();
+    assert_eq!(client_protocol(&c), "SASL_SSL");
+    let args = node_args(&c, &cfg());
+    assert_eq!(
+        arg(&args, "--listen"),
+        None,
+        "named listeners replace --listen"
+    );
+    assert_eq!(
+        arg(&args, "--listeners"),
+        Some("REPLICATION://0.0.0.0:9091,CLIENTS://0.0.0.0:9094")
+    );
+    assert_eq!(
+        arg(&args, "--advertised-listeners"),
+        Some(
+            "REPLICATION://$(POD_NAME).strata-nodes.kafka.svc:9091,\
+             CLIENTS://kafka-$(STRATA_NODE_ID).example.com:443"
+        )
+    );
+    assert_eq!(
+        arg(&args, "--listener-security-protocol-map"),
+        Some("REPLICATION:PLAINTEXT,CLIENTS:SASL_SSL")
+    );
+    assert_eq!(
+        arg(&args, "--inter-broker-listener-name"),
+        Some("REPLICATION")
+    );
+    assert_eq!(
+        arg(&args, "--sasl-enabled-mechanisms"),
+        Some("SCRAM-SHA-512")
+    );
+    assert_eq!(
+        arg(&args, "--tls-cert-file"),
+        Some("/etc/strata/tls/tls.crt")
+    );
+    assert_eq!(
+        arg(&args, "--tls-key-file"),
+        Some("/etc/strata/tls/tls.key")
+    );
+    assert_eq!(arg(&args, "--tls-client-auth"), None);
+    assert_eq!(arg(&args, "--authorizer"), Some("acl"));
+    assert_eq!(
+        arg(&args, "--super-users"),
+        Some("User:ANONYMOUS;User:admin")
+    );
+
+    // The certificate Secret is mounted where the args point, read-only.
+    let sts = statefulset(&c, &cfg(), 3);
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    let tls = mounts
+        .iter()
+        .find(|m| m.mount_path == TLS_DIR)
+        .expect("tls mount");
+    assert_eq!(tls.read_only, Some(true));
+    let vol = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == tls.name)
+        .unwrap();
+    assert_eq!(
+        vol.secret.unwrap().secret_name.as_deref(),
+        Some("strata-nodes-tls")
+    );
+    let ports = pod.containers[0].ports.clone().unwrap();
+    assert!(ports.iter().any(|p| p.container_port == REPLICATION_PORT));
+
+    // Its names cover every pod, the bootstrap Service and the advertised hosts.
+    let names = node_dns_names(&c, &cfg());
+    for n in [
+        "*.strata-nodes.kafka.svc",
+        "strata-bootstrap.kafka.svc",
+        "kafka-0.example.com",
+        "kafka-2.example.com",
+    ] {
+        assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+    }
+}
+
+#[test]
+fn tls_authentication_mounts_the_clients_ca_and_requires_certificates() {
+    let c = cluster(json!({"listener": {"authentication": "tls", "tls": true}}));
+    assert_eq!(client_protocol(&c), "SSL");
+    let args = node_args(&c, &cfg());
+    assert_eq!(arg(&args, "--tls-client-auth"), Some("required"));
+    assert_eq!(
+        arg(&args, "--tls-client-ca-file"),
+        Some("/etc/strata/clients-ca/ca.crt")
+    );
+    assert_eq!(arg(&args, "--sasl-enabled-mechanisms"), None);
+    let pod = statefulset(&c, &cfg(), 3)
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let ca = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "clients-ca")
+        .expect("clients CA volume");
+    assert_eq!(
+        ca.secret.unwrap().secret_name.as_deref(),
+        Some("strata-clients-ca-cert")
+    );
+}
+
+#[test]
+fn a_plain_cluster_keeps_its_single_listener() {
+    let c = tiered();
+    assert!(!secured(&c));
+    let args = node_args(&c, &cfg());
+    assert_eq!(arg(&args, "--listen"), Some("0.0.0.0:9094"));
+    assert_eq!(arg(&args, "--listeners"), None);
+    assert_eq!(arg(&args, "--authorizer"), None);
+    let pod = statefulset(&c, &cfg(), 3)
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert_eq!(pod.volumes.unwrap().len(), 1, "only the tmp volume");
+}
+
+#[test]
+fn the_network_policy_opens_replication_to_the_nodes_only() {
+    let c = secured_cluster();
+    let np = network_policy(&c, &cfg());
+    let spec = np.spec.unwrap();
+    let rules = spec.ingress.unwrap();
+    let open = &rules[0];
+    assert!(open.from.is_none());
+    let open_ports: Vec<_> = open
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.port.clone())
+        .collect();
+    assert_eq!(
+        open_ports,
+        [
+            Some(IntOrString::Int(9094)),
+            Some(IntOrString::Int(METRICS_PORT))
+        ]
+    );
+    let repl = &rules[1];
+    assert_eq!(
+        repl.ports.as_ref().unwrap()[0].port,
+        Some(IntOrString::Int(REPLICATION_PORT))
+    );
+    let peer = &repl.from.as_ref().unwrap()[0];
+    assert_eq!(
+        peer.pod_selector.as_ref().unwrap().match_labels,
+        Some(selector_labels(&c))
+    );
+    assert_eq!(np.metadata.owner_references.unwrap()[0].kind, "Cluster");
+}
