@@ -335,15 +335,6 @@ impl Args {
             .map_err(|e| format!("--topic-default: {e}"))?;
         let security = self.security.validate(self.listen, (host, port))?;
         let inter = security.inter_broker().clone();
-        if inter.protocol != crate::security::config::SecurityProtocol::Plaintext {
-            return Err(format!(
-                "the inter-broker listener {} is {}: replication between nodes speaks only \
-                 PLAINTEXT so far; add a PLAINTEXT listener for it (reachable only inside the \
-                 cluster) and name it with --inter-broker-listener-name",
-                inter.name,
-                inter.protocol.name()
-            ));
-        }
         Ok(NodeConfig {
             listen: inter.bind,
             advertised_host: inter.advertised_host,
@@ -427,6 +418,60 @@ mod tests {
             Args::parse_from(["strata-node", "--topic-default", "bogus=1"])
                 .validate()
                 .is_err()
+        );
+    }
+
+    fn with_replication(protocol: &str, extra: &[&str]) -> Result<NodeConfig, String> {
+        let map = format!("REPLICATION:{protocol},CLIENTS:SASL_SSL");
+        let mut args = vec![
+            "strata-node",
+            "--listeners",
+            "REPLICATION://127.0.0.1:0,CLIENTS://127.0.0.1:0",
+            "--listener-security-protocol-map",
+            &map,
+            "--inter-broker-listener-name",
+            "REPLICATION",
+            "--tls-cert-file",
+            "/certs/tls.crt",
+            "--tls-key-file",
+            "/certs/tls.key",
+        ];
+        args.extend_from_slice(extra);
+        Args::parse_from(args).validate()
+    }
+
+    #[test]
+    fn nodes_replicate_over_plaintext_or_mutual_tls() {
+        assert!(with_replication("PLAINTEXT", &[]).is_ok());
+        let c = with_replication(
+            "SSL",
+            &[
+                "--inter-broker-tls-ca-file",
+                "/certs/ca.crt",
+                "--inter-broker-tls-server-name",
+                "nodes.example",
+            ],
+        )
+        .unwrap();
+        let ib = c
+            .security
+            .inter_broker_tls
+            .expect("mutual TLS between nodes");
+        assert_eq!(ib.ca, PathBuf::from("/certs/ca.crt"));
+        assert_eq!(ib.server_name.as_deref(), Some("nodes.example"));
+
+        let no_ca = with_replication("SSL", &[]).unwrap_err();
+        assert!(no_ca.contains("--inter-broker-tls-ca-file"), "{no_ca}");
+        let sasl = with_replication("SASL_SSL", &[]).unwrap_err();
+        assert!(sasl.contains("not SASL"), "{sasl}");
+        let stray = with_replication(
+            "PLAINTEXT",
+            &["--inter-broker-tls-ca-file", "/certs/ca.crt"],
+        )
+        .unwrap_err();
+        assert!(
+            stray.contains("needs an SSL inter-broker listener"),
+            "{stray}"
         );
     }
 }

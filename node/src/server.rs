@@ -131,7 +131,7 @@ async fn accept_connection(
         let (rd, wr) = stream.into_split();
         return connection(node, session, peer, rd, wr, deadline, shutdown).await;
     }
-    let Some(config) = node.security.tls_config() else {
+    let Some(config) = node.security.tls_config_for(&listener.name) else {
         // Config validation makes TLS listeners need TLS files.
         return Ok(());
     };

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import time
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
@@ -59,7 +60,7 @@ def produce(settings: dict, topic: str) -> None:
 def test_a_user_gets_a_working_secret_acls_that_follow_the_resource_and_loses_access_when_deleted(
         kube, ns, operator, kubelet, tmp_path):
     kube.create(obj("Cluster", "strata", {
-        "nodes": 1,
+        "nodes": 2,
         "listener": {"authentication": "scram-sha-512", "tls": True},
         "authorization": {"superUsers": ["User:admin"]},
     }), ns)
@@ -74,12 +75,13 @@ def test_a_user_gets_a_working_secret_acls_that_follow_the_resource_and_loses_ac
     replication = [r for r in np["spec"]["ingress"] if r["ports"][0]["port"] == 9091]
     assert replication and replication[0]["from"][0]["podSelector"]["matchLabels"]
 
-    assert kubelet.sync() == 1
+    assert kubelet.sync() == 2
     args, _ = kubelet.specified[0]
-    assert flag(args, "--listener-security-protocol-map") == "REPLICATION:PLAINTEXT,CLIENTS:SASL_SSL"
+    assert flag(args, "--listener-security-protocol-map") == "REPLICATION:SSL,CLIENTS:SASL_SSL"
+    assert flag(args, "--inter-broker-tls-ca-file") == "/etc/strata/tls/ca.crt"
     assert flag(args, "--sasl-enabled-mechanisms") == "SCRAM-SHA-512"
     assert flag(args, "--authorizer") == "acl"
-    assert flag(args, "--super-users") == "User:ANONYMOUS;User:admin"
+    assert flag(args, "--super-users") == f"User:CN=strata-nodes.{ns}.svc;User:admin"
     assert flag(args, "--tls-cert-file") == "/etc/strata/tls/tls.crt"
     wait_for(lambda: ready(kube, "cluster", "strata", ns), 90, "the Cluster to be Ready")
 
@@ -91,9 +93,18 @@ def test_a_user_gets_a_working_secret_acls_that_follow_the_resource_and_loses_ac
         with ctx.wrap_socket(raw, server_hostname=f"strata-0.strata-nodes.{ns}.svc") as tls:
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
-    # Two topics; alice may write one of them.
+    # The replication listener takes only a client certificate the cluster CA signed.
+    with socket.create_connection(("127.0.0.1", kubelet.listener_ports[0]["REPLICATION"]),
+                                  timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with ctx.wrap_socket(raw, server_hostname=f"strata-nodes.{ns}.svc") as tls:
+                tls.sendall(b"\0\0\0\0")
+                assert tls.recv(1) == b"", "a connection without a certificate got an answer"
+
+    # Two topics, each on both nodes; alice may write one of them.
     for t in ("orders", "audit"):
-        kube.create(obj("Topic", t, {"partitions": 1, "clusterRef": {"name": "strata"}}), ns)
+        kube.create(obj("Topic", t, {"partitions": 1, "replicationFactor": 2,
+                                     "clusterRef": {"name": "strata"}}), ns)
     kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bob-password"},
                  "stringData": {"pw": "bobs-chosen-password"}}, ns)
     kube.create(obj("User", "bob", {"authentication": {"type": "scram-sha-512", "password": {
@@ -118,6 +129,14 @@ def test_a_user_gets_a_working_secret_acls_that_follow_the_resource_and_loses_ac
              "the topics")
 
     produce(alice, "orders")
+    # Followers replicate over mutual TLS: a follower that could not fetch would leave the ISR
+    # after --replica-lag-time-max-ms (3 s here); both stay in it across writes.
+    def isr():
+        st = kube.get("topic", "orders", ns).get("status", {}).get("partitionStatus", [{}])
+        return sorted(st[0].get("isr", []))
+    time.sleep(4)
+    produce(alice, "orders")
+    wait_for(lambda: isr() == [0, 1] or None, 10, "both replicas of orders in sync")
     with pytest.raises(TopicAuthorizationFailedError):
         produce(alice, "audit")
 
@@ -193,7 +212,7 @@ def test_a_tls_user_gets_a_client_certificate_the_nodes_accept(kube, ns, operato
     assert "ca.key" not in secret(kube, "strata-clients-ca-cert", ns)
     assert kubelet.sync() == 1
     args, _ = kubelet.specified[0]
-    assert flag(args, "--listener-security-protocol-map") == "REPLICATION:PLAINTEXT,CLIENTS:SSL"
+    assert flag(args, "--listener-security-protocol-map") == "REPLICATION:SSL,CLIENTS:SSL"
     assert flag(args, "--tls-client-auth") == "required"
     assert flag(args, "--tls-client-ca-file") == "/etc/strata/clients-ca/ca.crt"
     wait_for(lambda: ready(kube, "cluster", "strata", ns), 90, "the Cluster to be Ready")

@@ -107,6 +107,7 @@ impl Node {
                 flush: config.flush_policy != FlushPolicy::Never,
                 lag_time_max_ms: config.replica_lag_time_max_ms as i64,
             },
+            security.clone(),
             shutdown.clone(),
         );
         let tiering = broker.tiering.clone();

@@ -1,10 +1,13 @@
 //! A minimal Kafka client connection for node-to-node traffic (a follower's Fetch,
-//! OffsetForLeaderEpoch and ListOffsets to its leader). One request in flight at a time.
+//! OffsetForLeaderEpoch and ListOffsets to its leader). One request in flight at a time,
+//! over plain TCP or mutual TLS (an SSL inter-broker listener).
+
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
@@ -13,9 +16,13 @@ use crate::error::{Error, Result};
 /// Kafka; allow room for many partitions).
 const MAX_RESPONSE: usize = 256 << 20;
 
+/// A byte stream to a peer: TCP, or TLS over TCP.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for T {}
+
 /// One connection to another node's Kafka listener.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn PeerStream>,
     addr: String,
     client_id: String,
     next_correlation: i32,
@@ -26,13 +33,32 @@ fn net(addr: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Connection {
-    pub async fn connect(addr: &str, node_id: i32) -> Result<Connection> {
-        let stream =
-            tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(addr))
-                .await
-                .map_err(|_| net(addr, "connect timed out"))?
-                .map_err(|e| net(addr, e))?;
-        let _ = stream.set_nodelay(true);
+    /// Connects to `addr`; with `tls` (a client config and the name the peer's certificate
+    /// must carry), completes a TLS handshake within the same 5 s.
+    pub async fn connect(
+        addr: &str,
+        node_id: i32,
+        tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    ) -> Result<Connection> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| net(addr, "connect timed out"))?
+            .map_err(|e| net(addr, e))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn PeerStream> = match tls {
+            None => Box::new(tcp),
+            Some((config, name)) => {
+                let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| net(addr, format!("TLS server name {name:?}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(config);
+                let s = tokio::time::timeout_at(deadline, connector.connect(server_name, tcp))
+                    .await
+                    .map_err(|_| net(addr, "TLS handshake timed out"))?
+                    .map_err(|e| net(addr, format!("TLS handshake: {e}")))?;
+                Box::new(s)
+            }
+        };
         Ok(Connection {
             stream,
             addr: addr.to_string(),

@@ -27,6 +27,7 @@ use crate::error::Result;
 use crate::fsutil;
 use crate::partition::replica::Role;
 use crate::partition::{Partition, PartitionTable};
+use crate::security::Security;
 use crate::tiering::Tiering;
 
 /// Fetch version followers use (topic names, current leader epoch, log start offset).
@@ -54,6 +55,8 @@ pub struct Replicator {
     /// The bucket, where a follower too far behind its leader starts again from.
     tiering: Option<Arc<Tiering>>,
     settings: ReplicaSettings,
+    /// How followers reach leaders (mutual TLS or not).
+    security: Arc<Security>,
     shutdown: CancellationToken,
     /// Follower fetchers by leader id.
     fetchers: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
@@ -70,6 +73,7 @@ impl Replicator {
         table: Arc<PartitionTable>,
         tiering: Option<Arc<Tiering>>,
         settings: ReplicaSettings,
+        security: Arc<Security>,
         shutdown: CancellationToken,
     ) -> Arc<Replicator> {
         Arc::new(Replicator {
@@ -77,6 +81,7 @@ impl Replicator {
             table,
             tiering,
             settings,
+            security,
             shutdown,
             fetchers: Mutex::new(HashMap::new()),
             fetched: AtomicU64::new(0),
@@ -144,16 +149,24 @@ impl Replicator {
             }
             idle_rounds = 0;
             let view = link.view();
-            let Some(addr) = view
+            let Some((host, addr)) = view
                 .nodes
                 .get(&leader)
-                .map(|n| format!("{}:{}", n.host, n.port))
+                .map(|n| (n.host.clone(), format!("{}:{}", n.host, n.port)))
             else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
             if conn.is_none() {
-                match Connection::connect(&addr, me).await {
+                let tls = match self.security.peer_tls(&host) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(leader, error = %e, "cannot set up TLS to the leader");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                match Connection::connect(&addr, me, tls).await {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
                         tracing::debug!(leader, error = %e, "cannot reach the leader");

@@ -151,6 +151,19 @@ pub struct SecurityArgs {
     #[arg(long, env = "STRATA_INTER_BROKER_LISTENER_NAME")]
     pub inter_broker_listener_name: Option<String>,
 
+    /// With an SSL inter-broker listener: PEM CA certificates that sign the nodes'
+    /// certificates. Nodes then replicate over mutual TLS: a follower presents its own
+    /// --tls-cert-file and checks the leader's against these CAs, and the inter-broker listener
+    /// requires a client certificate they vouch for.
+    #[arg(long, env = "STRATA_INTER_BROKER_TLS_CA_FILE")]
+    pub inter_broker_tls_ca_file: Option<PathBuf>,
+
+    /// The name a leader's certificate is checked against when a follower connects over
+    /// TLS (default: the leader's advertised host), for certificates that name the nodes
+    /// some other way than their addresses.
+    #[arg(long, env = "STRATA_INTER_BROKER_TLS_SERVER_NAME")]
+    pub inter_broker_tls_server_name: Option<String>,
+
     /// PEM certificate chain (leaf first) of SSL and SASL_SSL listeners; re-read when it
     /// changes.
     #[arg(long, env = "STRATA_TLS_CERT_FILE")]
@@ -282,6 +295,16 @@ pub struct SecurityArgs {
     pub failed_authentication_delay_ms: u64,
 }
 
+/// Replication over mutual TLS: the node's own certificate (`tls`) both ways, peers'
+/// certificates checked against `ca`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterBrokerTls {
+    /// PEM CA certificates that sign the nodes' certificates.
+    pub ca: PathBuf,
+    /// The name leaders' certificates are checked against (None: their advertised host).
+    pub server_name: Option<String>,
+}
+
 /// Validated security settings.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {
@@ -290,6 +313,8 @@ pub struct SecurityConfig {
     /// Name of the listener other nodes use.
     pub inter_broker_listener: String,
     pub tls: Option<TlsFiles>,
+    /// Mutual TLS between nodes (an SSL inter-broker listener).
+    pub inter_broker_tls: Option<InterBrokerTls>,
     pub tls_reload_interval_ms: u64,
     pub principal_mapping_rules: String,
     pub mechanisms: Vec<Mechanism>,
@@ -483,6 +508,35 @@ impl SecurityArgs {
                 "SSL and SASL_SSL listeners need --tls-cert-file and --tls-key-file".into(),
             );
         }
+        let inter_protocol = listeners
+            .iter()
+            .find(|l| l.name == inter_broker_listener)
+            .map(|l| l.protocol);
+        let inter_broker_tls = match (inter_protocol, self.inter_broker_tls_ca_file) {
+            (Some(SecurityProtocol::Plaintext), None) => None,
+            (Some(SecurityProtocol::Ssl), Some(ca)) => Some(InterBrokerTls {
+                ca,
+                server_name: self.inter_broker_tls_server_name.clone(),
+            }),
+            (Some(SecurityProtocol::Ssl), None) => {
+                return Err(format!(
+                    "the inter-broker listener {inter_broker_listener} is SSL: name the CA of the \
+                     nodes' certificates with --inter-broker-tls-ca-file (nodes replicate over \
+                     mutual TLS)"
+                ))
+            }
+            (Some(SecurityProtocol::Plaintext), Some(_)) => {
+                return Err("--inter-broker-tls-ca-file needs an SSL inter-broker listener".into())
+            }
+            (p, _) => {
+                return Err(format!(
+                    "the inter-broker listener {inter_broker_listener} is {}: nodes replicate \
+                     over PLAINTEXT or SSL (mutual TLS), not SASL; give replication its own \
+                     listener and name it with --inter-broker-listener-name",
+                    p.map_or("unknown", |p| p.name())
+                ))
+            }
+        };
         let mut mechanisms = Vec::new();
         for m in entries(&self.sasl_enabled_mechanisms) {
             let mech = Mechanism::parse(m).ok_or_else(|| {
@@ -558,6 +612,7 @@ impl SecurityArgs {
             listeners,
             inter_broker_listener,
             tls,
+            inter_broker_tls,
             tls_reload_interval_ms: self.tls_reload_interval_ms.max(100),
             principal_mapping_rules: self.ssl_principal_mapping_rules,
             mechanisms,

@@ -23,7 +23,7 @@ use strata_security::acl::{AclBinding, Authorizer, Operation, ResourceType};
 use strata_security::oauth::JwtValidator;
 use strata_security::principal::PrincipalMapper;
 use strata_security::scram::{Credentials, ScramCredential, ScramMechanism};
-use strata_security::tls::ReloadingTls;
+use strata_security::tls::{ClientAuth, ReloadingTls, TlsFiles};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -137,6 +137,9 @@ impl Caller {
 pub struct Security {
     pub config: SecurityConfig,
     tls: Option<ReloadingTls>,
+    /// The inter-broker listener's TLS when nodes replicate over mutual TLS: the same
+    /// certificate, client certificates required and checked against the nodes' CA.
+    inter_broker_tls: Option<ReloadingTls>,
     mapper: PrincipalMapper,
     oauth: RwLock<Option<Arc<JwtValidator>>>,
     /// The JWKS file's last contents, to reload only on change.
@@ -183,6 +186,17 @@ impl Security {
             ),
             None => None,
         };
+        let inter_broker_tls = match (&config.tls, &config.inter_broker_tls) {
+            (Some(files), Some(ib)) => Some(
+                ReloadingTls::load(TlsFiles {
+                    client_ca: Some(ib.ca.clone()),
+                    client_auth: ClientAuth::Required,
+                    ..files.clone()
+                })
+                .map_err(|e| Error::InvalidRequest(format!("inter-broker TLS: {e}")))?,
+            ),
+            _ => None,
+        };
         let mapper = PrincipalMapper::parse(&config.principal_mapping_rules)
             .map_err(|e| Error::InvalidRequest(format!("--ssl-principal-mapping-rules: {e}")))?;
         let authorizer = match config.authorizer {
@@ -195,6 +209,7 @@ impl Security {
         };
         let s = Arc::new(Security {
             tls,
+            inter_broker_tls,
             mapper,
             oauth: RwLock::new(None),
             jwks_seen: Mutex::new(Vec::new()),
@@ -229,7 +244,7 @@ impl Security {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tls_tick.tick() => {
-                    if let Some(t) = &self.tls {
+                    for t in self.tls.iter().chain(self.inter_broker_tls.iter()) {
                         match t.reload_if_changed() {
                             Ok(true) => {
                                 self.metrics.tls_reloads.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +307,34 @@ impl Security {
     /// The current TLS server config, for a new TLS connection.
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.as_ref().map(|t| t.config())
+    }
+
+    /// The TLS server config of a new connection on `listener`: the inter-broker listener's
+    /// own when nodes replicate over mutual TLS.
+    pub fn tls_config_for(&self, listener: &str) -> Option<Arc<rustls::ServerConfig>> {
+        match &self.inter_broker_tls {
+            Some(t) if listener == self.config.inter_broker_listener => Some(t.config()),
+            _ => self.tls_config(),
+        }
+    }
+
+    /// How a follower reaches its leader over mutual TLS: a client config built from the
+    /// node's certificate files as they are now (renewed files are picked up by the next
+    /// connection) and the name to check the leader's certificate against. None: plaintext.
+    pub fn peer_tls(
+        &self,
+        leader_host: &str,
+    ) -> Result<Option<(Arc<rustls::ClientConfig>, String)>> {
+        let (Some(files), Some(ib)) = (&self.config.tls, &self.config.inter_broker_tls) else {
+            return Ok(None);
+        };
+        let config = strata_security::tls::client_config(&ib.ca, Some((&files.cert, &files.key)))
+            .map_err(|e| Error::Replication(format!("inter-broker TLS: {e}")))?;
+        let name = ib
+            .server_name
+            .clone()
+            .unwrap_or_else(|| leader_host.to_string());
+        Ok(Some((Arc::new(config), name)))
     }
 
     /// The leaf certificate's expiry (seconds since the epoch), for a metric.

@@ -79,7 +79,7 @@ pub const NODE_UID: i64 = 65532;
 pub const DEFAULT_ADVERTISED_HOST: &str = "{pod}.{service}.{namespace}.svc";
 /// Listener of clients when the cluster is secured.
 pub const CLIENTS_LISTENER: &str = "CLIENTS";
-/// Listener nodes replicate over when the cluster is secured (plaintext, nodes only).
+/// Listener nodes replicate over when the cluster is secured (mutual TLS, nodes only).
 pub const REPLICATION_LISTENER: &str = "REPLICATION";
 /// Port of the replication listener.
 pub const REPLICATION_PORT: i32 = 9091;
@@ -87,8 +87,6 @@ pub const REPLICATION_PORT: i32 = 9091;
 pub const TLS_DIR: &str = "/etc/strata/tls";
 /// Where the clients CA (for tls authentication) is mounted.
 pub const CLIENTS_CA_DIR: &str = "/etc/strata/clients-ca";
-/// The principal of connections without authentication.
-pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -155,12 +153,24 @@ pub fn node_tls_secret_name(c: &Cluster) -> String {
     format!("{}-nodes-tls", c.name_any())
 }
 
-/// The DNS names the nodes' certificate covers: every pod of the headless Service and the
-/// bootstrap Service, short and qualified.
+/// The headless Service's own name: the nodes' certificate's subject (CN) and the name
+/// followers check their leader's certificate against.
+pub fn node_service_host(c: &Cluster, cfg: &ClusterConfig) -> String {
+    format!("{}.{}.svc", headless_name(c), namespace_of(c, cfg))
+}
+
+/// The principal nodes replicate as (their certificate's subject, Kafka's default mapping).
+pub fn node_principal(c: &Cluster, cfg: &ClusterConfig) -> String {
+    format!("User:CN={}", node_service_host(c, cfg))
+}
+
+/// The DNS names the nodes' certificate covers, its subject first: every pod of the headless
+/// Service and the bootstrap Service, short and qualified.
 pub fn node_dns_names(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
     let ns = namespace_of(c, cfg);
     let (headless, bootstrap) = (headless_name(c), bootstrap_name(c));
     let mut names = vec![
+        node_service_host(c, cfg),
         format!("*.{headless}.{ns}.svc"),
         format!("*.{headless}.{ns}.svc.cluster.local"),
         format!("{bootstrap}.{ns}.svc"),
@@ -568,8 +578,9 @@ pub fn node_args(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
             .map(String::from),
         ),
         proto => {
-            // Clients get their own listener; replication keeps a plaintext one on the pod
-            // network, which the cluster's NetworkPolicy opens to the nodes only.
+            // Clients get their own listener; nodes replicate over mutual TLS on another,
+            // with the certificate the operator issues them (and a NetworkPolicy that opens
+            // that port to the nodes only).
             let replication_host = DEFAULT_ADVERTISED_HOST
                 .replace("{pod}", "$(POD_NAME)")
                 .replace("{service}", &headless_name(c))
@@ -584,9 +595,17 @@ pub fn node_args(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
                         advertised_host(c, cfg)
                     ),
                     "--listener-security-protocol-map",
-                    &format!("{REPLICATION_LISTENER}:PLAINTEXT,{CLIENTS_LISTENER}:{proto}"),
+                    &format!("{REPLICATION_LISTENER}:SSL,{CLIENTS_LISTENER}:{proto}"),
                     "--inter-broker-listener-name",
                     REPLICATION_LISTENER,
+                    "--inter-broker-tls-ca-file",
+                    &format!("{TLS_DIR}/{}", certs::CA_CERT),
+                    "--inter-broker-tls-server-name",
+                    &node_service_host(c, cfg),
+                    "--tls-cert-file",
+                    &format!("{TLS_DIR}/{}", certs::TLS_CERT),
+                    "--tls-key-file",
+                    &format!("{TLS_DIR}/{}", certs::TLS_KEY),
                 ]
                 .map(String::from),
             );
@@ -595,17 +614,6 @@ pub fn node_args(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
     let listener = &c.spec.listener;
     if listener.authentication == ListenerAuthentication::ScramSha512 {
         args.extend(["--sasl-enabled-mechanisms", "SCRAM-SHA-512"].map(String::from));
-    }
-    if listener.tls {
-        args.extend(
-            [
-                "--tls-cert-file",
-                &format!("{TLS_DIR}/{}", certs::TLS_CERT),
-                "--tls-key-file",
-                &format!("{TLS_DIR}/{}", certs::TLS_KEY),
-            ]
-            .map(String::from),
-        );
     }
     if listener.authentication == ListenerAuthentication::Tls {
         args.extend(
@@ -619,9 +627,9 @@ pub fn node_args(c: &Cluster, cfg: &ClusterConfig) -> Vec<String> {
         );
     }
     if let Some(authz) = &c.spec.authorization {
-        // Followers fetch over the replication listener as User:ANONYMOUS: only the nodes
-        // reach it, and they need ClusterAction.
-        let supers: Vec<&str> = std::iter::once(ANONYMOUS)
+        // Followers fetch as the subject of the nodes' certificate and need ClusterAction.
+        let nodes = node_principal(c, cfg);
+        let supers: Vec<&str> = std::iter::once(nodes.as_str())
             .chain(authz.super_users.iter().map(String::as_str))
             .collect();
         args.extend([
@@ -768,7 +776,7 @@ fn secret_volumes(c: &Cluster) -> Vec<(Volume, &'static str)> {
         ..Default::default()
     };
     let mut out = Vec::new();
-    if c.spec.listener.tls {
+    if secured(c) {
         out.push((secret("tls", node_tls_secret_name(c)), TLS_DIR));
     }
     if c.spec.listener.authentication == ListenerAuthentication::Tls {
@@ -1274,22 +1282,21 @@ where
 /// one (the bundle) until it expires. Returns why it failed, for the status.
 async fn ensure_certificates(c: &Cluster, ctx: &Ctx) -> Result<(), String> {
     let l = &c.spec.listener;
-    if !l.tls && l.authentication != ListenerAuthentication::Tls {
+    if !secured(c) {
         return Ok(());
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace_of(c, &ctx.cfg));
     let now = std::time::SystemTime::now();
     let validity = certs::Validity::default();
     let fail = |what: &str, e: certs::CertError| format!("{what}: {e}");
-    // (CA Secret, public Secret, what it is)
-    let mut cas = Vec::new();
-    if l.tls {
-        cas.push((
-            cluster_ca_secret_name(c),
-            cluster_ca_cert_secret_name(c),
-            "cluster CA",
-        ));
-    }
+    // (CA Secret, public Secret, what it is). The cluster CA signs the nodes' certificate,
+    // which serves the client listener with tls and, on every secured cluster, the mutual
+    // TLS nodes replicate over.
+    let mut cas = vec![(
+        cluster_ca_secret_name(c),
+        cluster_ca_cert_secret_name(c),
+        "cluster CA",
+    )];
     if l.authentication == ListenerAuthentication::Tls {
         cas.push((
             clients_ca_secret_name(c),

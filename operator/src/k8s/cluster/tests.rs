@@ -795,11 +795,19 @@ fn a_secured_cluster_gets_a_client_listener_and_a_replication_listener() {
     );
     assert_eq!(
         arg(&args, "--listener-security-protocol-map"),
-        Some("REPLICATION:PLAINTEXT,CLIENTS:SASL_SSL")
+        Some("REPLICATION:SSL,CLIENTS:SASL_SSL")
     );
     assert_eq!(
         arg(&args, "--inter-broker-listener-name"),
         Some("REPLICATION")
+    );
+    assert_eq!(
+        arg(&args, "--inter-broker-tls-ca-file"),
+        Some("/etc/strata/tls/ca.crt")
+    );
+    assert_eq!(
+        arg(&args, "--inter-broker-tls-server-name"),
+        Some("strata-nodes.kafka.svc")
     );
     assert_eq!(
         arg(&args, "--sasl-enabled-mechanisms"),
@@ -817,7 +825,7 @@ fn a_secured_cluster_gets_a_client_listener_and_a_replication_listener() {
     assert_eq!(arg(&args, "--authorizer"), Some("acl"));
     assert_eq!(
         arg(&args, "--super-users"),
-        Some("User:ANONYMOUS;User:admin")
+        Some("User:CN=strata-nodes.kafka.svc;User:admin")
     );
 
     // The certificate Secret is mounted where the args point, read-only.
@@ -844,6 +852,10 @@ fn a_secured_cluster_gets_a_client_listener_and_a_replication_listener() {
 
     // Its names cover every pod, the bootstrap Service and the advertised hosts.
     let names = node_dns_names(&c, &cfg());
+    assert_eq!(
+        names[0], "strata-nodes.kafka.svc",
+        "the subject comes first"
+    );
     for n in [
         "*.strata-nodes.kafka.svc",
         "strata-bootstrap.kafka.svc",
@@ -881,6 +893,28 @@ fn tls_authentication_mounts_the_clients_ca_and_requires_certificates() {
         ca.secret.unwrap().secret_name.as_deref(),
         Some("strata-clients-ca-cert")
     );
+}
+
+#[test]
+fn sasl_without_tls_still_replicates_over_mutual_tls() {
+    let c = cluster(json!({"listener": {"authentication": "scram-sha-512"}}));
+    assert_eq!(client_protocol(&c), "SASL_PLAINTEXT");
+    let args = node_args(&c, &cfg());
+    assert_eq!(
+        arg(&args, "--listener-security-protocol-map"),
+        Some("REPLICATION:SSL,CLIENTS:SASL_PLAINTEXT")
+    );
+    assert_eq!(
+        arg(&args, "--tls-cert-file"),
+        Some("/etc/strata/tls/tls.crt")
+    );
+    let pod = statefulset(&c, &cfg(), 3)
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert!(pod.volumes.unwrap().iter().any(|v| v.name == "tls"));
 }
 
 #[test]
