@@ -42,6 +42,7 @@ class SecureNode:
 
     def __init__(self, workdir: Path, pki: Pki, issuer: TokenIssuer, extra: list[str]):
         self.ports = {name: free_port() for name in LISTENERS}
+        self.metrics_port = free_port()
         self.pki = pki
         listeners = ",".join(f"{n}://127.0.0.1:{p}" for n, p in self.ports.items())
         args = [
@@ -55,6 +56,7 @@ class SecureNode:
             "--oauth-jwks", issuer.jwks_file, "--oauth-expected-issuer", issuer.issuer,
             "--oauth-expected-audience", "strata",
             "--group-initial-rebalance-delay-ms", "0",
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             # Failures from one address double the delay (up to 64x): keep it short, since
             # every client here is 127.0.0.1 and several tests fail on purpose.
             "--failed-authentication-delay-ms", "20",
@@ -76,6 +78,19 @@ class SecureNode:
 
     def log(self) -> str:
         return ANSI.sub("", self.proc.log_path.read_text(errors="replace"))
+
+    def metrics(self) -> dict[str, float]:
+        """The node's /metrics samples: `name{labels}` -> value."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
 
 
 def make_node(tmp_path_factory, pki, issuer, name, extra) -> SecureNode:

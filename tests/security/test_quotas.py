@@ -69,6 +69,14 @@ def test_a_producer_is_held_to_its_byte_rate(node):
     assert RATE * 0.5 < slow < RATE * 1.3, slow
     assert throttles and max(throttles) > 0
     assert fast > slow * 3, (fast, slow)
+    # /metrics counts the throttled responses and their throttle time.
+    m = node.metrics()
+    assert m['strata_quota_throttles_total{quota="producer_byte_rate"}'] > 0
+    assert m['strata_quota_throttle_seconds_total{quota="producer_byte_rate"}'] > 0
+    assert m['strata_quota_throttles_total{quota="consumer_byte_rate"}'] == 0
+    # Authentications and the certificate's expiry are there too.
+    assert m['strata_tls_certificate_expiry_timestamp_seconds'] > time.time()
+    assert 'strata_authentications_total{result="ok"}' in m
     # The users entity type describes too (it asks for quotas and SCRAM credentials).
     tool(CC, "--bootstrap-server", bs, "--describe", "--entity-type", "users")
     tool(CC, "--bootstrap-server", bs, "--alter", "--entity-type", "clients", "--entity-name",

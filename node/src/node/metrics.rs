@@ -166,6 +166,8 @@ pub fn render(b: &Node) -> String {
         m.connections.load(Ordering::Relaxed)
     );
 
+    render_security(b, &mut o);
+
     // Partitions hosted here.
     let mut parts = b.broker.all_partitions();
     parts.sort_by(|a, c| (&a.topic, a.index).cmp(&(&c.topic, c.index)));
@@ -380,6 +382,90 @@ pub fn render(b: &Node) -> String {
 /// Whether the node should take traffic (the pod's readiness): once it has the metadata
 /// and its partitions are in sync, until it stops (see
 /// [`crate::replication::cluster::ClusterLink::readiness`]).
+/// Authentication, authorization, connection limits, TLS and quotas.
+fn render_security(b: &Node, o: &mut String) {
+    let sm = &b.security.metrics;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let _ = writeln!(
+        o,
+        "# HELP strata_authentications_total SASL authentications, by outcome."
+    );
+    let _ = writeln!(o, "# TYPE strata_authentications_total counter");
+    let _ = writeln!(
+        o,
+        "strata_authentications_total{{result=\"ok\"}} {}",
+        get(&sm.auth_ok)
+    );
+    let _ = writeln!(
+        o,
+        "strata_authentications_total{{result=\"failed\"}} {}",
+        get(&sm.auth_failed)
+    );
+    let _ = writeln!(
+        o,
+        "# HELP strata_authorization_denied_total Actions the ACL authorizer denied."
+    );
+    let _ = writeln!(o, "# TYPE strata_authorization_denied_total counter");
+    let _ = writeln!(
+        o,
+        "strata_authorization_denied_total {}",
+        get(&sm.authorization_denied)
+    );
+    let _ = writeln!(o, "# HELP strata_connections_closed_total Connections refused or closed by the node's limits, by reason.");
+    let _ = writeln!(o, "# TYPE strata_connections_closed_total counter");
+    for (reason, c) in [
+        ("per_ip_limit", &sm.refused_per_ip),
+        ("setup_timeout", &sm.setup_timeouts),
+        ("idle", &sm.idle_closed),
+    ] {
+        let _ = writeln!(
+            o,
+            "strata_connections_closed_total{{reason=\"{reason}\"}} {}",
+            get(c)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP strata_tls_reloads_total Times changed TLS files were loaded."
+    );
+    let _ = writeln!(o, "# TYPE strata_tls_reloads_total counter");
+    let _ = writeln!(o, "strata_tls_reloads_total {}", get(&sm.tls_reloads));
+    if let Some(t) = b.security.tls_not_after() {
+        let _ = writeln!(o, "# HELP strata_tls_certificate_expiry_timestamp_seconds When the listeners' certificate expires.");
+        let _ = writeln!(
+            o,
+            "# TYPE strata_tls_certificate_expiry_timestamp_seconds gauge"
+        );
+        let _ = writeln!(o, "strata_tls_certificate_expiry_timestamp_seconds {t}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP strata_quota_throttles_total Responses throttled by a client quota, by quota."
+    );
+    let _ = writeln!(o, "# TYPE strata_quota_throttles_total counter");
+    for (i, k) in strata_security::quota::QuotaKey::ALL.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "strata_quota_throttles_total{{quota=\"{}\"}} {}",
+            k.name(),
+            get(&sm.throttles[i])
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP strata_quota_throttle_seconds_total Throttle time given to clients, by quota."
+    );
+    let _ = writeln!(o, "# TYPE strata_quota_throttle_seconds_total counter");
+    for (i, k) in strata_security::quota::QuotaKey::ALL.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "strata_quota_throttle_seconds_total{{quota=\"{}\"}} {:.3}",
+            k.name(),
+            get(&sm.throttle_ms[i]) as f64 / 1000.0
+        );
+    }
+}
+
 fn readiness(b: &Node) -> Result<(), String> {
     if b.is_shutting_down() {
         return Err("shutting down".into());

@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use strata_security::acl::{AclBinding, Authorizer, Operation, ResourceType};
 use strata_security::oauth::JwtValidator;
 use strata_security::principal::PrincipalMapper;
+use strata_security::quota::QuotaKey;
 use strata_security::scram::{Credentials, ScramCredential, ScramMechanism};
 use strata_security::tls::{ClientAuth, ReloadingTls, TlsFiles};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +69,10 @@ pub struct SecurityMetrics {
     pub idle_closed: AtomicU64,
     pub authorization_denied: AtomicU64,
     pub tls_reloads: AtomicU64,
+    /// Throttled responses and their total throttle time (ms), per quota in
+    /// [`QuotaKey::ALL`] order.
+    pub throttles: [AtomicU64; 3],
+    pub throttle_ms: [AtomicU64; 3],
 }
 
 /// Who is asking: what every authorization check needs, and the listener (whose
@@ -401,6 +406,18 @@ impl Security {
     /// The current OAUTHBEARER validator.
     pub fn oauth_validator(&self) -> Option<Arc<JwtValidator>> {
         self.oauth.read().clone()
+    }
+
+    /// Count a response throttled by the quota of `key` for `ms` milliseconds (nothing when
+    /// `ms` is 0).
+    pub fn note_throttle(&self, key: QuotaKey, ms: i64) {
+        if ms <= 0 {
+            return;
+        }
+        if let Some(i) = QuotaKey::ALL.iter().position(|k| *k == key) {
+            self.metrics.throttles[i].fetch_add(1, Ordering::Relaxed);
+            self.metrics.throttle_ms[i].fetch_add(ms as u64, Ordering::Relaxed);
+        }
     }
 
     /// Count an authentication outcome.

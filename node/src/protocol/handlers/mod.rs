@@ -95,6 +95,8 @@ pub fn dispatch(broker: &Arc<Node>, frame: Frame) -> Pending {
             percent,
             quota::mono_ms(),
         );
+        b.security
+            .note_throttle(QuotaKey::RequestPercentage, throttle);
         throttle_gate.mute_for(throttle);
         reply
     })
@@ -236,6 +238,9 @@ fn route(broker: &Arc<Node>, frame: Frame) -> Pending {
             // Like Kafka, the records are appended whatever the quota; the answer says how
             // long to wait and goes out at once, and the connection is muted that long.
             let throttle = produce_throttle(broker, &frame);
+            broker
+                .security
+                .note_throttle(QuotaKey::ProducerByteRate, throttle);
             let t = i32::try_from(throttle).unwrap_or(i32::MAX);
             frame.caller.throttle.mute_for(throttle);
             produce::handle(broker.clone(), &frame.caller(), v, cid, t, req)
@@ -276,6 +281,8 @@ fn route(broker: &Arc<Node>, frame: Frame) -> Pending {
                         resp = fetch::throttled(&resp);
                     }
                     resp.throttle_time_ms = i32::try_from(throttle).unwrap_or(i32::MAX);
+                    b.security
+                        .note_throttle(QuotaKey::ConsumerByteRate, throttle);
                 }
                 cx.throttle.mute_for(throttle);
                 // Record sets go out as chunks of their own instead of being copied.
