@@ -335,6 +335,21 @@ impl ClusterLink {
 
     // ---- admin requests forwarded from Kafka clients ----------------------------------
 
+    /// An admin change forwarded to the controller: `call`'s answer once this node has
+    /// applied the metadata version the change produced, so the next request here sees it.
+    async fn forward<T, Fut>(&self, call: impl FnOnce(Rpc) -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = std::result::Result<(u64, T), tonic::Status>>,
+    {
+        self.timed(async {
+            let (i, _) = self.in_use();
+            let (version, answer) = call(self.client()).await.map_err(|e| self.down(i, e))?;
+            self.caught_up(version).await;
+            Ok(answer)
+        })
+        .await
+    }
+
     /// CreateTopics: with `assignments` (partition i gets `assignments[i]`) instead of a
     /// partition count and replication factor, the controller places nothing itself.
     pub async fn create_topic(
@@ -501,32 +516,18 @@ impl ClusterLink {
         &self,
         r: pb::AlterScramCredentialsRequest,
     ) -> Result<Vec<pb::ScramResult>> {
-        self.timed(async {
-            let (i, _) = self.in_use();
-            let resp = self
-                .client()
-                .alter_scram_credentials(r)
-                .await
-                .map_err(|e| self.down(i, e))?
-                .into_inner();
-            self.caught_up(resp.metadata_version).await;
-            Ok(resp.results)
+        self.forward(|c| async {
+            let resp = c.alter_scram_credentials(r).await?.into_inner();
+            Ok((resp.metadata_version, resp.results))
         })
         .await
     }
 
     /// CreateAcls through the controller; waits until this node has the result.
     pub async fn create_acls(&self, r: pb::CreateAclsRequest) -> Result<Vec<pb::AclResult>> {
-        self.timed(async {
-            let (i, _) = self.in_use();
-            let resp = self
-                .client()
-                .create_acls(r)
-                .await
-                .map_err(|e| self.down(i, e))?
-                .into_inner();
-            self.caught_up(resp.metadata_version).await;
-            Ok(resp.results)
+        self.forward(|c| async {
+            let resp = c.create_acls(r).await?.into_inner();
+            Ok((resp.metadata_version, resp.results))
         })
         .await
     }
@@ -537,32 +538,18 @@ impl ClusterLink {
         &self,
         r: pb::AlterClientQuotasRequest,
     ) -> Result<Vec<pb::QuotaResult>> {
-        self.timed(async {
-            let (i, _) = self.in_use();
-            let resp = self
-                .client()
-                .alter_client_quotas(r)
-                .await
-                .map_err(|e| self.down(i, e))?
-                .into_inner();
-            self.caught_up(resp.metadata_version).await;
-            Ok(resp.results)
+        self.forward(|c| async {
+            let resp = c.alter_client_quotas(r).await?.into_inner();
+            Ok((resp.metadata_version, resp.results))
         })
         .await
     }
 
     /// DeleteAcls through the controller; waits until this node has the result.
     pub async fn delete_acls(&self, r: pb::DeleteAclsRequest) -> Result<Vec<pb::DeletedAcls>> {
-        self.timed(async {
-            let (i, _) = self.in_use();
-            let resp = self
-                .client()
-                .delete_acls(r)
-                .await
-                .map_err(|e| self.down(i, e))?
-                .into_inner();
-            self.caught_up(resp.metadata_version).await;
-            Ok(resp.results)
+        self.forward(|c| async {
+            let resp = c.delete_acls(r).await?.into_inner();
+            Ok((resp.metadata_version, resp.results))
         })
         .await
     }
