@@ -8,7 +8,8 @@
 # append, read-back and recovery), log_recovery (a crashed partition directory through
 # PartitionLog::open with recovery), disk_cache_entry (a file of the disk cache for bucket
 # reads through its decoder and a real cache directory), bucket_documents (a partition's
-# manifest or a topic's catalog entry from the bucket through their parsers).
+# manifest or a topic's catalog entry from the bucket through their parsers), controller_log
+# (the controller's metadata log through its frame decoder, replay and a real FileStore).
 #
 # Builds with cargo-fuzz on the stable toolchain: without a sanitizer (-s none) cargo-fuzz
 # only passes stable -C flags (SanitizerCoverage passes, --cfg fuzzing, debug assertions
@@ -31,7 +32,7 @@ set -uo pipefail
 secs=${1:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz=$root/fuzz
-read -r -a targets <<<"${FUZZ_TARGETS:-request_frame record_batches log_recovery disk_cache_entry bucket_documents sasl_exchange}"
+read -r -a targets <<<"${FUZZ_TARGETS:-request_frame record_batches log_recovery disk_cache_entry bucket_documents sasl_exchange controller_log}"
 sanitizer=${FUZZ_SANITIZER:-none}
 timeout=${FUZZ_TIMEOUT:-30}
 

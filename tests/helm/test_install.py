@@ -9,8 +9,6 @@ The tests run in file order and build on each other."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 
@@ -18,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import CHART, NAMESPACE, NODE_BIN, OPERATOR_BIN, ROOT, VALUES, Kube, template
-from strata_testlib import Proc, condition, free_port, wait_for
+from strata_testlib import Proc, condition, controller_state, free_port, wait_for
 
 RELEASE = "strata"
 TIERING = str(VALUES / "tiering-s3.yaml")
@@ -249,7 +247,8 @@ def test_operator_runs_with_the_chart_token(kube: Kube, release, tmp_path_factor
     secret = wait_for(lambda: kube.get("secret", "strata-controller-state", "-n", NAMESPACE), 30,
                       "the state Secret")
     assert secret["type"] == "Opaque"
-    assert "nodes" in json.loads(base64.b64decode(secret["data"]["state.json"]))
+    assert "manifest.json" in secret["data"]
+    assert "nodes" in controller_state(kube, NAMESPACE)
     assert kube.get("configmap", "strata-controller-state", "-n", NAMESPACE) is None
     # The chart's example Topic: finalizer added, status written (the topic cannot be made
     # yet: replication factor 3 and no node).
@@ -342,8 +341,7 @@ def test_deleting_a_topic_runs_its_finalizer(kube: Kube, release):
 
 
 def controller_topics(kube: Kube) -> set[str]:
-    secret = kube.get("secret", "strata-controller-state", "-n", NAMESPACE)
-    return set(json.loads(base64.b64decode(secret["data"]["state.json"]))["topics"])
+    return set(controller_state(kube, NAMESPACE)["topics"])
 
 
 def test_deleting_a_retained_topic_marks_its_tiered_data_to_keep(kube: Kube, release):

@@ -17,7 +17,7 @@ from kafka.errors import KafkaConnectionError
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from cluster_fixtures import Kubelet, Operator, flag
-from strata_testlib import condition, wait_for
+from strata_testlib import condition, controller_state, wait_for
 
 API = "strata.dev/v1alpha1"
 
@@ -279,9 +279,7 @@ def test_scaling_moves_partitions_onto_new_nodes_and_drains_before_shrinking(
     # The drained node leaves the controller's metadata once it is gone (no dead registration
     # left behind by a scale-down).
     def registered():
-        secret = kube.get("secret", "strata-controller-state", ns)
-        state = json.loads(base64.b64decode(secret["data"]["state.json"]))
-        return sorted(int(n) for n in state["nodes"])
+        return sorted(int(n) for n in controller_state(kube, ns)["nodes"])
     wait_for(lambda: registered() == [0, 1, 2], 60, "node 3 to leave the controller's metadata")
     assert not is_true(kube.get("cluster", "strata", ns), "Degraded")
     assert sorted(read_all(kubelet.bootstrap, "moving", 6, 60)) == sent

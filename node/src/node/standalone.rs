@@ -61,7 +61,7 @@ pub async fn open(config: &NodeConfig) -> Result<ControllerService> {
                 "imported the standalone metadata of an earlier version into the embedded controller"
             );
             store
-                .save(&state)
+                .replace(&state)
                 .await
                 .map_err(|e| controller_error("save", e))?;
         }

@@ -16,6 +16,7 @@ use strata_controller::proto::{self as pb};
 use strata_controller::service::ControllerService;
 use tonic::transport::Channel;
 
+use super::image::WholeImage;
 use super::rpc::Rpc;
 use crate::coordinator::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
@@ -947,6 +948,7 @@ async fn watch_loop(
             .watch_metadata(pb::WatchMetadataRequest {
                 node_id: link.me,
                 broker_epoch: epoch,
+                incremental: true,
             })
             .await;
         let mut stream = match stream {
@@ -958,15 +960,25 @@ async fn watch_loop(
                 continue;
             }
         };
+        // The stream's image so far: increments are merged into it, every one of them, even
+        // those not applied (the next builds on it).
+        let mut whole: Option<WholeImage> = None;
         loop {
             match stream.next().await {
                 Some(Ok(md)) => {
+                    let version = md.version;
+                    match WholeImage::merge(whole.take(), md) {
+                        Ok(w) => whole = Some(w),
+                        Err(reason) => {
+                            tracing::warn!(%reason, "metadata increment does not fit; watching again from a whole image");
+                            break;
+                        }
+                    }
                     let current = link.view().version;
-                    if md.version <= current && current != 0 {
+                    if version <= current && current != 0 {
                         continue;
                     }
-                    let version = md.version;
-                    let (meta, view) = decode_image(&md);
+                    let (meta, view) = decode_image(whole.as_ref().expect("just merged"));
                     let Some(host) = host.upgrade() else {
                         return;
                     };
@@ -995,7 +1007,8 @@ async fn watch_loop(
 }
 
 /// The controller's image in the node's terms: topics, and nodes with assignments.
-fn decode_image(md: &pb::ClusterMetadata) -> (MetadataImage, ClusterView) {
+fn decode_image(whole: &WholeImage) -> (MetadataImage, ClusterView) {
+    let md = &whole.rest;
     let mut view = ClusterView {
         version: md.version,
         cluster_id: md.cluster_id.clone(),
@@ -1057,7 +1070,7 @@ fn decode_image(md: &pb::ClusterMetadata) -> (MetadataImage, ClusterView) {
         producer_id_block_end: 0,
         topics: BTreeMap::new(),
     };
-    for t in &md.topics {
+    for t in whole.topics.values() {
         for p in &t.partitions {
             view.assignments.insert(
                 (t.name.clone(), p.partition),

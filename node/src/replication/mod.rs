@@ -8,5 +8,6 @@
 pub mod client;
 pub mod cluster;
 pub mod fetcher;
+pub mod image;
 pub mod roles;
 pub mod rpc;

@@ -85,6 +85,10 @@ pub enum Error {
         found: u64,
         supported: u64,
     },
+    /// The metadata log does not replay: a gap, a change to a record that does not exist,
+    /// or bytes that fail their checksum before the log's end.
+    #[error("metadata log at {origin} is broken: {reason}")]
+    BrokenLog { origin: String, reason: String },
     /// The stored state is not valid JSON of the expected shape.
     #[error("metadata state at {path} is corrupt: {source}")]
     CorruptState {

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
 
 use crate::core::{
-    self, Cluster, ElectionType, Event, Image, NewTopic, OngoingReassignment, PartitionOutcome,
-    PartitionRecord, ReassignmentRequest, RebalanceOutcome, Registered, ScramOutcome,
-    ShutdownProgress, TopicOutcome, TopicRecord,
+    self, Cluster, Delta, ElectionType, Event, Image, NewTopic, OngoingReassignment,
+    PartitionOutcome, PartitionRecord, ReassignmentRequest, RebalanceOutcome, Registered,
+    ScramOutcome, ShutdownProgress, TopicOutcome, TopicRecord,
 };
 use crate::error::{Error, Result};
 use crate::store::MetadataStore;
@@ -170,7 +170,7 @@ impl ControllerHandle {
             None => {
                 let cluster = Cluster::new(new_cluster_id(), config.core.clone());
                 // Saved at once so the cluster id is the same after a restart.
-                store.save(cluster.state()).await?;
+                store.replace(cluster.state()).await?;
                 tracing::info!(cluster_id = %cluster.state().cluster_id, "new cluster created");
                 cluster
             }
@@ -546,7 +546,8 @@ impl ControllerHandle {
             return Ok(out);
         }
         let store = inner.store.clone();
-        if let Err(e) = store.save(inner.cluster.state()).await {
+        let delta = Delta::between(before.state(), inner.cluster.state());
+        if let Err(e) = store.commit(&delta, inner.cluster.state()).await {
             inner.cluster = before;
             if let Error::StoreConflict { reason } = &e {
                 tracing::error!(%reason, "metadata store taken over by another writer; stopping");

@@ -117,6 +117,67 @@ impl ControllerService {
 /// The image as nodes receive it.
 pub fn image_to_proto(image: &Image) -> proto::ClusterMetadata {
     proto::ClusterMetadata {
+        topics: image
+            .topics
+            .iter()
+            .map(|(name, t)| topic_to_proto(name, t))
+            .collect(),
+        ..image_without_topics(image)
+    }
+}
+
+/// `image` as the change from `prev` (the watch's previous message): only the topics that
+/// differ, and of a topic whose settings and partition count stayed, only the partitions
+/// that differ. A node's bytes and decoding per change follow the change, not the cluster.
+pub fn image_delta_to_proto(prev: &Image, image: &Image) -> proto::ClusterMetadata {
+    let mut topics = Vec::new();
+    for (name, t) in &image.topics {
+        match prev.topics.get(name) {
+            Some(old) if old == t => {}
+            Some(old)
+                if old.topic_id == t.topic_id
+                    && old.configs == t.configs
+                    && old.internal == t.internal
+                    && old.partitions.len() == t.partitions.len() =>
+            {
+                let mut info = topic_to_proto(
+                    name,
+                    &TopicRecord {
+                        partitions: Vec::new(),
+                        ..t.clone()
+                    },
+                );
+                info.partial = true;
+                info.partitions = t
+                    .partitions
+                    .iter()
+                    .zip(&old.partitions)
+                    .enumerate()
+                    .filter(|(_, (new, old))| new != old)
+                    .map(|(i, (p, _))| partition_to_proto(i, p))
+                    .collect();
+                topics.push(info);
+            }
+            _ => topics.push(topic_to_proto(name, t)),
+        }
+    }
+    proto::ClusterMetadata {
+        topics,
+        incremental: true,
+        base_version: prev.version,
+        removed_topics: prev
+            .topics
+            .keys()
+            .filter(|name| !image.topics.contains_key(*name))
+            .cloned()
+            .collect(),
+        ..image_without_topics(image)
+    }
+}
+
+/// Everything of the image but its topics.
+fn image_without_topics(image: &Image) -> proto::ClusterMetadata {
+    proto::ClusterMetadata {
         version: image.version,
         cluster_id: image.cluster_id.clone(),
         controller_id: image.controller_id,
@@ -140,11 +201,7 @@ pub fn image_to_proto(image: &Image) -> proto::ClusterMetadata {
                     .collect(),
             })
             .collect(),
-        topics: image
-            .topics
-            .iter()
-            .map(|(name, t)| topic_to_proto(name, t))
-            .collect(),
+        topics: Vec::new(),
         scram_credentials: image
             .scram_credentials
             .iter()
@@ -156,6 +213,9 @@ pub fn image_to_proto(image: &Image) -> proto::ClusterMetadata {
             .iter()
             .map(|(e, v)| client_quota_to_proto(e, v))
             .collect(),
+        incremental: false,
+        base_version: 0,
+        removed_topics: Vec::new(),
     }
 }
 
@@ -314,6 +374,7 @@ fn topic_to_proto(name: &str, t: &TopicRecord) -> proto::TopicInfo {
             .map(|(i, p)| partition_to_proto(i, p))
             .collect(),
         internal: t.internal,
+        partial: false,
     }
 }
 
@@ -339,6 +400,7 @@ pub fn kafka_code(e: &Error) -> i32 {
         Error::ProducerIdsExhausted
         | Error::UnknownStateFormat { .. }
         | Error::CorruptState { .. }
+        | Error::BrokenLog { .. }
         | Error::EncodeState(_)
         | Error::StoreIo { .. }
         | Error::Transport(_) => codes::UNKNOWN_SERVER_ERROR,
@@ -533,7 +595,7 @@ impl Controller for ControllerService {
         let mut stopping = self.stopping.subscribe();
         // A node's own stream is part of its liveness: opening it counts as a heartbeat and
         // its end (the connection closed: the process died or is leaving) starts the grace.
-        let (node, epoch) = (r.node_id, r.broker_epoch);
+        let (node, epoch, incremental) = (r.node_id, r.broker_epoch, r.incremental);
         let watcher = self.controller.clone();
         if let Err(e) = watcher.watch_opened(node, epoch).await {
             return Err(status(e));
@@ -543,13 +605,20 @@ impl Controller for ControllerService {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(
             async move {
-                tracing::debug!("watch started");
+                tracing::debug!(incremental, "watch started");
+                // The image the node was last sent: the base of the next increment.
+                let mut sent: Option<Arc<Image>> = None;
                 loop {
                     let image = images.borrow_and_update().clone();
+                    let message = match &sent {
+                        Some(prev) if incremental => image_delta_to_proto(prev, &image),
+                        _ => image_to_proto(&image),
+                    };
                     tokio::select! {
-                        sent = tx.send(Ok(image_to_proto(&image))) => if sent.is_err() { break },
+                        ok = tx.send(Ok(message)) => if ok.is_err() { break },
                         _ = stopping.wait_for(|s| *s) => break,
                     }
+                    sent = Some(image);
                     tokio::select! {
                         changed = images.changed() => if changed.is_err() { break },
                         _ = stopping.wait_for(|s| *s) => break,
@@ -1109,19 +1178,42 @@ mod tests {
             Box::pin(async move { Ok(state) })
         }
 
-        fn save<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<()>> {
+        fn commit<'a>(
+            &'a self,
+            delta: &'a crate::core::Delta,
+            state: &'a State,
+        ) -> BoxFuture<'a, Result<()>> {
             Box::pin(async move {
-                match self.mode.load(Ordering::SeqCst) {
-                    0 => {
-                        *self.saved.lock().unwrap() = Some(state.clone());
-                        Ok(())
-                    }
-                    1 => Err(Error::io("flaky", std::io::Error::other("disk full"))),
-                    _ => Err(Error::StoreConflict {
-                        reason: "another controller".into(),
-                    }),
-                }
+                self.fail()?;
+                // Replays the delta, so every change the service commits in these tests is
+                // also checked to turn the previous state into the new one.
+                let mut saved = self.saved.lock().unwrap();
+                let mut replayed = saved.clone().expect("a state was stored first");
+                delta.apply(&mut replayed, "flaky")?;
+                assert_eq!(&replayed, state);
+                *saved = Some(replayed);
+                Ok(())
             })
+        }
+
+        fn replace<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                self.fail()?;
+                *self.saved.lock().unwrap() = Some(state.clone());
+                Ok(())
+            })
+        }
+    }
+
+    impl FlakyStore {
+        fn fail(&self) -> Result<()> {
+            match self.mode.load(Ordering::SeqCst) {
+                0 => Ok(()),
+                1 => Err(Error::io("flaky", std::io::Error::other("disk full"))),
+                _ => Err(Error::StoreConflict {
+                    reason: "another controller".into(),
+                }),
+            }
         }
     }
 

@@ -11,7 +11,7 @@ Only the standard library: bench/bench.py imports it from the system python3. Su
 through `pythonpath = ../lib` in their pytest.ini; scripts insert tests/lib into sys.path.
 """
 
-from .kube import Kubectl, Result, condition, helm_home_env, run
+from .kube import Kubectl, Result, condition, controller_state, helm_home_env, run
 from .net import free_port, pid_alive, port_open
 from .paths import CACHE, HELM, KAFKA_LIBS, KUBECTL, REPO, TESTBED, binary, node_bin, operator_bin
 from .proc import Proc
@@ -19,6 +19,6 @@ from .wait import wait_for
 
 __all__ = [
     "CACHE", "HELM", "KAFKA_LIBS", "KUBECTL", "REPO", "TESTBED", "Kubectl", "Proc", "Result",
-    "binary", "condition", "free_port", "helm_home_env", "node_bin", "operator_bin", "pid_alive",
+    "binary", "condition", "controller_state", "free_port", "helm_home_env", "node_bin", "operator_bin", "pid_alive",
     "port_open", "run", "wait_for",
 ]

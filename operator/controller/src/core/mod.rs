@@ -13,6 +13,8 @@
 //! image bumps [`State::version`] exactly once.
 
 mod balance;
+// A change of the state as data, what the metadata log stores.
+mod delta;
 mod placement;
 mod reassign;
 // Cluster-wide security metadata: SCRAM credentials, ACLs, client quotas.
@@ -36,6 +38,7 @@ use strata_security::acl::AclBinding;
 use strata_security::quota::QuotaMap;
 use strata_security::scram::{ScramCredential, ScramMechanism};
 
+pub use delta::{Change, Delta, TopicMeta};
 pub use placement::{place, Load};
 pub use reassign::{plan, Blocked, Move, Plan, RebalanceOutcome};
 pub use shutdown::ShutdownProgress;
@@ -192,9 +195,10 @@ impl State {
         }
     }
 
-    /// Serialised form (pretty JSON, so an operator can read it).
+    /// Serialised form (compact JSON: with 100,000 partitions the indentation alone would be
+    /// megabytes; `jq` reads it).
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec_pretty(self).map_err(Error::EncodeState)
+        serde_json::to_vec(self).map_err(Error::EncodeState)
     }
 
     /// Parses a stored state, refusing a format version this build does not know. `origin`
