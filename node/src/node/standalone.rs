@@ -83,7 +83,7 @@ fn import(data_dir: &Path, me: i32) -> Result<Option<State>> {
 }
 
 fn state_from(old: &MetadataImage, me: i32) -> State {
-    let topics: BTreeMap<String, TopicRecord> = old
+    let topics: BTreeMap<String, Arc<TopicRecord>> = old
         .topics
         .iter()
         .map(|(name, t)| {
@@ -100,12 +100,12 @@ fn state_from(old: &MetadataImage, me: i32) -> State {
                 .collect();
             (
                 name.clone(),
-                TopicRecord {
+                Arc::new(TopicRecord {
                     topic_id: t.id,
                     configs: t.configs.clone(),
                     internal: t.internal,
                     partitions,
-                },
+                }),
             )
         })
         .collect();

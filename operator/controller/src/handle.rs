@@ -707,7 +707,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let controller = with_one_node(dir.path()).await;
         let created = controller.create_topic(topic("t", 1)).await.unwrap();
-        assert_eq!(controller.image().topics["t"], created);
+        assert_eq!(*controller.image().topics["t"], created);
         assert!(matches!(
             controller.create_topic(topic("t", 1)).await,
             Err(Error::TopicAlreadyExists { name }) if name == "t"

@@ -143,8 +143,10 @@ pub fn image_delta_to_proto(prev: &Image, image: &Image) -> proto::ClusterMetada
                 let mut info = topic_to_proto(
                     name,
                     &TopicRecord {
+                        topic_id: t.topic_id,
+                        configs: t.configs.clone(),
+                        internal: t.internal,
                         partitions: Vec::new(),
-                        ..t.clone()
                     },
                 );
                 info.partial = true;

@@ -3,7 +3,7 @@
 //! Topics made through the Kafka admin API (or auto-created) get a Topic resource, and a
 //! topic deleted through Kafka loses its resource: one source of truth either way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use futures::StreamExt;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use strata_controller::core::{Image, NewTopic, TopicRecord};
@@ -224,7 +225,7 @@ async fn apply_spec(t: &Topic, ctx: &Ctx) -> Result<Option<String>, ReconcileErr
 async fn write_status(t: &Topic, ctx: &Ctx, pending: Option<String>) -> Result<(), ReconcileError> {
     let name = t.kafka_name().unwrap_or_default().to_string();
     let md = ctx.controller.image();
-    let mut status = status_for(t, md.topics.get(&name), pending);
+    let mut status = status_for(t, md.topics.get(&name).map(|t| &**t), pending);
     if status.topic_id.is_some() {
         let sizes = ctx.controller.topic_sizes();
         let (local, remote) = sizes.get(&name).copied().unwrap_or((0, 0));
@@ -348,13 +349,26 @@ fn deleted_through_kafka(t: &Topic, md: &Image) -> bool {
 
 /// Keep resources and Kafka topics in step after every metadata change: a topic without a
 /// resource gets one, a resource whose topic was deleted through Kafka goes.
+///
+/// Only a change of the set of topic names can call for that, so the resources are listed
+/// again only then: an ISR change in a cluster of thousands of topics costs no API call here.
 async fn sync_resources(ctx: Arc<Ctx>) {
     let mut rx = ctx.controller.subscribe();
+    // The topic names of the image the last successful sync used.
+    let mut synced: Option<Vec<String>> = None;
     loop {
-        if let Err(e) = sync_once(&ctx, &mut rx).await {
-            tracing::warn!(error = %e, "syncing Topic resources with the controller failed; retrying");
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            continue;
+        let same = synced
+            .as_ref()
+            .is_some_and(|names| rx.borrow().topics.keys().eq(names.iter()));
+        if !same {
+            match sync_once(&ctx, &mut rx).await {
+                Ok(names) => synced = Some(names),
+                Err(e) => {
+                    tracing::warn!(error = %e, "syncing Topic resources with the controller failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            }
         }
         if rx.changed().await.is_err() {
             return;
@@ -362,10 +376,11 @@ async fn sync_resources(ctx: Arc<Ctx>) {
     }
 }
 
+/// Returns the topic names of the image it synced with.
 async fn sync_once(
     ctx: &Ctx,
     images: &mut tokio::sync::watch::Receiver<Arc<Image>>,
-) -> Result<(), kube::Error> {
+) -> Result<Vec<String>, kube::Error> {
     let resources = ctx.api.list(&Default::default()).await?;
     // The image is read after the list, never before: a Topic resource's finalizer deletes
     // the Kafka topic before it lets the resource go, so a resource missing from the list has
@@ -430,19 +445,104 @@ async fn sync_once(
             tracing::warn!(topic = %name, "the topic was recreated through Kafka with a new id; its resource now describes the new one");
         }
     }
-    Ok(())
+    Ok(md.topics.keys().cloned().collect())
+}
+
+/// Kafka names of the topics whose record differs between two images: added, changed or
+/// removed. Topics unchanged since `prev` are shared with it, so this costs a pointer
+/// comparison per topic.
+pub fn changed_topics(prev: &Image, next: &Image) -> HashSet<String> {
+    let removed = prev.topics.keys().filter(|n| !next.topics.contains_key(*n));
+    let changed = next
+        .topics
+        .iter()
+        .filter(|(n, t)| prev.topics.get(*n) != Some(*t))
+        .map(|(n, _)| n);
+    removed.chain(changed).cloned().collect()
 }
 
 /// Run the Topic controller and the resource sync until the process stops.
 pub async fn run(ctx: Arc<Ctx>) {
     tokio::spawn(sync_resources(ctx.clone()));
-    // Every metadata change re-reconciles every Topic (leaders, ISR and new partitions show
-    // in the statuses at once).
+    // A metadata change re-reconciles the Topics whose topic it changed (leaders, ISR and
+    // new partitions show in their statuses at once), and only those: a status depends on
+    // nothing else of the image.
+    let controller = Controller::new(ctx.api.clone(), watcher::Config::default());
+    let store = controller.store();
     let rx = ctx.controller.subscribe();
-    let trigger = tokio_stream::wrappers::WatchStream::new(rx).map(|_| ());
-    Controller::new(ctx.api.clone(), watcher::Config::default())
-        .reconcile_all_on(trigger)
+    let first = rx.borrow().clone();
+    let trigger = futures::stream::unfold((rx, first), |(mut rx, prev)| async move {
+        rx.changed().await.ok()?;
+        let next = rx.borrow_and_update().clone();
+        let names = changed_topics(&prev, &next);
+        Some((names, (rx, next)))
+    })
+    .flat_map(move |names| {
+        let refs: Vec<ObjectRef<Topic>> = store
+            .state()
+            .iter()
+            .filter(|t| t.kafka_name().is_some_and(|n| names.contains(n)))
+            .map(|t| ObjectRef::from_obj(&**t))
+            .collect();
+        futures::stream::iter(refs)
+    });
+    controller
+        .reconcile_on(trigger)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {})
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_controller::core::PartitionRecord;
+
+    fn image(topics: &[(&str, Arc<TopicRecord>)]) -> Image {
+        Image {
+            version: 1,
+            cluster_id: "c".into(),
+            controller_id: 0,
+            nodes: Default::default(),
+            topics: topics
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+            scram_credentials: Default::default(),
+            acls: Default::default(),
+            client_quotas: Default::default(),
+        }
+    }
+
+    fn topic(leader: i32) -> Arc<TopicRecord> {
+        Arc::new(TopicRecord {
+            topic_id: uuid::Uuid::from_u128(1),
+            configs: Default::default(),
+            internal: false,
+            partitions: vec![PartitionRecord {
+                replicas: vec![1, 2],
+                leader,
+                leader_epoch: 0,
+                isr: vec![1, 2],
+                partition_epoch: 0,
+                target_replicas: None,
+                original_replicas: None,
+            }],
+        })
+    }
+
+    #[test]
+    fn only_changed_added_and_removed_topics_are_reconciled() {
+        let kept = topic(1);
+        let prev = image(&[
+            ("kept", kept.clone()),
+            ("moved", topic(1)),
+            ("gone", topic(1)),
+        ]);
+        let next = image(&[("kept", kept), ("moved", topic(2)), ("new", topic(1))]);
+        let mut names: Vec<String> = changed_topics(&prev, &next).into_iter().collect();
+        names.sort();
+        assert_eq!(names, vec!["gone", "moved", "new"]);
+        assert!(changed_topics(&next, &next).is_empty());
+    }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use strata_controller::core::{Image, ImageNode, PartitionRecord, TopicRecord};
 use strata_controller::service::{image_delta_to_proto, image_to_proto};
 
@@ -15,18 +16,18 @@ fn partition(leader: i32, isr: Vec<i32>) -> PartitionRecord {
     }
 }
 
-fn topic(id: u128, partitions: usize) -> TopicRecord {
-    TopicRecord {
+fn topic(id: u128, partitions: usize) -> Arc<TopicRecord> {
+    Arc::new(TopicRecord {
         topic_id: uuid::Uuid::from_u128(id),
         configs: BTreeMap::new(),
         internal: false,
         partitions: (0..partitions)
             .map(|_| partition(1, vec![1, 2, 3]))
             .collect(),
-    }
+    })
 }
 
-fn image(version: u64, topics: Vec<(&str, TopicRecord)>) -> Image {
+fn image(version: u64, topics: Vec<(&str, Arc<TopicRecord>)>) -> Image {
     Image {
         version,
         cluster_id: "c".into(),
@@ -67,16 +68,14 @@ fn increments_merge_to_the_whole_image() {
     );
     let mut b = a.clone();
     b.version = 2;
-    b.topics.get_mut("big").unwrap().partitions[42] = partition(2, vec![2, 3]);
+    Arc::make_mut(b.topics.get_mut("big").unwrap()).partitions[42] = partition(2, vec![2, 3]);
     b.topics.remove("gone");
     b.topics.insert("new".into(), topic(4, 2));
     let mut c = b.clone();
     c.version = 3;
     // Recreated under the same name: a new id and size.
     c.topics.insert("same".into(), topic(5, 4));
-    c.topics
-        .get_mut("big")
-        .unwrap()
+    Arc::make_mut(c.topics.get_mut("big").unwrap())
         .configs
         .insert("retention.ms".into(), "1".into());
 
@@ -100,7 +99,7 @@ fn an_increment_on_another_base_is_refused() {
     let a = image(1, vec![("t", topic(1, 2))]);
     let mut b = a.clone();
     b.version = 2;
-    b.topics.get_mut("t").unwrap().partitions[1] = partition(3, vec![3]);
+    Arc::make_mut(b.topics.get_mut("t").unwrap()).partitions[1] = partition(3, vec![3]);
     let mut c = b.clone();
     c.version = 3;
     let err = WholeImage::merge(Some(whole(&a)), image_delta_to_proto(&b, &c)).unwrap_err();

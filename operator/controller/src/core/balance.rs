@@ -48,7 +48,13 @@ impl Cluster {
         let state = Arc::make_mut(&mut self.state);
         let mut moved = 0;
         for (name, t) in state.topics.iter_mut() {
-            for (i, p) in t.partitions.iter_mut().enumerate() {
+            if t.partitions
+                .iter()
+                .all(|p| p.replicas.first().is_none_or(|f| p.leader == *f))
+            {
+                continue;
+            }
+            for (i, p) in Arc::make_mut(t).partitions.iter_mut().enumerate() {
                 let Some(&first) = p.replicas.first() else {
                     continue;
                 };

@@ -8,6 +8,7 @@
 //! `Delta::between(a, b).apply(a) == b` for any two states.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use strata_security::acl::AclBinding;
@@ -154,7 +155,7 @@ impl Delta {
             // The same topic (same id) keeps the partitions that did not change.
             let kept = old.filter(|o| o.topic_id == t.topic_id);
             let new_meta = meta(t);
-            if kept.map(meta).as_ref() != Some(&new_meta) {
+            if kept.map(|k| meta(k)).as_ref() != Some(&new_meta) {
                 changes.push(Change::Topic {
                     name: name.clone(),
                     meta: Some(new_meta),
@@ -238,15 +239,14 @@ impl Delta {
                     meta: Some(m),
                 } => {
                     let count = m.partitions as usize;
-                    let t = state
-                        .topics
-                        .entry(name.clone())
-                        .or_insert_with(|| TopicRecord {
+                    let t = Arc::make_mut(state.topics.entry(name.clone()).or_insert_with(|| {
+                        Arc::new(TopicRecord {
                             topic_id: m.topic_id,
                             configs: BTreeMap::new(),
                             internal: false,
                             partitions: Vec::new(),
-                        });
+                        })
+                    }));
                     if t.topic_id != m.topic_id {
                         t.partitions.clear();
                     }
@@ -264,7 +264,7 @@ impl Delta {
                     let slot = state
                         .topics
                         .get_mut(topic)
-                        .and_then(|t| t.partitions.get_mut(*index as usize))
+                        .and_then(|t| Arc::make_mut(t).partitions.get_mut(*index as usize))
                         .ok_or_else(|| {
                             broken(format!(
                                 "partition {topic}-{index} changed but never created"

@@ -157,7 +157,7 @@ impl Cluster {
         let Some(p) = state
             .topics
             .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(index))
+            .and_then(|t| std::sync::Arc::make_mut(t).partitions.get_mut(index))
         else {
             return;
         };

@@ -80,8 +80,9 @@ pub struct State {
     pub producer_id_block_end: i64,
     /// Registered nodes by id.
     pub nodes: BTreeMap<i32, NodeRecord>,
-    /// Topics by name.
-    pub topics: BTreeMap<String, TopicRecord>,
+    /// Topics by name. Shared between states: a commit copies only the topics it changes,
+    /// and publishing an image copies none.
+    pub topics: BTreeMap<String, Arc<TopicRecord>>,
     /// Nodes new replicas are not placed on: registered but outside the node set of the last
     /// [`Cluster::rebalance`] (being drained, or gone).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -345,7 +346,7 @@ pub struct Image {
     /// Every registered node by id, with its liveness.
     pub nodes: BTreeMap<i32, ImageNode>,
     /// Every topic by name.
-    pub topics: BTreeMap<String, TopicRecord>,
+    pub topics: BTreeMap<String, Arc<TopicRecord>>,
     /// SCRAM credentials by user and mechanism.
     pub scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
     /// Kafka ACLs.
@@ -687,7 +688,7 @@ impl Cluster {
             .state_mut()
             .topics
             .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(partition as usize));
+            .and_then(|t| Arc::make_mut(t).partitions.get_mut(partition as usize));
         let committed = match p {
             Some(p) => {
                 p.isr = new_isr.to_vec();
@@ -829,6 +830,15 @@ impl Cluster {
         let live = &self.live;
         let state = Arc::make_mut(&mut self.state);
         for (name, t) in state.topics.iter_mut() {
+            // Topics shared with earlier states are copied only when they change.
+            if !t
+                .partitions
+                .iter()
+                .any(|p| p.leader == node || (p.isr.contains(&node) && p.isr.len() > 1))
+            {
+                continue;
+            }
+            let t = Arc::make_mut(t);
             let unclean = t.unclean_election_enabled();
             for (i, p) in t.partitions.iter_mut().enumerate() {
                 let mut isr_changed = false;
@@ -865,6 +875,10 @@ impl Cluster {
         let live = &self.live;
         let state = Arc::make_mut(&mut self.state);
         for (name, t) in state.topics.iter_mut() {
+            if t.partitions.iter().all(|p| p.leader != NO_LEADER) {
+                continue;
+            }
+            let t = Arc::make_mut(t);
             let unclean = t.unclean_election_enabled();
             for (i, p) in t.partitions.iter_mut().enumerate() {
                 if p.leader != NO_LEADER {

@@ -177,7 +177,7 @@ mod tests {
         let mut state = State::new("c");
         state.topics.insert(
             "t".into(),
-            super::super::TopicRecord {
+            std::sync::Arc::new(super::super::TopicRecord {
                 topic_id: uuid::Uuid::from_u128(1),
                 configs: Default::default(),
                 internal: false,
@@ -190,7 +190,7 @@ mod tests {
                     target_replicas: None,
                     original_replicas: None,
                 }],
-            },
+            }),
         );
         let load = Load::of(&state, &[1, 2]);
         assert_eq!(load.leaders, BTreeMap::from([(1, 1), (2, 0)]));

@@ -370,7 +370,7 @@ impl Cluster {
             .state_mut()
             .topics
             .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(index))
+            .and_then(|t| Arc::make_mut(t).partitions.get_mut(index))
         else {
             return;
         };
@@ -410,7 +410,10 @@ impl Cluster {
         let live = &self.live;
         let state = Arc::make_mut(&mut self.state);
         for (name, t) in state.topics.iter_mut() {
-            for (i, p) in t.partitions.iter_mut().enumerate() {
+            if t.partitions.iter().all(|p| p.target_replicas.is_none()) {
+                continue;
+            }
+            for (i, p) in Arc::make_mut(t).partitions.iter_mut().enumerate() {
                 let Some(to) = p.target_replicas.clone() else {
                     continue;
                 };

@@ -52,7 +52,15 @@ impl Cluster {
             let live = &self.live;
             let state = Arc::make_mut(&mut self.state);
             for (name, t) in state.topics.iter_mut() {
-                for (i, p) in t.partitions.iter_mut().enumerate() {
+                // Topics shared with earlier states are copied only when they change.
+                if !t
+                    .partitions
+                    .iter()
+                    .any(|p| p.leader == node || (p.isr.contains(&node) && p.isr.len() > 1))
+                {
+                    continue;
+                }
+                for (i, p) in Arc::make_mut(t).partitions.iter_mut().enumerate() {
                     let mut leader_changed = None;
                     if p.leader == node {
                         let successor = p

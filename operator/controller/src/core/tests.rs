@@ -1170,3 +1170,44 @@ fn a_restored_topic_keeps_its_id_and_continues_its_epochs() {
         assert_eq!(code(err), codes::INVALID_REQUEST, "{name}: {err}");
     }
 }
+
+#[test]
+fn a_change_copies_only_the_topics_it_touches() {
+    // Node 3 replicates only "touched": its death changes that topic alone.
+    let mut c = cluster(3);
+    let assign = |replicas: Vec<i32>| NewTopic {
+        assignments: vec![replicas],
+        partitions: -1,
+        replication_factor: -1,
+        ..topic("", 1, 1)
+    };
+    for (name, replicas) in [("touched", vec![1, 3]), ("kept", vec![1, 2])] {
+        let out = c.create_topics(
+            &[NewTopic {
+                name: name.into(),
+                ..assign(replicas)
+            }],
+            false,
+        );
+        out.into_iter().for_each(|o| {
+            o.result.unwrap();
+        });
+    }
+    let before = c.state().clone();
+    let image = c.image();
+    beat(&mut c, &[1, 2], 4000);
+    assert_eq!(c.tick(SESSION), vec![3]);
+    let after = c.state();
+    assert!(!Arc::ptr_eq(
+        &before.topics["touched"],
+        &after.topics["touched"]
+    ));
+    assert!(Arc::ptr_eq(&before.topics["kept"], &after.topics["kept"]));
+    // A published image shares the topics of the state it was made from.
+    assert!(Arc::ptr_eq(&image.topics["kept"], &after.topics["kept"]));
+    let delta = Delta::between(&before, after);
+    assert!(delta
+        .changes
+        .iter()
+        .all(|ch| !matches!(ch, Change::Partition { topic, .. } if topic == "kept")));
+}

@@ -2,6 +2,7 @@
 //! error codes so a node can pass results through to its Kafka client unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::{
     place, Cluster, Event, Load, PartitionRecord, TopicRecord, MAX_PARTITIONS, NO_LEADER,
@@ -166,7 +167,7 @@ impl Cluster {
             });
             self.state_mut()
                 .topics
-                .insert(t.name.clone(), record.clone());
+                .insert(t.name.clone(), Arc::new(record.clone()));
         }
         Ok(record)
     }
@@ -271,6 +272,7 @@ impl Cluster {
                     self.state_mut()
                         .topics
                         .remove(name)
+                        .map(Arc::unwrap_or_clone)
                         .ok_or_else(|| unknown(name))
                 } else {
                     Err(unknown(name))
@@ -333,7 +335,7 @@ impl Cluster {
             .into_iter()
             .map(new_partition)
             .collect();
-        let mut record = topic.clone();
+        let mut record = TopicRecord::clone(topic);
         record.partitions.extend(added);
         if !validate_only {
             self.events.push(Event::PartitionsCreated {
@@ -342,7 +344,7 @@ impl Cluster {
             });
             self.state_mut()
                 .topics
-                .insert(name.to_string(), record.clone());
+                .insert(name.to_string(), Arc::new(record.clone()));
         }
         Ok(record)
     }
@@ -360,7 +362,7 @@ impl Cluster {
             return Ok(());
         }
         if let Some(t) = self.state_mut().topics.get_mut(name) {
-            t.configs = configs;
+            Arc::make_mut(t).configs = configs;
         }
         self.events.push(Event::TopicConfigsAltered {
             topic: name.to_string(),
@@ -422,7 +424,7 @@ fn new_partition(replicas: Vec<i32>) -> PartitionRecord {
 }
 
 /// A random topic id, never the all-zero id (Kafka's "no id") and never one in use.
-fn new_topic_id(topics: &BTreeMap<String, TopicRecord>) -> uuid::Uuid {
+fn new_topic_id(topics: &BTreeMap<String, Arc<TopicRecord>>) -> uuid::Uuid {
     loop {
         let id = uuid::Uuid::new_v4();
         if !id.is_nil() && topics.values().all(|t| t.topic_id != id) {

@@ -716,7 +716,7 @@ fn under_replicated_partitions_are_named() {
         internal: false,
         partitions: vec![partition(vec![0, 1]), partition(vec![1])],
     };
-    m.topics.insert("t".into(), topic);
+    m.topics.insert("t".into(), std::sync::Arc::new(topic));
     assert_eq!(under_replicated(&m), vec!["t-1".to_string()]);
 }
 

@@ -64,12 +64,12 @@ fn state(
     for (name, id_bit, parts, config) in topics {
         s.topics.insert(
             format!("topic-{}", name % 6),
-            TopicRecord {
+            std::sync::Arc::new(TopicRecord {
                 topic_id: uuid::Uuid::from_u128(u128::from(name % 6) * 2 + u128::from(id_bit)),
                 configs: BTreeMap::from([("retention.ms".into(), config.to_string())]),
                 internal: config.is_multiple_of(7),
                 partitions: parts.into_iter().map(partition).collect(),
-            },
+            }),
         );
     }
     for (id, host) in nodes {
@@ -173,7 +173,7 @@ fn an_isr_change_is_one_partition_record() {
     a.topics.insert("other".into(), a.topics["topic-1"].clone());
     let mut b = a.clone();
     b.version = 6;
-    b.topics.get_mut("topic-1").unwrap().partitions[17].isr = vec![1, 2];
+    std::sync::Arc::make_mut(b.topics.get_mut("topic-1").unwrap()).partitions[17].isr = vec![1, 2];
     let delta = Delta::between(&a, &b);
     assert_eq!(delta.changes.len(), 1, "{delta:?}");
     assert!(matches!(
