@@ -85,10 +85,15 @@ def test_a_change_writes_one_small_log_entry(kube, ns, tmp_path):
         s.close()
 
 
-def v1_document(kube, ns) -> str:
-    """The whole state as one document, the form earlier versions stored."""
+def back_to_one_document(s: StrataOnKube, kube, ns) -> str:
+    """Stops the operators and removes every object of the store; returns the whole state as
+    one document, the form earlier versions stored, for the test to put back in their layout."""
+    for o in s.operators:
+        o.stop()
     state = controller_state(kube, ns)
     assert state is not None
+    for name in state_objects(kube, ns):
+        kube.kubectl("delete", "secret", name, "-n", ns)
     return json.dumps(state)
 
 
@@ -100,11 +105,7 @@ def test_the_single_document_of_earlier_versions_converts_to_the_log(kube, ns, t
         wait_for(lambda: ready(kube, ns, "kept"), 30, "Topic Ready")
         topic_id = kube.get("topic", "kept", ns)["status"]["topicId"]
         wait_for(lambda: holds(controller_state(kube, ns), "kept"), 30, "the state to hold it")
-        for o in s.operators:
-            o.stop()
-        doc = v1_document(kube, ns)
-        for name in state_objects(kube, ns):
-            kube.kubectl("delete", "secret", name, "-n", ns)
+        doc = back_to_one_document(s, kube, ns)
         # The previous version's layout: one Secret, the whole document under state.json.
         kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": STATE},
                      "type": "Opaque",
@@ -139,11 +140,7 @@ def test_the_state_moves_from_the_legacy_configmap_into_a_secret(kube, ns, tmp_p
 
         # An installation from before the Secret: the same document in the legacy ConfigMap,
         # no Secret.
-        for o in s.operators:
-            o.stop()
-        doc = v1_document(kube, ns)
-        for name in state_objects(kube, ns):
-            kube.kubectl("delete", "secret", name, "-n", ns)
+        doc = back_to_one_document(s, kube, ns)
         kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": STATE},
                      "data": {"state.json": doc}}, ns)
 

@@ -315,6 +315,15 @@ mod tests {
         next
     }
 
+    /// A store in a fresh directory holding a new cluster's snapshot.
+    async fn started() -> (tempfile::TempDir, FileStore, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let s1 = State::new("abc");
+        store.replace(&s1).await.unwrap();
+        (dir, store, s1)
+    }
+
     async fn commit(store: &FileStore, before: &State, after: &State) {
         store
             .commit(&Delta::between(before, after), after)
@@ -352,10 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_torn_append_is_cut_and_the_log_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
-        let s1 = State::new("abc");
-        store.replace(&s1).await.unwrap();
+        let (dir, store, s1) = started().await;
         let s2 = changed(&s1, 1);
         commit(&store, &s1, &s2).await;
         // A crash in the middle of the next append: half a frame on disk.
@@ -378,10 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flipped_byte_ends_the_log_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
-        let s1 = State::new("abc");
-        store.replace(&s1).await.unwrap();
+        let (dir, store, s1) = started().await;
         let s2 = changed(&s1, 1);
         commit(&store, &s1, &s2).await;
         let s3 = changed(&s2, 2);
@@ -418,10 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_left_from_before_a_snapshot_are_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
-        let s1 = State::new("abc");
-        store.replace(&s1).await.unwrap();
+        let (dir, store, s1) = started().await;
         let s2 = changed(&s1, 1);
         commit(&store, &s1, &s2).await;
         let log = std::fs::read(store.log_path()).unwrap();

@@ -121,6 +121,17 @@ struct Written {
     legacy_configmap: bool,
 }
 
+impl Written {
+    /// Nothing stored in this format yet: commit 1 comes next, into a store of [`SLOTS`].
+    fn empty() -> Self {
+        Written {
+            slot_count: SLOTS,
+            next_seq: 1,
+            ..Written::default()
+        }
+    }
+}
+
 pub struct SecretStore {
     api: Api<Secret>,
     name: String,
@@ -199,11 +210,7 @@ impl SecretStore {
             api,
             name: name.into(),
             legacy,
-            written: Mutex::new(Written {
-                slot_count: SLOTS,
-                next_seq: 1,
-                ..Written::default()
-            }),
+            written: Mutex::new(Written::empty()),
         }
     }
 
@@ -515,11 +522,7 @@ impl MetadataStore for SecretStore {
     fn load(&self) -> BoxFuture<'_, Result<Option<State>>> {
         Box::pin(async move {
             let mut w = self.written.lock().await;
-            *w = Written {
-                slot_count: SLOTS,
-                next_seq: 1,
-                ..Written::default()
-            };
+            *w = Written::empty();
             let head = self
                 .api
                 .get_opt(&self.name)
