@@ -63,6 +63,12 @@ pub struct Args {
     #[arg(long, env = "STRATA_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Segment files kept open at once; the least recently used are closed past it and
+    /// reopened on use, so a node hosts far more partitions than its file limit. Default:
+    /// half of the file limit (raised to its hard value at start) after a reserve of 256.
+    #[arg(long, env = "STRATA_MAX_OPEN_FILES")]
+    pub max_open_files: Option<usize>,
+
     /// Create unknown topics on Metadata and Produce (Kafka's auto.create.topics.enable).
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
@@ -220,6 +226,7 @@ pub struct NodeConfig {
     pub flush_policy: FlushPolicy,
     pub max_request_bytes: usize,
     pub max_connections: usize,
+    pub max_open_files: Option<usize>,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub offsets_topic_partitions: i32,
@@ -344,6 +351,7 @@ impl Args {
             flush_policy: self.flush_policy,
             max_request_bytes: self.max_request_bytes,
             max_connections: self.max_connections.max(1),
+            max_open_files: self.max_open_files,
             auto_create_topics: self.auto_create_topics,
             num_partitions: self.num_partitions,
             offsets_topic_partitions: self.offsets_topic_partitions,

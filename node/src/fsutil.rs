@@ -92,3 +92,80 @@ pub fn lock_exclusive(path: &Path) -> Result<std::fs::File> {
     }
     Ok(f)
 }
+
+/// Items handled by one thread before a second one helps.
+const ITEMS_PER_THREAD: usize = 256;
+/// Threads at most. Opening or closing a partition is mostly waiting for fsyncs (a new
+/// leader epoch is made durable before the partition serves), which the disk completes
+/// side by side: a node taking up 20,000 partitions after a restart waited for them one
+/// by one for 20 s.
+const MAX_THREADS: usize = 8;
+
+/// Run `f` on every item, on up to [`MAX_THREADS`] threads; the first error stops the
+/// others from starting new items and is returned.
+pub fn for_each_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    let threads = (items.len() / ITEMS_PER_THREAD).clamp(1, MAX_THREADS);
+    if threads == 1 {
+        return items.iter().try_for_each(f);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = parking_lot::Mutex::new(None);
+    // The helpers run in the caller's runtime, if any (tiering reads manifests through it).
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let _entered = runtime.as_ref().map(|h| h.enter());
+                loop {
+                    if failed.lock().is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else {
+                        return;
+                    };
+                    if let Err(e) = f(item) {
+                        failed.lock().get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    #[test]
+    fn every_item_is_visited_once_and_the_first_error_stops_the_rest() {
+        for n in [0, 1, ITEMS_PER_THREAD - 1, 10 * ITEMS_PER_THREAD] {
+            let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let items: Vec<usize> = (0..n).collect();
+            for_each_parallel(&items, |&i| {
+                seen[i].fetch_add(1, Relaxed);
+                Ok(())
+            })
+            .unwrap();
+            assert!(seen.iter().all(|s| s.load(Relaxed) == 1), "n = {n}");
+        }
+        let items: Vec<usize> = (0..10 * ITEMS_PER_THREAD).collect();
+        let done = AtomicUsize::new(0);
+        let err = for_each_parallel(&items, |&i| {
+            if i == 5 {
+                return Err(Error::StorageFailed("item 5".into()));
+            }
+            done.fetch_add(1, Relaxed);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("item 5"));
+        assert!(done.load(Relaxed) < items.len() - 1);
+    }
+}

@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
     let config = args
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    open_file_budget(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -93,6 +94,32 @@ async fn run(
     .await?;
     tracing::info!("clean shutdown complete");
     Ok(())
+}
+
+/// Raise the file limit to its hard value and size the set of open segment files from it
+/// (or from `--max-open-files`).
+fn open_file_budget(config: &strata_node::config::NodeConfig) {
+    use strata_node::log::files;
+    let limit = match files::raise_file_limit() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the file limit; assuming 1024");
+            1024
+        }
+    };
+    let budget = config
+        .max_open_files
+        .unwrap_or_else(|| files::auto_budget(limit));
+    files::set_budget(budget);
+    tracing::info!(
+        file_limit = limit,
+        max_open_files = files::budget(),
+        "open segment files bounded"
+    );
+    if (files::budget() + config.max_connections) as u64 > limit {
+        tracing::warn!(file_limit = limit, max_open_files = files::budget(), max_connections = config.max_connections,
+            "open segment files and connections together may exceed the file limit; new connections fail with EMFILE once it is reached");
+    }
 }
 
 async fn shutdown_signal() {

@@ -742,14 +742,17 @@ impl Broker {
 
     /// Clean shutdown: fsync every log, snapshot producer state, write the clean marker.
     pub fn shutdown(&self) -> Result<()> {
-        let mut ok = true;
-        for p in self.all_partitions() {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        // Closing is mostly waiting for fsyncs, which the disk completes side by side.
+        let parts = self.all_partitions();
+        let _ = crate::fsutil::for_each_parallel(&parts, |p| {
             if let Err(e) = p.log().close() {
-                ok = false;
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
             }
-        }
-        if ok {
+            Ok(())
+        });
+        if !failed.into_inner() {
             let marker = self.config.data_dir.join("meta").join("clean_shutdown");
             fsutil::write_atomic(&marker, b"clean\n")?;
         }

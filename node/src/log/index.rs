@@ -58,44 +58,61 @@ impl IndexEntry for TimeEntry {
     }
 }
 
-/// An append-only index file with its entries held in memory.
+/// Entries appended in memory before they are written out together.
+const WRITE_EVERY: usize = 128;
+
+/// An append-only index file with its entries held in memory. The file is not kept open:
+/// entries are written out in groups of [`WRITE_EVERY`] and at every [`Index::sync`] (a
+/// segment roll, a clean shutdown). An index missing its last entries after a crash is
+/// rebuilt or completed from the log, which is the truth; the index only speeds lookups.
 pub struct Index<E: IndexEntry> {
-    file: File,
     entries: Vec<E>,
+    /// Entries already in the file.
+    written: usize,
+    /// Whether the file has writes not yet fsynced.
+    dirty: bool,
     path: std::path::PathBuf,
 }
 
 impl<E: IndexEntry> Index<E> {
-    /// Open (or create) an index file and load its whole entries; a torn last entry is cut.
+    /// Load an index file's entries (none when the file is missing); a torn last entry is
+    /// cut.
     pub fn open(path: &Path) -> Result<Self> {
         let ctx = || path.display().to_string();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| Error::io(ctx(), e))?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io(ctx(), e))?;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(ctx(), e)),
+        };
         let whole = bytes.len() / E::WIDTH * E::WIDTH;
         if whole != bytes.len() {
-            file.set_len(whole as u64)
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(whole as u64))
                 .map_err(|e| Error::io(ctx(), e))?;
         }
-        let entries = bytes[..whole]
+        let entries: Vec<E> = bytes[..whole]
             .chunks_exact(E::WIDTH)
             .map(E::read_from)
             .collect();
         Ok(Index {
-            file,
+            written: entries.len(),
             entries,
+            dirty: false,
             path: path.to_path_buf(),
         })
     }
 
-    /// Create an empty index, discarding any previous file.
+    /// Create an empty index file, discarding any previous one.
     pub fn create(path: &Path) -> Result<Self> {
-        let _ = std::fs::remove_file(path);
-        Self::open(path)
+        File::create(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        Ok(Index {
+            entries: Vec::new(),
+            written: 0,
+            dirty: true,
+            path: path.to_path_buf(),
+        })
     }
 
     /// All entries in order.
@@ -105,12 +122,36 @@ impl<E: IndexEntry> Index<E> {
 
     /// Append one entry.
     pub fn append(&mut self, e: E) -> Result<()> {
-        let mut buf = Vec::with_capacity(E::WIDTH);
-        e.write_to(&mut buf);
-        self.file
-            .write_all(&buf)
-            .map_err(|err| Error::io(self.path.display().to_string(), err))?;
         self.entries.push(e);
+        if self.entries.len() - self.written >= WRITE_EVERY {
+            self.write_pending(false)?;
+        }
+        Ok(())
+    }
+
+    /// Write the entries not yet in the file, and with `sync` fsync it.
+    fn write_pending(&mut self, sync: bool) -> Result<()> {
+        if self.written == self.entries.len() && !(sync && self.dirty) {
+            return Ok(());
+        }
+        let ctx = || self.path.display().to_string();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(ctx(), e))?;
+        if self.written < self.entries.len() {
+            let mut buf = Vec::with_capacity((self.entries.len() - self.written) * E::WIDTH);
+            for e in &self.entries[self.written..] {
+                e.write_to(&mut buf);
+            }
+            file.write_all(&buf).map_err(|e| Error::io(ctx(), e))?;
+            self.written = self.entries.len();
+            self.dirty = true;
+        }
+        if sync {
+            file.sync_data().map_err(|e| Error::io(ctx(), e))?;
+            self.dirty = false;
+        }
         Ok(())
     }
 
@@ -120,18 +161,17 @@ impl<E: IndexEntry> Index<E> {
         for e in &entries {
             e.write_to(&mut buf);
         }
-        let ctx = || self.path.display().to_string();
-        self.file.set_len(0).map_err(|e| Error::io(ctx(), e))?;
-        self.file.write_all(&buf).map_err(|e| Error::io(ctx(), e))?;
+        std::fs::write(&self.path, &buf)
+            .map_err(|e| Error::io(self.path.display().to_string(), e))?;
+        self.written = entries.len();
         self.entries = entries;
+        self.dirty = true;
         Ok(())
     }
 
-    /// Flush the file to stable storage.
-    pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(self.path.display().to_string(), e))
+    /// Write out every entry and flush the file to stable storage.
+    pub fn sync(&mut self) -> Result<()> {
+        self.write_pending(true)
     }
 
     /// Remove the file from disk.
@@ -195,12 +235,46 @@ mod tests {
         assert_eq!(floor_time(&t, 250).unwrap().relative_offset, 5);
     }
 
+    fn entry(i: u32) -> OffsetEntry {
+        OffsetEntry {
+            relative_offset: i,
+            position: i * 10,
+        }
+    }
+
+    #[test]
+    fn entries_reach_the_file_in_groups_and_all_at_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.index");
+        let mut i = Index::<OffsetEntry>::create(&p).unwrap();
+        let n = WRITE_EVERY as u32 + 5;
+        for k in 0..n {
+            i.append(entry(k)).unwrap();
+        }
+        assert_eq!(i.entries().len(), n as usize);
+        // The first group is in the file; the last five only in memory until a sync.
+        let on_disk = Index::<OffsetEntry>::open(&p).unwrap();
+        assert_eq!(on_disk.entries(), &i.entries()[..WRITE_EVERY]);
+        i.sync().unwrap();
+        let on_disk = Index::<OffsetEntry>::open(&p).unwrap();
+        assert_eq!(on_disk.entries(), i.entries());
+        // A rewrite replaces the whole file.
+        i.rewrite(vec![entry(7)]).unwrap();
+        assert_eq!(
+            Index::<OffsetEntry>::open(&p).unwrap().entries(),
+            &[entry(7)]
+        );
+        // A missing file is an empty index (the segment rebuilds it).
+        std::fs::remove_file(&p).unwrap();
+        assert!(Index::<OffsetEntry>::open(&p).unwrap().entries().is_empty());
+    }
+
     #[test]
     fn roundtrip_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.index");
         {
-            let mut i = Index::<OffsetEntry>::open(&p).unwrap();
+            let mut i = Index::<OffsetEntry>::create(&p).unwrap();
             i.append(OffsetEntry {
                 relative_offset: 1,
                 position: 2,
@@ -211,6 +285,7 @@ mod tests {
                 position: 4,
             })
             .unwrap();
+            i.sync().unwrap();
         }
         // Tear the file mid-entry.
         let f = OpenOptions::new().append(true).open(&p).unwrap();

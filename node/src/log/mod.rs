@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod compaction;
 pub mod config;
+pub mod files;
 pub mod index;
 pub mod partition;
 pub mod producer_state;

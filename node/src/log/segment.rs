@@ -1,6 +1,6 @@
 //! One segment: a file of record batches plus its offset and time indexes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::files::SegmentFile;
 use super::index::{floor_offset, floor_time, Index, OffsetEntry, TimeEntry};
 use crate::error::{Error, Result};
 
@@ -42,7 +43,8 @@ pub struct Located {
 pub struct Segment {
     pub base_offset: i64,
     dir: PathBuf,
-    file: Arc<File>,
+    /// The log file, open while used (see `files`).
+    file: SegmentFile,
     size: u64,
     index: Index<OffsetEntry>,
     time_index: Index<TimeEntry>,
@@ -70,17 +72,10 @@ impl Segment {
     /// Create a new, empty segment.
     pub fn create(dir: &Path, base: i64, index_interval: u64) -> Result<Segment> {
         let (lp, ip, tp) = Self::paths(dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&lp)
-            .map_err(|e| Error::io(lp.display().to_string(), e))?;
         Ok(Segment {
             base_offset: base,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: SegmentFile::create(&lp)?,
             size: 0,
             index: Index::create(&ip)?,
             time_index: Index::create(&tp)?,
@@ -98,12 +93,9 @@ impl Segment {
     /// are trusted and only the tail after the last index entry is scanned.
     pub fn open(dir: &Path, base: i64, index_interval: u64, recover: bool) -> Result<Segment> {
         let (lp, ip, tp) = Self::paths(dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&lp)
-            .map_err(|e| Error::io(lp.display().to_string(), e))?;
+        let file = SegmentFile::open(&lp)?;
         let size = file
+            .get()?
             .metadata()
             .map_err(|e| Error::io(lp.display().to_string(), e))?
             .len();
@@ -111,7 +103,7 @@ impl Segment {
         let mut seg = Segment {
             base_offset: base,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file,
             size,
             index: Index::open(&ip)?,
             time_index: Index::open(&tp)?,
@@ -200,6 +192,7 @@ impl Segment {
         self.offset_of_max_timestamp = -1;
         self.first_batch_timestamp = None;
         let mut expected_next = self.base_offset;
+        let file = self.file.get()?;
         while pos < self.size {
             let remaining = self.size - pos;
             let h = match self.header_at(pos) {
@@ -212,7 +205,7 @@ impl Segment {
             }
             if verify {
                 let mut buf = vec![0u8; len as usize];
-                if self.file.read_exact_at(&mut buf, pos).is_err() {
+                if file.read_exact_at(&mut buf, pos).is_err() {
                     break;
                 }
                 if batch::verify_crc(&h, &buf).is_err() {
@@ -244,8 +237,7 @@ impl Segment {
                 file_bytes = self.size,
                 "truncating torn or corrupt tail"
             );
-            self.file
-                .set_len(pos)
+            file.set_len(pos)
                 .map_err(|e| Error::io(format!("truncate segment {}", self.base_offset), e))?;
             self.size = pos;
         }
@@ -262,6 +254,7 @@ impl Segment {
         }
         let mut buf = [0u8; HEADER_LEN];
         self.file
+            .get()?
             .read_exact_at(&mut buf, pos)
             .map_err(|e| Error::io(format!("read segment {}", self.base_offset), e))?;
         batch::parse_header(&buf)
@@ -277,9 +270,10 @@ impl Segment {
         self.size == 0
     }
 
-    /// Shared handle to the file, for reads outside the partition lock.
-    pub fn file(&self) -> Arc<File> {
-        self.file.clone()
+    /// Shared handle to the file, for reads outside the partition lock (it stays open
+    /// while the handle is held, whatever the open-file budget closes meanwhile).
+    pub fn file(&self) -> Result<Arc<File>> {
+        self.file.get()
     }
 
     /// Append already offset-assigned batches. On a failed write the file is cut back to
@@ -300,8 +294,9 @@ impl Segment {
     ) -> Result<()> {
         let start = self.size;
         let len: usize = pieces.iter().map(|p| p.len()).sum();
-        if let Err(e) = write_all_vectored_at(&self.file, pieces, start) {
-            let _ = self.file.set_len(start);
+        let file = self.file.get()?;
+        if let Err(e) = write_all_vectored_at(&file, pieces, start) {
+            let _ = file.set_len(start);
             return Err(Error::io(
                 format!("append to segment {}", self.base_offset),
                 e,
@@ -386,14 +381,20 @@ impl Segment {
 
     /// Read `len` bytes at `pos`.
     pub fn read(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
-        read_at(&self.file, pos, len)
+        read_at(&*self.file.get()?, pos, len)
     }
 
-    /// fsync the log and index files.
-    pub fn sync(&self) -> Result<()> {
+    /// fsync the log and index files (writing out index entries held in memory).
+    pub fn sync(&mut self) -> Result<()> {
         self.file
+            .get()?
             .sync_data()
             .map_err(|e| Error::io(format!("fsync segment {}", self.base_offset), e))?;
+        self.sync_indexes()
+    }
+
+    /// Write out and fsync the index files only (the log file is durable already).
+    pub fn sync_indexes(&mut self) -> Result<()> {
         self.index.sync()?;
         self.time_index.sync()
     }
@@ -412,6 +413,7 @@ impl Segment {
             return Ok(());
         }
         self.file
+            .get()?
             .set_len(cut)
             .map_err(|e| Error::io(format!("truncate segment {}", self.base_offset), e))?;
         self.size = cut;
@@ -599,6 +601,11 @@ mod tests {
     use super::*;
     use crate::log::batch::tests::make_batch;
 
+    fn made_dir(path: PathBuf) -> PathBuf {
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
     fn append_one(seg: &mut Segment, offset: i64, values: &[&[u8]], ts: i64) {
         let mut b = make_batch(values, ts, -1, -1);
         batch::assign_offset(&mut b, offset, 0);
@@ -631,11 +638,45 @@ mod tests {
         assert_eq!(seg.locate(199).unwrap().unwrap().header.base_offset, 198);
     }
 
+    /// Segments whose log files the open-file budget closed keep appending and reading, and
+    /// a crash that loses index entries still held in memory loses no data.
+    #[test]
+    fn segments_work_through_closed_files_and_unwritten_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segs: Vec<Segment> = (0..4)
+            .map(|i| Segment::create(&made_dir(dir.path().join(format!("p{i}"))), 0, 64).unwrap())
+            .collect();
+        for round in 0..300 {
+            for seg in segs.iter_mut() {
+                append_one(seg, round, &[b"some value"], 1000 + round);
+            }
+        }
+        for (i, seg) in segs.iter().enumerate() {
+            assert_eq!(seg.next_offset, 300);
+            assert_eq!(seg.locate(250).unwrap().unwrap().header.base_offset, 250);
+            // Not synced: reopening without recovery trusts the partial index and scans the
+            // rest of the log, finding everything.
+            let reopened = Segment::open(&dir.path().join(format!("p{i}")), 0, 64, false).unwrap();
+            assert_eq!(reopened.next_offset, 300);
+            assert_eq!(reopened.max_timestamp, 1299);
+            assert_eq!(
+                reopened.locate(299).unwrap().unwrap().header.base_offset,
+                299
+            );
+        }
+        // After a sync the index on disk is whole.
+        segs[0].sync().unwrap();
+        let on_disk =
+            Index::<OffsetEntry>::open(&dir.path().join("p0").join(format!("{:020}.index", 0)))
+                .unwrap();
+        assert_eq!(on_disk.entries(), segs[0].index.entries());
+    }
+
     #[test]
     fn vectored_write_takes_more_pieces_than_one_call_allows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pieces");
-        let file = OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)

@@ -97,6 +97,29 @@ pub fn render(b: &Node) -> String {
             let _ = writeln!(o, "strata_requests_total{{api=\"{}\"}} {n}", api_name(k));
         }
     }
+    let (open, opened, closed) = crate::log::files::stats();
+    let _ = writeln!(
+        o,
+        "# HELP strata_segment_files_open Segment files open now (bounded by --max-open-files)."
+    );
+    let _ = writeln!(o, "# TYPE strata_segment_files_open gauge");
+    let _ = writeln!(o, "strata_segment_files_open {open}");
+    let _ = writeln!(
+        o,
+        "# HELP strata_segment_files_max Most segment files kept open at once."
+    );
+    let _ = writeln!(o, "# TYPE strata_segment_files_max gauge");
+    let _ = writeln!(
+        o,
+        "strata_segment_files_max {}",
+        crate::log::files::budget()
+    );
+    let _ = writeln!(o, "# HELP strata_segment_file_opens_total Segment files opened (created, or reopened after the budget closed them).");
+    let _ = writeln!(o, "# TYPE strata_segment_file_opens_total counter");
+    let _ = writeln!(o, "strata_segment_file_opens_total {opened}");
+    let _ = writeln!(o, "# HELP strata_segment_file_evictions_total Segment files closed to stay within the budget.");
+    let _ = writeln!(o, "# TYPE strata_segment_file_evictions_total counter");
+    let _ = writeln!(o, "strata_segment_file_evictions_total {closed}");
     let _ = writeln!(o, "# HELP strata_request_duration_seconds Time from a request's arrival to its answer, by API.");
     let _ = writeln!(o, "# TYPE strata_request_duration_seconds histogram");
     for (k, s) in m.apis.iter().enumerate() {

@@ -310,24 +310,29 @@ impl ClusterHost for Node {
         );
         let me = self.cluster.me;
         let now = fsutil::now_ms();
-        let mut offsets_leadership = Vec::new();
         // Partitions this node hosts now, in the role the assignment gives it.
-        for (name, topic) in &meta.topics {
-            for p in 0..topic.partitions {
-                let Some(a) = view.assignment(name, p) else {
-                    continue;
-                };
-                if !a.replicas.contains(&me) {
-                    continue;
-                }
-                let part = self.broker.host_partition(name, topic, p)?;
-                let was_leader = part.is_leader();
-                crate::replication::roles::take_up(&part, a, me, now)?;
-                if name == OFFSETS_TOPIC && was_leader != part.is_leader() {
-                    offsets_leadership.push((p, part.is_leader()));
-                }
+        let hosted: Vec<_> = meta
+            .topics
+            .iter()
+            .flat_map(|(name, topic)| {
+                let view = &view;
+                (0..topic.partitions).filter_map(move |p| {
+                    let a = view.assignment(name, p)?;
+                    a.replicas.contains(&me).then_some((name, topic, p, a))
+                })
+            })
+            .collect();
+        let offsets_moves = parking_lot::Mutex::new(Vec::new());
+        fsutil::for_each_parallel(&hosted, |&(name, topic, p, a)| {
+            let part = self.broker.host_partition(name, topic, p)?;
+            let was_leader = part.is_leader();
+            crate::replication::roles::take_up(&part, a, me, now)?;
+            if name == OFFSETS_TOPIC && was_leader != part.is_leader() {
+                offsets_moves.lock().push((p, part.is_leader()));
             }
-        }
+            Ok(())
+        })?;
+        let mut offsets_leadership = offsets_moves.into_inner();
         // Partitions no longer hosted here (deleted topics, moved replicas) go.
         for part in self.broker.table().all() {
             let keep = meta

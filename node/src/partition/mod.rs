@@ -146,7 +146,7 @@ impl Partition {
             if log.durable_offset() >= offset {
                 return Ok(());
             }
-            log.sync_handle()
+            log.sync_handle()?
         };
         let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
         match res {

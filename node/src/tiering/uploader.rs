@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -365,36 +365,34 @@ impl Tiering {
                 return Ok(());
             }
             let hw = part.high_watermark();
-            let (closed, epochs, log_start, index_interval) = {
+            let (sums, dir, epochs, log_start, index_interval) = {
                 let log = part.log();
                 let dir = log.dir().to_path_buf();
-                let closed: Vec<LocalClosed> = log
+                let closed: Vec<SegmentSummary> = log
                     .closed_segments()
-                    .map(|s| LocalClosed {
-                        summary: SegmentSummary {
-                            base_offset: s.base_offset,
-                            next_offset: s.next_offset,
-                            size: s.size(),
-                            max_timestamp: s.max_timestamp,
-                        },
-                        file: s.file(),
-                        dir: dir.clone(),
+                    .map(|s| SegmentSummary {
+                        base_offset: s.base_offset,
+                        next_offset: s.next_offset,
+                        size: s.size(),
+                        max_timestamp: s.max_timestamp,
                     })
                     .collect();
                 (
                     closed,
+                    dir,
                     log.epochs().to_vec(),
                     log.log_start_offset(),
                     log.config().index_interval_bytes,
                 )
             };
-            let sums: Vec<SegmentSummary> = closed.iter().map(|c| c.summary).collect();
             let m = st.manifest.as_ref().expect("loaded").0.clone();
+            // Only the segment to upload is opened: the others may be closed files the
+            // open-file budget keeps shut.
             let (local, tail) = match plan::next_upload(&sums, &m, hw)? {
                 Upload::CaughtUp => break,
-                Upload::Segment(i) => (closed.into_iter().nth(i).expect("index"), false),
+                Upload::Segment(i) => (local_closed(part, sums[i], &dir)?, false),
                 Upload::Tail(i) => {
-                    let whole = closed.into_iter().nth(i).expect("index");
+                    let whole = local_closed(part, sums[i], &dir)?;
                     let tail = tail_from(part, whole, m.end_offset, index_interval).await?;
                     tracing::info!(topic = %part.topic, partition = p, base = tail.summary.base_offset, next = tail.summary.next_offset, "uploading the part of a local segment past the manifest's end");
                     (tail, true)
@@ -697,6 +695,25 @@ async fn apply_local_retention(part: &Arc<Partition>) {
     }
 }
 
+/// Closed segment `summary` of `part`, with its file open, or an error if retention or a
+/// truncation removed it since the summary was taken.
+fn local_closed(part: &Partition, summary: SegmentSummary, dir: &Path) -> Result<LocalClosed> {
+    let log = part.log();
+    let seg = log
+        .closed_segments()
+        .find(|seg| seg.base_offset == summary.base_offset && seg.size() == summary.size)
+        .ok_or(Error::UploadNotContiguous {
+            base: summary.base_offset,
+            next: summary.next_offset,
+            expected: summary.base_offset,
+        })?;
+    Ok(LocalClosed {
+        summary,
+        file: seg.file()?,
+        dir: dir.to_path_buf(),
+    })
+}
+
 /// The part of closed segment `whole` from offset `from` on, copied into a segment of its
 /// own (with its indexes) under the partition's `upload-tail` folder, for upload. `from`
 /// must start a batch in it, or the local log and the manifest disagree.
@@ -741,7 +758,7 @@ async fn tail_from(
             size: seg.size(),
             max_timestamp: seg.max_timestamp,
         },
-        file: seg.file(),
+        file: seg.file()?,
         dir,
     })
 }

@@ -556,9 +556,7 @@ impl ControllerHandle {
             return Err(e);
         }
         let version = inner.cluster.version();
-        for event in &events {
-            log_event(event, version);
-        }
+        log_events(&events, version);
         self.shared
             .images
             .send_replace(Arc::new(inner.cluster.image()));
@@ -602,6 +600,42 @@ pub fn new_cluster_id() -> String {
             char::from(ALPHABET[group as usize])
         })
         .collect()
+}
+
+/// Per-partition events of one commit logged one by one at most; the rest at debug level
+/// behind one summary line (a node's restart moves every one of its 20,000 leaderships).
+const PARTITION_EVENTS_LOGGED: usize = 16;
+
+fn log_events(events: &[Event], version: u64) {
+    let (mut partition_events, mut offline) = (0usize, 0usize);
+    for event in events {
+        let per_partition = matches!(
+            event,
+            Event::LeaderChanged { .. } | Event::IsrChanged { .. }
+        );
+        if per_partition {
+            partition_events += 1;
+            if partition_events > PARTITION_EVENTS_LOGGED {
+                if matches!(event, Event::LeaderChanged { leader, .. } if *leader == core::NO_LEADER)
+                {
+                    offline += 1;
+                }
+                tracing::debug!(?event, version, "partition event");
+                continue;
+            }
+        }
+        log_event(event, version);
+    }
+    let more = partition_events.saturating_sub(PARTITION_EVENTS_LOGGED);
+    if offline > 0 {
+        tracing::warn!(more, offline, version, "more leader elections and ISR changes in this commit, some partitions offline (listed at debug level)");
+    } else if more > 0 {
+        tracing::info!(
+            more,
+            version,
+            "more leader elections and ISR changes in this commit (listed at debug level)"
+        );
+    }
 }
 
 fn log_event(event: &Event, version: u64) {
