@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -61,8 +62,11 @@ def pytest_runtest_makereport(item, call):
 class Broker:
     """One broker process on a fixed port and data dir, which can be stopped and restarted."""
 
-    def __init__(self, target: str, workdir: Path, port: int):
+    def __init__(self, target: str, workdir: Path, port: int, file_limit: int | None = None):
+        """`file_limit` caps the process's open files (soft and hard, so it cannot raise
+        them), as a tightly configured container does."""
         self.target = target
+        self.file_limit = file_limit
         self.workdir = workdir
         self.port = port
         self.bootstrap = f"127.0.0.1:{port}"
@@ -96,7 +100,7 @@ class Broker:
                 self.proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, cwd=self.workdir,
-                    env=dict(os.environ, NO_COLOR="1"),
+                    env=dict(os.environ, NO_COLOR="1"), preexec_fn=self._limit_files,
                 )
             self.pid = self.proc.pid
             while not port_open(self.port):
@@ -118,6 +122,10 @@ class Broker:
             self.pid = int((self.workdir / "kafka.pid").read_text().strip())
         self.starts += 1
         self.wait_ready(deadline)
+
+    def _limit_files(self):
+        if self.file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.file_limit, self.file_limit))
 
     def wait_ready(self, deadline: float):
         """The port is open; wait until a Metadata request lists this broker."""
