@@ -71,7 +71,9 @@ const META_VERSION: u32 = 1;
 pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
-    segments: BTreeMap<i64, Segment>,
+    /// Boxed: a B-tree leaf has room for eleven entries whatever it holds, and eleven
+    /// segments inline cost about 3 KB for every partition (most have one segment).
+    segments: BTreeMap<i64, Box<Segment>>,
     log_start_offset: i64,
     producers: ProducerStateTable,
     topic_id: uuid::Uuid,
@@ -141,10 +143,13 @@ impl PartitionLog {
         for (i, base) in bases.into_iter().enumerate() {
             let last = i + 1 == n;
             let seg = Segment::open(dir, base, config.index_interval_bytes, recover && last)?;
-            segments.insert(base, seg);
+            segments.insert(base, Box::new(seg));
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes)?);
+            segments.insert(
+                0,
+                Box::new(Segment::create(dir, 0, config.index_interval_bytes)?),
+            );
         }
         let first_base = *segments.keys().next().expect("one segment");
         let mut log = PartitionLog {
@@ -539,7 +544,7 @@ impl PartitionLog {
         self.active_mut().sync()?;
         let seg = Segment::create(&self.dir, leo, self.config.index_interval_bytes)?;
         fsutil::sync_dir(&self.dir)?;
-        self.segments.insert(leo, seg);
+        self.segments.insert(leo, Box::new(seg));
         self.snapshot_producers()?;
         self.durable_offset = self.durable_offset.max(leo);
         Ok(())
@@ -855,7 +860,10 @@ impl PartitionLog {
     /// Closed segments (everything but the active one), for the compactor.
     pub(crate) fn closed_segments(&self) -> impl Iterator<Item = &Segment> {
         let n = self.segments.len();
-        self.segments.values().take(n.saturating_sub(1))
+        self.segments
+            .values()
+            .take(n.saturating_sub(1))
+            .map(|s| s.as_ref())
     }
 
     /// Swap a compacted segment file in place of the segment at `base`.
@@ -868,7 +876,7 @@ impl PartitionLog {
         fsutil::sync_dir(&self.dir)?;
         let mut seg = Segment::open(&self.dir, base, self.config.index_interval_bytes, true)?;
         seg.sync()?;
-        self.segments.insert(base, seg);
+        self.segments.insert(base, Box::new(seg));
         Ok(())
     }
 

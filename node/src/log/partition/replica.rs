@@ -137,7 +137,7 @@ impl PartitionLog {
         }
         let seg = Segment::create(&self.dir, offset, self.config.index_interval_bytes)?;
         fsutil::sync_dir(&self.dir)?;
-        self.segments.insert(offset, seg);
+        self.segments.insert(offset, Box::new(seg));
         self.log_start_offset = offset;
         self.epochs.clear();
         self.producers = ProducerStateTable::default();
