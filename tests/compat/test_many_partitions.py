@@ -39,6 +39,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -105,15 +112,19 @@ def test_many_partitions_under_a_small_file_limit(tmp_path):
     limit = FILE_LIMIT if TARGET == "strata" else None
     b = Broker(TARGET, tmp_path, free_port(), file_limit=limit)
     b.start()
-    figures = []
+
+    cpu = {"pid": None, "at": 0.0}
 
     def phase(name, started):
         took = time.monotonic() - started
         rss = rss_mb(b.pid)
-        figures.append(f"{name}={took:.1f}s")
+        # Broker CPU spent in the phase (since the last restart for a restart phase).
+        now_cpu = cpu_seconds(b.pid)
+        spent = now_cpu - cpu["at"] if cpu["pid"] == b.pid else now_cpu
+        cpu.update(pid=b.pid, at=now_cpu)
         print(f"MANY: target={TARGET} partitions={PARTITIONS} file_limit={limit} "
-              f"phase={name} seconds={took:.2f} rss_mb={rss:.0f} open_fds={open_files(b.pid)}",
-              flush=True)
+              f"phase={name} seconds={took:.2f} broker_cpu_s={spent:.2f} rss_mb={rss:.0f} "
+              f"open_fds={open_files(b.pid)}", flush=True)
 
     try:
         topics = layout("many")
@@ -134,12 +145,16 @@ def test_many_partitions_under_a_small_file_limit(tmp_path):
         t = time.monotonic()
         b.restart()
         phase("restart-clean", t)
+        t = time.monotonic()
         read_all(b.bootstrap, topics, 1)
+        phase("read-first", t)
 
         t = time.monotonic()
         b.restart(kill=True)
         phase("restart-sigkill", t)
+        t = time.monotonic()
         produce_round(b.bootstrap, topics, 1)
+        phase("write-again", t)
         t = time.monotonic()
         read_all(b.bootstrap, topics, 2)
         phase("read-all", t)
