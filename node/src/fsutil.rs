@@ -8,6 +8,17 @@ use crate::error::{Error, Result};
 
 /// Write `bytes` to `path` atomically: write a temp file, fsync it, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, true)
+}
+
+/// Replace `path` with `bytes` through a temp file and a rename, without fsyncs: after a
+/// crash the file is either absent, whole, or (on some file systems) empty or torn. For
+/// files whose loss costs nothing until a later fsync makes them durable.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let ctx = || tmp.display().to_string();
     {
@@ -18,11 +29,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .open(&tmp)
             .map_err(|e| Error::io(ctx(), e))?;
         f.write_all(bytes).map_err(|e| Error::io(ctx(), e))?;
-        f.sync_all().map_err(|e| Error::io(ctx(), e))?;
+        if durable {
+            f.sync_all().map_err(|e| Error::io(ctx(), e))?;
+        }
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! earlier standalone version kept its topics in (`meta/metadata.json`), read once to import
 //! it into the embedded controller. A leaf: it calls nothing of the node but `fsutil`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -79,7 +79,9 @@ pub struct ClusterView {
     pub cluster_id: String,
     pub controller_id: i32,
     pub nodes: BTreeMap<i32, NodeAddr>,
-    pub assignments: HashMap<(String, i32), Assignment>,
+    /// Every partition's assignment, by topic. Shared between successive views, so that a
+    /// change copies only the topics it touches.
+    pub assignments: BTreeMap<String, Arc<BTreeMap<i32, Assignment>>>,
     /// SCRAM credentials (user, credential).
     pub scram_credentials: Vec<(String, strata_security::scram::ScramCredential)>,
     /// Kafka ACLs.
@@ -90,7 +92,12 @@ pub struct ClusterView {
 
 impl ClusterView {
     pub fn assignment(&self, topic: &str, p: i32) -> Option<&Assignment> {
-        self.assignments.get(&(topic.to_string(), p))
+        self.assignments.get(topic)?.get(&p)
+    }
+
+    /// Every partition's assignment.
+    pub fn all_assignments(&self) -> impl Iterator<Item = &Assignment> {
+        self.assignments.values().flat_map(|t| t.values())
     }
 
     pub fn alive_nodes(&self) -> impl Iterator<Item = &NodeAddr> {

@@ -115,6 +115,8 @@ struct Slot {
 pub struct SegmentFile {
     path: PathBuf,
     slot: Arc<Slot>,
+    /// Not created yet: the first use creates it (see [`SegmentFile::unborn`]).
+    unborn: AtomicBool,
 }
 
 impl SegmentFile {
@@ -127,26 +129,31 @@ impl SegmentFile {
             .truncate(true)
             .open(path)
             .map_err(|e| Error::io(path.display().to_string(), e))?;
-        let handle = SegmentFile {
-            path: path.to_path_buf(),
-            slot: Arc::new(Slot {
-                file: Mutex::new(None),
-                referenced: AtomicBool::new(true),
-            }),
-        };
+        let handle = Self::handle(path, false);
         handle.admit(Arc::new(file));
         Ok(handle)
     }
 
-    /// A handle on the existing file at `path`, which must exist; opened now.
-    pub fn open(path: &Path) -> Result<SegmentFile> {
-        let handle = SegmentFile {
+    /// A handle on a file not created yet: the first use creates it (or truncates whatever
+    /// is there), so a partition that is never written never creates its first segment.
+    pub fn unborn(path: &Path) -> SegmentFile {
+        Self::handle(path, true)
+    }
+
+    fn handle(path: &Path, unborn: bool) -> SegmentFile {
+        SegmentFile {
             path: path.to_path_buf(),
             slot: Arc::new(Slot {
                 file: Mutex::new(None),
                 referenced: AtomicBool::new(true),
             }),
-        };
+            unborn: AtomicBool::new(unborn),
+        }
+    }
+
+    /// A handle on the existing file at `path`, which must exist; opened now.
+    pub fn open(path: &Path) -> Result<SegmentFile> {
+        let handle = Self::handle(path, false);
         handle.get()?;
         Ok(handle)
     }
@@ -158,11 +165,15 @@ impl SegmentFile {
         if let Some(f) = held.as_ref() {
             return Ok(f.clone());
         }
+        let unborn = self.unborn.load(Relaxed);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .create(unborn)
+            .truncate(unborn)
             .open(&self.path)
             .map_err(|e| Error::io(self.path.display().to_string(), e))?;
+        self.unborn.store(false, Relaxed);
         let file = Arc::new(file);
         *held = Some(file.clone());
         drop(held);

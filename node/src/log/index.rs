@@ -1,6 +1,6 @@
 //! Sparse offset and time indexes: fixed-width entries, append-only files, mirrored in memory.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
@@ -71,6 +71,9 @@ pub struct Index<E: IndexEntry> {
     written: usize,
     /// Whether the file has writes not yet fsynced.
     dirty: bool,
+    /// Created in memory only: the first write creates the file, or truncates whatever an
+    /// earlier segment at this base left there.
+    unborn: bool,
     path: std::path::PathBuf,
 }
 
@@ -100,17 +103,28 @@ impl<E: IndexEntry> Index<E> {
             written: entries.len(),
             entries,
             dirty: false,
+            unborn: false,
             path: path.to_path_buf(),
         })
     }
 
-    /// Create an empty index file, discarding any previous one.
+    /// A new, empty index replacing any previous file at `path`. The file itself is created
+    /// by the first write (`dirty` makes even an empty index reach it at the first sync),
+    /// which saves a new partition two file creations; a segment whose index file is
+    /// missing rebuilds it from the log when opened.
     pub fn create(path: &Path) -> Result<Self> {
-        File::create(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        // A stale file would be trusted after a crash before the first write.
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(path.display().to_string(), e))
+            }
+            _ => {}
+        }
         Ok(Index {
             entries: Vec::new(),
             written: 0,
             dirty: true,
+            unborn: true,
             path: path.to_path_buf(),
         })
     }
@@ -135,10 +149,14 @@ impl<E: IndexEntry> Index<E> {
             return Ok(());
         }
         let ctx = || self.path.display().to_string();
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| Error::io(ctx(), e))?;
+        let mut options = OpenOptions::new();
+        if self.unborn {
+            options.write(true).create(true).truncate(true);
+        } else {
+            options.append(true);
+        }
+        let mut file = options.open(&self.path).map_err(|e| Error::io(ctx(), e))?;
+        self.unborn = false;
         if self.written < self.entries.len() {
             let mut buf = Vec::with_capacity((self.entries.len() - self.written) * E::WIDTH);
             for e in &self.entries[self.written..] {
@@ -166,6 +184,7 @@ impl<E: IndexEntry> Index<E> {
         self.written = entries.len();
         self.entries = entries;
         self.dirty = true;
+        self.unborn = false;
         Ok(())
     }
 

@@ -71,11 +71,23 @@ impl Segment {
 
     /// Create a new, empty segment.
     pub fn create(dir: &Path, base: i64, index_interval: u64) -> Result<Segment> {
-        let (lp, ip, tp) = Self::paths(dir, base);
+        let (lp, _, _) = Self::paths(dir, base);
+        Self::with_file(dir, base, index_interval, SegmentFile::create(&lp)?)
+    }
+
+    /// A new empty segment whose files are created by its first write: for a new
+    /// partition, whose directory does not exist until then.
+    pub fn unborn(dir: &Path, base: i64, index_interval: u64) -> Result<Segment> {
+        let (lp, _, _) = Self::paths(dir, base);
+        Self::with_file(dir, base, index_interval, SegmentFile::unborn(&lp))
+    }
+
+    fn with_file(dir: &Path, base: i64, index_interval: u64, file: SegmentFile) -> Result<Segment> {
+        let (_, ip, tp) = Self::paths(dir, base);
         Ok(Segment {
             base_offset: base,
             dir: dir.to_path_buf(),
-            file: SegmentFile::create(&lp)?,
+            file,
             size: 0,
             index: Index::create(&ip)?,
             time_index: Index::create(&tp)?,

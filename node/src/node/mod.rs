@@ -13,7 +13,7 @@ pub mod metrics;
 mod restore;
 pub mod standalone;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -302,7 +302,12 @@ fn descriptor(
 }
 
 impl ClusterHost for Node {
-    fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()> {
+    fn apply_image(
+        &self,
+        meta: MetadataImage,
+        view: ClusterView,
+        changed: Option<&BTreeSet<String>>,
+    ) -> Result<()> {
         self.security.apply_metadata(
             view.scram_credentials.iter().cloned(),
             &view.acls,
@@ -310,10 +315,13 @@ impl ClusterHost for Node {
         );
         let me = self.cluster.me;
         let now = fsutil::now_ms();
-        // Partitions this node hosts now, in the role the assignment gives it.
+        // Partitions this node hosts now, in the role the assignment gives it: of the topics
+        // that changed (the others are as the last image left them).
+        let touched = |name: &str| changed.is_none_or(|c| c.contains(name));
         let hosted: Vec<_> = meta
             .topics
             .iter()
+            .filter(|(name, _)| touched(name))
             .flat_map(|(name, topic)| {
                 let view = &view;
                 (0..topic.partitions).filter_map(move |p| {
@@ -335,6 +343,9 @@ impl ClusterHost for Node {
         let mut offsets_leadership = offsets_moves.into_inner();
         // Partitions no longer hosted here (deleted topics, moved replicas) go.
         for part in self.broker.table().all() {
+            if !touched(&part.topic) {
+                continue;
+            }
             let keep = meta
                 .topics
                 .get(&part.topic)

@@ -13,6 +13,8 @@ mod table;
 pub use guard::Guard;
 pub use table::PartitionTable;
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
 use guard::Kind;
@@ -139,7 +141,7 @@ impl Partition {
     }
 
     /// fsync the log until at least `offset` is durable; concurrent callers share one fsync.
-    pub async fn flush_to(&self, offset: i64) -> Result<()> {
+    pub async fn flush_to(self: &Arc<Self>, offset: i64) -> Result<()> {
         let _turn = self.flush_lock.lock().await;
         let (file, upto) = {
             let log = self.log();
@@ -148,7 +150,16 @@ impl Partition {
             }
             log.sync_handle()?
         };
-        let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        let part = self.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            // A partition's first fsync makes its directory entries durable first (three
+            // fsyncs, once), under the log lock but off the runtime's threads.
+            part.log()
+                .sync_entries()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            file.sync_data()
+        })
+        .await;
         match res {
             Ok(Ok(())) => {
                 self.log().mark_durable(upto);

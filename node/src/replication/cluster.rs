@@ -4,7 +4,7 @@
 //! stays here, at the gRPC edge. Calls only `metadata`, `partition` and `coordinator`'s
 //! topic name; never the broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +16,10 @@ use strata_controller::proto::{self as pb};
 use strata_controller::service::ControllerService;
 use tonic::transport::Channel;
 
-use super::image::WholeImage;
+use super::image::{topic_meta, WholeImage};
 use super::rpc::Rpc;
-use crate::coordinator::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
-use crate::metadata::{
-    Assignment, ClusterView, ImageCell, MetadataImage, NodeAddr, TopicMeta, METADATA_VERSION,
-};
+use crate::metadata::{ClusterView, ImageCell, MetadataImage, TopicMeta};
 use crate::partition::Partition;
 use tokio_util::sync::CancellationToken;
 
@@ -242,8 +239,7 @@ impl ClusterLink {
             return Err(NotReady::NoMetadata);
         }
         let lagging = view
-            .assignments
-            .values()
+            .all_assignments()
             .filter(|a| a.replicas.contains(&self.me) && !a.isr.contains(&self.me))
             .count();
         if lagging > 0 && since.elapsed() < catch_up_bound {
@@ -767,33 +763,20 @@ impl ClusterLink {
     }
 }
 
-/// A topic's metadata from the controller's form.
-fn topic_meta(t: &pb::TopicInfo) -> TopicMeta {
-    TopicMeta {
-        id: uuid::Uuid::from_slice(&t.topic_id).unwrap_or_default(),
-        partitions: t.partitions.len() as i32,
-        replication_factor: t
-            .partitions
-            .first()
-            .map(|p| p.replicas.len() as i16)
-            .unwrap_or(0),
-        configs: t
-            .configs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        leader_epoch: 0,
-        internal: t.internal || t.name == OFFSETS_TOPIC,
-    }
-}
-
 // ---- the session: register, heartbeat, watch ------------------------------------------
 
 /// What the link needs of the node it serves; the node's root implements it.
 pub trait ClusterHost: Send + Sync + 'static {
     /// Apply a controller image (topics, nodes, assignments) to this node: host and drop
-    /// partitions, take up roles, route what changed. Runs on a blocking thread.
-    fn apply_image(&self, meta: MetadataImage, view: ClusterView) -> Result<()>;
+    /// partitions, take up roles, route what changed. `changed` names the topics that
+    /// differ from the image applied before (added, changed or deleted); `None` means any
+    /// may have (a watch's first image). Runs on a blocking thread.
+    fn apply_image(
+        &self,
+        meta: MetadataImage,
+        view: ClusterView,
+        changed: Option<&BTreeSet<String>>,
+    ) -> Result<()>;
     /// What this node holds, for the controller's Topic status.
     fn partition_sizes(&self) -> Vec<PartitionSize>;
 }
@@ -963,10 +946,21 @@ async fn watch_loop(
         // The stream's image so far: increments are merged into it, every one of them, even
         // those not applied (the next builds on it).
         let mut whole: Option<WholeImage> = None;
+        // The image last decoded and handed to the node, and the topics changed since then
+        // (`None`: any may have, as at a stream's start or after a failed apply).
+        let mut decoded: Option<Arc<(MetadataImage, ClusterView)>> = None;
+        let mut changed: Option<BTreeSet<String>> = None;
         loop {
             match stream.next().await {
                 Some(Ok(md)) => {
                     let version = md.version;
+                    let named = md.incremental.then(|| {
+                        md.topics
+                            .iter()
+                            .map(|t| t.name.clone())
+                            .chain(md.removed_topics.iter().cloned())
+                            .collect::<Vec<_>>()
+                    });
                     match WholeImage::merge(whole.take(), md) {
                         Ok(w) => whole = Some(w),
                         Err(reason) => {
@@ -974,24 +968,45 @@ async fn watch_loop(
                             break;
                         }
                     }
+                    match (named, &mut changed) {
+                        (Some(named), Some(set)) => set.extend(named),
+                        _ => changed = None,
+                    }
                     let current = link.view().version;
                     if version <= current && current != 0 {
                         continue;
                     }
-                    let (meta, view) = decode_image(whole.as_ref().expect("just merged"));
+                    let since = changed
+                        .replace(BTreeSet::new())
+                        .filter(|_| decoded.is_some());
+                    let next = Arc::new(
+                        whole
+                            .as_ref()
+                            .expect("just merged")
+                            .decode(decoded.as_deref().zip(since.as_ref())),
+                    );
+                    decoded = Some(next.clone());
                     let Some(host) = host.upgrade() else {
                         return;
                     };
-                    let res =
-                        tokio::task::spawn_blocking(move || host.apply_image(meta, view)).await;
+                    let res = tokio::task::spawn_blocking(move || {
+                        let (meta, view) = Arc::unwrap_or_clone(next);
+                        host.apply_image(meta, view, since.as_ref())
+                    })
+                    .await;
                     match res {
                         Ok(Ok(())) => {
                             link.applied.send_replace(version);
                         }
                         Ok(Err(e)) => {
+                            // Retried whole with the next message.
+                            changed = None;
                             tracing::error!(version, error = %e, "could not apply cluster metadata")
                         }
-                        Err(e) => tracing::error!(error = %e, "metadata apply task failed"),
+                        Err(e) => {
+                            changed = None;
+                            tracing::error!(error = %e, "metadata apply task failed")
+                        }
                     }
                 }
                 None => break,
@@ -1004,86 +1019,4 @@ async fn watch_loop(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The controller's image in the node's terms: topics, and nodes with assignments.
-fn decode_image(whole: &WholeImage) -> (MetadataImage, ClusterView) {
-    let md = &whole.rest;
-    let mut view = ClusterView {
-        version: md.version,
-        cluster_id: md.cluster_id.clone(),
-        controller_id: md.controller_id,
-        ..Default::default()
-    };
-    for n in &md.nodes {
-        view.nodes.insert(
-            n.node_id,
-            NodeAddr {
-                id: n.node_id,
-                host: n.host.clone(),
-                port: n.port,
-                rack: (!n.rack.is_empty()).then(|| n.rack.clone()),
-                alive: n.alive,
-                listeners: n
-                    .listeners
-                    .iter()
-                    .map(|e| (e.name.clone(), (e.host.clone(), e.port)))
-                    .collect(),
-            },
-        );
-    }
-    view.scram_credentials = md
-        .scram_credentials
-        .iter()
-        .filter_map(|c| {
-            strata_controller::service::scram_from_proto(c).map(|cred| (c.user.clone(), cred))
-        })
-        .collect();
-    view.acls = md
-        .acls
-        .iter()
-        .filter_map(|a| match strata_controller::service::acl_from_proto(a) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring an ACL of the metadata this build cannot read");
-                None
-            }
-        })
-        .collect();
-    view.client_quotas = std::sync::Arc::new(
-        md.client_quotas
-            .iter()
-            .filter_map(
-                |q| match strata_controller::service::client_quota_from_proto(q) {
-                    Ok(entry) => Some(entry),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ignoring a client quota of the metadata this build cannot read");
-                        None
-                    }
-                },
-            )
-            .collect(),
-    );
-    let mut image = MetadataImage {
-        version: METADATA_VERSION,
-        cluster_id: md.cluster_id.clone(),
-        producer_id_block_end: 0,
-        topics: BTreeMap::new(),
-    };
-    for t in whole.topics.values() {
-        for p in &t.partitions {
-            view.assignments.insert(
-                (t.name.clone(), p.partition),
-                Assignment {
-                    replicas: p.replicas.clone(),
-                    leader: p.leader,
-                    leader_epoch: p.leader_epoch,
-                    isr: p.isr.clone(),
-                    partition_epoch: p.partition_epoch,
-                },
-            );
-        }
-        image.topics.insert(t.name.clone(), topic_meta(t));
-    }
-    (image, view)
 }

@@ -397,6 +397,9 @@ impl Tiering {
         } else {
             PartitionLog::open(dir, topic_id, config, recover)?
         };
+        // Its directory and partition.json now, though it may never be written: without
+        // them the next start would take it for a partition to restore and ask the bucket.
+        log.materialize()?;
         log.set_remote_upto(Some(m.end_offset));
         self.set_view(key, View::Ready(Arc::new(m)));
         Ok(log)

@@ -11,6 +11,7 @@ impl PartitionLog {
         if let Some(reason) = &self.poisoned {
             return Err(Error::StorageFailed(reason.clone()));
         }
+        self.materialize()?;
         let mut pos = 0usize;
         let mut headers: Vec<(BatchHeader, usize)> = Vec::new();
         let mut expected = self.log_end_offset();
@@ -129,6 +130,7 @@ impl PartitionLog {
                 "log reset to offset {offset}"
             )));
         }
+        self.materialize()?;
         let bases: Vec<i64> = self.segments.keys().copied().collect();
         for b in bases {
             if let Some(s) = self.segments.remove(&b) {

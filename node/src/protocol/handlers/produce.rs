@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
@@ -13,6 +15,9 @@ use crate::error::Error;
 use crate::log::batch;
 use crate::node::Node;
 use crate::protocol::{Pending, Reply};
+
+/// Partitions of one produce request completed (fsynced, replicated) at a time.
+const COMPLETE_AT_ONCE: usize = 64;
 use crate::security::Caller;
 use strata_security::acl::{Operation, ResourceType};
 
@@ -210,12 +215,24 @@ pub fn handle(
         }));
     }
     Box::pin(async move {
-        for (ti, pi, a) in to_sync {
-            if let Err(e) = b
-                .broker
-                .complete_write(&a.part, a.last_offset, acks, timeout)
-                .await
-            {
+        // The partitions of one request complete side by side: their fsyncs overlap (one
+        // request may carry thousands of partitions), and so do their replication waits.
+        let completed: Vec<_> = futures::stream::iter(to_sync)
+            .map(|(ti, pi, a)| {
+                let b = &b;
+                async move {
+                    let res = b
+                        .broker
+                        .complete_write(&a.part, a.last_offset, acks, timeout)
+                        .await;
+                    (ti, pi, res)
+                }
+            })
+            .buffer_unordered(COMPLETE_AT_ONCE)
+            .collect()
+            .await;
+        for (ti, pi, res) in completed {
+            if let Err(e) = res {
                 any_error = true;
                 let r = &mut responses[ti].partition_responses[pi];
                 r.error_code = e.code();

@@ -1,4 +1,5 @@
 use super::*;
+use crate::metadata::{Assignment, ClusterView, MetadataImage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use strata_controller::core::{Image, ImageNode, PartitionRecord, TopicRecord};
@@ -109,4 +110,57 @@ fn an_increment_on_another_base_is_refused() {
     let other = image(1, vec![("t", topic(9, 2))]);
     let err = WholeImage::merge(Some(whole(&other)), image_delta_to_proto(&a, &b)).unwrap_err();
     assert!(err.contains("partial topic t"), "{err}");
+}
+
+/// What decoding gives, in comparable form: topics, and every assignment by partition.
+fn decoded(d: &(MetadataImage, ClusterView)) -> (MetadataImage, Vec<(String, i32, Assignment)>) {
+    let assignments =
+        d.1.assignments
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |(p, a)| (t.clone(), *p, a.clone())))
+            .collect();
+    (d.0.clone(), assignments)
+}
+
+#[test]
+fn decoding_only_the_changed_topics_equals_decoding_everything() {
+    let a = image(
+        1,
+        vec![
+            ("big", topic(1, 50)),
+            ("gone", topic(2, 3)),
+            ("same", topic(3, 2)),
+        ],
+    );
+    let mut b = a.clone();
+    b.version = 2;
+    Arc::make_mut(b.topics.get_mut("big").unwrap()).partitions[7] = partition(2, vec![2, 3]);
+    b.topics.remove("gone");
+    b.topics.insert("new".into(), topic(4, 2));
+    b.topics.insert("same".into(), topic(5, 4));
+    let before = whole(&a).decode(None);
+    let delta = image_delta_to_proto(&a, &b);
+    let changed: BTreeSet<String> = delta
+        .topics
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(delta.removed_topics.iter().cloned())
+        .collect();
+    assert_eq!(changed.len(), 4);
+    let merged = WholeImage::merge(Some(whole(&a)), delta).unwrap();
+    let step = merged.decode(Some((&before, &changed)));
+    assert_eq!(decoded(&step), decoded(&whole(&b).decode(None)));
+    assert_eq!(step.1.assignment("big", 7).unwrap().leader, 2);
+    assert!(step.1.assignment("gone", 0).is_none());
+    // Untouched topics are shared with the image before, not copied.
+    let unchanged = BTreeSet::from(["big".to_string()]);
+    let again = merged.decode(Some((&step, &unchanged)));
+    assert!(Arc::ptr_eq(
+        &again.1.assignments["same"],
+        &step.1.assignments["same"]
+    ));
+    assert!(!Arc::ptr_eq(
+        &again.1.assignments["big"],
+        &step.1.assignments["big"]
+    ));
 }
