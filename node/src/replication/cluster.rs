@@ -916,6 +916,14 @@ async fn watch_loop(
     host: std::sync::Weak<dyn ClusterHost>,
     shutdown: CancellationToken,
 ) {
+    // The image merged so far: increments are merged into it, every one of them, even those
+    // not applied (the next builds on it). Kept across watches, so that a new watch starts
+    // from its version when the controller still has it (an increment, not everything).
+    let mut whole: Option<WholeImage> = None;
+    // The image last decoded and handed to the node, and the topics changed since then
+    // (`None`: any may have, as after a whole image or a failed apply).
+    let mut decoded: Option<Arc<(MetadataImage, ClusterView)>> = None;
+    let mut changed: Option<BTreeSet<String>> = None;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -932,6 +940,11 @@ async fn watch_loop(
                 node_id: link.me,
                 broker_epoch: epoch,
                 incremental: true,
+                known_version: whole.as_ref().map_or(0, |w| w.rest.version),
+                known_cluster_id: whole
+                    .as_ref()
+                    .map(|w| w.rest.cluster_id.clone())
+                    .unwrap_or_default(),
             })
             .await;
         let mut stream = match stream {
@@ -943,17 +956,23 @@ async fn watch_loop(
                 continue;
             }
         };
-        // The stream's image so far: increments are merged into it, every one of them, even
-        // those not applied (the next builds on it).
-        let mut whole: Option<WholeImage> = None;
-        // The image last decoded and handed to the node, and the topics changed since then
-        // (`None`: any may have, as at a stream's start or after a failed apply).
-        let mut decoded: Option<Arc<(MetadataImage, ClusterView)>> = None;
-        let mut changed: Option<BTreeSet<String>> = None;
+        let mut first = true;
         loop {
             match stream.next().await {
                 Some(Ok(md)) => {
                     let version = md.version;
+                    if std::mem::take(&mut first) && whole.is_some() {
+                        if md.incremental {
+                            tracing::info!(
+                                from = md.base_version,
+                                version,
+                                topics = md.topics.len() + md.removed_topics.len(),
+                                "metadata watch resumed with the increment since the image held"
+                            );
+                        } else {
+                            tracing::info!(version, "metadata watch resumed with a whole image");
+                        }
+                    }
                     let named = md.incremental.then(|| {
                         md.topics
                             .iter()

@@ -11,7 +11,7 @@
 //! [`Error`] only; protobuf is the gRPC service's business. In-process callers (the
 //! operator's reconcilers) and the gRPC service ([`crate::service`]) are its two users.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ use crate::store::MetadataStore;
 use strata_security::acl::{AclBinding, AclFilter};
 use strata_security::quota::{Alteration, QuotaError};
 use strata_security::scram::{ScramCredential, ScramMechanism};
+
+/// Images kept for nodes that reconnect (see [`ControllerHandle::image_at`]).
+pub const RECENT_IMAGES: usize = 16;
 
 /// How often nodes' deadlines are checked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
@@ -135,6 +138,10 @@ pub struct ControllerHandle {
 struct Shared {
     inner: Mutex<Inner>,
     images: watch::Sender<Arc<Image>>,
+    /// The last images published, oldest first, so that a node that reconnects is sent the
+    /// increment from the version it holds. Topics are shared between images, so each one
+    /// costs its topic map and the topics its commit changed.
+    recent: std::sync::Mutex<VecDeque<Arc<Image>>>,
     /// Set when the store reports that another writer took over; the host must stop.
     deposed: watch::Sender<Option<String>>,
     started: Instant,
@@ -175,12 +182,14 @@ impl ControllerHandle {
                 cluster
             }
         };
-        let (images, _) = watch::channel(Arc::new(cluster.image()));
+        let first = Arc::new(cluster.image());
+        let (images, _) = watch::channel(first.clone());
         let (deposed, _) = watch::channel(None);
         Ok(ControllerHandle {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner { cluster, store }),
                 images,
+                recent: std::sync::Mutex::new(VecDeque::from([first])),
                 deposed,
                 started,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
@@ -196,6 +205,13 @@ impl ControllerHandle {
     /// The metadata image, current value first, changing with every committed change.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Image>> {
         self.shared.images.subscribe()
+    }
+
+    /// The image this controller published at `version`, if it is among the last
+    /// [`RECENT_IMAGES`] (a node catching up from it gets the increment, not everything).
+    pub fn image_at(&self, version: u64) -> Option<Arc<Image>> {
+        let recent = self.shared.recent.lock().expect("not poisoned");
+        recent.iter().find(|i| i.version == version).cloned()
     }
 
     /// The metadata image as last published.
@@ -557,9 +573,15 @@ impl ControllerHandle {
         }
         let version = inner.cluster.version();
         log_events(&events, version);
-        self.shared
-            .images
-            .send_replace(Arc::new(inner.cluster.image()));
+        let image = Arc::new(inner.cluster.image());
+        {
+            let mut recent = self.shared.recent.lock().expect("not poisoned");
+            if recent.len() >= RECENT_IMAGES {
+                recent.pop_front();
+            }
+            recent.push_back(image.clone());
+        }
+        self.shared.images.send_replace(image);
         Ok(out)
     }
 }

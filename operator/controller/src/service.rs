@@ -598,6 +598,7 @@ impl Controller for ControllerService {
         // A node's own stream is part of its liveness: opening it counts as a heartbeat and
         // its end (the connection closed: the process died or is leaving) starts the grace.
         let (node, epoch, incremental) = (r.node_id, r.broker_epoch, r.incremental);
+        let known = (r.known_version > 0).then(|| (r.known_version, r.known_cluster_id.clone()));
         let watcher = self.controller.clone();
         if let Err(e) = watcher.watch_opened(node, epoch).await {
             return Err(status(e));
@@ -608,8 +609,22 @@ impl Controller for ControllerService {
         tokio::spawn(
             async move {
                 tracing::debug!(incremental, "watch started");
-                // The image the node was last sent: the base of the next increment.
-                let mut sent: Option<Arc<Image>> = None;
+                // The image the node was last sent: the base of the next increment. A node
+                // that held an image before this watch starts from it when it is still here.
+                let known_version = known.as_ref().map(|(v, _)| *v);
+                let mut sent: Option<Arc<Image>> =
+                    known
+                        .filter(|_| incremental)
+                        .and_then(|(version, cluster)| {
+                            watcher
+                                .image_at(version)
+                                .filter(|i| i.cluster_id == cluster)
+                        });
+                tracing::debug!(
+                    known = ?known_version,
+                    catching_up = sent.is_some(),
+                    "watch base"
+                );
                 loop {
                     let image = images.borrow_and_update().clone();
                     let message = match &sent {

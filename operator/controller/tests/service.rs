@@ -165,6 +165,7 @@ async fn failover_and_restart_from_the_same_directory() {
             // Whole images every time, as nodes of earlier versions watch (the node's own
             // merging of increments is tested in strata-node's replication::image).
             incremental: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -500,5 +501,60 @@ async fn reassignments_over_grpc_survive_a_controller_restart() {
     assert_eq!(named.results[0].error_code, codes::ELECTION_NOT_NEEDED);
     let status = c.elect_leaders(elect(5, false)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_watch_that_knows_a_recent_version_starts_with_the_increment() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let mut c = client(running.addr).await;
+    let epoch = register(&mut c, 1, "first").await;
+    let _beat = heartbeats(c.clone(), 1, epoch);
+    for name in ["a", "b"] {
+        let r = create_topic(&mut c, name, 50, 1).await;
+        assert_eq!(r.error_code, 0, "{}", r.error_message);
+    }
+    let watcher = c.clone();
+    let watch = |known_version: u64, known_cluster_id: String| {
+        let mut c = watcher.clone();
+        async move {
+            c.watch_metadata(proto::WatchMetadataRequest {
+                node_id: 1,
+                broker_epoch: epoch,
+                incremental: true,
+                known_version,
+                known_cluster_id,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let mut first = watch(0, String::new()).await;
+    let held = wait_for(&mut first, |m| m.topic("b").is_some()).await;
+    assert!(!held.incremental);
+    drop(first);
+
+    // Changed while the node was away: one new topic.
+    let r = create_topic(&mut c, "c", 3, 1).await;
+    assert_eq!(r.error_code, 0, "{}", r.error_message);
+    let mut again = watch(held.version, held.cluster_id.clone()).await;
+    let next = wait_for(&mut again, |_| true).await;
+    assert!(
+        next.incremental,
+        "an increment from the version the node holds"
+    );
+    assert_eq!(next.base_version, held.version);
+    let names: Vec<_> = next.topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["c"], "only what changed since");
+
+    // Another cluster's version, or one this controller does not hold (too old, or from a
+    // state it never had), starts whole.
+    let mut other = watch(held.version, "another-cluster".into()).await;
+    assert!(!wait_for(&mut other, |_| true).await.incremental);
+    let mut unknown = watch(held.version + 1000, held.cluster_id.clone()).await;
+    let whole = wait_for(&mut unknown, |_| true).await;
+    assert!(!whole.incremental && whole.topics.len() >= 3);
     running.shutdown().await;
 }
