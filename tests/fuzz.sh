@@ -9,7 +9,9 @@
 # PartitionLog::open with recovery), disk_cache_entry (a file of the disk cache for bucket
 # reads through its decoder and a real cache directory), bucket_documents (a partition's
 # manifest or a topic's catalog entry from the bucket through their parsers), controller_log
-# (the controller's metadata log through its frame decoder, replay and a real FileStore).
+# (the controller's metadata log through its frame decoder, replay and a real FileStore),
+# txn_records (a segment's aborted-transaction index, a control batch and a transaction
+# state record through their decoders).
 #
 # Builds with cargo-fuzz on the stable toolchain: without a sanitizer (-s none) cargo-fuzz
 # only passes stable -C flags (SanitizerCoverage passes, --cfg fuzzing, debug assertions
@@ -32,7 +34,7 @@ set -uo pipefail
 secs=${1:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz=$root/fuzz
-read -r -a targets <<<"${FUZZ_TARGETS:-request_frame record_batches log_recovery disk_cache_entry bucket_documents sasl_exchange controller_log}"
+read -r -a targets <<<"${FUZZ_TARGETS:-request_frame record_batches log_recovery disk_cache_entry bucket_documents sasl_exchange controller_log txn_records}"
 sanitizer=${FUZZ_SANITIZER:-none}
 timeout=${FUZZ_TIMEOUT:-30}
 

@@ -119,6 +119,23 @@ pub struct Args {
     #[arg(long, env = "STRATA_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50)]
     pub offsets_topic_partitions: i32,
 
+    /// Partitions of the internal __transaction_state topic
+    /// (transaction.state.log.num.partitions).
+    #[arg(
+        long,
+        env = "STRATA_TRANSACTION_STATE_PARTITIONS",
+        default_value_t = 50
+    )]
+    pub transaction_state_partitions: i32,
+
+    /// Longest transaction timeout a producer may ask for (transaction.max.timeout.ms).
+    #[arg(
+        long,
+        env = "STRATA_TRANSACTION_MAX_TIMEOUT_MS",
+        default_value_t = 900_000
+    )]
+    pub transaction_max_timeout_ms: i32,
+
     /// Node-wide default for a topic config, KEY=VALUE with Kafka's topic config names
     /// (repeatable; comma-separated in the environment variable).
     #[arg(
@@ -230,6 +247,8 @@ pub struct NodeConfig {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub offsets_topic_partitions: i32,
+    pub transaction_state_partitions: i32,
+    pub transaction_max_timeout_ms: i32,
     pub topic_defaults: BTreeMap<String, String>,
     pub retention_check_interval_ms: u64,
     pub compaction_interval_ms: u64,
@@ -284,6 +303,12 @@ impl Args {
         };
         if self.node_id < 0 {
             return Err("--node-id must be 0 or more".into());
+        }
+        if self.transaction_state_partitions < 1 || self.transaction_max_timeout_ms < 1 {
+            return Err(
+                "--transaction-state-partitions and --transaction-max-timeout-ms must be at least 1"
+                    .into(),
+            );
         }
         if self.num_partitions < 1 || self.offsets_topic_partitions < 1 {
             return Err(
@@ -355,6 +380,8 @@ impl Args {
             auto_create_topics: self.auto_create_topics,
             num_partitions: self.num_partitions,
             offsets_topic_partitions: self.offsets_topic_partitions,
+            transaction_state_partitions: self.transaction_state_partitions,
+            transaction_max_timeout_ms: self.transaction_max_timeout_ms,
             topic_defaults: defaults,
             retention_check_interval_ms: self.retention_check_interval_ms.max(10),
             compaction_interval_ms: self.compaction_interval_ms.max(10),

@@ -15,3 +15,4 @@ pub mod replication;
 pub mod security;
 pub mod server;
 pub mod tiering;
+pub mod txn;

@@ -101,7 +101,7 @@ async fn api_versions_and_unsupported_version_fallback() {
         !resp
             .api_keys
             .iter()
-            .any(|k| k.api_key == ApiKey::EndTxn as i16),
+            .any(|k| k.api_key == ApiKey::ConsumerGroupHeartbeat as i16),
         "only implemented APIs"
     );
 

@@ -314,8 +314,8 @@ class Coordinator:
     port: int
 
 
-def find_coordinator(addr: str, group: str, timeout: float = 5.0) -> Coordinator:
-    body = _string(group) + _i8(0)  # key type 0: group
+def find_coordinator(addr: str, group: str, timeout: float = 5.0, key_type: int = 0) -> Coordinator:
+    body = _string(group) + _i8(key_type)  # key type 0: group, 1: transactional id
     with Conn(*split_addr(addr), timeout=timeout) as c:
         r = c.request(10, 2, body, flexible=False)
     r.i32()  # throttle

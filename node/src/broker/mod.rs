@@ -40,8 +40,21 @@ pub struct Read {
     /// Whole batches (None: nothing at or after the offset yet).
     pub records: Result<Option<bytes::Bytes>>,
     pub high_watermark: i64,
+    /// The last stable offset (below it no transaction is open).
+    pub last_stable_offset: i64,
+    /// For a read_committed read: the aborted transactions the records may belong to.
+    pub aborted: Vec<crate::log::txn::AbortedTxn>,
     /// The earliest offset readable from either tier.
     pub log_start_offset: i64,
+}
+
+/// Who reads, which decides how far: a follower to the log end, a read_uncommitted consumer
+/// to the high watermark, a read_committed one to the last stable offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    Follower,
+    Uncommitted,
+    Committed,
 }
 
 /// What a topic looks like to a handler.
@@ -341,6 +354,60 @@ impl Broker {
         }
     }
 
+    /// The transaction topic's settings: (partitions, replication factor, configs), those
+    /// of the offsets topic with its own partition count.
+    fn txn_topic_spec(&self) -> (i32, i16, BTreeMap<String, String>) {
+        let (_, rf, configs) = self.offsets_topic_spec();
+        (self.config.transaction_state_partitions, rf, configs)
+    }
+
+    /// The internal transaction topic, created on first use.
+    pub async fn ensure_txn_topic(&self) -> Result<TopicView> {
+        if let Some(t) = self.topic(crate::txn::TXN_TOPIC) {
+            return Ok(t);
+        }
+        let (partitions, rf, configs) = self.txn_topic_spec();
+        match self
+            .create_topic(crate::txn::TXN_TOPIC, partitions, rf, configs, false)
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(Error::TopicAlreadyExists(_)) => {
+                self.topic(crate::txn::TXN_TOPIC).ok_or_else(|| {
+                    Error::ControllerUnavailable("the transaction topic is being created".into())
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ask the controller for the transaction topic in the background (the coordinator
+    /// answers "not available" meanwhile).
+    pub fn request_txn_topic(&self) {
+        if self.topic(crate::txn::TXN_TOPIC).is_some() {
+            return;
+        }
+        let (partitions, rf, configs) = self.txn_topic_spec();
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            let r = link
+                .create_topic(
+                    crate::txn::TXN_TOPIC,
+                    partitions,
+                    rf,
+                    configs,
+                    Vec::new(),
+                    false,
+                )
+                .await;
+            if let Err(e) = r {
+                if !matches!(e, Error::TopicAlreadyExists(_)) {
+                    tracing::warn!(error = %e, "could not create the transaction topic");
+                }
+            }
+        });
+    }
+
     /// The offsets topic's settings: (partitions, replication factor, configs).
     fn offsets_topic_spec(&self) -> (i32, i16, BTreeMap<String, String>) {
         let mut configs = BTreeMap::new();
@@ -452,6 +519,36 @@ impl Broker {
         Ok((info, log_start))
     }
 
+    /// Append a transaction marker (a coordinator's WriteTxnMarkers) to a partition led
+    /// here.
+    pub fn append_marker(
+        &self,
+        part: &Arc<Partition>,
+        marker: crate::log::txn::Marker,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let epoch = {
+            let r = part.replica();
+            if !r.is_leader() {
+                return Err(Error::NotLeader(part.name()));
+            }
+            r.leader_epoch.max(0)
+        };
+        let info = part.log().append_marker(
+            marker,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            epoch,
+            fsutil::now_ms(),
+        )?;
+        part.recompute_high_watermark();
+        self.table.notify_appended();
+        Ok(info)
+    }
+
     /// The bucket serving `part` below its local log start: Some only for a tiered
     /// partition on a node with tiered storage. The one place that decides which tier
     /// serves an offset; every read path below asks it.
@@ -462,30 +559,45 @@ impl Broker {
     }
 
     /// Fetch: up to `limit` bytes of whole batches from `offset` (at least one batch when
-    /// `first`), below the high watermark for consumers and the log end for followers, from
-    /// the local log or, below its start, the bucket.
+    /// `first`), as far as the `reader` may read, from the local log or, below its start,
+    /// the bucket.
     pub async fn read(
         &self,
         part: &Arc<Partition>,
         offset: i64,
         limit: usize,
         first: bool,
-        follower: bool,
+        reader: Reader,
     ) -> Read {
-        let (plan, hw, start) = {
+        let follower = reader == Reader::Follower;
+        let (plan, hw, lso, aborted, start) = {
             let log = part.log();
             let leo = log.log_end_offset();
             let hw = part.high_watermark();
-            let bound = if follower { leo } else { hw };
+            let lso = log.first_unstable_offset().map_or(hw, |f| f.min(hw));
+            let bound = match reader {
+                Reader::Follower => leo,
+                Reader::Uncommitted => hw,
+                Reader::Committed => lso,
+            };
+            let aborted = if reader == Reader::Committed {
+                log.aborted_between(offset, bound)
+            } else {
+                Vec::new()
+            };
             (
                 log.plan_read(offset, limit, first, bound),
                 hw,
+                lso,
+                aborted,
                 log.log_start_offset(),
             )
         };
         let mut read = Read {
             records: plan.and_then(|p| p.map(|p| p.read_bytes()).transpose()),
             high_watermark: hw,
+            last_stable_offset: lso,
+            aborted,
             log_start_offset: start,
         };
         if let Some((t, topic_id)) = self.remote_tier(part) {
@@ -493,6 +605,11 @@ impl Broker {
             let earliest = t.earliest(topic_id, part.index, start);
             if let Ok(e) = &earliest {
                 read.log_start_offset = *e;
+            }
+            if offset < start && reader == Reader::Committed {
+                let mut remote = t.aborted(topic_id, part.index, offset, lso);
+                remote.retain(|a| !read.aborted.contains(a));
+                read.aborted.splice(0..0, remote);
             }
             if offset < start && matches!(read.records, Err(Error::OffsetOutOfRange { .. })) {
                 read.records = match (follower, earliest) {
@@ -502,7 +619,8 @@ impl Broker {
                         // records are the local log's.
                         Ok(None) => {
                             let log = part.log();
-                            log.plan_read(start, limit, first, hw)
+                            let bound = if reader == Reader::Committed { lso } else { hw };
+                            log.plan_read(start, limit, first, bound)
                                 .and_then(|p| p.map(|p| p.read_bytes()).transpose())
                         }
                         other => other,

@@ -13,6 +13,7 @@
 
 pub mod group;
 pub mod records;
+mod txn_offsets;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// Offsets-topic partitions whose records are still being replayed.
     loading: RwLock<HashSet<i32>>,
+    /// Offsets committed in open transactions, by producer id.
+    txn_offsets: Mutex<HashMap<i64, txn_offsets::TxnOffsets>>,
 }
 
 /// A write that must be durable before the request is answered.
@@ -92,6 +95,7 @@ impl GroupCoordinator {
             log,
             groups: Mutex::new(HashMap::new()),
             loading: RwLock::new(HashSet::new()),
+            txn_offsets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +138,7 @@ impl GroupCoordinator {
         };
         let mut offset = part.log().log_start_offset();
         let now = Instant::now();
+        let mut txns = txn_offsets::ReplayTxns::default();
         loop {
             let plan = {
                 let log = part.log();
@@ -144,13 +149,26 @@ impl GroupCoordinator {
             for set in crate::log::records::decode_all(&raw)? {
                 for r in set.records {
                     offset = r.offset + 1;
+                    if r.control {
+                        if let Some(commit) = txn_offsets::control_commit(r.key.as_ref()) {
+                            for (key, value) in txns.end(r.producer_id, commit) {
+                                self.apply(&key, value, now)?;
+                            }
+                        }
+                        continue;
+                    }
                     let Some(key) = r.key.and_then(|k| Key::decode(k).ok().flatten()) else {
                         continue;
                     };
+                    if r.transactional {
+                        txns.hold(r.producer_id, key, r.value);
+                        continue;
+                    }
                     self.apply(&key, r.value, now)?;
                 }
             }
         }
+        self.hold_replayed(txns.into_open());
         Ok(())
     }
 
@@ -206,6 +224,7 @@ impl GroupCoordinator {
             return;
         };
         self.groups.lock().retain(|g, _| partition_for(g, n) != p);
+        self.forget_txn_offsets(p, n);
         if !leading {
             self.loading.write().remove(&p);
             tracing::info!(

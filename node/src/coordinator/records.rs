@@ -52,7 +52,7 @@ pub struct GroupValue {
     pub members: Vec<MemberValue>,
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(b: &mut BytesMut, s: &str) {
     b.put_i16(s.len() as i16);
     b.put_slice(s.as_bytes());
 }
@@ -69,26 +69,26 @@ fn put_bytes(b: &mut BytesMut, v: &[u8]) {
     b.put_slice(v);
 }
 
-fn bad(what: &str) -> Error {
-    Error::CorruptBatch(format!("offsets topic record: {what}"))
+pub(crate) fn bad(what: &str) -> Error {
+    Error::CorruptBatch(format!("coordinator record: {what}"))
 }
 
-fn need(buf: &Bytes, n: usize, what: &str) -> Result<()> {
+pub(crate) fn need(buf: &Bytes, n: usize, what: &str) -> Result<()> {
     if buf.remaining() < n {
         return Err(bad(&format!("truncated {what}")));
     }
     Ok(())
 }
 
-fn get_i16(b: &mut Bytes) -> Result<i16> {
+pub(crate) fn get_i16(b: &mut Bytes) -> Result<i16> {
     need(b, 2, "int16")?;
     Ok(b.get_i16())
 }
-fn get_i32(b: &mut Bytes) -> Result<i32> {
+pub(crate) fn get_i32(b: &mut Bytes) -> Result<i32> {
     need(b, 4, "int32")?;
     Ok(b.get_i32())
 }
-fn get_i64(b: &mut Bytes) -> Result<i64> {
+pub(crate) fn get_i64(b: &mut Bytes) -> Result<i64> {
     need(b, 8, "int64")?;
     Ok(b.get_i64())
 }
@@ -103,7 +103,7 @@ fn get_nstr(b: &mut Bytes) -> Result<Option<String>> {
         .map(Some)
         .map_err(|_| bad("string is not UTF-8"))
 }
-fn get_str(b: &mut Bytes) -> Result<String> {
+pub(crate) fn get_str(b: &mut Bytes) -> Result<String> {
     get_nstr(b)?.ok_or_else(|| bad("null string"))
 }
 fn get_bytes(b: &mut Bytes) -> Result<Bytes> {

@@ -108,6 +108,11 @@ pub fn compact(log: &mut PartitionLog, now_ms: i64) -> Result<CompactionStats> {
 /// Note the offset of every keyed record of one batch as its key's latest (batches are
 /// fed in offset order).
 pub fn note_keys(raw: &[u8], latest: &mut HashMap<Bytes, i64>) -> Result<()> {
+    if super::batch::parse_header(raw)?.is_some_and(|h| h.is_transactional()) {
+        // A transaction's records may be aborted, and markers' keys are not record keys:
+        // neither supersedes anything.
+        return Ok(());
+    }
     let set = super::records::decode_batch(raw)?;
     for r in set.records {
         if let Some(k) = r.key {
@@ -129,6 +134,11 @@ pub fn clean_batch(
     now_ms: i64,
     delete_retention_ms: i64,
 ) -> Result<(Bytes, usize)> {
+    if header.is_transactional() {
+        // Transactions are kept whole, markers included: dropping an aborted transaction's
+        // records and then its marker is not done yet, and keeping them loses nothing.
+        return Ok((Bytes::copy_from_slice(raw), 0));
+    }
     let set = super::records::decode_batch(raw)?;
     let tombstone_expired = header.max_timestamp.saturating_add(delete_retention_ms) < now_ms;
     let total = set.records.len();

@@ -12,6 +12,7 @@ pub mod producer_state;
 pub mod records;
 pub mod retention;
 pub mod segment;
+pub mod txn;
 
 pub use config::LogConfig;
 pub use partition::{AppendInfo, PartitionLog, ReadPlan};

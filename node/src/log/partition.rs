@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::batch::{self, BatchHeader, BatchSpan};
 use super::config::LogConfig;
 use super::producer_state::{
-    snapshot_name, ProducerStateTable, SequenceCheck, Snapshot, SNAPSHOT_VERSION,
+    snapshot_name, CompletedTxn, ProducerStateTable, SequenceCheck, Snapshot, SNAPSHOT_VERSION,
 };
 use super::retention::{self, SegmentSummary};
 use super::segment::{self, Segment};
+use super::txn::{self, AbortedTxn, Marker, TxnIndex};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -80,6 +81,8 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Box<Segment>>,
     log_start_offset: i64,
     producers: ProducerStateTable,
+    /// Aborted transactions whose markers are in the log.
+    txns: TxnIndex,
     topic_id: uuid::Uuid,
     epochs: Vec<(i32, i64)>,
     /// Offset below which everything is fsynced.
@@ -209,6 +212,8 @@ impl PartitionLog {
         log.log_start_offset = log.log_start_offset.min(leo);
         log.epochs.retain(|(_, start)| *start < leo || leo == 0);
         log.durable_offset = leo;
+        let bases: Vec<i64> = log.segments.keys().copied().collect();
+        log.txns = TxnIndex::load(dir, &bases)?;
         log.load_producer_state()?;
         if log.entries_unsynced && leo > log.log_start_offset {
             // Its epoch history was written without an fsync: after a crash it may lack
@@ -269,6 +274,7 @@ impl PartitionLog {
             segments,
             log_start_offset: 0,
             producers: ProducerStateTable::default(),
+            txns: TxnIndex::default(),
             topic_id,
             epochs: Vec::new(),
             durable_offset: 0,
@@ -374,23 +380,40 @@ impl PartitionLog {
                 }
             }
         }
+        // Markers above the snapshot may have aborted transactions whose index entries a
+        // crash lost: replaying them finds those again.
+        let mut found = Vec::new();
         for seg in self.segments.values() {
             if seg.next_offset <= from {
                 continue;
             }
             for loc in seg.batches()? {
                 if loc.header.last_offset() >= from {
-                    table.record(&loc.header);
+                    let done = txn::fold(&mut table, &loc.header, || {
+                        seg.read(loc.position, loc.header.total_len())
+                    })?;
+                    if let Some(done) = done {
+                        found.push((seg.base_offset, done, table.first_unstable_offset()));
+                    }
                 }
             }
         }
         self.producers = table;
+        for (base, done, unstable) in found {
+            if done.marker == Marker::Abort && !self.txns.contains(done.last_offset) {
+                self.txns
+                    .add(&self.dir, base, aborted_entry(&done, unstable))?;
+            }
+        }
         Ok(())
     }
 
     /// Write a producer-state snapshot at the current log end, keeping the two newest.
+    /// The aborted-transaction entries below it are made durable first (the snapshot's
+    /// offset is where replay at open starts looking for them).
     pub fn snapshot_producers(&mut self) -> Result<()> {
         self.materialize()?;
+        self.txns.sync(&self.dir)?;
         let leo = self.log_end_offset();
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
@@ -553,9 +576,14 @@ impl PartitionLog {
                     max: self.config.max_message_bytes,
                 });
             }
-            if s.header.is_control() || s.header.attributes & batch::ATTR_TRANSACTIONAL != 0 {
+            if s.header.is_control() {
                 return Err(Error::InvalidRecord(
-                    "transactional batches are not supported".into(),
+                    "clients may not write control records".into(),
+                ));
+            }
+            if s.header.is_transactional() && !s.header.has_producer_id() {
+                return Err(Error::InvalidRecord(
+                    "a transactional batch needs a producer id".into(),
                 ));
             }
         }
@@ -589,7 +617,54 @@ impl PartitionLog {
                 "duplicate batch inside a multi-batch request".into(),
             ));
         }
+        self.write_batches(data, spans, &[], leader_epoch, now_ms)
+    }
 
+    /// Append the control batch that ends `producer_id`'s transaction in this partition
+    /// (the coordinator's WriteTxnMarkers). A marker from an older producer epoch or an
+    /// older coordinator is refused. Returns the marker's offset.
+    pub fn append_marker(
+        &mut self,
+        marker: Marker,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::StorageFailed(reason.clone()));
+        }
+        self.producers
+            .check_marker(producer_id, producer_epoch, coordinator_epoch)?;
+        self.materialize()?;
+        let data = txn::marker_batch(
+            marker,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            now_ms,
+        )?;
+        let spans = batch::validate_produce_records(&data)?;
+        self.write_batches(
+            &data,
+            &spans,
+            &[Some((marker, coordinator_epoch))],
+            leader_epoch,
+            now_ms,
+        )
+    }
+
+    /// Assign offsets to checked batches and append them; `markers` holds what the control
+    /// batches among them say (by position; missing entries are data batches).
+    fn write_batches(
+        &mut self,
+        data: &[u8],
+        spans: &[BatchSpan],
+        markers: &[Option<(Marker, i32)>],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         let total: usize = spans.iter().map(|s| s.header.total_len()).sum();
         let first_max_ts = if self.config.log_append_time {
             now_ms
@@ -636,8 +711,12 @@ impl PartitionLog {
             }
             return Err(e);
         }
-        for (h, _) in &headers {
-            self.producers.record(h);
+        let active_base = self.active().base_offset;
+        for (i, (h, _)) in headers.iter().enumerate() {
+            let marker = markers.get(i).copied().flatten();
+            if let Some(done) = self.producers.record(h, marker) {
+                self.note_completed(active_base, &done)?;
+            }
         }
         if self.epochs.last().map(|(e, _)| *e) != Some(leader_epoch) {
             self.epochs.push((leader_epoch, base_offset));
@@ -687,6 +766,32 @@ impl PartitionLog {
         self.snapshot_producers()?;
         self.durable_offset = self.durable_offset.max(leo);
         Ok(())
+    }
+
+    /// Index a transaction a marker in the segment at `segment_base` ended, if it aborted.
+    fn note_completed(&mut self, segment_base: i64, done: &CompletedTxn) -> Result<()> {
+        if done.marker != Marker::Abort {
+            return Ok(());
+        }
+        let entry = aborted_entry(done, self.producers.first_unstable_offset());
+        self.txns.add(&self.dir, segment_base, entry)
+    }
+
+    /// The first offset of the oldest open transaction, if any (the last stable offset
+    /// cannot pass it).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.first_unstable_offset()
+    }
+
+    /// Aborted transactions that may have records in `[from, upto)`, for a read_committed
+    /// fetch.
+    pub fn aborted_between(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        self.txns.overlapping(from, upto)
+    }
+
+    /// The producer state (DescribeProducers).
+    pub fn producers(&self) -> &ProducerStateTable {
+        &self.producers
     }
 
     /// Handle for an fsync of the active segment taken outside the partition lock; returns
@@ -882,6 +987,7 @@ impl PartitionLog {
                 s.delete();
             }
         }
+        self.txns.drop_below(self.first_segment_base());
         Ok(())
     }
 
@@ -982,6 +1088,7 @@ impl PartitionLog {
         if new_start != self.log_start_offset {
             self.log_start_offset = new_start;
         }
+        self.txns.drop_below(self.first_segment_base());
         self.write_meta()?;
         tracing::info!(dir = %self.dir.display(), deleted = n, log_start = self.log_start_offset, "retention deleted segments");
         Ok(n)
@@ -1019,7 +1126,8 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Drop a closed segment that compaction emptied.
+    /// Drop a closed segment that compaction emptied (it held no markers: compaction
+    /// keeps control batches).
     pub(crate) fn remove_segment(&mut self, base: i64) -> Result<()> {
         if let Some(seg) = self.segments.remove(&base) {
             seg.delete();
@@ -1062,6 +1170,17 @@ impl PartitionLog {
     }
 }
 
+/// The index entry of an aborted transaction; `unstable` is the first offset of a
+/// transaction still open after it (the last stable offset then).
+fn aborted_entry(done: &CompletedTxn, unstable: Option<i64>) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: unstable.unwrap_or(done.last_offset + 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1099,6 +1218,82 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A transactional batch of `n` records of producer `pid` (epoch 0) from `seq`.
+    fn txn_batch(pid: i64, seq: i32, n: usize) -> Vec<u8> {
+        let recs: Vec<_> = (0..n)
+            .map(|i| kafka_protocol::records::Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: 0,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: i as i64,
+                sequence: seq + i as i32,
+                timestamp: fsutil::now_ms(),
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        super::super::records::encode(&recs, kafka_protocol::records::Compression::None).unwrap()
+    }
+
+    #[test]
+    fn transactions_hold_the_stable_offset_and_aborts_survive_a_crash_and_a_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let id = uuid::Uuid::new_v4();
+        let now = fsutil::now_ms();
+        let mut log = PartitionLog::open(&path, id, cfg(), false).unwrap();
+        // Producer 1 aborts offsets 0..3; producer 2 opens at 3 and stays open.
+        append(&mut log, txn_batch(1, 0, 3)).unwrap();
+        append(&mut log, txn_batch(2, 0, 2)).unwrap();
+        assert_eq!(log.first_unstable_offset(), Some(0));
+        let abort = log.append_marker(Marker::Abort, 1, 0, 0, 0, now).unwrap();
+        assert_eq!(abort.base_offset, 5);
+        assert_eq!(log.first_unstable_offset(), Some(3));
+        let got = log.aborted_between(0, 10);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].producer_id, got[0].first_offset, got[0].last_offset),
+            (1, 0, 5)
+        );
+        assert!(log.aborted_between(6, 10).is_empty());
+        // Clients may not write markers; an older coordinator or epoch is fenced.
+        let marker = txn::marker_batch(Marker::Commit, 2, 0, 0, now).unwrap();
+        assert!(matches!(
+            append(&mut log, marker),
+            Err(Error::InvalidRecord(_))
+        ));
+        log.append_marker(Marker::Commit, 2, 0, 3, 0, now).unwrap();
+        assert_eq!(log.first_unstable_offset(), None);
+        assert!(log.append_marker(Marker::Commit, 2, 0, 2, 0, now).is_err());
+        let leo = log.log_end_offset();
+        drop(log); // a crash: no clean close, and the unsynced index entry lost with it
+        for e in std::fs::read_dir(&path).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".txnindex") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        let mut log = PartitionLog::open(&path, id, cfg(), true).unwrap();
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.aborted_between(0, 10).len(), 1);
+        assert_eq!(log.first_unstable_offset(), None);
+        // Cutting off producer 2's commit marker reopens its transaction.
+        log.truncate_to(6).unwrap();
+        assert_eq!(log.first_unstable_offset(), Some(3));
+        // Cutting off the abort marker forgets the abort.
+        log.truncate_to(5).unwrap();
+        assert!(log.aborted_between(0, 10).is_empty());
+        assert_eq!(log.first_unstable_offset(), Some(0));
+        log.close().unwrap();
+        let log = PartitionLog::open(&path, id, cfg(), true).unwrap();
+        assert!(log.aborted_between(0, 10).is_empty());
+        assert_eq!(log.first_unstable_offset(), Some(0));
     }
 
     #[test]

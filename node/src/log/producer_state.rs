@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::batch::BatchHeader;
+use super::txn::Marker;
 use crate::error::{Error, Result};
 
 /// Kafka remembers this many batches per producer for duplicate detection.
@@ -26,6 +27,23 @@ pub struct BatchMeta {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// Offset of the producer's first batch in its open transaction here, if one is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_first_offset: Option<i64>,
+    /// Epoch of the transaction coordinator that wrote the producer's last marker here
+    /// (a marker from an older coordinator is fenced).
+    #[serde(default)]
+    pub coordinator_epoch: i32,
+}
+
+/// A transaction a marker ended in this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub marker: Marker,
 }
 
 /// The outcome of checking an incoming batch.
@@ -93,18 +111,68 @@ impl ProducerStateTable {
         }
     }
 
-    /// Record an appended batch (offsets already assigned).
-    pub fn record(&mut self, h: &BatchHeader) {
+    /// Check a transaction marker the coordinator asks for: an older producer epoch is
+    /// fenced, and so is an older coordinator.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16, coordinator_epoch: i32) -> Result<()> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < entry.epoch {
+            return Err(Error::InvalidProducerEpoch(format!(
+                "marker for producer {producer_id} epoch {epoch} is older than current epoch {}",
+                entry.epoch
+            )));
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(Error::Kafka {
+                code: kafka_protocol::error::ResponseError::TransactionCoordinatorFenced,
+                message: format!(
+                    "marker from coordinator epoch {coordinator_epoch}, older than {}",
+                    entry.coordinator_epoch
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Offset of the first batch of the oldest open transaction: the last stable offset
+    /// cannot pass it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.txn_first_offset)
+            .min()
+    }
+
+    /// Record an appended batch (offsets already assigned); `marker` is what a control
+    /// batch says. Returns the transaction a marker ended.
+    pub fn record(
+        &mut self,
+        h: &BatchHeader,
+        marker: Option<(Marker, i32)>,
+    ) -> Option<CompletedTxn> {
         if !h.has_producer_id() {
-            return;
+            return None;
         }
         let entry = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        if let Some((marker, coordinator_epoch)) = marker {
+            entry.coordinator_epoch = coordinator_epoch;
+            return entry.txn_first_offset.take().map(|first| CompletedTxn {
+                producer_id: h.producer_id,
+                first_offset: first,
+                last_offset: h.base_offset,
+                marker,
+            });
+        }
+        if h.is_transactional() {
+            entry.txn_first_offset.get_or_insert(h.base_offset);
+        }
         if h.base_sequence < 0 {
-            return;
+            return None;
         }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -116,14 +184,7 @@ impl ProducerStateTable {
         while entry.batches.len() > DEDUP_WINDOW {
             entry.batches.pop_front();
         }
-    }
-
-    /// Forget batches at or above `offset` (after a truncation); keeps older ones.
-    pub fn truncate_to(&mut self, offset: i64) {
-        for entry in self.producers.values_mut() {
-            entry.batches.retain(|b| b.last_offset < offset);
-        }
-        self.producers.retain(|_, e| !e.batches.is_empty());
+        None
     }
 }
 
@@ -166,15 +227,59 @@ mod tests {
         }
     }
 
+    impl ProducerStateTable {
+        fn record_plain(&mut self, h: &BatchHeader) {
+            assert_eq!(self.record(h, None), None);
+        }
+    }
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_end_at_their_marker() {
+        let mut t = ProducerStateTable::default();
+        let mut b = hdr(7, 0, 0, 10, 3);
+        b.attributes = super::super::batch::ATTR_TRANSACTIONAL;
+        t.record_plain(&b);
+        let mut b2 = hdr(8, 0, 0, 13, 1);
+        b2.attributes = super::super::batch::ATTR_TRANSACTIONAL;
+        t.record_plain(&b2);
+        let mut more = hdr(7, 0, 3, 14, 2);
+        more.attributes = super::super::batch::ATTR_TRANSACTIONAL;
+        t.record_plain(&more);
+        assert_eq!(t.first_unstable_offset(), Some(10));
+        let mut m = hdr(7, 0, -1, 16, 1);
+        m.attributes = super::super::batch::ATTR_TRANSACTIONAL | super::super::batch::ATTR_CONTROL;
+        assert_eq!(
+            t.record(&m, Some((Marker::Abort, 2))),
+            Some(CompletedTxn {
+                producer_id: 7,
+                first_offset: 10,
+                last_offset: 16,
+                marker: Marker::Abort
+            })
+        );
+        assert_eq!(t.first_unstable_offset(), Some(13));
+        // Fencing: an older epoch, or an older coordinator.
+        assert!(t.check_marker(7, 0, 2).is_ok());
+        assert!(matches!(t.check_marker(7, 0, 1), Err(Error::Kafka { .. })));
+        let mut bumped = m;
+        bumped.producer_epoch = 1;
+        bumped.base_offset = 17;
+        assert_eq!(t.record(&bumped, Some((Marker::Abort, 2))), None);
+        assert!(matches!(
+            t.check_marker(7, 0, 2),
+            Err(Error::InvalidProducerEpoch(_))
+        ));
+    }
+
     #[test]
     fn in_order_then_duplicate_then_gap() {
         let mut t = ProducerStateTable::default();
         let b0 = hdr(7, 0, 0, 0, 5);
         assert_eq!(t.check(&b0).unwrap(), SequenceCheck::Append);
-        t.record(&b0);
+        t.record_plain(&b0);
         let b1 = hdr(7, 0, 5, 5, 5);
         assert_eq!(t.check(&b1).unwrap(), SequenceCheck::Append);
-        t.record(&b1);
+        t.record_plain(&b1);
         // Retry of b0 is a duplicate with its original offsets.
         match t.check(&hdr(7, 0, 0, -1, 5)).unwrap() {
             SequenceCheck::Duplicate(m) => assert_eq!((m.first_offset, m.last_offset), (0, 4)),
@@ -187,7 +292,7 @@ mod tests {
         ));
         // An old epoch is fenced.
         let mut t2 = t.clone();
-        t2.record(&hdr(7, 1, 0, 10, 1));
+        t2.record_plain(&hdr(7, 1, 0, 10, 1));
         assert!(matches!(
             t2.check(&hdr(7, 0, 10, -1, 1)),
             Err(Error::InvalidProducerEpoch(_))
@@ -207,7 +312,7 @@ mod tests {
     fn window_is_five_batches() {
         let mut t = ProducerStateTable::default();
         for i in 0..7 {
-            t.record(&hdr(1, 0, i, i as i64, 1));
+            t.record_plain(&hdr(1, 0, i, i as i64, 1));
         }
         assert_eq!(t.producers[&1].batches.len(), DEDUP_WINDOW);
         // The oldest two fell out of the window: a retry of seq 0 is now out of order.

@@ -432,9 +432,11 @@ impl Segment {
         self.rebuild(false)
     }
 
+    /// Remove the segment's files (its log, indexes, and aborted-transaction index).
     pub fn delete(self) {
         let (lp, _, _) = Self::paths(&self.dir, self.base_offset);
         let _ = std::fs::remove_file(lp);
+        let _ = std::fs::remove_file(self.dir.join(super::txn::index_name(self.base_offset)));
         self.index.delete();
         self.time_index.delete();
     }

@@ -12,6 +12,7 @@
 pub mod metrics;
 mod restore;
 pub mod standalone;
+mod txn_host;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Node {
     pub broker: Arc<Broker>,
     /// Consumer groups and committed offsets.
     pub groups: Arc<GroupCoordinator>,
+    /// Transactional ids and the two-phase end of transactions.
+    pub txns: Arc<crate::txn::TransactionCoordinator>,
     /// The link to the controller: `strata-operator` (`--controller`), or the controller
     /// embedded in a standalone node.
     pub cluster: Arc<ClusterLink>,
@@ -111,10 +114,15 @@ impl Node {
             shutdown.clone(),
         );
         let tiering = broker.tiering.clone();
-        Ok(Arc::new(Node {
+        let max_txn_timeout = config.transaction_max_timeout_ms;
+        Ok(Arc::new_cyclic(|me| Node {
             config,
             broker,
             groups,
+            txns: Arc::new(crate::txn::TransactionCoordinator::new(
+                Arc::new(txn_host::NodeTxnHost::new(me.clone())),
+                max_txn_timeout,
+            )),
             cluster: link,
             replicator,
             tiering,
@@ -152,6 +160,20 @@ impl Node {
             .spawn(self.security.clone().run(self.shutdown.clone()));
         let groups = self.groups.clone();
         self.tasks.spawn_blocking(move || groups.load_all());
+        let txns = self.txns.clone();
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            // Kafka's transaction.abort.timed.out.transaction.cleanup.interval.ms is 10 s;
+            // a second costs little and aborts a timed-out transaction sooner.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                txns.tick().await;
+            }
+        });
         let groups = self.groups.clone();
         let expiry_every = every(self.config.offsets_retention_check_interval_ms);
         let stop = self.shutdown.clone();
@@ -335,8 +357,12 @@ impl ClusterHost for Node {
             let part = self.broker.host_partition(name, topic, p)?;
             let was_leader = part.is_leader();
             crate::replication::roles::take_up(&part, a, me, now)?;
-            if name == OFFSETS_TOPIC && was_leader != part.is_leader() {
-                offsets_moves.lock().push((p, part.is_leader()));
+            if (name == OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC)
+                && was_leader != part.is_leader()
+            {
+                offsets_moves
+                    .lock()
+                    .push((name == OFFSETS_TOPIC, p, part.is_leader()));
             }
             Ok(())
         })?;
@@ -356,8 +382,10 @@ impl ClusterHost for Node {
             if !keep {
                 let was_leader = part.is_leader();
                 self.broker.drop_partition(&part);
-                if part.topic == OFFSETS_TOPIC && was_leader {
-                    offsets_leadership.push((part.index, false));
+                if (part.topic == OFFSETS_TOPIC || part.topic == crate::txn::TXN_TOPIC)
+                    && was_leader
+                {
+                    offsets_leadership.push((part.topic == OFFSETS_TOPIC, part.index, false));
                 }
             }
         }
@@ -394,8 +422,12 @@ impl ClusterHost for Node {
             );
         }
         self.broker.image().install(meta, view);
-        for (p, leading) in offsets_leadership {
-            self.groups.on_offsets_leadership(p, leading);
+        for (offsets, p, leading) in offsets_leadership {
+            if offsets {
+                self.groups.on_offsets_leadership(p, leading);
+            } else {
+                self.txns.on_leadership(p, leading);
+            }
         }
         self.broker.table().notify_appended();
         self.replicator.ensure_fetchers();

@@ -100,6 +100,16 @@ impl Partition {
         *self.hw.borrow()
     }
 
+    /// The last stable offset: the high watermark, held back by the oldest open
+    /// transaction (read_committed consumers read below it).
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        match self.log().first_unstable_offset() {
+            Some(first) => first.min(hw),
+            None => hw,
+        }
+    }
+
     /// Raise the high watermark (it never goes back, except through `reset_high_watermark`).
     pub fn advance_high_watermark(&self, hw: i64) -> bool {
         self.hw.send_if_modified(|cur| {

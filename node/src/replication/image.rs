@@ -217,7 +217,7 @@ pub(crate) fn topic_meta(t: &pb::TopicInfo) -> TopicMeta {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         leader_epoch: 0,
-        internal: t.internal || t.name == OFFSETS_TOPIC,
+        internal: t.internal || t.name == OFFSETS_TOPIC || t.name == crate::txn::TXN_TOPIC,
     }
 }
 

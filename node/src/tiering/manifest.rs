@@ -29,6 +29,10 @@ pub struct RemoteSegment {
     /// Set once compaction rewrote the segment (its objects then carry it in their names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compacted: Option<Compacted>,
+    /// Transactions aborted by markers in this segment (its `.txnindex`, which Kafka
+    /// uploads beside the segment): read_committed reads of the bucket drop their records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted: Vec<crate::log::txn::AbortedTxn>,
 }
 
 /// A compacted copy of a segment: the how-many-th, and the leader epoch that wrote it (two
@@ -432,6 +436,7 @@ pub(crate) mod tests {
             leader_epoch: epoch,
             epochs: vec![(epoch, base)],
             compacted: None,
+            aborted: Vec::new(),
         }
     }
 

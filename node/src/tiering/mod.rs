@@ -405,6 +405,27 @@ impl Tiering {
         Ok(log)
     }
 
+    /// Aborted transactions whose markers are in the bucket's segments and that may have
+    /// records in `[from, upto)` (a read_committed read).
+    pub fn aborted(
+        &self,
+        topic_id: uuid::Uuid,
+        p: i32,
+        from: i64,
+        upto: i64,
+    ) -> Vec<crate::log::txn::AbortedTxn> {
+        let View::Ready(m) = self.view((topic_id, p)) else {
+            return Vec::new();
+        };
+        m.segments
+            .iter()
+            .filter(|s| s.next_offset > from)
+            .flat_map(|s| s.aborted.iter())
+            .filter(|a| a.last_offset >= from && a.first_offset < upto)
+            .copied()
+            .collect()
+    }
+
     /// The earliest offset a consumer can read: the bucket's start when it holds data. While
     /// the manifest is unknown (the bucket was unreachable when the node started) and the
     /// local log no longer starts at 0, the bucket may hold older data: a retriable

@@ -364,7 +364,9 @@ impl Tiering {
                 // Between uploads: the bucket holds only what the manifest names.
                 return Ok(());
             }
-            let hw = part.high_watermark();
+            // Below the last stable offset only, as Kafka copies: a segment holding records
+            // of an open transaction waits for its marker.
+            let hw = part.last_stable_offset();
             let (sums, dir, epochs, log_start, index_interval) = {
                 let log = part.log();
                 let dir = log.dir().to_path_buf();
@@ -444,9 +446,10 @@ impl Tiering {
         };
         let file = local.file.clone();
         let size = s.size;
-        let table = tokio::task::spawn_blocking(move || fold_producers(&file, size, start_state))
-            .await
-            .map_err(|e| Error::RemoteUnavailable(e.to_string()))??;
+        let (table, aborted) =
+            tokio::task::spawn_blocking(move || fold_producers(&file, size, start_state))
+                .await
+                .map_err(|e| Error::RemoteUnavailable(e.to_string()))??;
         let read = |ext: &str| {
             let path = local.dir.join(format!("{:020}.{ext}", s.base_offset));
             async move {
@@ -501,6 +504,7 @@ impl Tiering {
             leader_epoch: epoch,
             epochs: seg_epochs,
             compacted: None,
+            aborted,
         })
     }
 
@@ -652,12 +656,14 @@ impl Tiering {
     }
 }
 
-/// Producer state after the batches of a closed segment file, starting from `table`.
+/// Producer state after the batches of a closed segment file, starting from `table`, and
+/// the transactions its abort markers ended.
 fn fold_producers(
     file: &File,
     size: u64,
     mut table: ProducerStateTable,
-) -> Result<ProducerStateTable> {
+) -> Result<(ProducerStateTable, Vec<crate::log::txn::AbortedTxn>)> {
+    let mut aborted = Vec::new();
     let mut pos = 0u64;
     let mut buf = [0u8; HEADER_LEN];
     while pos < size {
@@ -669,10 +675,25 @@ fn fold_producers(
         let h = batch::parse_header(&buf)
             .map_err(|e| bad(e.to_string()))?
             .ok_or_else(|| bad("short header".into()))?;
-        table.record(&h);
+        let at = pos;
+        let done = crate::log::txn::fold(&mut table, &h, || {
+            let mut raw = vec![0u8; h.total_len()];
+            file.read_exact_at(&mut raw, at).map_err(|e| {
+                Error::CorruptBatch(format!("closed segment at position {at}: {e}"))
+            })?;
+            Ok(raw)
+        })?;
+        if let Some(d) = done.filter(|d| d.marker == crate::log::txn::Marker::Abort) {
+            aborted.push(crate::log::txn::AbortedTxn {
+                producer_id: d.producer_id,
+                first_offset: d.first_offset,
+                last_offset: d.last_offset,
+                last_stable_offset: table.first_unstable_offset().unwrap_or(d.last_offset + 1),
+            });
+        }
         pos += h.total_len() as u64;
     }
-    Ok(table)
+    Ok((table, aborted))
 }
 
 /// Local retention on a tiered partition, off the async threads (it unlinks files). It

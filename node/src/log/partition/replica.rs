@@ -53,8 +53,14 @@ impl PartitionLog {
             return Err(e);
         }
         let mut epochs_changed = false;
-        for (h, _) in &headers {
-            self.producers.record(h);
+        let active_base = self.active().base_offset;
+        for (h, at) in &headers {
+            let done = txn::fold(&mut self.producers, h, || {
+                Ok(data[*at..*at + h.total_len()].to_vec())
+            })?;
+            if let Some(done) = done {
+                self.note_completed(active_base, &done)?;
+            }
             let latest = self.epochs.last().map(|(e, _)| *e);
             if latest.is_none_or(|e| h.partition_leader_epoch > e) {
                 self.epochs.push((h.partition_leader_epoch, h.base_offset));
@@ -143,6 +149,10 @@ impl PartitionLog {
         self.log_start_offset = offset;
         self.epochs.clear();
         self.producers = ProducerStateTable::default();
+        self.txns.clear();
+        for off in self.snapshot_offsets()? {
+            let _ = std::fs::remove_file(self.dir.join(snapshot_name(off)));
+        }
         self.after_truncation(offset)?;
         tracing::info!(dir = %self.dir.display(), offset, "log reset to the leader's start");
         Ok(())
@@ -167,13 +177,23 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// After the log was cut at `leo`: producer state is rebuilt from the newest snapshot
+    /// at or below the cut and the batches after it (a cut may reopen a transaction whose
+    /// marker it removed), and aborted-transaction entries above the cut go.
     fn after_truncation(&mut self, leo: i64) -> Result<()> {
-        self.producers.truncate_to(leo);
         for off in self.snapshot_offsets()? {
             if off > leo {
                 let _ = std::fs::remove_file(self.dir.join(snapshot_name(off)));
             }
         }
+        let cut_segment = self
+            .segments
+            .range(..=leo)
+            .next_back()
+            .map(|(b, _)| *b)
+            .unwrap_or_else(|| self.first_segment_base());
+        self.txns.truncate(&self.dir, leo, cut_segment)?;
+        self.load_producer_state()?;
         self.epochs.retain(|(_, start)| *start < leo);
         self.durable_offset = self.durable_offset.min(leo);
         self.write_meta()

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, SupportedFeatureKey};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
 use super::reply;
@@ -24,11 +24,31 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// The features this node supports (KIP-584), at the levels it implements:
+/// `transaction.version` 0 (Kafka's transaction protocol before KIP-890's second part),
+/// and `group.version` 0 (the classic group protocol only). Nothing is finalized above
+/// level 0, so clients use the protocols of level 0, and `kafka-features.sh describe`
+/// lists what the node supports.
+fn supported_features() -> Vec<SupportedFeatureKey> {
+    ["transaction.version", "group.version"]
+        .into_iter()
+        .map(|name| {
+            build!(SupportedFeatureKey {
+                name: super::s(name),
+                min_version: 0,
+                max_version: 0
+            })
+        })
+        .collect()
+}
+
 /// Answer ApiVersions.
 pub fn handle(_b: &Arc<Node>, _v: i16, _req: ApiVersionsRequest) -> ApiVersionsResponse {
     build!(ApiVersionsResponse {
         error_code: 0,
-        api_keys: api_list()
+        api_keys: api_list(),
+        supported_features: supported_features(),
+        finalized_features_epoch: -1
     })
 }
 

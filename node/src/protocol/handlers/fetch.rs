@@ -8,9 +8,13 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
+use crate::broker::Reader;
 use crate::error::Error;
 use crate::node::Node;
 use crate::security::Caller;
@@ -157,12 +161,32 @@ async fn collect(
                 b.replicator
                     .on_replica_fetch(&part, replica, fp.fetch_offset);
             }
+            let reader = if replica >= 0 {
+                Reader::Follower
+            } else if v >= 4 && req.isolation_level == 1 {
+                Reader::Committed
+            } else {
+                Reader::Uncommitted
+            };
             let read = b
                 .broker
-                .read(&part, fp.fetch_offset, limit, total == 0, replica >= 0)
+                .read(&part, fp.fetch_offset, limit, total == 0, reader)
                 .await;
             pd.high_watermark = read.high_watermark;
-            pd.last_stable_offset = read.high_watermark;
+            pd.last_stable_offset = read.last_stable_offset;
+            if reader == Reader::Committed {
+                pd.aborted_transactions = Some(
+                    read.aborted
+                        .iter()
+                        .map(|a| {
+                            build!(AbortedTransaction {
+                                producer_id: ProducerId(a.producer_id),
+                                first_offset: a.first_offset
+                            })
+                        })
+                        .collect(),
+                );
+            }
             pd.log_start_offset = read.log_start_offset;
             let result = read.records;
             match result {

@@ -1,5 +1,5 @@
-//! FindCoordinator: this node coordinates every group (it leads every partition of the
-//! offsets topic). Transaction coordination is not implemented.
+//! FindCoordinator: the coordinator of a group is the leader of its `__consumer_offsets`
+//! partition, that of a transactional id the leader of its `__transaction_state` partition.
 
 use std::sync::Arc;
 
@@ -14,9 +14,10 @@ use crate::coordinator::records::partition_for;
 use crate::coordinator::OFFSETS_TOPIC;
 use crate::node::Node;
 use crate::security::Caller;
+use crate::txn::TXN_TOPIC;
 use strata_security::acl::{Operation, ResourceType};
 
-/// Longest a FindCoordinator waits for the offsets topic it had to create.
+/// Longest a FindCoordinator waits for the internal topic it had to create.
 const OFFSETS_TOPIC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Answer FindCoordinator (single key before v4, batched keys from v4). Group keys need
@@ -31,13 +32,24 @@ pub async fn handle(
     // creation runs on its own task and the answer waits for it only briefly: Kafka answers
     // COORDINATOR_NOT_AVAILABLE at once while the topic is made, and a client whose request
     // hangs until its request timeout (30 s in Java) loses that whole time.
-    let offsets_topic = if req.key_type == 0 {
-        Some(match b.broker.topic(OFFSETS_TOPIC) {
+    let internal = if req.key_type == 0 {
+        OFFSETS_TOPIC
+    } else {
+        TXN_TOPIC
+    };
+    let offsets_topic = if req.key_type == 0 || req.key_type == 1 {
+        Some(match b.broker.topic(internal) {
             Some(t) => Ok(t),
             None => {
                 let node = b.clone();
-                let creation =
-                    tokio::spawn(async move { node.broker.ensure_offsets_topic().await });
+                let txn = req.key_type == 1;
+                let creation = tokio::spawn(async move {
+                    if txn {
+                        node.broker.ensure_txn_topic().await
+                    } else {
+                        node.broker.ensure_offsets_topic().await
+                    }
+                });
                 match tokio::time::timeout(OFFSETS_TOPIC_WAIT, creation).await {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => Err(crate::error::Error::ControllerUnavailable(format!(
@@ -54,7 +66,7 @@ pub async fn handle(
     };
     let answer = |key_type: i8| -> (i16, Option<String>) {
         match key_type {
-            0 => match &offsets_topic {
+            0 | 1 => match &offsets_topic {
                 Some(Ok(_)) => (0, None),
                 None => (0, None),
                 Some(Err(e)) => (
@@ -62,10 +74,6 @@ pub async fn handle(
                     Some(e.to_string()),
                 ),
             },
-            1 => (
-                ResponseError::CoordinatorNotAvailable.code(),
-                Some("transactions are not supported".into()),
-            ),
             _ => (
                 ResponseError::InvalidRequest.code(),
                 Some(format!("unknown key type {key_type}")),
@@ -87,6 +95,19 @@ pub async fn handle(
                 -1,
             );
         }
+        if req.key_type == 1
+            && !b
+                .security
+                .authorize(cx, Operation::Describe, ResourceType::TransactionalId, key)
+        {
+            return (
+                ResponseError::TransactionalIdAuthorizationFailed.code(),
+                None,
+                BrokerId(-1),
+                s(""),
+                -1,
+            );
+        }
         let (code, msg) = answer(req.key_type);
         if code != 0 {
             return (code, msg, BrokerId(-1), s(""), -1);
@@ -94,11 +115,11 @@ pub async fn handle(
         let view = b.cluster.view();
         let n = b
             .broker
-            .topic(OFFSETS_TOPIC)
+            .topic(internal)
             .map(|t| t.meta.partitions)
             .unwrap_or(0);
         let leader = (n > 0)
-            .then(|| view.assignment(OFFSETS_TOPIC, partition_for(key, n)))
+            .then(|| view.assignment(internal, partition_for(key, n)))
             .flatten()
             .map(|a| a.leader)
             .and_then(|l| view.nodes.get(&l).filter(|n| n.alive))

@@ -424,7 +424,31 @@ type Fetched = Result<Vec<(String, Vec<PartitionOffset>)>, ResponseError>;
 /// One group's OffsetFetch answer (`topics` None: every topic). Needs Describe on the group;
 /// topics the caller may not describe are left out of an "every topic" answer and are
 /// TOPIC_AUTHORIZATION_FAILED when named (after the others, as in Kafka).
+/// With `require_stable` (KIP-447: read_committed consumers), a partition whose offset an
+/// open transaction is about to commit answers UNSTABLE_OFFSET_COMMIT, and the consumer asks
+/// again, instead of resuming from an offset the transaction is replacing.
 fn fetch_one(
+    b: &Node,
+    cx: &Caller,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Fetched {
+    let mut out = fetch_committed(b, cx, group, topics)?;
+    if require_stable {
+        for (t, ps) in out.iter_mut() {
+            for (p, offset, _, _, code) in ps.iter_mut() {
+                if *code == 0 && b.groups.has_pending_txn_offset(group, t, *p) {
+                    *offset = -1;
+                    *code = ResponseError::UnstableOffsetCommit.code();
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn fetch_committed(
     b: &Node,
     cx: &Caller,
     group: &str,
@@ -497,7 +521,7 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                match fetch_one(b, cx, g.group_id.0.as_str(), topics) {
+                match fetch_one(b, cx, g.group_id.0.as_str(), topics, req.require_stable) {
                     Err(e) => build!(OffsetFetchResponseGroup {
                         group_id: g.group_id.clone(),
                         error_code: e.code()
@@ -533,7 +557,13 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    match fetch_one(b, cx, req.group_id.0.as_str(), topics) {
+    match fetch_one(
+        b,
+        cx,
+        req.group_id.0.as_str(),
+        topics,
+        v >= 7 && req.require_stable,
+    ) {
         Err(e) => {
             // Before v2 errors were per partition only.
             let topics = if v < 2 {

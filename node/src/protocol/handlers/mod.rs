@@ -28,6 +28,7 @@ pub mod quotas;
 pub mod replicas;
 pub mod security;
 pub mod topics;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -323,6 +324,22 @@ fn route(broker: &Arc<Node>, frame: Frame) -> Pending {
             configs::incremental_alter_configs
         ),
         ApiKey::InitProducerId => deferred_cx!(InitProducerIdRequest, producer_id::handle),
+        ApiKey::AddPartitionsToTxn => {
+            deferred_cx!(AddPartitionsToTxnRequest, txn::add_partitions)
+        }
+        ApiKey::AddOffsetsToTxn => deferred_cx!(AddOffsetsToTxnRequest, txn::add_offsets),
+        ApiKey::EndTxn => deferred_cx!(EndTxnRequest, txn::end_txn),
+        ApiKey::TxnOffsetCommit => {
+            deferred_cx!(TxnOffsetCommitRequest, txn::txn_offset_commit)
+        }
+        ApiKey::WriteTxnMarkers => deferred_cx!(WriteTxnMarkersRequest, txn::write_txn_markers),
+        ApiKey::DescribeTransactions => {
+            sync_cx!(DescribeTransactionsRequest, txn::describe_transactions)
+        }
+        ApiKey::ListTransactions => sync_cx!(ListTransactionsRequest, txn::list_transactions),
+        ApiKey::DescribeProducers => {
+            sync_cx!(DescribeProducersRequest, txn::describe_producers)
+        }
         ApiKey::FindCoordinator => {
             deferred_cx!(FindCoordinatorRequest, find_coordinator::handle)
         }

@@ -84,7 +84,7 @@ pub async fn list_offsets(
                 partitions.push(r);
                 continue;
             }
-            match list_offset(&b, t.name.0.as_str(), p).await {
+            match list_offset(&b, t.name.0.as_str(), p, req.isolation_level == 1).await {
                 Ok((offset, ts, epoch)) => {
                     r.offset = offset;
                     r.timestamp = ts;
@@ -110,6 +110,7 @@ async fn list_offset(
     b: &Node,
     topic: &str,
     p: &ListOffsetsPartition,
+    read_committed: bool,
 ) -> Result<(i64, i64, i32), i16> {
     let (_, part) = lookup(b, topic, p.partition_index)?;
     let epoch = part.leader_epoch();
@@ -120,6 +121,7 @@ async fn list_offset(
         None => (-1, -1, -1),
     };
     Ok(match p.timestamp {
+        LATEST if read_committed => (part.last_stable_offset(), -1, epoch),
         LATEST => (part.high_watermark(), -1, epoch),
         // Tiering hook: the earliest offset is the bucket's start, and lookups by time
         // include the bucket's part of the log; EARLIEST_LOCAL stays the local log's.

@@ -38,6 +38,56 @@ fn has_transactional_records(req: &ProduceRequest) -> bool {
         })
 }
 
+/// KIP-890's first part: the first transactional batch a producer writes to a partition
+/// in a transaction must be of a partition its coordinator added to the transaction
+/// (INVALID_TXN_STATE otherwise), so a late or stray write cannot open a transaction that
+/// nothing will ever end. Checked when this node coordinates the transactional id; a
+/// coordinator on another node is not asked yet.
+fn verify_in_transaction(
+    b: &Node,
+    id: &str,
+    part: &Arc<Partition>,
+    data: &[u8],
+) -> Result<(), (i16, String)> {
+    let Ok(Some(h)) = batch::parse_header(data) else {
+        return Ok(());
+    };
+    if !h.is_transactional() || h.is_control() {
+        return Ok(());
+    }
+    let open = part
+        .log()
+        .producers()
+        .producers
+        .get(&h.producer_id)
+        .is_some_and(|e| e.epoch == h.producer_epoch && e.txn_first_offset.is_some());
+    if open {
+        return Ok(());
+    }
+    let refused = |code: ResponseError| {
+        Err((
+            code.code(),
+            format!(
+                "{}: producer {} is not in a transaction with this partition",
+                part.name(),
+                h.producer_id
+            ),
+        ))
+    };
+    match b
+        .txns
+        .verify(id, h.producer_id, h.producer_epoch, &part.topic, part.index)
+    {
+        Ok(()) => Ok(()),
+        Err(ResponseError::ProducerFenced) => refused(ResponseError::InvalidProducerEpoch),
+        Err(ResponseError::InvalidTxnState | ResponseError::InvalidProducerIdMapping) => {
+            refused(ResponseError::InvalidTxnState)
+        }
+        // Coordinated elsewhere, or not available now: not checked.
+        Err(_) => Ok(()),
+    }
+}
+
 /// The answer when the request's transactional id may not be written: the error on every
 /// partition, as Kafka's error response has it (acks=0: the connection closes instead).
 fn refuse_all(v: i16, correlation_id: i32, req: ProduceRequest, code: ResponseError) -> Pending {
@@ -103,6 +153,7 @@ pub fn handle(
         }
     }
     let acks = req.acks;
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut to_sync: Vec<(usize, usize, Appended)> = Vec::new();
@@ -177,6 +228,9 @@ pub fn handle(
                     .map_err(|e: Error| (e.code(), e.to_string()))?;
                 // A slice of the request frame: the log writes it without copying it first.
                 let data: &[u8] = pd.records.as_deref().unwrap_or_default();
+                if let Some(id) = &transactional_id {
+                    verify_in_transaction(&b, id, &part, data)?;
+                }
                 let (info, log_start) = b
                     .broker
                     .append(&part, data)

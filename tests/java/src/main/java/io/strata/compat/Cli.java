@@ -55,7 +55,19 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *                   [--key-prefix K] [--value-prefix V] [--pad BYTES] [--header k=v]...
  *                   [--timestamp-start MS --timestamp-step MS]
  * consume           --bootstrap B --topic T [--partition P]... [--offset O] [--count N]
- *                   [--timeout-ms MS]              (assign(), no consumer group)
+ *                   [--timeout-ms MS] [--isolation read_committed|read_uncommitted]
+ *                   [--until-end]                  (assign(), no consumer group; --until-end:
+ *                   read until the position reaches the end offsets (the LSO if read_committed)
+ *                   as of the start, then stop)
+ * txn-produce       --bootstrap B --topic T --transactional-id X --plan commit:N,abort:N,...
+ *                   [--partition P] [--value-prefix V]
+ *                   (one transaction per plan step, values V0, V1, ... numbered across steps;
+ *                   prints one line per step with the acked offsets and the step's outcome)
+ * txn-copy          --bootstrap B --input T --output U --group G --transactional-id X
+ *                   --count N [--action commit|abort]
+ *                   (consume-transform-produce: reads N records of T partition 0 from G's
+ *                   committed offset, writes "copy-" + value to U partition 0 and the next offset
+ *                   with sendOffsetsToTransaction, then commits or aborts)
  * create-topic      --bootstrap B --topic T [--partitions N] [--replication-factor R]
  *                   [--config k=v]... [--validate-only]
  * describe-topic    --bootstrap B --topic T
@@ -97,6 +109,8 @@ public final class Cli {
                 case "list-topics" -> listTopics(a);
                 case "list-offsets" -> listOffsets(a);
                 case "offsets-for-times" -> offsetsForTimes(a);
+                case "txn-produce" -> txnProduce(a);
+                case "txn-copy" -> txnCopy(a);
                 default -> {
                     System.err.println("unknown command " + a.command);
                     yield 2;
@@ -202,6 +216,7 @@ public final class Cli {
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
         p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, a.get("isolation", "read_uncommitted"));
         return new KafkaConsumer<>(p);
     }
 
@@ -269,6 +284,9 @@ public final class Cli {
             } else {
                 c.seekToBeginning(tps);
             }
+            if (a.has("until-end")) {
+                return consumeUntilEnd(c, tps, timeoutMs);
+            }
             // Without --count, read up to the end offsets as of now.
             long want;
             if (a.has("count")) {
@@ -297,6 +315,163 @@ public final class Cli {
             }
             out(obj("summary", true, "consumed", got, "wanted", want));
             return got >= want ? 0 : 1;
+        }
+    }
+
+    private static void printRecord(ConsumerRecord<byte[], byte[]> r) {
+        Map<String, Object> hs = new LinkedHashMap<>();
+        for (Header h : r.headers()) {
+            hs.put(h.key(), h.value() == null ? null : new String(h.value(), StandardCharsets.UTF_8));
+        }
+        out(obj("partition", r.partition(), "offset", r.offset(), "timestamp", r.timestamp(),
+                "key", r.key() == null ? null : new String(r.key(), StandardCharsets.UTF_8),
+                "value", r.value() == null ? null : new String(r.value(), StandardCharsets.UTF_8),
+                "headers", hs));
+    }
+
+    /** Reads until every partition's position reaches its end offset as of the start (for a
+     * read_committed consumer the last stable offset: control records and aborted data are
+     * skipped by the position without being returned). */
+    private static int consumeUntilEnd(KafkaConsumer<byte[], byte[]> c, List<TopicPartition> tps,
+                                       long timeoutMs) {
+        Map<TopicPartition, Long> end = c.endOffsets(tps, Duration.ofMillis(TIMEOUT_MS));
+        long got = 0;
+        long deadline = System.currentTimeMillis() + timeoutMs;
+        while (System.currentTimeMillis() < deadline) {
+            boolean done = true;
+            for (TopicPartition tp : tps) {
+                if (c.position(tp, Duration.ofMillis(TIMEOUT_MS)) < end.get(tp)) {
+                    done = false;
+                }
+            }
+            if (done) {
+                break;
+            }
+            for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200))) {
+                printRecord(r);
+                got++;
+            }
+        }
+        Map<String, Object> ends = new TreeMap<>();
+        Map<String, Object> positions = new TreeMap<>();
+        boolean reached = true;
+        for (TopicPartition tp : tps) {
+            long pos = c.position(tp, Duration.ofMillis(TIMEOUT_MS));
+            ends.put(Integer.toString(tp.partition()), end.get(tp));
+            positions.put(Integer.toString(tp.partition()), pos);
+            reached &= pos >= end.get(tp);
+        }
+        out(obj("summary", true, "consumed", got, "end", ends, "position", positions));
+        return reached ? 0 : 1;
+    }
+
+    // ---------------------------------------------------------------- transactions
+
+    private static Properties txnProducerProps(Args a) {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, a.req("bootstrap"));
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, a.req("transactional-id"));
+        p.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, a.get("transaction-timeout-ms", "60000"));
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "30000");
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
+        return p;
+    }
+
+    private static int txnProduce(Args a) throws Exception {
+        String topic = a.req("topic");
+        int partition = Integer.parseInt(a.get("partition", "0"));
+        String valuePrefix = a.get("value-prefix", "value-");
+        int n = 0;
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(txnProducerProps(a))) {
+            producer.initTransactions();
+            int step = 0;
+            for (String s : a.req("plan").split(",")) {
+                String[] parts = s.split(":");
+                String action = parts[0];
+                int count = Integer.parseInt(parts[1]);
+                producer.beginTransaction();
+                List<java.util.concurrent.Future<RecordMetadata>> fs = new ArrayList<>();
+                for (int i = 0; i < count; i++) {
+                    fs.add(producer.send(new ProducerRecord<>(topic, partition, null,
+                            (valuePrefix + n++).getBytes(StandardCharsets.UTF_8))));
+                }
+                producer.flush();
+                List<Object> offsets = new ArrayList<>();
+                for (java.util.concurrent.Future<RecordMetadata> f : fs) {
+                    offsets.add(f.get(TIMEOUT_MS, TimeUnit.MILLISECONDS).offset());
+                }
+                switch (action) {
+                    case "commit" -> producer.commitTransaction();
+                    case "abort" -> producer.abortTransaction();
+                    default -> throw new IllegalArgumentException("plan step " + s);
+                }
+                out(obj("step", step++, "action", action, "offsets", offsets));
+            }
+        }
+        out(obj("summary", true, "produced", n));
+        return 0;
+    }
+
+    private static int txnCopy(Args a) throws Exception {
+        String input = a.req("input");
+        String output = a.req("output");
+        int count = Integer.parseInt(a.req("count"));
+        String action = a.get("action", "commit");
+        Properties cp = new Properties();
+        cp.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, a.req("bootstrap"));
+        cp.put(ConsumerConfig.GROUP_ID_CONFIG, a.req("group"));
+        cp.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        cp.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        cp.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        cp.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        cp.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        cp.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, Integer.toString(count));
+        cp.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
+        cp.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
+        TopicPartition in = new TopicPartition(input, 0);
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(cp);
+             KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(txnProducerProps(a))) {
+            c.assign(List.of(in));
+            producer.initTransactions();
+            long start = c.position(in, Duration.ofMillis(TIMEOUT_MS));
+            producer.beginTransaction();
+            int got = 0;
+            long next = start;
+            long deadline = System.currentTimeMillis() + TIMEOUT_MS;
+            while (got < count && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200))) {
+                    if (got == count) {
+                        break;
+                    }
+                    producer.send(new ProducerRecord<>(output, 0, r.key(),
+                            ("copy-" + new String(r.value(), StandardCharsets.UTF_8))
+                                    .getBytes(StandardCharsets.UTF_8)));
+                    next = r.offset() + 1;
+                    got++;
+                }
+            }
+            if (got < count) {
+                producer.abortTransaction();
+                out(obj("error", "Timeout", "message", "read " + got + " of " + count));
+                return 1;
+            }
+            producer.sendOffsetsToTransaction(
+                    Map.of(in, new org.apache.kafka.clients.consumer.OffsetAndMetadata(next)),
+                    c.groupMetadata());
+            if (action.equals("commit")) {
+                producer.commitTransaction();
+            } else {
+                // Sent before the abort: records still in the accumulator when it aborts are
+                // dropped, and whether they left in time would depend on the broker's speed.
+                producer.flush();
+                producer.abortTransaction();
+            }
+            out(obj("copied", got, "start", start, "next", next, "action", action));
+            return 0;
         }
     }
 

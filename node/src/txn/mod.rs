@@ -1,0 +1,717 @@
+//! The transaction coordinator (KIP-98): transactional ids, their producer ids and epochs,
+//! and the two-phase end of a transaction, stored as records in the compacted
+//! `__transaction_state` topic and rebuilt from it.
+//!
+//! The coordinator of a transactional id is the leader of `__transaction_state` partition
+//! hash(id) mod N, exactly as groups are placed on `__consumer_offsets`; it moves with that
+//! partition's leadership and a new leader replays the partition, finishing transactions
+//! left half ended. Its epoch (written into every marker) is the partition's leader epoch,
+//! so markers from a deposed coordinator are refused.
+//!
+//! Ending a transaction is Kafka's protocol: the PrepareCommit or PrepareAbort record is
+//! made durable first, then a marker goes to every partition of the transaction (through
+//! [`TxnHost::write_markers`]: appended here or sent to the partition's leader as
+//! WriteTxnMarkers), then the Complete record. The client is answered once the markers are
+//! written, so that its next transaction never meets the previous one's.
+//!
+//! The coordinator reaches the node only through [`TxnHost`].
+
+pub mod records;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::Compression;
+use parking_lot::{Mutex, RwLock};
+
+use crate::coordinator::records::partition_for;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::partition::Partition;
+use records::{TxnMeta, TxnState};
+
+/// Name of the internal topic holding transaction state.
+pub const TXN_TOPIC: &str = "__transaction_state";
+
+/// Kafka's transaction.max.timeout.ms.
+pub const DEFAULT_MAX_TIMEOUT_MS: i32 = 900_000;
+
+/// An answer to a client: Kafka's error code on failure.
+pub type TxnResult<T> = std::result::Result<T, ResponseError>;
+
+/// The markers ending one transaction.
+#[derive(Debug, Clone)]
+pub struct MarkerRequest {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// What the coordinator needs of the node.
+pub trait TxnHost: Send + Sync + 'static {
+    /// The transaction topic's partition count, if it exists.
+    fn txn_partitions(&self) -> Option<i32>;
+    /// Ask for the transaction topic to be created; its partition count once it exists.
+    fn ensure_txn_topic(&self) -> Result<i32>;
+    /// A partition hosted here.
+    fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>>;
+    /// Whether partitions are replicated, so that coordination may be elsewhere.
+    fn replicated(&self) -> bool;
+    /// Append a batch to a partition led here and wait until it is written as an acks=all
+    /// produce would be.
+    fn write(&self, part: Arc<Partition>, batch: Bytes) -> BoxFuture<'static, Result<()>>;
+    /// A new producer id.
+    fn allocate_producer_id(&self) -> BoxFuture<'static, Result<i64>>;
+    /// Write the markers to the leaders of their partitions; returns the partitions not
+    /// written (to be retried). A partition that no longer exists counts as written.
+    fn write_markers(&self, req: MarkerRequest) -> BoxFuture<'static, Vec<(String, i32)>>;
+}
+
+struct Entry {
+    meta: TxnMeta,
+    /// A change is being written: other requests for the id get CONCURRENT_TRANSACTIONS.
+    pending: bool,
+    /// The epoch the producer held before the coordinator bumped it to abort a timed-out
+    /// transaction: the producer may still ask to bump from it (KIP-360).
+    fenced_epoch: Option<i16>,
+}
+
+/// A transaction as DescribeTransactions and ListTransactions show it.
+#[derive(Debug, Clone)]
+pub struct TxnDescription {
+    pub transactional_id: String,
+    pub meta: TxnMeta,
+}
+
+/// The transaction coordinator.
+pub struct TransactionCoordinator {
+    host: Arc<dyn TxnHost>,
+    max_timeout_ms: i32,
+    txns: Mutex<HashMap<String, Entry>>,
+    /// Transaction-topic partitions being replayed.
+    loading: RwLock<HashSet<i32>>,
+}
+
+fn now_ms() -> i64 {
+    fsutil::now_ms()
+}
+
+/// How a write failure reaches a client.
+fn write_error(e: &Error) -> ResponseError {
+    match e {
+        Error::NotLeader(_) => ResponseError::NotCoordinator,
+        _ => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
+impl TransactionCoordinator {
+    pub fn new(host: Arc<dyn TxnHost>, max_timeout_ms: i32) -> Self {
+        TransactionCoordinator {
+            host,
+            max_timeout_ms,
+            txns: Mutex::new(HashMap::new()),
+            loading: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// The transaction-topic partition of `id`, if this node coordinates it now.
+    fn partition_of(&self, id: &str) -> TxnResult<Arc<Partition>> {
+        if id.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
+        let n = match self.host.txn_partitions() {
+            Some(n) => n,
+            None => self
+                .host
+                .ensure_txn_topic()
+                .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
+        };
+        let p = partition_for(id, n);
+        let part = self
+            .host
+            .partition(TXN_TOPIC, p)
+            .ok_or(ResponseError::NotCoordinator)?;
+        if !part.is_leader() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        if self.loading.read().contains(&p) {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(part)
+    }
+
+    /// Check that this node coordinates `id` now.
+    pub fn check_available(&self, id: &str) -> TxnResult<()> {
+        self.partition_of(id).map(|_| ())
+    }
+
+    /// Make `meta` the durable state of `id`.
+    async fn persist(&self, id: &str, meta: &TxnMeta) -> TxnResult<()> {
+        let part = self.partition_of(id)?;
+        let record = crate::log::records::plain_record(
+            0,
+            now_ms(),
+            Some(records::encode_key(id)),
+            Some(meta.encode()),
+        );
+        let batch = crate::log::records::encode(&[record], Compression::None)
+            .map_err(|_| ResponseError::UnknownServerError)?;
+        self.host.write(part, batch.into()).await.map_err(|e| {
+            tracing::warn!(transactional_id = id, error = %e, "transaction state write failed");
+            write_error(&e)
+        })
+    }
+
+    /// Take the id for a change: its current state (None: unknown id), marked pending.
+    fn claim(&self, id: &str) -> TxnResult<Option<(TxnMeta, Option<i16>)>> {
+        let mut txns = self.txns.lock();
+        match txns.get_mut(id) {
+            None => Ok(None),
+            Some(e) if e.pending => Err(ResponseError::ConcurrentTransactions),
+            Some(e) => {
+                e.pending = true;
+                Ok(Some((e.meta.clone(), e.fenced_epoch)))
+            }
+        }
+    }
+
+    /// Release the id, with its new state if the change was written.
+    fn release(&self, id: &str, meta: Option<TxnMeta>, fenced_epoch: Option<Option<i16>>) {
+        let mut txns = self.txns.lock();
+        match (txns.get_mut(id), meta) {
+            (Some(e), Some(m)) => {
+                e.meta = m;
+                e.pending = false;
+                if let Some(f) = fenced_epoch {
+                    e.fenced_epoch = f;
+                }
+            }
+            (Some(e), None) => e.pending = false,
+            (None, Some(m)) => {
+                txns.insert(
+                    id.to_string(),
+                    Entry {
+                        meta: m,
+                        pending: false,
+                        fenced_epoch: fenced_epoch.flatten(),
+                    },
+                );
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// InitProducerId with a transactional id: a producer id and a new epoch, fencing any
+    /// older producer of the id (its open transaction is aborted first). `expected` is the
+    /// producer id and epoch a producer that already has one asks to bump (KIP-360).
+    pub async fn init_producer_id(
+        &self,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> TxnResult<(i64, i16)> {
+        if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        self.partition_of(id)?;
+        // Twice at most: an open transaction is aborted (fenced) first.
+        for _ in 0..3 {
+            let current = {
+                let mut txns = self.txns.lock();
+                match txns.get_mut(id) {
+                    Some(e) if e.pending => return Err(ResponseError::ConcurrentTransactions),
+                    Some(e) => {
+                        e.pending = true;
+                        Some((e.meta.clone(), e.fenced_epoch))
+                    }
+                    None => {
+                        // Reserve the id while its producer id is allocated.
+                        txns.insert(
+                            id.to_string(),
+                            Entry {
+                                meta: TxnMeta {
+                                    producer_id: -1,
+                                    producer_epoch: -1,
+                                    timeout_ms,
+                                    state: TxnState::Empty,
+                                    partitions: BTreeSet::new(),
+                                    update_ms: now_ms(),
+                                    start_ms: -1,
+                                },
+                                pending: true,
+                                fenced_epoch: None,
+                            },
+                        );
+                        None
+                    }
+                }
+            };
+            let Some((m, fenced_epoch)) = current else {
+                let pid = match self.host.allocate_producer_id().await {
+                    Ok(pid) => pid,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "producer id allocation failed");
+                        self.txns.lock().remove(id);
+                        return Err(ResponseError::CoordinatorNotAvailable);
+                    }
+                };
+                let meta = TxnMeta {
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    timeout_ms,
+                    state: TxnState::Empty,
+                    partitions: BTreeSet::new(),
+                    update_ms: now_ms(),
+                    start_ms: -1,
+                };
+                if let Err(code) = self.persist(id, &meta).await {
+                    self.txns.lock().remove(id);
+                    return Err(code);
+                }
+                self.release(id, Some(meta), Some(None));
+                return Ok((pid, 0));
+            };
+            if let Some((pid, epoch)) = expected {
+                let known = pid == m.producer_id
+                    && (epoch == m.producer_epoch || Some(epoch) == fenced_epoch);
+                if !known {
+                    self.release(id, None, None);
+                    return Err(ResponseError::ProducerFenced);
+                }
+            }
+            match m.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    self.release(id, None, None);
+                    return Err(ResponseError::ConcurrentTransactions);
+                }
+                TxnState::Ongoing => {
+                    // Fence the old producer: its transaction ends aborted, under a bumped
+                    // epoch, then the new producer gets the next one.
+                    self.release(id, None, None);
+                    self.end_transaction(id, false, None, true).await?;
+                    continue;
+                }
+                _ => {}
+            }
+            let mut next = m.clone();
+            if m.producer_epoch >= i16::MAX - 1 {
+                next.producer_id = match self.host.allocate_producer_id().await {
+                    Ok(pid) => pid,
+                    Err(_) => {
+                        self.release(id, None, None);
+                        return Err(ResponseError::CoordinatorNotAvailable);
+                    }
+                };
+                next.producer_epoch = 0;
+            } else {
+                next.producer_epoch = m.producer_epoch + 1;
+            }
+            next.timeout_ms = timeout_ms;
+            next.state = TxnState::Empty;
+            next.partitions.clear();
+            next.update_ms = now_ms();
+            next.start_ms = -1;
+            if let Err(code) = self.persist(id, &next).await {
+                self.release(id, None, None);
+                return Err(code);
+            }
+            let answer = (next.producer_id, next.producer_epoch);
+            self.release(id, Some(next), Some(None));
+            return Ok(answer);
+        }
+        Err(ResponseError::ConcurrentTransactions)
+    }
+
+    /// The checks every request of a producer in a transaction passes: the id is known,
+    /// maps to this producer id, at this epoch.
+    fn check_producer(m: &TxnMeta, producer_id: i64, epoch: i16) -> TxnResult<()> {
+        if m.producer_id != producer_id {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        if m.producer_epoch != epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        Ok(())
+    }
+
+    /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition): the
+    /// partitions join the open transaction, which starts if none is open. With
+    /// `verify_only` (a partition leader checking a produce, KIP-890), nothing changes and
+    /// the answer says whether they are all in the open transaction.
+    pub async fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+        verify_only: bool,
+    ) -> TxnResult<()> {
+        if verify_only {
+            return partitions
+                .iter()
+                .try_for_each(|(t, p)| self.verify(id, producer_id, epoch, t, *p));
+        }
+        self.partition_of(id)?;
+        let Some((m, _)) = self.claim(id)? else {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        };
+        let state_ok = match m.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                Err(ResponseError::ConcurrentTransactions)
+            }
+            TxnState::Dead | TxnState::PrepareEpochFence => Err(ResponseError::InvalidTxnState),
+            _ => Ok(()),
+        };
+        let checked = Self::check_producer(&m, producer_id, epoch).and(state_ok);
+        if let Err(code) = checked {
+            self.release(id, None, None);
+            return Err(code);
+        }
+        if m.state == TxnState::Ongoing && partitions.iter().all(|p| m.partitions.contains(p)) {
+            self.release(id, None, None);
+            return Ok(());
+        }
+        let mut next = m.clone();
+        if next.state != TxnState::Ongoing {
+            next.partitions.clear();
+            next.start_ms = now_ms();
+        }
+        next.state = TxnState::Ongoing;
+        next.partitions.extend(partitions);
+        next.update_ms = now_ms();
+        if let Err(code) = self.persist(id, &next).await {
+            self.release(id, None, None);
+            return Err(code);
+        }
+        self.release(id, Some(next), None);
+        Ok(())
+    }
+
+    /// Whether `topic`-`p` is in the open transaction of `id` under this producer id and
+    /// epoch (a partition leader's check of a transactional produce, KIP-890).
+    pub fn verify(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        p: i32,
+    ) -> TxnResult<()> {
+        self.partition_of(id)?;
+        let txns = self.txns.lock();
+        let e = txns
+            .get(id)
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        Self::check_producer(&e.meta, producer_id, epoch)?;
+        let added = e.meta.state == TxnState::Ongoing
+            && e.meta.partitions.contains(&(topic.to_string(), p));
+        if added {
+            Ok(())
+        } else {
+            Err(ResponseError::InvalidTxnState)
+        }
+    }
+
+    /// EndTxn, a timeout, or a fence: end the open transaction of `id`. `producer` is the
+    /// client's producer id and epoch (None: the coordinator's own decision). With `bump`,
+    /// the epoch goes up first, fencing the producer that holds the current one.
+    pub async fn end_transaction(
+        &self,
+        id: &str,
+        commit: bool,
+        producer: Option<(i64, i16)>,
+        bump: bool,
+    ) -> TxnResult<()> {
+        let part = self.partition_of(id)?;
+        let Some((m, _)) = self.claim(id)? else {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        };
+        if let Some((pid, epoch)) = producer {
+            if let Err(code) = Self::check_producer(&m, pid, epoch) {
+                self.release(id, None, None);
+                return Err(code);
+            }
+        }
+        let target = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        match m.state {
+            TxnState::Ongoing => {}
+            // A retried EndTxn whose first attempt completed.
+            s if s == target && producer.is_some() => {
+                self.release(id, None, None);
+                return Ok(());
+            }
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                self.release(id, None, None);
+                return Err(ResponseError::ConcurrentTransactions);
+            }
+            _ => {
+                self.release(id, None, None);
+                return Err(ResponseError::InvalidTxnState);
+            }
+        }
+        let mut prepared = m.clone();
+        let fenced = if bump {
+            prepared.producer_epoch = m.producer_epoch.saturating_add(1);
+            Some(m.producer_epoch)
+        } else {
+            None
+        };
+        prepared.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        prepared.update_ms = now_ms();
+        if let Err(code) = self.persist(id, &prepared).await {
+            self.release(id, None, None);
+            return Err(code);
+        }
+        {
+            let mut txns = self.txns.lock();
+            if let Some(e) = txns.get_mut(id) {
+                e.meta = prepared.clone();
+                if fenced.is_some() {
+                    e.fenced_epoch = fenced;
+                }
+            }
+        }
+        let coordinator_epoch = part.leader_epoch();
+        self.finish(id, prepared, coordinator_epoch).await
+    }
+
+    /// Second phase: markers to every partition, then the Complete record. Runs until the
+    /// markers are written or this node stops coordinating the id (the next coordinator
+    /// finishes from the Prepare record).
+    async fn finish(&self, id: &str, prepared: TxnMeta, coordinator_epoch: i32) -> TxnResult<()> {
+        let commit = prepared.state == TxnState::PrepareCommit;
+        let mut left: Vec<(String, i32)> = prepared.partitions.iter().cloned().collect();
+        let mut delay = Duration::from_millis(50);
+        while !left.is_empty() {
+            left = self
+                .host
+                .write_markers(MarkerRequest {
+                    producer_id: prepared.producer_id,
+                    producer_epoch: prepared.producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                    partitions: left,
+                })
+                .await;
+            if left.is_empty() {
+                break;
+            }
+            if self.partition_of(id).is_err() {
+                self.release(id, None, None);
+                return Err(ResponseError::NotCoordinator);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+        let mut done = prepared;
+        done.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        done.partitions.clear();
+        done.update_ms = now_ms();
+        match self.persist(id, &done).await {
+            Ok(()) => {
+                self.release(id, Some(done), None);
+                Ok(())
+            }
+            // The markers are written: the transaction is over whatever the record says;
+            // a coordinator replaying Prepare writes them again (markers are idempotent
+            // for a completed transaction).
+            Err(code) => {
+                tracing::warn!(transactional_id = id, ?code, "could not record the end of a transaction; it is finished from its prepare record");
+                self.release(id, Some(done), None);
+                Ok(())
+            }
+        }
+    }
+
+    /// Abort transactions open longer than their timeout (bumping the epoch, so their
+    /// producer is fenced), and finish transactions left prepared by a previous
+    /// coordinator.
+    pub async fn tick(self: &Arc<Self>) {
+        let now = now_ms();
+        let (expired, prepared): (Vec<String>, Vec<(String, TxnMeta)>) = {
+            let txns = self.txns.lock();
+            let expired = txns
+                .iter()
+                .filter(|(_, e)| {
+                    !e.pending
+                        && e.meta.state == TxnState::Ongoing
+                        && e.meta.start_ms + e.meta.timeout_ms as i64 <= now
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            let prepared = txns
+                .iter()
+                .filter(|(_, e)| {
+                    !e.pending
+                        && matches!(
+                            e.meta.state,
+                            TxnState::PrepareCommit | TxnState::PrepareAbort
+                        )
+                })
+                .map(|(id, e)| (id.clone(), e.meta.clone()))
+                .collect();
+            (expired, prepared)
+        };
+        for id in expired {
+            if self.partition_of(&id).is_err() {
+                continue;
+            }
+            tracing::info!(transactional_id = %id, "aborting a transaction open past its timeout");
+            if let Err(code) = self.end_transaction(&id, false, None, true).await {
+                tracing::debug!(transactional_id = %id, ?code, "timed-out transaction not aborted yet");
+            }
+        }
+        for (id, meta) in prepared {
+            let Ok(part) = self.partition_of(&id) else {
+                continue;
+            };
+            if self.claim(&id).ok().flatten().is_none() {
+                continue;
+            }
+            let me = self.clone();
+            let epoch = part.leader_epoch();
+            tokio::spawn(async move {
+                tracing::info!(transactional_id = %id, "finishing a transaction its previous coordinator prepared");
+                let _ = me.finish(&id, meta, epoch).await;
+            });
+        }
+    }
+
+    /// Every transaction coordinated here (ListTransactions).
+    pub fn list(&self) -> Vec<TxnDescription> {
+        let loading = self.loading.read().clone();
+        let n = self.host.txn_partitions().unwrap_or(0);
+        self.txns
+            .lock()
+            .iter()
+            .filter(|(id, e)| e.meta.producer_id >= 0 && !loading.contains(&partition_for(id, n)))
+            .map(|(id, e)| TxnDescription {
+                transactional_id: id.clone(),
+                meta: e.meta.clone(),
+            })
+            .collect()
+    }
+
+    /// One transactional id's state (DescribeTransactions).
+    pub fn describe(&self, id: &str) -> TxnResult<TxnMeta> {
+        self.partition_of(id)?;
+        self.txns
+            .lock()
+            .get(id)
+            .filter(|e| e.meta.producer_id >= 0)
+            .map(|e| e.meta.clone())
+            .ok_or(ResponseError::TransactionalIdNotFound)
+    }
+
+    fn load_partition(&self, p: i32) -> Result<()> {
+        let Some(part) = self.host.partition(TXN_TOPIC, p) else {
+            return Ok(());
+        };
+        let mut offset = part.log().log_start_offset();
+        let mut found: HashMap<String, Option<TxnMeta>> = HashMap::new();
+        loop {
+            let plan = {
+                let log = part.log();
+                log.plan_read(offset, 4 << 20, true, log.log_end_offset())?
+            };
+            let Some(plan) = plan else { break };
+            let raw = plan.read()?;
+            for set in crate::log::records::decode_all(&raw)? {
+                for r in set.records {
+                    offset = r.offset + 1;
+                    let Some(id) = r.key.and_then(|k| records::decode_key(k).ok().flatten()) else {
+                        continue;
+                    };
+                    let meta = match r.value {
+                        Some(v) => Some(TxnMeta::decode(v)?),
+                        None => None,
+                    };
+                    found.insert(id, meta);
+                }
+            }
+        }
+        let mut txns = self.txns.lock();
+        let n = self.host.txn_partitions().unwrap_or(1);
+        txns.retain(|id, _| partition_for(id, n) != p);
+        for (id, meta) in found {
+            if let Some(meta) = meta {
+                txns.insert(
+                    id,
+                    Entry {
+                        meta,
+                        pending: false,
+                        fenced_epoch: None,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// This node started or stopped leading transaction partition `p`: taking over
+    /// replays it (its ids answer COORDINATOR_LOAD_IN_PROGRESS meanwhile); giving up
+    /// forgets its ids.
+    pub fn on_leadership(self: &Arc<Self>, p: i32, leading: bool) {
+        let Some(n) = self.host.txn_partitions() else {
+            return;
+        };
+        self.txns.lock().retain(|id, _| partition_for(id, n) != p);
+        if !leading {
+            self.loading.write().remove(&p);
+            return;
+        }
+        self.loading.write().insert(p);
+        let me = self.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            if let Some(part) = me.host.partition(TXN_TOPIC, p) {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline
+                    && part.high_watermark() < part.log().log_end_offset()
+                    && part.is_leader()
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let res = me.load_partition(p);
+            if !me
+                .host
+                .partition(TXN_TOPIC, p)
+                .is_some_and(|x| x.is_leader())
+            {
+                return;
+            }
+            match res {
+                Ok(()) => {
+                    me.loading.write().remove(&p);
+                    tracing::info!(
+                        partition = p,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "coordinating the transactions of this partition"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "failed to load transaction state")
+                }
+            }
+        });
+    }
+}
