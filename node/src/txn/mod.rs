@@ -18,7 +18,7 @@
 
 pub mod records;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::Compression;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::coordinator::records::partition_for;
 use crate::error::{Error, Result};
@@ -94,8 +94,11 @@ pub struct TransactionCoordinator {
     host: Arc<dyn TxnHost>,
     max_timeout_ms: i32,
     txns: Mutex<HashMap<String, Entry>>,
-    /// Transaction-topic partitions being replayed.
-    loading: RwLock<HashSet<i32>>,
+    /// Transaction-topic partitions led here, by the number of the load that replays
+    /// them (None: being replayed; Some: loaded by that load). Ids of a partition led here
+    /// but not loaded answer COORDINATOR_LOAD_IN_PROGRESS.
+    loads: Mutex<HashMap<i32, (u64, bool)>>,
+    next_load: std::sync::atomic::AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -116,7 +119,8 @@ impl TransactionCoordinator {
             host,
             max_timeout_ms,
             txns: Mutex::new(HashMap::new()),
-            loading: RwLock::new(HashSet::new()),
+            loads: Mutex::new(HashMap::new()),
+            next_load: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -140,7 +144,7 @@ impl TransactionCoordinator {
         if !part.is_leader() {
             return Err(ResponseError::NotCoordinator);
         }
-        if self.loading.read().contains(&p) {
+        if !self.loads.lock().get(&p).is_some_and(|(_, loaded)| *loaded) {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         Ok(part)
@@ -597,12 +601,17 @@ impl TransactionCoordinator {
 
     /// Every transaction coordinated here (ListTransactions).
     pub fn list(&self) -> Vec<TxnDescription> {
-        let loading = self.loading.read().clone();
+        let loads = self.loads.lock().clone();
         let n = self.host.txn_partitions().unwrap_or(0);
         self.txns
             .lock()
             .iter()
-            .filter(|(id, e)| e.meta.producer_id >= 0 && !loading.contains(&partition_for(id, n)))
+            .filter(|(id, e)| {
+                e.meta.producer_id >= 0
+                    && loads
+                        .get(&partition_for(id, n))
+                        .is_some_and(|(_, loaded)| *loaded)
+            })
             .map(|(id, e)| TxnDescription {
                 transactional_id: id.clone(),
                 meta: e.meta.clone(),
@@ -675,10 +684,13 @@ impl TransactionCoordinator {
         };
         self.txns.lock().retain(|id, _| partition_for(id, n) != p);
         if !leading {
-            self.loading.write().remove(&p);
+            self.loads.lock().remove(&p);
             return;
         }
-        self.loading.write().insert(p);
+        let load = self
+            .next_load
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.loads.lock().insert(p, (load, false));
         let me = self.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
@@ -701,7 +713,12 @@ impl TransactionCoordinator {
             }
             match res {
                 Ok(()) => {
-                    me.loading.write().remove(&p);
+                    // Only if no later leadership change started another load (or ended it).
+                    if let Some(state) = me.loads.lock().get_mut(&p) {
+                        if state.0 == load {
+                            state.1 = true;
+                        }
+                    }
                     tracing::info!(
                         partition = p,
                         elapsed_ms = started.elapsed().as_millis() as u64,
