@@ -5,6 +5,7 @@
 #     kafka-libs/    Apache Kafka 3.9.x jars (reference broker + tools), see kafka/pom.xml
 #   ~/.m2            Maven's own cache of the jars
 #   tests/java/target/strata-compat.jar + target/libs/   Java client CLI (gitignored)
+#   tests/java-streams/target/strata-streams.jar + target/libs/   Kafka Streams app (gitignored)
 #   kcat             Debian package, installed only if missing
 # A warm run takes a few seconds and touches no network.
 set -euo pipefail
@@ -43,13 +44,18 @@ if [[ "$(cat "$CACHE/kafka-libs/.stamp" 2>/dev/null)" != "$want" ]]; then
   echo "$want" > "$CACHE/kafka-libs/.stamp"
 fi
 
-# ---- Java client CLI ---------------------------------------------------------------------
-JAVA_DIR="$TESTS/java"
-JAR="$JAVA_DIR/target/strata-compat.jar"
-if [[ ! -f "$JAR" || ! -d "$JAVA_DIR/target/libs" ]] \
-   || [[ -n "$(find "$JAVA_DIR/pom.xml" "$JAVA_DIR/src" -newer "$JAR" -print -quit)" ]]; then
-  log "java client CLI -> $JAR"
-  (cd "$JAVA_DIR" && mvn_run package)
-fi
+# ---- Java modules: client CLI (kafka-clients 3.9), Kafka Streams EOS app (4.x) ----------
+# Rebuilt when the jar or its libs are missing or the pom/sources are newer than the jar.
+java_module() {
+  local dir="$1" jar="$1/target/$2" what="$3"
+  if [[ ! -f "$jar" || ! -d "$dir/target/libs" ]] \
+     || [[ -n "$(find "$dir/pom.xml" "$dir/src" -newer "$jar" -print -quit)" ]]; then
+    log "$what -> $jar"
+    rm -rf "$dir/target/libs"  # no stale jars of an older dependency version on the classpath
+    (cd "$dir" && mvn_run package)
+  fi
+}
+java_module "$TESTS/java" strata-compat.jar "java client CLI"
+java_module "$TESTS/java-streams" strata-streams.jar "kafka streams app"
 
 log "ok (cache: $CACHE)"
