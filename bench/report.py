@@ -358,7 +358,8 @@ def render(meta, results, chart_rel, json_name):
     w()
     # Figures measured by other suites (tiering, bench/ab.py's before/after of the profile
     # fixes) are kept in their own files and carried over.
-    for name in ("benchmarks-tiering.md", "benchmarks-profile.md"):
+    for name in ("benchmarks-tiering.md", "benchmarks-profile.md",
+                 "benchmarks-transactions.md"):
         extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", name)
         if os.path.exists(extra):
             w(open(extra).read().rstrip())

@@ -68,6 +68,13 @@ else
 fi
 
 export STRATA_BIN="${STRATA_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/strata-node}"
+# Transactions side by side (bench/txn.py); a full run's figures go to
+# docs/benchmarks-transactions.md by hand (see bench/README.md).
+if [[ "$MODE" == smoke ]]; then
+  log "transactions (smoke)"
+  "$PY" "$HERE/txn.py" --smoke --strata-bin "$STRATA_BIN" > "$OUT/txn-smoke.md" \
+    || { log "bench/txn.py failed"; exit 1; }
+fi
 exec "$PY" "$HERE/bench.py" --mode "$MODE" --out "$MD" --chart "$PNG" \
   --chart-python "$PY" \
   --brokers "${BENCH_BROKERS:-kafka,strata-never,strata-acks-all,tansu}" \

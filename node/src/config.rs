@@ -136,6 +136,15 @@ pub struct Args {
     )]
     pub transaction_max_timeout_ms: i32,
 
+    /// How long a transactional id with no transaction open is kept after its last change
+    /// (transactional.id.expiration.ms).
+    #[arg(
+        long,
+        env = "STRATA_TRANSACTIONAL_ID_EXPIRATION_MS",
+        default_value_t = 604_800_000
+    )]
+    pub transactional_id_expiration_ms: i64,
+
     /// Node-wide default for a topic config, KEY=VALUE with Kafka's topic config names
     /// (repeatable; comma-separated in the environment variable).
     #[arg(
@@ -249,6 +258,7 @@ pub struct NodeConfig {
     pub offsets_topic_partitions: i32,
     pub transaction_state_partitions: i32,
     pub transaction_max_timeout_ms: i32,
+    pub transactional_id_expiration_ms: i64,
     pub topic_defaults: BTreeMap<String, String>,
     pub retention_check_interval_ms: u64,
     pub compaction_interval_ms: u64,
@@ -304,9 +314,12 @@ impl Args {
         if self.node_id < 0 {
             return Err("--node-id must be 0 or more".into());
         }
-        if self.transaction_state_partitions < 1 || self.transaction_max_timeout_ms < 1 {
+        if self.transaction_state_partitions < 1
+            || self.transaction_max_timeout_ms < 1
+            || self.transactional_id_expiration_ms < 1
+        {
             return Err(
-                "--transaction-state-partitions and --transaction-max-timeout-ms must be at least 1"
+                "--transaction-state-partitions, --transaction-max-timeout-ms and --transactional-id-expiration-ms must be at least 1"
                     .into(),
             );
         }
@@ -382,6 +395,7 @@ impl Args {
             offsets_topic_partitions: self.offsets_topic_partitions,
             transaction_state_partitions: self.transaction_state_partitions,
             transaction_max_timeout_ms: self.transaction_max_timeout_ms,
+            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
             topic_defaults: defaults,
             retention_check_interval_ms: self.retention_check_interval_ms.max(10),
             compaction_interval_ms: self.compaction_interval_ms.max(10),

@@ -702,3 +702,36 @@ def test_raw_produce_refused(broker, topic):
     assert _end_txn(bs, tid, pid, epoch, True) == 0
     assert values_of(bs, topic, "read_committed") == [b"v"]
     assert end_offsets(bs, topic) == (2, 2)
+
+
+# ---- crash recovery ------------------------------------------------------------------------
+
+
+def test_transactions_survive_a_sigkill(broker, topic):
+    """SIGKILL with one transaction committed and another open: after the restart the committed
+    records are there, the open transaction is aborted once its timeout passes (its state came
+    back from __transaction_state), and both transactional ids carry on."""
+    bs = broker.bootstrap
+    create_topic(bs, topic)
+    done = txn_producer(bs, f"done-{topic}")
+    produce_txn(done, topic, [b"c%d" % i for i in range(5)])
+    hanging = txn_producer(bs, f"hang-{topic}", **{"transaction.timeout.ms": 5000,
+                                                   "socket.timeout.ms": 5000})
+    produce_txn(hanging, topic, [b"h%d" % i for i in range(3)], end=None)
+    assert end_offsets(bs, topic)[1] == 9  # 5 records, a marker, 3 open records
+    broker.restart(kill=True)
+
+    deadline = time.monotonic() + 40
+    while True:
+        got, lso = read_to_end(bs, topic, "read_committed")
+        if lso >= 10:  # the abort marker of the open transaction is written
+            break
+        assert time.monotonic() < deadline, f"the open transaction was never aborted: LSO {lso}"
+        time.sleep(0.5)
+    assert [v for _, v in got] == [b"c%d" % i for i in range(5)]
+
+    for tid, value in ((f"done-{topic}", b"after"), (f"hang-{topic}", b"again")):
+        produce_txn(txn_producer(bs, tid), topic, [value])
+    assert values_of(bs, topic, "read_committed") == \
+        [b"c%d" % i for i in range(5)] + [b"after", b"again"]
+    assert len(values_of(bs, topic, "read_uncommitted")) == 10

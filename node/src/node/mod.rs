@@ -114,14 +114,17 @@ impl Node {
             shutdown.clone(),
         );
         let tiering = broker.tiering.clone();
-        let max_txn_timeout = config.transaction_max_timeout_ms;
+        let txn_config = crate::txn::TxnConfig {
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            id_expiration_ms: config.transactional_id_expiration_ms,
+        };
         Ok(Arc::new_cyclic(|me| Node {
             config,
             broker,
             groups,
             txns: Arc::new(crate::txn::TransactionCoordinator::new(
                 Arc::new(txn_host::NodeTxnHost::new(me.clone())),
-                max_txn_timeout,
+                txn_config,
             )),
             cluster: link,
             replicator,

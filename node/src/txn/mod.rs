@@ -40,6 +40,16 @@ pub const TXN_TOPIC: &str = "__transaction_state";
 /// Kafka's transaction.max.timeout.ms.
 pub const DEFAULT_MAX_TIMEOUT_MS: i32 = 900_000;
 
+/// Settings of the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnConfig {
+    /// transaction.max.timeout.ms.
+    pub max_timeout_ms: i32,
+    /// transactional.id.expiration.ms: an id idle this long (no transaction open) is
+    /// forgotten.
+    pub id_expiration_ms: i64,
+}
+
 /// An answer to a client: Kafka's error code on failure.
 pub type TxnResult<T> = std::result::Result<T, ResponseError>;
 
@@ -92,7 +102,7 @@ pub struct TxnDescription {
 /// The transaction coordinator.
 pub struct TransactionCoordinator {
     host: Arc<dyn TxnHost>,
-    max_timeout_ms: i32,
+    cfg: TxnConfig,
     txns: Mutex<HashMap<String, Entry>>,
     /// Transaction-topic partitions led here, by the number of the load that replays
     /// them (None: being replayed; Some: loaded by that load). Ids of a partition led here
@@ -114,10 +124,10 @@ fn write_error(e: &Error) -> ResponseError {
 }
 
 impl TransactionCoordinator {
-    pub fn new(host: Arc<dyn TxnHost>, max_timeout_ms: i32) -> Self {
+    pub fn new(host: Arc<dyn TxnHost>, cfg: TxnConfig) -> Self {
         TransactionCoordinator {
             host,
-            max_timeout_ms,
+            cfg,
             txns: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
             next_load: std::sync::atomic::AtomicU64::new(0),
@@ -157,13 +167,14 @@ impl TransactionCoordinator {
 
     /// Make `meta` the durable state of `id`.
     async fn persist(&self, id: &str, meta: &TxnMeta) -> TxnResult<()> {
+        self.write_record(id, Some(meta.encode())).await
+    }
+
+    /// Write the record of `id` (None: a tombstone, the id forgotten).
+    async fn write_record(&self, id: &str, value: Option<Bytes>) -> TxnResult<()> {
         let part = self.partition_of(id)?;
-        let record = crate::log::records::plain_record(
-            0,
-            now_ms(),
-            Some(records::encode_key(id)),
-            Some(meta.encode()),
-        );
+        let record =
+            crate::log::records::plain_record(0, now_ms(), Some(records::encode_key(id)), value);
         let batch = crate::log::records::encode(&[record], Compression::None)
             .map_err(|_| ResponseError::UnknownServerError)?;
         self.host.write(part, batch.into()).await.map_err(|e| {
@@ -220,7 +231,7 @@ impl TransactionCoordinator {
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
     ) -> TxnResult<(i64, i16)> {
-        if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
+        if timeout_ms <= 0 || timeout_ms > self.cfg.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
         self.partition_of(id)?;
@@ -574,6 +585,7 @@ impl TransactionCoordinator {
                 .collect();
             (expired, prepared)
         };
+        self.expire_idle_ids(now).await;
         for id in expired {
             if self.partition_of(&id).is_err() {
                 continue;
@@ -596,6 +608,37 @@ impl TransactionCoordinator {
                 tracing::info!(transactional_id = %id, "finishing a transaction its previous coordinator prepared");
                 let _ = me.finish(&id, meta, epoch).await;
             });
+        }
+    }
+
+    /// Forget ids with no transaction open whose last change is older than
+    /// transactional.id.expiration.ms: a tombstone, then out of memory (Kafka's expiry).
+    async fn expire_idle_ids(&self, now: i64) {
+        let idle: Vec<String> = {
+            let txns = self.txns.lock();
+            txns.iter()
+                .filter(|(_, e)| {
+                    !e.pending
+                        && matches!(
+                            e.meta.state,
+                            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                        )
+                        && now - e.meta.update_ms > self.cfg.id_expiration_ms
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in idle {
+            if self.partition_of(&id).is_err() || self.claim(&id).ok().flatten().is_none() {
+                continue;
+            }
+            match self.write_record(&id, None).await {
+                Ok(()) => {
+                    self.txns.lock().remove(&id);
+                    tracing::info!(transactional_id = %id, "expired an idle transactional id");
+                }
+                Err(_) => self.release(&id, None, None),
+            }
         }
     }
 
@@ -730,5 +773,219 @@ impl TransactionCoordinator {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{LogConfig, PartitionLog};
+    use crate::partition::replica::ReplicaState;
+
+    /// One transaction partition in a temporary directory; markers are recorded, not
+    /// written.
+    struct FakeHost {
+        part: Arc<Partition>,
+        next_pid: Mutex<i64>,
+        markers: Mutex<Vec<MarkerRequest>>,
+    }
+
+    impl FakeHost {
+        fn new(dir: &std::path::Path) -> Arc<FakeHost> {
+            let log = PartitionLog::open(
+                &dir.join("t-0"),
+                uuid::Uuid::new_v4(),
+                LogConfig::default(),
+                false,
+            )
+            .unwrap();
+            let part = Partition::new(TXN_TOPIC, 0, ReplicaState::standalone(1, 3), 0, log);
+            Arc::new(FakeHost {
+                part: Arc::new(part),
+                next_pid: Mutex::new(1000),
+                markers: Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    impl TxnHost for FakeHost {
+        fn txn_partitions(&self) -> Option<i32> {
+            Some(1)
+        }
+        fn ensure_txn_topic(&self) -> Result<i32> {
+            Ok(1)
+        }
+        fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>> {
+            (topic == TXN_TOPIC && p == 0).then(|| self.part.clone())
+        }
+        fn replicated(&self) -> bool {
+            false
+        }
+        fn write(&self, part: Arc<Partition>, batch: Bytes) -> BoxFuture<'static, Result<()>> {
+            let spans = crate::log::batch::validate_produce_records(&batch).unwrap();
+            let r = part.log().append(&batch, &spans, 3, now_ms());
+            part.recompute_high_watermark();
+            Box::pin(async move { r.map(|_| ()) })
+        }
+        fn allocate_producer_id(&self) -> BoxFuture<'static, Result<i64>> {
+            let mut n = self.next_pid.lock();
+            *n += 1;
+            let id = *n;
+            Box::pin(async move { Ok(id) })
+        }
+        fn write_markers(&self, req: MarkerRequest) -> BoxFuture<'static, Vec<(String, i32)>> {
+            self.markers.lock().push(req);
+            Box::pin(async { Vec::new() })
+        }
+    }
+
+    fn coordinator(host: &Arc<FakeHost>, expiry_ms: i64) -> Arc<TransactionCoordinator> {
+        let c = Arc::new(TransactionCoordinator::new(
+            host.clone(),
+            TxnConfig {
+                max_timeout_ms: 60_000,
+                id_expiration_ms: expiry_ms,
+            },
+        ));
+        c.load_partition(0).unwrap();
+        c.loads.lock().insert(0, (0, true));
+        c
+    }
+
+    fn t(name: &str, p: i32) -> (String, i32) {
+        (name.to_string(), p)
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_through_markers_and_its_state_survives_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FakeHost::new(dir.path());
+        let c = coordinator(&host, 1 << 40);
+        let (pid, epoch) = c.init_producer_id("tx", 30_000, None).await.unwrap();
+        assert_eq!(epoch, 0);
+        // Nothing open: ending is INVALID_TXN_STATE; a wrong producer id is refused.
+        assert_eq!(
+            c.end_transaction("tx", true, Some((pid, 0)), false).await,
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            c.add_partitions("tx", pid + 1, 0, vec![t("a", 0)], false)
+                .await,
+            Err(ResponseError::InvalidProducerIdMapping)
+        );
+        c.add_partitions("tx", pid, 0, vec![t("a", 0), t("b", 1)], false)
+            .await
+            .unwrap();
+        assert_eq!(c.verify("tx", pid, 0, "a", 0), Ok(()));
+        assert_eq!(
+            c.verify("tx", pid, 0, "a", 1),
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(c.describe("tx").unwrap().state, TxnState::Ongoing);
+        c.end_transaction("tx", true, Some((pid, 0)), false)
+            .await
+            .unwrap();
+        let m = host.markers.lock().pop().unwrap();
+        assert!(m.commit);
+        assert_eq!(
+            (m.producer_id, m.producer_epoch, m.coordinator_epoch),
+            (pid, 0, 3)
+        );
+        assert_eq!(m.partitions, vec![t("a", 0), t("b", 1)]);
+        // A retried commit succeeds; an abort of the committed transaction does not.
+        c.end_transaction("tx", true, Some((pid, 0)), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            c.end_transaction("tx", false, Some((pid, 0)), false).await,
+            Err(ResponseError::InvalidTxnState)
+        );
+        // A new coordinator replays the partition and carries on with the next epoch.
+        let again = coordinator(&host, 1 << 40);
+        assert_eq!(
+            again.describe("tx").unwrap().state,
+            TxnState::CompleteCommit
+        );
+        assert_eq!(
+            again.init_producer_id("tx", 30_000, None).await.unwrap(),
+            (pid, 1)
+        );
+        // The old epoch is fenced.
+        assert_eq!(
+            again
+                .add_partitions("tx", pid, 0, vec![t("a", 0)], false)
+                .await,
+            Err(ResponseError::ProducerFenced)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_producer_fences_the_old_and_timeouts_abort_under_a_bumped_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FakeHost::new(dir.path());
+        let c = coordinator(&host, 1 << 40);
+        let (pid, _) = c.init_producer_id("tx", 30_000, None).await.unwrap();
+        c.add_partitions("tx", pid, 0, vec![t("a", 0)], false)
+            .await
+            .unwrap();
+        // A second producer: the open transaction is aborted under epoch 1, then it gets 2.
+        assert_eq!(
+            c.init_producer_id("tx", 30_000, None).await.unwrap(),
+            (pid, 2)
+        );
+        let m = host.markers.lock().pop().unwrap();
+        assert!(!m.commit);
+        assert_eq!(m.producer_epoch, 1);
+        // A transaction open past its timeout is aborted by the tick, fencing its producer,
+        // which may still bump from the epoch it held (KIP-360).
+        c.add_partitions("tx", pid, 2, vec![t("a", 0)], false)
+            .await
+            .unwrap();
+        c.txns.lock().get_mut("tx").unwrap().meta.start_ms = now_ms() - 60_000;
+        c.tick().await;
+        assert_eq!(c.describe("tx").unwrap().state, TxnState::CompleteAbort);
+        assert_eq!(host.markers.lock().pop().unwrap().producer_epoch, 3);
+        assert_eq!(
+            c.end_transaction("tx", true, Some((pid, 2)), false).await,
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            c.init_producer_id("tx", 30_000, Some((pid, 2)))
+                .await
+                .unwrap(),
+            (pid, 4)
+        );
+        assert_eq!(
+            c.init_producer_id("tx", 30_000, Some((pid, 1))).await,
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            c.init_producer_id("tx", 120_000, None).await,
+            Err(ResponseError::InvalidTransactionTimeout)
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_ids_expire_and_stay_forgotten_after_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FakeHost::new(dir.path());
+        let c = coordinator(&host, 1_000);
+        c.init_producer_id("idle", 30_000, None).await.unwrap();
+        let (pid, _) = c.init_producer_id("busy", 30_000, None).await.unwrap();
+        c.add_partitions("busy", pid, 0, vec![t("a", 0)], false)
+            .await
+            .unwrap();
+        for id in ["idle", "busy"] {
+            c.txns.lock().get_mut(id).unwrap().meta.update_ms = now_ms() - 5_000;
+        }
+        c.expire_idle_ids(now_ms()).await;
+        assert_eq!(
+            c.describe("idle").unwrap_err(),
+            ResponseError::TransactionalIdNotFound
+        );
+        assert_eq!(c.describe("busy").unwrap().state, TxnState::Ongoing);
+        let again = coordinator(&host, 1_000);
+        assert!(again.describe("idle").is_err());
+        assert!(again.describe("busy").is_ok());
     }
 }
