@@ -1,7 +1,7 @@
 //! Writes the seed corpora of the fuzz targets: real request frames, record sets and
 //! partition directories encoded with the kafka-protocol crate.
 //!
-//! Usage: strata-fuzz-seedgen OUT_DIR   (writes OUT_DIR/{request_frame,record_batches,log_recovery,disk_cache_entry,bucket_documents}/)
+//! Usage: strata-fuzz-seedgen OUT_DIR   (writes OUT_DIR/{request_frame,record_batches,log_recovery,disk_cache_entry,bucket_documents,txn_records}/)
 
 use std::path::Path;
 
@@ -717,6 +717,12 @@ fn bucket_documents(dir: &Path) {
             leader_epoch: 1,
             epochs: vec![(0, 0), (1, 80)],
             compacted: None,
+            aborted: vec![strata_node::log::txn::AbortedTxn {
+                producer_id: 7,
+                first_offset: 10,
+                last_offset: 30,
+                last_stable_offset: 10,
+            }],
         },
         RemoteSegment {
             base_offset: 120,
@@ -731,6 +737,7 @@ fn bucket_documents(dir: &Path) {
                 count: 2,
                 by_epoch: 3,
             }),
+            aborted: Vec::new(),
         },
     ];
     w("manifest", 0, &m.to_bytes());
@@ -761,6 +768,51 @@ fn bucket_documents(dir: &Path) {
     );
 }
 
+/// Transaction bytes from disk: a segment's aborted-transaction index (whole, torn, of an
+/// unknown version), control batches (commit, abort), and `__transaction_state` records.
+fn txn_records(dir: &Path) {
+    use strata_node::log::txn::{marker_batch, AbortedTxn, Marker};
+    use strata_node::txn::records::{encode_key, TxnMeta, TxnState};
+    let e = |pid, first, last| AbortedTxn {
+        producer_id: pid,
+        first_offset: first,
+        last_offset: last,
+        last_stable_offset: first,
+    };
+    let index: Vec<u8> = [e(1, 0, 5), e(2, 3, 9)]
+        .iter()
+        .flat_map(|a| a.encode())
+        .collect();
+    write(dir, "index", &index);
+    write(dir, "index_torn", &index[..50]);
+    let mut newer = index.clone();
+    newer[1] = 1;
+    write(dir, "index_newer", &newer);
+    write(
+        dir,
+        "commit_marker",
+        &marker_batch(Marker::Commit, 42, 3, 7, 1_700_000_000_000).unwrap(),
+    );
+    write(
+        dir,
+        "abort_marker",
+        &marker_batch(Marker::Abort, 42, 3, 0, 1_700_000_000_000).unwrap(),
+    );
+    let meta = TxnMeta {
+        producer_id: 4000,
+        producer_epoch: 2,
+        timeout_ms: 60_000,
+        state: TxnState::Ongoing,
+        partitions: [("orders".to_string(), 0), ("orders".to_string(), 3)]
+            .into_iter()
+            .collect(),
+        update_ms: 1_700_000_000_000,
+        start_ms: 1_699_999_999_000,
+    };
+    write(dir, "state_value", &meta.encode());
+    write(dir, "state_key", &encode_key("payments-tx"));
+}
+
 fn main() {
     let out = std::env::args()
         .nth(1)
@@ -771,4 +823,5 @@ fn main() {
     log_recovery(&out.join("log_recovery"));
     disk_cache_entries(&out.join("disk_cache_entry"));
     bucket_documents(&out.join("bucket_documents"));
+    txn_records(&out.join("txn_records"));
 }

@@ -31,6 +31,53 @@ use crate::partition::Partition;
 use group::{Group, GroupConfig, GroupState};
 use records::{partition_for, GroupValue, Key, OffsetValue};
 
+/// Kafka's checks of an offset commit against its group. A commit from outside the group
+/// (generation -1) is allowed on an empty group, and, when transactional without a member
+/// (KIP-447's producers that do not pass group metadata), on any group; every other
+/// commit must come from a member of the current generation.
+pub(crate) fn check_commit(
+    g: &Group,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+    transactional: bool,
+) -> std::result::Result<(), ResponseError> {
+    if g.state == GroupState::Dead {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    let outside = generation < 0
+        && if transactional {
+            member_id.is_empty() && instance_id.is_none()
+        } else {
+            g.state == GroupState::Empty
+        };
+    if outside {
+        return Ok(());
+    }
+    if g.state == GroupState::CompletingRebalance {
+        return Err(ResponseError::RebalanceInProgress);
+    }
+    if let Some(i) = instance_id {
+        if g.members
+            .get(member_id)
+            .and_then(|m| m.instance_id.as_deref())
+            != Some(i)
+            && g.members
+                .values()
+                .any(|m| m.instance_id.as_deref() == Some(i))
+        {
+            return Err(ResponseError::FencedInstanceId);
+        }
+    }
+    if !g.members.contains_key(member_id) {
+        return Err(ResponseError::UnknownMemberId);
+    }
+    if generation != g.generation {
+        return Err(ResponseError::IllegalGeneration);
+    }
+    Ok(())
+}
+
 /// Kafka's offset.metadata.max.bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;
 
@@ -240,13 +287,7 @@ impl GroupCoordinator {
             // Replay only what is committed: wait (briefly) for the high watermark to reach
             // the log end, as a new leader's followers catch up.
             if let Some(part) = me.log.partition(OFFSETS_TOPIC, p) {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline
-                    && part.high_watermark() < part.log().log_end_offset()
-                    && part.is_leader()
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                part.wait_caught_up(Duration::from_secs(10));
             }
             let res = me.load_partition(p);
             if !me
@@ -389,35 +430,7 @@ impl GroupCoordinator {
             None => {
                 groups.insert(group.to_string(), Group::new(group));
             }
-            Some(g) => {
-                if g.state == GroupState::Dead {
-                    return Err(ResponseError::CoordinatorNotAvailable);
-                }
-                let simple = generation < 0 && g.state == GroupState::Empty;
-                if !simple {
-                    if g.state == GroupState::CompletingRebalance {
-                        return Err(ResponseError::RebalanceInProgress);
-                    }
-                    if let Some(i) = instance_id {
-                        if g.members
-                            .get(member_id)
-                            .and_then(|m| m.instance_id.as_deref())
-                            != Some(i)
-                            && g.members
-                                .values()
-                                .any(|m| m.instance_id.as_deref() == Some(i))
-                        {
-                            return Err(ResponseError::FencedInstanceId);
-                        }
-                    }
-                    if !g.members.contains_key(member_id) {
-                        return Err(ResponseError::UnknownMemberId);
-                    }
-                    if generation != g.generation {
-                        return Err(ResponseError::IllegalGeneration);
-                    }
-                }
-            }
+            Some(g) => check_commit(g, generation, member_id, instance_id, false)?,
         }
         let now = fsutil::now_ms();
         let mut codes = Vec::with_capacity(entries.len());

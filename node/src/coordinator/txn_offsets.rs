@@ -9,9 +9,11 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::{Compression, Record, TimestampType};
 
-use super::group::{Group, GroupState};
+use super::group::Group;
 use super::records::{partition_for, Key, OffsetValue};
-use super::{CommitEntry, GroupCoordinator, PendingWrite, MAX_METADATA_BYTES, OFFSETS_TOPIC};
+use super::{
+    check_commit, CommitEntry, GroupCoordinator, PendingWrite, MAX_METADATA_BYTES, OFFSETS_TOPIC,
+};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -62,8 +64,8 @@ pub(super) fn control_commit(key: Option<&Bytes>) -> Option<bool> {
 
 impl GroupCoordinator {
     /// TxnOffsetCommit: offsets of `group` committed by `producer_id` at `epoch`, in its
-    /// open transaction. The member checks are those of OffsetCommit when a generation is
-    /// given (KIP-447); the offsets become visible when the transaction commits.
+    /// open transaction, with the member checks of [`check_commit`]; the offsets become
+    /// visible when the transaction commits.
     #[allow(clippy::too_many_arguments)]
     pub fn txn_commit(
         &self,
@@ -72,13 +74,14 @@ impl GroupCoordinator {
         epoch: i16,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         entries: Vec<CommitEntry>,
     ) -> std::result::Result<(Vec<i16>, Option<PendingWrite>), ResponseError> {
         self.check_available(group)?;
         {
             let groups = self.groups.lock();
             if let Some(g) = groups.get(group) {
-                check_member(g, generation, member_id)?;
+                check_commit(g, generation, member_id, instance_id, true)?;
             } else if generation >= 0 {
                 return Err(ResponseError::IllegalGeneration);
             }
@@ -259,28 +262,4 @@ impl GroupCoordinator {
             }
         }
     }
-}
-
-/// The member checks of a transactional commit with a generation (KIP-447).
-fn check_member(
-    g: &Group,
-    generation: i32,
-    member_id: &str,
-) -> std::result::Result<(), ResponseError> {
-    if g.state == GroupState::Dead {
-        return Err(ResponseError::CoordinatorNotAvailable);
-    }
-    if generation < 0 {
-        return Ok(());
-    }
-    if g.state == GroupState::CompletingRebalance {
-        return Err(ResponseError::RebalanceInProgress);
-    }
-    if !g.members.contains_key(member_id) {
-        return Err(ResponseError::UnknownMemberId);
-    }
-    if generation != g.generation {
-        return Err(ResponseError::IllegalGeneration);
-    }
-    Ok(())
 }

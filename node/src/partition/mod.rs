@@ -150,6 +150,19 @@ impl Partition {
         self.advance_high_watermark(hw)
     }
 
+    /// Block (a thread, not a task) until the high watermark reaches the log end, for at
+    /// most `bound`, or until this node stops leading: a new leader's coordinator replays
+    /// only what its followers have too.
+    pub fn wait_caught_up(&self, bound: std::time::Duration) {
+        let deadline = std::time::Instant::now() + bound;
+        while std::time::Instant::now() < deadline
+            && self.high_watermark() < self.log_end_offset()
+            && self.is_leader()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// fsync the log until at least `offset` is durable; concurrent callers share one fsync.
     pub async fn flush_to(self: &Arc<Self>, offset: i64) -> Result<()> {
         let _turn = self.flush_lock.lock().await;

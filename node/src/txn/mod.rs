@@ -738,13 +738,7 @@ impl TransactionCoordinator {
         std::thread::spawn(move || {
             let started = Instant::now();
             if let Some(part) = me.host.partition(TXN_TOPIC, p) {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline
-                    && part.high_watermark() < part.log().log_end_offset()
-                    && part.is_leader()
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                part.wait_caught_up(Duration::from_secs(10));
             }
             let res = me.load_partition(p);
             if !me

@@ -311,6 +311,7 @@ pub async fn txn_offset_commit(
             req.producer_epoch,
             req.generation_id,
             req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
             entries,
         ) {
             Err(e) => vec![e.code(); allowed],
@@ -374,6 +375,9 @@ pub async fn write_marker(
         }
         return Err(Error::UnknownTopicOrPartition(format!("{topic}-{p}")));
     };
+    // An acks=all write, as Kafka appends markers: refused up front when the ISR is below
+    // min.insync.replicas, rather than appended and then reported failed (and retried).
+    b.broker.check_writable(&part, -1)?;
     let info = b.broker.append_marker(
         &part,
         marker,
