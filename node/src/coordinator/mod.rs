@@ -352,6 +352,17 @@ impl GroupCoordinator {
 
     /// Append records for `group` to its offsets partition.
     fn write(&self, group: &str, records: Vec<(Key, Option<Bytes>)>) -> Result<PendingWrite> {
+        self.write_as(group, records, None)
+    }
+
+    /// Append records for `group` to its offsets partition, as a transactional batch of
+    /// `producer` (id, epoch) when given (TxnOffsetCommit), without a sequence either way.
+    fn write_as(
+        &self,
+        group: &str,
+        records: Vec<(Key, Option<Bytes>)>,
+        producer: Option<(i64, i16)>,
+    ) -> Result<PendingWrite> {
         let partitions = self.log.ensure_offsets_topic()?;
         let p = partition_for(group, partitions);
         let part = self
@@ -363,7 +374,13 @@ impl GroupCoordinator {
             .into_iter()
             .enumerate()
             .map(|(i, (k, v))| {
-                crate::log::records::plain_record(i as i64, now, Some(k.encode()), v)
+                let mut r = crate::log::records::plain_record(i as i64, now, Some(k.encode()), v);
+                if let Some((id, epoch)) = producer {
+                    r.transactional = true;
+                    r.producer_id = id;
+                    r.producer_epoch = epoch;
+                }
+                r
             })
             .collect();
         let batch = crate::log::records::encode(&recs, Compression::None)?;

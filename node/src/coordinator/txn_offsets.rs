@@ -7,14 +7,11 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{Compression, Record, TimestampType};
 
 use super::group::Group;
 use super::records::{partition_for, Key, OffsetValue};
-use super::{
-    check_commit, CommitEntry, GroupCoordinator, PendingWrite, MAX_METADATA_BYTES, OFFSETS_TOPIC,
-};
-use crate::error::{Error, Result};
+use super::{check_commit, CommitEntry, GroupCoordinator, PendingWrite, MAX_METADATA_BYTES};
+use crate::error::Error;
 use crate::fsutil;
 
 /// Offsets a producer's open transaction holds: (group, topic, partition) to value.
@@ -106,7 +103,7 @@ impl GroupCoordinator {
                         topic: e.topic.clone(),
                         partition: e.partition,
                     },
-                    v.encode(),
+                    Some(v.encode()),
                 ));
                 held.push(((group.to_string(), e.topic, e.partition), v));
                 0
@@ -116,7 +113,7 @@ impl GroupCoordinator {
         if records.is_empty() {
             return Ok((codes, None));
         }
-        let write = self.write_transactional(group, producer_id, epoch, records);
+        let write = self.write_as(group, records, Some((producer_id, epoch)));
         let pending = match write {
             Ok(p) => p,
             Err(e) => {
@@ -141,48 +138,6 @@ impl GroupCoordinator {
             .or_default()
             .extend(held);
         Ok((codes, Some(pending)))
-    }
-
-    fn write_transactional(
-        &self,
-        group: &str,
-        producer_id: i64,
-        epoch: i16,
-        records: Vec<(Key, Bytes)>,
-    ) -> Result<PendingWrite> {
-        let partitions = self.log.ensure_offsets_topic()?;
-        let p = partition_for(group, partitions);
-        let part = self
-            .log
-            .partition(OFFSETS_TOPIC, p)
-            .ok_or_else(|| Error::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{p}")))?;
-        let now = fsutil::now_ms();
-        let recs: Vec<Record> = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: true,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // No sequence: the batch's base sequence is -1, as Kafka writes these.
-                sequence: i as i32 - 1,
-                timestamp: now,
-                key: Some(k.encode()),
-                value: Some(v),
-                headers: Default::default(),
-            })
-            .collect();
-        let batch = crate::log::records::encode(&recs, Compression::None)?;
-        let info = self.log.append(&part, batch.into())?;
-        Ok(PendingWrite {
-            partition: part,
-            last_offset: info.last_offset,
-        })
     }
 
     /// A transaction marker was written to offsets partition `p`: the offsets
