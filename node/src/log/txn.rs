@@ -80,7 +80,12 @@ pub fn read_marker(h: &BatchHeader, batch: &[u8]) -> Result<Option<(Marker, i32)
     if h.compression() != 0 {
         return Err(Error::CorruptBatch("compressed control batch".into()));
     }
-    let set = super::records::decode_batch(&batch[..h.total_len()])?;
+    // A batch cut short by a torn write in a segment recovery does not scan arrives
+    // shorter than its header says.
+    let whole = batch
+        .get(..h.total_len())
+        .ok_or_else(|| Error::CorruptBatch("control batch cut short".into()))?;
+    let set = super::records::decode_batch(whole)?;
     let Some(r) = set.records.first() else {
         return Err(Error::CorruptBatch("control batch without a record".into()));
     };
@@ -330,6 +335,10 @@ mod tests {
             );
             super::super::batch::verify_crc(&h, &raw).unwrap();
             assert_eq!(read_marker(&h, &raw).unwrap(), Some((m, ce)));
+            assert!(matches!(
+                read_marker(&h, &raw[..raw.len() - 1]),
+                Err(Error::CorruptBatch(_))
+            ));
         }
     }
 
