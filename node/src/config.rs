@@ -145,6 +145,18 @@ pub struct Args {
     )]
     pub transactional_id_expiration_ms: i64,
 
+    /// The finalized `transaction.version` feature level clients are told (KIP-584):
+    /// 2 lets Java 4.x producers use KIP-890's second part (an epoch bump at the end of
+    /// every transaction, partitions added by produce), 0 keeps every client on the
+    /// first protocol, as `kafka-features.sh downgrade` would.
+    #[arg(
+        long,
+        env = "STRATA_TRANSACTION_VERSION",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(i16).range(0..=2)
+    )]
+    pub transaction_version: i16,
+
     /// Node-wide default for a topic config, KEY=VALUE with Kafka's topic config names
     /// (repeatable; comma-separated in the environment variable).
     #[arg(
@@ -259,6 +271,7 @@ pub struct NodeConfig {
     pub transaction_state_partitions: i32,
     pub transaction_max_timeout_ms: i32,
     pub transactional_id_expiration_ms: i64,
+    pub transaction_version: i16,
     pub topic_defaults: BTreeMap<String, String>,
     pub retention_check_interval_ms: u64,
     pub compaction_interval_ms: u64,
@@ -396,6 +409,7 @@ impl Args {
             transaction_state_partitions: self.transaction_state_partitions,
             transaction_max_timeout_ms: self.transaction_max_timeout_ms,
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            transaction_version: self.transaction_version,
             topic_defaults: defaults,
             retention_check_interval_ms: self.retention_check_interval_ms.max(10),
             compaction_interval_ms: self.compaction_interval_ms.max(10),

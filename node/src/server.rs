@@ -197,6 +197,7 @@ where
         while !draining
             && !closing
             && muted.is_none()
+            && !throttle.held()
             && in_flight.len() < MAX_IN_FLIGHT
             && buf.len() >= 4
         {
@@ -275,8 +276,13 @@ where
         if set_up {
             deadline = Instant::now() + idle;
         }
-        let can_read =
-            !eof && !draining && !closing && muted.is_none() && in_flight.len() < MAX_IN_FLIGHT;
+        let held = throttle.held();
+        let can_read = !eof
+            && !draining
+            && !closing
+            && muted.is_none()
+            && !held
+            && in_flight.len() < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
             Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
@@ -298,6 +304,7 @@ where
             }
             _ = shutdown.changed(), if !draining => draining = true,
             _ = tokio::time::sleep_until(muted.unwrap_or(deadline)), if muted.is_some() => {}
+            _ = throttle.released(), if held => {}
             _ = tokio::time::sleep_until(deadline), if in_flight.is_empty() => {
                 if set_up {
                     node.security.metrics.idle_closed.fetch_add(1, Relaxed);

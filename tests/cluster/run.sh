@@ -22,10 +22,13 @@ export STRATA_CACHE="$CACHE"
 
 PY="$(bash "$ROOT/tests/testbed/venv.sh")" || { echo "cluster: venv.sh failed" >&2; exit 1; }
 
-# Apache Kafka's admin tools (kafka-reassign-partitions and friends, for test_admin_tools.py):
-# the test bed's Kafka jars, installed by tests/testbed/install.sh when missing or stale.
+# Apache Kafka's admin tools (kafka-reassign-partitions and friends, for test_admin_tools.py)
+# and the Java client CLI on kafka-clients 4 (test_transactions.py): the test bed's Kafka jars
+# and tests/java*/target, installed by tests/testbed/install.sh when missing or stale.
 want="$(sha256sum "$ROOT/tests/testbed/kafka/pom.xml" | cut -d' ' -f1)"
-if [[ "$(cat "$CACHE/kafka-libs/.stamp" 2>/dev/null)" != "$want" ]]; then
+if [[ "$(cat "$CACHE/kafka-libs/.stamp" 2>/dev/null)" != "$want" ]] \
+   || [[ ! -f "$ROOT/tests/java/target/strata-compat.jar" ]] \
+   || [[ ! -d "$ROOT/tests/java-streams/target/libs" ]]; then
   bash "$ROOT/tests/testbed/install.sh" || { echo "cluster: test-bed install failed" >&2; exit 1; }
 fi
 export STRATA_KAFKA_LIBS="$CACHE/kafka-libs"

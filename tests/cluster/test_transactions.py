@@ -6,9 +6,14 @@ half of one, and none of the aborted ones."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
@@ -181,3 +186,80 @@ def test_transactions_survive_coordinator_and_leader_loss(cluster):
     assert not visible_aborts, f"aborted transactions visible: {sorted(visible_aborts)[:20]}"
     print(f"[cluster] {len(w.committed)} committed and {len(w.aborted)} aborted transactions "
           f"checked; client errors: {len(w.errors)} {w.errors[:5]}")
+
+
+# ---- transaction version 2 across nodes ----------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+JAVA_CLI = REPO / "tests" / "java" / "target" / "strata-compat.jar"
+# kafka-clients 4.1, which speaks transaction version 2 (KIP-890) when the cluster finalizes it.
+CLIENT_4 = REPO / "tests" / "java-streams" / "target" / "libs"
+
+
+def java4(cluster, cmd: str, *args) -> list[dict]:
+    if not JAVA_CLI.is_file() or not list(CLIENT_4.glob("kafka-clients-4.*.jar")):
+        pytest.fail("Java CLI or kafka-clients 4 missing: run tests/testbed/install.sh",
+                    pytrace=False)
+    r = subprocess.run(["java", "-cp", f"{JAVA_CLI}:{CLIENT_4}/*", "io.strata.compat.Cli", cmd,
+                        "--bootstrap", cluster.bootstrap(), *map(str, args)],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"{cmd}: {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+
+
+def test_transaction_version_2_with_the_coordinator_on_another_node(cluster):
+    """A Java 4 producer on transaction version 2 adds partitions by producing to them and
+    the group's offsets by committing them: the partition leader and the group coordinator
+    forward those adds (AddPartitionsToTxn v5) to the transaction coordinator on another
+    node. Every end bumps the producer epoch there, and the markers carry it."""
+    nodes = set(cluster.nodes)
+    src, dst = "tv2-in", "tv2-out"
+    for t in (src, dst):
+        create_topic(cluster.bootstrap(), t, PARTITIONS, 3, {"min.insync.replicas": "2"})
+        cluster.wait_full_isr(t, timeout=60)
+    in_leader = cluster.agreed(src, nodes)[0].leader
+    out_leader = cluster.agreed(dst, nodes)[0].leader
+    # A transactional id coordinated away from partition 0 of both topics, and a group
+    # coordinated away from the transaction coordinator.
+    for i in range(1000):
+        tid = f"tv2-{i}"
+        coord = txn_coordinator(cluster, tid, nodes)
+        if coord not in (in_leader, out_leader):
+            break
+    for i in range(1000):
+        group = f"tv2-group-{i}"
+        if kwire.find_coordinator(cluster.nodes[coord].addr, group).node_id != coord:
+            break
+    print(f"\n[cluster] txn coordinator {coord}; {src}-0 led by {in_leader}, {dst}-0 by "
+          f"{out_leader}")
+
+    out = java4(cluster, "txn-produce", "--topic", src, "--transactional-id", tid,
+                "--plan", "commit:10,abort:10,commit:10")
+    assert [o.get("offsets") for o in out[:-1]] == \
+        [list(range(10)), list(range(11, 21)), list(range(22, 32))]
+    for _ in range(3):
+        java4(cluster, "txn-copy", "--input", src, "--output", dst, "--group", group,
+              "--transactional-id", tid, "--count", 5)
+    java4(cluster, "txn-copy", "--input", src, "--output", dst, "--group", group,
+          "--transactional-id", tid, "--count", 5, "--action", "abort")
+
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": group,
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        (committed,) = c.committed([TopicPartition(src, 0)], timeout=30)
+        # Three commits of five records (0-4, 5-9, 22-26: 11-20 were aborted), then an
+        # abort of the next five.
+        assert committed.offset == 27
+    finally:
+        c.close()
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": f"check-{tid}",
+                  "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    try:
+        c.assign([TopicPartition(dst, 0, 0)])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 15 and time.monotonic() < deadline:
+            got += [m.value() for m in c.consume(100, timeout=1) if not m.error()]
+        assert got == [b"copy-value-%d" % i for i in list(range(10)) + list(range(20, 25))]
+    finally:
+        c.close()

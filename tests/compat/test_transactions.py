@@ -343,18 +343,30 @@ def test_kafka_python_transactions(broker, topic):
 
 
 # ---- Java clients (tests/java Cli) -------------------------------------------------------
+#
+# The Cli is built against kafka-clients 3.9 and runs unchanged on 4.1 (the jar Kafka Streams
+# brings in tests/java-streams): the 4.x producer speaks transaction version 2 (KIP-890's
+# second part) wherever the broker finalizes it, as Strata does and Kafka 3.9 does not.
 
 JAVA_DIR = REPO / "tests" / "java" / "target"
 JAR = JAVA_DIR / "strata-compat.jar"
+CLIENT_LIBS = {"3.9": JAVA_DIR / "libs", "4.1": REPO / "tests" / "java-streams" / "target" / "libs"}
+TARGET = os.environ.get("STRATA_TEST_TARGET", "strata")
+
+
+@pytest.fixture(scope="module", params=sorted(CLIENT_LIBS))
+def java_client(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def cli(broker):
-    if shutil.which("java") is None or not JAR.is_file():
-        pytest.fail(f"Java CLI not built ({JAR}): run tests/testbed/install.sh")
+def cli(broker, java_client):
+    libs = CLIENT_LIBS[java_client]
+    if shutil.which("java") is None or not JAR.is_file() or not libs.is_dir():
+        pytest.fail(f"Java CLI not built ({JAR}, {libs}): run tests/testbed/install.sh")
 
     def run(cmd, *args, expect_rc=0, timeout=120):
-        argv = ["java", "-cp", f"{JAR}:{JAVA_DIR / 'libs'}/*", "io.strata.compat.Cli", cmd,
+        argv = ["java", "-cp", f"{JAR}:{libs}/*", "io.strata.compat.Cli", cmd,
                 "--bootstrap", broker.bootstrap, *map(str, args)]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
@@ -366,7 +378,12 @@ def cli(broker):
     return run
 
 
-def test_java_transactions(cli, broker, topic):
+def transaction_version_2(java_client: str) -> bool:
+    """Whether the Java producer ends every transaction with an epoch bump (KIP-890)."""
+    return java_client == "4.1" and TARGET == "strata"
+
+
+def test_java_transactions(cli, broker, topic, java_client):
     out = cli("txn-produce", "--topic", topic, "--transactional-id", f"tx-{topic}",
               "--plan", "commit:10,abort:10,commit:5")
     assert out == [
@@ -385,6 +402,12 @@ def test_java_transactions(cli, broker, topic):
     assert [r["value"] for r in out[:-1]] == [f"value-{i}" for i in range(25)]
     # ... and librdkafka agrees.
     assert values_of(broker.bootstrap, topic, "read_committed") == [v.encode() for v in committed]
+    # Under transaction version 2 each of the three ends bumped the epoch, the markers
+    # carrying the new one; under version 1 the epoch stays where InitProducerId left it.
+    (p,) = table(transactions_tool(broker.bootstrap, "describe-producers", "--topic", topic,
+                                   "--partition", "0").stdout)
+    assert p["ProducerEpoch"] == ("3" if transaction_version_2(java_client) else "0")
+    assert p["CurrentTransactionStartOffset"] == "None"
 
 
 @pytest.mark.groups
@@ -702,6 +725,92 @@ def test_raw_produce_refused(broker, topic):
     assert _end_txn(bs, tid, pid, epoch, True) == 0
     assert values_of(bs, topic, "read_committed") == [b"v"]
     assert end_offsets(bs, topic) == (2, 2)
+
+
+def _uvarint(v: int) -> bytes:
+    out = b""
+    while v >= 0x80:
+        out += bytes([(v & 0x7F) | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
+def _read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    v = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        v |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return v, pos
+        shift += 7
+
+
+def _cstr(s: str | None) -> bytes:
+    if s is None:
+        return b"\x00"
+    b = s.encode()
+    return _uvarint(len(b) + 1) + b
+
+
+def _flexible_request(bootstrap: str, api_key: int, version: int, body: bytes) -> bytes:
+    """A request with header v2 (tagged fields); the response body after header v1."""
+    return _request(bootstrap, api_key, version, b"\x00" + body)[1:]
+
+
+def _end_txn_v5(bs, tid, pid, epoch, commit) -> tuple[int, int, int]:
+    """EndTxn v5 -> (error code, producer id, epoch) for the next transaction."""
+    deadline = time.monotonic() + 30
+    while True:
+        body = _flexible_request(bs, 26, 5, _cstr(tid) + struct.pack(">qhb", pid, epoch,
+                                                                      int(commit)) + b"\x00")
+        err, next_pid, next_epoch = struct.unpack(">hqh", body[4:16])
+        if err != CONCURRENT_TRANSACTIONS or time.monotonic() > deadline:
+            return err, next_pid, next_epoch
+        time.sleep(0.05)
+
+
+def _produce_v12(bs, topic, batch, tid) -> tuple[int, int]:
+    """Produce v12 of one batch to partition 0 -> (error code, base offset)."""
+    part = struct.pack(">i", 0) + _uvarint(len(batch) + 1) + batch + b"\x00"
+    body = _cstr(tid) + struct.pack(">hi", -1, 10000) + _uvarint(2) + _cstr(topic)
+    body += _uvarint(2) + part + b"\x00" + b"\x00"
+    resp = _flexible_request(bs, 0, 12, body)
+    _, pos = _read_uvarint(resp, 0)  # topic count (1)
+    n, pos = _read_uvarint(resp, pos)
+    pos += n - 1  # name
+    _, pos = _read_uvarint(resp, pos)  # partition count (1)
+    _, err, base = struct.unpack(">ihq", resp[pos:pos + 14])
+    return err, base
+
+
+@pytest.mark.skipif(TARGET != "strata", reason="Kafka 3.9 has no transaction version 2")
+def test_raw_transaction_version_2(broker, topic):
+    """KIP-890's second part on the wire: Produce v12 adds its partition to the transaction
+    (no AddPartitionsToTxn), and EndTxn v5 bumps the epoch, answering with the one the next
+    transaction uses; a retry under the old epoch gets the same answer, and a write under it
+    is refused."""
+    bs = broker.bootstrap
+    create_topic(bs, topic)
+    tid = f"tv2-{topic}"
+    _wait_txn_coordinator(bs, tid)
+    pid, epoch = _init_producer_id(bs, tid)
+    first = _batch([(b"k", b"v0")], 0x10, pid, epoch, 0)
+    assert _produce(bs, topic, first, tid=tid) == (INVALID_TXN_STATE, -1), "v3 still verifies"
+    assert _produce_v12(bs, topic, first, tid) == (0, 0)
+    assert _end_txn_v5(bs, tid, pid, epoch, True) == (0, pid, epoch + 1)
+    assert _end_txn_v5(bs, tid, pid, epoch, True) == (0, pid, epoch + 1), "a retry"
+    assert _end_txn_v5(bs, tid, pid, epoch, False)[0] == INVALID_TXN_STATE
+    assert end_offsets(bs, topic) == (2, 2)
+
+    late = _batch([(b"k", b"late")], 0x10, pid, epoch, 1)
+    assert _produce_v12(bs, topic, late, tid)[0] == INVALID_PRODUCER_EPOCH
+    second = _batch([(b"k", b"v1")], 0x10, pid, epoch + 1, 0)
+    assert _produce_v12(bs, topic, second, tid) == (0, 2)
+    assert end_offsets(bs, topic) == (2, 3)
+    assert _end_txn_v5(bs, tid, pid, epoch + 1, False) == (0, pid, epoch + 2)
+    assert values_of(bs, topic, "read_committed") == [b"v0"]
+    assert end_offsets(bs, topic) == (4, 4)
 
 
 # ---- crash recovery ------------------------------------------------------------------------

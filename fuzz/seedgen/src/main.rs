@@ -808,8 +808,18 @@ fn txn_records(dir: &Path) {
             .collect(),
         update_ms: 1_700_000_000_000,
         start_ms: 1_699_999_999_000,
+        client_version: 0,
+        prev_producer_id: -1,
+        next_producer_id: -1,
     };
     write(dir, "state_value", &meta.encode());
+    let v1 = TxnMeta {
+        client_version: 2,
+        prev_producer_id: 3999,
+        next_producer_id: 4001,
+        ..meta.clone()
+    };
+    write(dir, "state_value_v1", &v1.encode());
     write(dir, "state_key", &encode_key("payments-tx"));
 }
 

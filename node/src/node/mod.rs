@@ -44,6 +44,8 @@ pub struct Node {
     pub groups: Arc<GroupCoordinator>,
     /// Transactional ids and the two-phase end of transactions.
     pub txns: Arc<crate::txn::TransactionCoordinator>,
+    /// Connections to other nodes' transaction coordinators, for implicit adds.
+    txn_adds: txn_host::Peers,
     /// The link to the controller: `strata-operator` (`--controller`), or the controller
     /// embedded in a standalone node.
     pub cluster: Arc<ClusterLink>,
@@ -126,6 +128,7 @@ impl Node {
                 Arc::new(txn_host::NodeTxnHost::new(me.clone())),
                 txn_config,
             )),
+            txn_adds: txn_host::Peers::default(),
             cluster: link,
             replicator,
             tiering,

@@ -1,6 +1,8 @@
 //! The transaction coordinator's view of the node ([`TxnHost`]): the transaction topic,
 //! acks=all writes to it, producer ids, and markers, appended here for partitions this
-//! node leads and sent as WriteTxnMarkers to the leaders of the others.
+//! node leads and sent as WriteTxnMarkers to the leaders of the others. And the other
+//! way round, the node asking a transaction's coordinator to add partitions for a
+//! producer speaking transaction version 2 ([`Node::add_to_transaction`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -9,33 +11,86 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProducerId, TransactionalId,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
+use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::Node;
 use crate::error::{Error, Result};
 use crate::log::txn::Marker;
 use crate::partition::Partition;
 use crate::replication::client::Connection;
-use crate::txn::{MarkerRequest, TxnHost, TXN_TOPIC};
+use crate::txn::{MarkerRequest, TxnHost, TxnResult, TXN_TOPIC};
+
+/// Connections to the other nodes, one per node, each carrying one request at a time.
+#[derive(Default)]
+pub struct Peers(tokio::sync::Mutex<HashMap<i32, Connection>>);
+
+impl Peers {
+    /// Call node `to` (connecting first if needed); a failed call drops the connection.
+    async fn call<Req: Encodable, Resp: Decodable>(
+        &self,
+        node: &Node,
+        to: i32,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        let mut peers = self.0.lock().await;
+        let conn = match peers.entry(to) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let view = node.cluster.view();
+                let n = view
+                    .nodes
+                    .get(&to)
+                    .ok_or_else(|| Error::Replication(format!("node {to} is unknown")))?;
+                let tls = node.security.peer_tls(&n.host)?;
+                let conn = Connection::connect(
+                    &format!("{}:{}", n.host, n.port),
+                    node.config.node_id,
+                    tls,
+                )
+                .await?;
+                slot.insert(conn)
+            }
+        };
+        let res = tokio::time::timeout(timeout, conn.call(key, version, req))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Replication(format!(
+                    "{key:?} to node {to} timed out"
+                )))
+            });
+        if res.is_err() {
+            peers.remove(&to);
+        }
+        res
+    }
+}
 
 /// The node as the transaction coordinator sees it. Weak: the coordinator belongs to the
 /// node.
 pub struct NodeTxnHost {
     pub(super) node: Weak<Node>,
-    /// One connection per other node, for WriteTxnMarkers (one request at a time each).
-    peers: Arc<tokio::sync::Mutex<HashMap<i32, Connection>>>,
+    /// For WriteTxnMarkers.
+    peers: Arc<Peers>,
 }
 
 impl NodeTxnHost {
     pub fn new(node: Weak<Node>) -> Self {
         NodeTxnHost {
             node,
-            peers: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
+            peers: Arc::new(Peers::default()),
         }
     }
 
@@ -104,11 +159,7 @@ impl TxnHost for NodeTxnHost {
     }
 }
 
-async fn write_markers(
-    node: &Arc<Node>,
-    peers: &tokio::sync::Mutex<HashMap<i32, Connection>>,
-    req: MarkerRequest,
-) -> Vec<(String, i32)> {
+async fn write_markers(node: &Arc<Node>, peers: &Peers, req: MarkerRequest) -> Vec<(String, i32)> {
     let marker = if req.commit {
         Marker::Commit
     } else {
@@ -155,7 +206,6 @@ async fn write_markers(
             Ok(failed) => left.extend(failed),
             Err(e) => {
                 tracing::debug!(leader, error = %e, "markers not sent yet");
-                peers.lock().await.remove(&leader);
                 left.extend(parts);
             }
         }
@@ -166,32 +216,13 @@ async fn write_markers(
 /// WriteTxnMarkers to another node; returns the partitions it did not write.
 async fn send(
     node: &Arc<Node>,
-    peers: &tokio::sync::Mutex<HashMap<i32, Connection>>,
+    peers: &Peers,
     leader: i32,
     req: &MarkerRequest,
     marker: Marker,
     parts: &[(String, i32)],
 ) -> Result<Vec<(String, i32)>> {
-    let mut peers = peers.lock().await;
-    let conn = match peers.entry(leader) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(slot) => {
-            let view = node.cluster.view();
-            let n = view
-                .nodes
-                .get(&leader)
-                .ok_or_else(|| Error::Replication(format!("node {leader} is unknown")))?;
-            let tls = node.security.peer_tls(&n.host)?;
-            let conn =
-                Connection::connect(&format!("{}:{}", n.host, n.port), node.config.node_id, tls)
-                    .await?;
-            slot.insert(conn)
-        }
-    };
-    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in parts {
-        topics.entry(t.as_str()).or_default().push(*p);
-    }
+    let topics = by_topic(parts);
     let mut m = WritableTxnMarker::default();
     m.producer_id = ProducerId(req.producer_id);
     m.producer_epoch = req.producer_epoch;
@@ -208,12 +239,16 @@ async fn send(
         .collect();
     let mut request = WriteTxnMarkersRequest::default();
     request.markers = vec![m];
-    let resp: WriteTxnMarkersResponse = tokio::time::timeout(
-        Duration::from_secs(40),
-        conn.call(ApiKey::WriteTxnMarkers, 1, &request),
-    )
-    .await
-    .map_err(|_| Error::Replication(format!("WriteTxnMarkers to node {leader} timed out")))??;
+    let resp: WriteTxnMarkersResponse = peers
+        .call(
+            node,
+            leader,
+            ApiKey::WriteTxnMarkers,
+            1,
+            &request,
+            Duration::from_secs(40),
+        )
+        .await?;
     let mut failed = Vec::new();
     for m in resp.markers {
         for t in m.topics {
@@ -226,4 +261,102 @@ async fn send(
         }
     }
     Ok(failed)
+}
+
+/// Grouped by topic, in order.
+fn by_topic(parts: &[(String, i32)]) -> BTreeMap<&str, Vec<i32>> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in parts {
+        topics.entry(t.as_str()).or_default().push(*p);
+    }
+    topics
+}
+
+impl Node {
+    /// Add partitions to the open transaction of `id` for a producer speaking transaction
+    /// version 2, whose produce and offset commits add them implicitly (KIP-890's second
+    /// part), or with `verify_only` check that they are in it (its first part): at this
+    /// node's coordinator, or as AddPartitionsToTxn v5 to the node leading the id's
+    /// transaction-state partition.
+    pub async fn add_to_transaction(
+        self: &Arc<Self>,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+        verify_only: bool,
+    ) -> TxnResult<()> {
+        match self.txns.check_available(id) {
+            Err(ResponseError::NotCoordinator) => {}
+            _ => {
+                return self
+                    .txns
+                    .add_partitions(id, producer_id, epoch, partitions, verify_only, 2)
+                    .await
+            }
+        }
+        let n = self
+            .broker
+            .topic(TXN_TOPIC)
+            .map(|t| t.meta.partitions)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let p = crate::coordinator::records::partition_for(id, n);
+        let leader = self
+            .cluster
+            .view()
+            .assignment(TXN_TOPIC, p)
+            .map(|a| a.leader)
+            .filter(|l| *l >= 0 && *l != self.config.node_id)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let mut t = AddPartitionsToTxnTransaction::default();
+        t.transactional_id = TransactionalId(crate::protocol::handlers::s(id.to_string()));
+        t.producer_id = ProducerId(producer_id);
+        t.producer_epoch = epoch;
+        t.verify_only = verify_only;
+        t.topics = by_topic(&partitions)
+            .into_iter()
+            .map(|(name, ps)| {
+                let mut topic = AddPartitionsToTxnTopic::default();
+                topic.name = crate::protocol::handlers::topic_name(name);
+                topic.partitions = ps;
+                topic
+            })
+            .collect();
+        let mut req = AddPartitionsToTxnRequest::default();
+        req.transactions = vec![t];
+        let resp: AddPartitionsToTxnResponse = self
+            .txn_adds
+            .call(
+                self,
+                leader,
+                ApiKey::AddPartitionsToTxn,
+                5,
+                &req,
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| {
+                tracing::debug!(leader, error = %e, "AddPartitionsToTxn to the coordinator failed");
+                ResponseError::NetworkException
+            })?;
+        if resp.error_code != 0 {
+            return Err(code_error(resp.error_code));
+        }
+        let code = resp
+            .results_by_transaction
+            .iter()
+            .flat_map(|r| &r.topic_results)
+            .flat_map(|t| &t.results_by_partition)
+            .map(|p| p.partition_error_code)
+            .find(|c| *c != 0)
+            .unwrap_or(0);
+        match code {
+            0 => Ok(()),
+            c => Err(code_error(c)),
+        }
+    }
+}
+
+fn code_error(code: i16) -> ResponseError {
+    ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError)
 }

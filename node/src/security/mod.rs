@@ -86,16 +86,35 @@ pub struct Caller {
     /// The listener's name (empty for requests made inside the node).
     pub listener: Arc<str>,
     /// The connection's quota throttle: a handler that throttles the caller mutes the
-    /// connection through it.
+    /// connection through it (and holds it, see [`Throttle::hold`]).
     pub throttle: Arc<Throttle>,
 }
 
 /// A connection muted for a quota's throttle time (KIP-219): the answer goes out at once
 /// with `throttle_time_ms`, and the connection reads no further request until the time is
 /// over, so a client cannot run past its quota with requests already in flight.
+///
+/// Or held by a request that must take effect before the next one is dispatched but
+/// waits first (a produce that has its partitions added to a transaction before it
+/// appends): requests of one connection take effect in order, as on Kafka.
 #[derive(Debug, Default)]
 pub struct Throttle {
     until: Mutex<Option<tokio::time::Instant>>,
+    held: std::sync::atomic::AtomicUsize,
+    released: tokio::sync::Notify,
+}
+
+/// Holds a connection's dispatch until dropped.
+pub struct Hold(Arc<Throttle>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        // One waiter (the connection's loop); a permit left unused only wakes it once.
+        self.0.released.notify_one();
+    }
 }
 
 impl Throttle {
@@ -110,6 +129,23 @@ impl Throttle {
         if u.is_none_or(|cur| cur < t) {
             *u = Some(t);
         }
+    }
+
+    /// Dispatch no further request of the connection until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.held.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Hold(self.clone())
+    }
+
+    /// Whether a request holds the connection now.
+    pub fn held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// Resolves when a hold is released (or at once, if one was released since the last
+    /// call).
+    pub async fn released(&self) {
+        self.released.notified().await
     }
 
     /// When the mute ends, if the connection is muted now.

@@ -18,7 +18,7 @@
 
 pub mod records;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,59 @@ fn write_error(e: &Error) -> ResponseError {
     match e {
         Error::NotLeader(_) => ResponseError::NotCoordinator,
         _ => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
+/// What an EndTxn v5+ does to a transactional id in a given state.
+#[derive(Debug, PartialEq, Eq)]
+enum EndV2 {
+    /// Already done (a retry): answer with the current producer id and epoch.
+    Done,
+    /// Prepare the end, with the transaction's partitions or (nothing was added) none.
+    Prepare { with_partitions: bool },
+}
+
+/// Kafka's rules for EndTxn under transaction version 2: the producer's epoch must be the
+/// current one, or, for a retry of an end already written, the one before it (or the
+/// last epoch of the producer id an overflow replaced).
+fn plan_end_v2(m: &TxnMeta, commit: bool, producer_id: i64, epoch: i16) -> TxnResult<EndV2> {
+    let retry_bump = m.producer_id == producer_id && epoch.checked_add(1) == Some(m.producer_epoch);
+    let retry_overflow = m.prev_producer_id == producer_id
+        && m.prev_producer_id >= 0
+        && epoch == i16::MAX - 1
+        && m.producer_epoch == 0;
+    if m.producer_id != producer_id && !retry_overflow {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    let current = m.producer_id == producer_id && epoch == m.producer_epoch;
+    let valid = match m.state {
+        TxnState::Ongoing | TxnState::Empty => current,
+        TxnState::PrepareCommit | TxnState::PrepareAbort => retry_bump,
+        TxnState::CompleteCommit | TxnState::CompleteAbort => {
+            retry_bump || retry_overflow || current
+        }
+        TxnState::Dead | TxnState::PrepareEpochFence => false,
+    };
+    if !valid {
+        return Err(ResponseError::ProducerFenced);
+    }
+    let retry = retry_bump || retry_overflow;
+    match (m.state, commit) {
+        (TxnState::Ongoing, _) => Ok(EndV2::Prepare {
+            with_partitions: true,
+        }),
+        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) if retry => {
+            Ok(EndV2::Done)
+        }
+        (TxnState::CompleteCommit | TxnState::CompleteAbort | TxnState::Empty, false) if !retry => {
+            Ok(EndV2::Prepare {
+                with_partitions: false,
+            })
+        }
+        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+            Err(ResponseError::ConcurrentTransactions)
+        }
+        _ => Err(ResponseError::InvalidTxnState),
     }
 }
 
@@ -250,15 +303,7 @@ impl TransactionCoordinator {
                         txns.insert(
                             id.to_string(),
                             Entry {
-                                meta: TxnMeta {
-                                    producer_id: -1,
-                                    producer_epoch: -1,
-                                    timeout_ms,
-                                    state: TxnState::Empty,
-                                    partitions: BTreeSet::new(),
-                                    update_ms: now_ms(),
-                                    start_ms: -1,
-                                },
+                                meta: TxnMeta::new(-1, -1, timeout_ms, now_ms()),
                                 pending: true,
                                 fenced_epoch: None,
                             },
@@ -276,15 +321,7 @@ impl TransactionCoordinator {
                         return Err(ResponseError::CoordinatorNotAvailable);
                     }
                 };
-                let meta = TxnMeta {
-                    producer_id: pid,
-                    producer_epoch: 0,
-                    timeout_ms,
-                    state: TxnState::Empty,
-                    partitions: BTreeSet::new(),
-                    update_ms: now_ms(),
-                    start_ms: -1,
-                };
+                let meta = TxnMeta::new(pid, 0, timeout_ms, now_ms());
                 if let Err(code) = self.persist(id, &meta).await {
                     self.txns.lock().remove(id);
                     return Err(code);
@@ -315,7 +352,9 @@ impl TransactionCoordinator {
                 _ => {}
             }
             let mut next = m.clone();
+            next.next_producer_id = -1;
             if m.producer_epoch >= i16::MAX - 1 {
+                next.prev_producer_id = m.producer_id;
                 next.producer_id = match self.host.allocate_producer_id().await {
                     Ok(pid) => pid,
                     Err(_) => {
@@ -358,7 +397,9 @@ impl TransactionCoordinator {
     /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition): the
     /// partitions join the open transaction, which starts if none is open. With
     /// `verify_only` (a partition leader checking a produce, KIP-890), nothing changes and
-    /// the answer says whether they are all in the open transaction.
+    /// the answer says whether they are all in the open transaction. `client_version` is
+    /// the transaction protocol of the producer (2: partitions added implicitly by its
+    /// produce and offset commits, KIP-890's second part).
     pub async fn add_partitions(
         &self,
         id: &str,
@@ -366,6 +407,7 @@ impl TransactionCoordinator {
         epoch: i16,
         partitions: Vec<(String, i32)>,
         verify_only: bool,
+        client_version: i16,
     ) -> TxnResult<()> {
         if verify_only {
             return partitions
@@ -388,7 +430,10 @@ impl TransactionCoordinator {
             self.release(id, None, None);
             return Err(code);
         }
-        if m.state == TxnState::Ongoing && partitions.iter().all(|p| m.partitions.contains(p)) {
+        if m.state == TxnState::Ongoing
+            && m.client_version == client_version
+            && partitions.iter().all(|p| m.partitions.contains(p))
+        {
             self.release(id, None, None);
             return Ok(());
         }
@@ -398,6 +443,7 @@ impl TransactionCoordinator {
             next.start_ms = now_ms();
         }
         next.state = TxnState::Ongoing;
+        next.client_version = client_version;
         next.partitions.extend(partitions);
         next.update_ms = now_ms();
         if let Err(code) = self.persist(id, &next).await {
@@ -486,6 +532,74 @@ impl TransactionCoordinator {
         } else {
             TxnState::PrepareAbort
         };
+        self.prepare_and_finish(id, prepared, fenced, &part)
+            .await
+            .map(|_| ())
+    }
+
+    /// EndTxn v5 and later (KIP-890's second part): every end of a transaction bumps the
+    /// producer's epoch (markers carry the new one, so a late write of the old transaction
+    /// is refused), and the answer carries the producer id and epoch of the next
+    /// transaction. A retry of an end already done is recognised by the epoch one below.
+    pub async fn end_transaction_v2(
+        &self,
+        id: &str,
+        commit: bool,
+        producer_id: i64,
+        epoch: i16,
+    ) -> TxnResult<(i64, i16)> {
+        let part = self.partition_of(id)?;
+        let Some((m, _)) = self.claim(id)? else {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        };
+        let with_partitions = match plan_end_v2(&m, commit, producer_id, epoch) {
+            Err(code) => {
+                self.release(id, None, None);
+                return Err(code);
+            }
+            Ok(EndV2::Done) => {
+                self.release(id, None, None);
+                return Ok((m.producer_id, m.producer_epoch));
+            }
+            Ok(EndV2::Prepare { with_partitions }) => with_partitions,
+        };
+        let mut prepared = m.clone();
+        if !with_partitions {
+            // Abort with nothing added (allowed in V2): no marker to write.
+            prepared.partitions.clear();
+            prepared.start_ms = now_ms();
+        }
+        prepared.client_version = 2;
+        if m.producer_epoch >= i16::MAX - 1 {
+            // The epoch is exhausted: the next transaction gets a new producer id.
+            prepared.next_producer_id = match self.host.allocate_producer_id().await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    tracing::warn!(error = %e, "producer id allocation failed");
+                    self.release(id, None, None);
+                    return Err(ResponseError::CoordinatorNotAvailable);
+                }
+            };
+        }
+        prepared.producer_epoch = m.producer_epoch.saturating_add(1);
+        prepared.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        let done = self.prepare_and_finish(id, prepared, None, &part).await?;
+        Ok((done.producer_id, done.producer_epoch))
+    }
+
+    /// Make the Prepare state durable, then finish the transaction (markers, Complete).
+    /// `fenced`: the epoch a fence bumped the producer from.
+    async fn prepare_and_finish(
+        &self,
+        id: &str,
+        mut prepared: TxnMeta,
+        fenced: Option<i16>,
+        part: &Partition,
+    ) -> TxnResult<TxnMeta> {
         prepared.update_ms = now_ms();
         if let Err(code) = self.persist(id, &prepared).await {
             self.release(id, None, None);
@@ -507,7 +621,12 @@ impl TransactionCoordinator {
     /// Second phase: markers to every partition, then the Complete record. Runs until the
     /// markers are written or this node stops coordinating the id (the next coordinator
     /// finishes from the Prepare record).
-    async fn finish(&self, id: &str, prepared: TxnMeta, coordinator_epoch: i32) -> TxnResult<()> {
+    async fn finish(
+        &self,
+        id: &str,
+        prepared: TxnMeta,
+        coordinator_epoch: i32,
+    ) -> TxnResult<TxnMeta> {
         let commit = prepared.state == TxnState::PrepareCommit;
         let mut left: Vec<(String, i32)> = prepared.partitions.iter().cloned().collect();
         let mut delay = Duration::from_millis(50);
@@ -540,20 +659,24 @@ impl TransactionCoordinator {
         };
         done.partitions.clear();
         done.update_ms = now_ms();
-        match self.persist(id, &done).await {
-            Ok(()) => {
-                self.release(id, Some(done), None);
-                Ok(())
-            }
+        if done.next_producer_id >= 0 {
+            done.prev_producer_id = done.producer_id;
+            done.producer_id = done.next_producer_id;
+            done.producer_epoch = 0;
+            done.next_producer_id = -1;
+        }
+        if let Err(code) = self.persist(id, &done).await {
             // The markers are written: the transaction is over whatever the record says;
             // a coordinator replaying Prepare writes them again (markers are idempotent
             // for a completed transaction).
-            Err(code) => {
-                tracing::warn!(transactional_id = id, ?code, "could not record the end of a transaction; it is finished from its prepare record");
-                self.release(id, Some(done), None);
-                Ok(())
-            }
+            tracing::warn!(
+                transactional_id = id,
+                ?code,
+                "could not record the end of a transaction; it is finished from its prepare record"
+            );
         }
+        self.release(id, Some(done.clone()), None);
+        Ok(done)
     }
 
     /// Abort transactions open longer than their timeout (bumping the epoch, so their
@@ -863,11 +986,11 @@ mod tests {
             Err(ResponseError::InvalidTxnState)
         );
         assert_eq!(
-            c.add_partitions("tx", pid + 1, 0, vec![t("a", 0)], false)
+            c.add_partitions("tx", pid + 1, 0, vec![t("a", 0)], false, 0)
                 .await,
             Err(ResponseError::InvalidProducerIdMapping)
         );
-        c.add_partitions("tx", pid, 0, vec![t("a", 0), t("b", 1)], false)
+        c.add_partitions("tx", pid, 0, vec![t("a", 0), t("b", 1)], false, 0)
             .await
             .unwrap();
         assert_eq!(c.verify("tx", pid, 0, "a", 0), Ok(()));
@@ -907,7 +1030,7 @@ mod tests {
         // The old epoch is fenced.
         assert_eq!(
             again
-                .add_partitions("tx", pid, 0, vec![t("a", 0)], false)
+                .add_partitions("tx", pid, 0, vec![t("a", 0)], false, 0)
                 .await,
             Err(ResponseError::ProducerFenced)
         );
@@ -919,7 +1042,7 @@ mod tests {
         let host = FakeHost::new(dir.path());
         let c = coordinator(&host, 1 << 40);
         let (pid, _) = c.init_producer_id("tx", 30_000, None).await.unwrap();
-        c.add_partitions("tx", pid, 0, vec![t("a", 0)], false)
+        c.add_partitions("tx", pid, 0, vec![t("a", 0)], false, 0)
             .await
             .unwrap();
         // A second producer: the open transaction is aborted under epoch 1, then it gets 2.
@@ -932,7 +1055,7 @@ mod tests {
         assert_eq!(m.producer_epoch, 1);
         // A transaction open past its timeout is aborted by the tick, fencing its producer,
         // which may still bump from the epoch it held (KIP-360).
-        c.add_partitions("tx", pid, 2, vec![t("a", 0)], false)
+        c.add_partitions("tx", pid, 2, vec![t("a", 0)], false, 0)
             .await
             .unwrap();
         c.txns.lock().get_mut("tx").unwrap().meta.start_ms = now_ms() - 60_000;
@@ -966,7 +1089,7 @@ mod tests {
         let c = coordinator(&host, 1_000);
         c.init_producer_id("idle", 30_000, None).await.unwrap();
         let (pid, _) = c.init_producer_id("busy", 30_000, None).await.unwrap();
-        c.add_partitions("busy", pid, 0, vec![t("a", 0)], false)
+        c.add_partitions("busy", pid, 0, vec![t("a", 0)], false, 0)
             .await
             .unwrap();
         for id in ["idle", "busy"] {
@@ -981,5 +1104,117 @@ mod tests {
         let again = coordinator(&host, 1_000);
         assert!(again.describe("idle").is_err());
         assert!(again.describe("busy").is_ok());
+    }
+
+    #[tokio::test]
+    async fn version_2_bumps_the_epoch_at_every_end_and_recognises_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FakeHost::new(dir.path());
+        let c = coordinator(&host, 1 << 40);
+        let (pid, e0) = c.init_producer_id("tx", 30_000, None).await.unwrap();
+        // Partitions come with produce (client version 2); the commit bumps the epoch and
+        // the markers carry the new one.
+        c.add_partitions("tx", pid, e0, vec![t("a", 0)], false, 2)
+            .await
+            .unwrap();
+        let e1 = c.end_transaction_v2("tx", true, pid, e0).await.unwrap();
+        assert_eq!(e1, (pid, e0 + 1));
+        let m = host.markers.lock().pop().unwrap();
+        assert_eq!((m.producer_epoch, m.commit), (e0 + 1, true));
+        // A retry with the old epoch is answered with the new one; an abort under the old
+        // epoch is not (the commit is done), and an older epoch is fenced.
+        assert_eq!(c.end_transaction_v2("tx", true, pid, e0).await, Ok(e1));
+        assert_eq!(
+            c.end_transaction_v2("tx", false, pid, e0).await,
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            c.end_transaction_v2("tx", true, pid, e0 - 1).await,
+            Err(ResponseError::ProducerFenced)
+        );
+        // A write under the old epoch cannot join a transaction any more.
+        assert_eq!(
+            c.add_partitions("tx", pid, e0, vec![t("a", 0)], false, 2)
+                .await,
+            Err(ResponseError::ProducerFenced)
+        );
+        // Aborting with nothing added is allowed and bumps too, without markers.
+        let e2 = c.end_transaction_v2("tx", false, pid, e1.1).await.unwrap();
+        assert_eq!(e2, (pid, e1.1 + 1));
+        assert!(host.markers.lock().is_empty());
+        // Committing nothing is not.
+        assert_eq!(
+            c.end_transaction_v2("tx", true, pid, e2.1).await,
+            Err(ResponseError::InvalidTxnState)
+        );
+        // The state, version 2 included, survives a replay.
+        c.add_partitions("tx", pid, e2.1, vec![t("b", 1)], false, 2)
+            .await
+            .unwrap();
+        let before = c.describe("tx").unwrap();
+        assert_eq!(before.client_version, 2);
+        c.load_partition(0).unwrap();
+        assert_eq!(c.describe("tx").unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn version_2_moves_to_a_new_producer_id_when_the_epoch_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FakeHost::new(dir.path());
+        let c = coordinator(&host, 1 << 40);
+        let (pid, _) = c.init_producer_id("tx", 30_000, None).await.unwrap();
+        let last = i16::MAX - 1;
+        c.txns.lock().get_mut("tx").unwrap().meta.producer_epoch = last;
+        c.add_partitions("tx", pid, last, vec![t("a", 0)], false, 2)
+            .await
+            .unwrap();
+        let (next, epoch) = c.end_transaction_v2("tx", true, pid, last).await.unwrap();
+        assert_ne!(next, pid);
+        assert_eq!(epoch, 0);
+        // The markers end the transaction under the old id, at an epoch above any the
+        // producer used.
+        let m = host.markers.lock().pop().unwrap();
+        assert_eq!((m.producer_id, m.producer_epoch), (pid, i16::MAX));
+        // A retry from the old id and epoch gets the new id.
+        assert_eq!(
+            c.end_transaction_v2("tx", true, pid, last).await,
+            Ok((next, 0))
+        );
+        c.load_partition(0).unwrap();
+        assert_eq!(c.describe("tx").unwrap().prev_producer_id, pid);
+    }
+
+    #[test]
+    fn version_2_end_rules() {
+        let mut m = TxnMeta::new(7, 5, 1000, 0);
+        let plan = |m: &TxnMeta, commit, epoch| plan_end_v2(m, commit, 7, epoch);
+        m.state = TxnState::Ongoing;
+        assert_eq!(
+            plan(&m, true, 5),
+            Ok(EndV2::Prepare {
+                with_partitions: true
+            })
+        );
+        assert_eq!(plan(&m, true, 4), Err(ResponseError::ProducerFenced));
+        assert_eq!(plan(&m, true, 6), Err(ResponseError::ProducerFenced));
+        assert_eq!(
+            plan_end_v2(&m, true, 8, 5),
+            Err(ResponseError::InvalidProducerIdMapping)
+        );
+        m.state = TxnState::PrepareCommit;
+        assert_eq!(
+            plan(&m, true, 4),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        assert_eq!(plan(&m, true, 5), Err(ResponseError::ProducerFenced));
+        m.state = TxnState::CompleteAbort;
+        assert_eq!(plan(&m, false, 4), Ok(EndV2::Done));
+        assert_eq!(plan(&m, true, 4), Err(ResponseError::InvalidTxnState));
+        assert_eq!(
+            plan(&m, false, 5),
+            Ok(EndV2::Prepare {
+                with_partitions: false
+            })
+        );
     }
 }

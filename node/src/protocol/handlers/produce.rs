@@ -38,56 +38,6 @@ fn has_transactional_records(req: &ProduceRequest) -> bool {
         })
 }
 
-/// KIP-890's first part: the first transactional batch a producer writes to a partition
-/// in a transaction must be of a partition its coordinator added to the transaction
-/// (INVALID_TXN_STATE otherwise), so a late or stray write cannot open a transaction that
-/// nothing will ever end. Checked when this node coordinates the transactional id; a
-/// coordinator on another node is not asked yet.
-fn verify_in_transaction(
-    b: &Node,
-    id: &str,
-    part: &Arc<Partition>,
-    data: &[u8],
-) -> Result<(), (i16, String)> {
-    let Ok(Some(h)) = batch::parse_header(data) else {
-        return Ok(());
-    };
-    if !h.is_transactional() || h.is_control() {
-        return Ok(());
-    }
-    let open = part
-        .log()
-        .producers()
-        .producers
-        .get(&h.producer_id)
-        .is_some_and(|e| e.epoch == h.producer_epoch && e.txn_first_offset.is_some());
-    if open {
-        return Ok(());
-    }
-    let refused = |code: ResponseError| {
-        Err((
-            code.code(),
-            format!(
-                "{}: producer {} is not in a transaction with this partition",
-                part.name(),
-                h.producer_id
-            ),
-        ))
-    };
-    match b
-        .txns
-        .verify(id, h.producer_id, h.producer_epoch, &part.topic, part.index)
-    {
-        Ok(()) => Ok(()),
-        Err(ResponseError::ProducerFenced) => refused(ResponseError::InvalidProducerEpoch),
-        Err(ResponseError::InvalidTxnState | ResponseError::InvalidProducerIdMapping) => {
-            refused(ResponseError::InvalidTxnState)
-        }
-        // Coordinated elsewhere, or not available now: not checked.
-        Err(_) => Ok(()),
-    }
-}
-
 /// The answer when the request's transactional id may not be written: the error on every
 /// partition, as Kafka's error response has it (acks=0: the connection closes instead).
 fn refuse_all(v: i16, correlation_id: i32, req: ProduceRequest, code: ResponseError) -> Pending {
@@ -152,8 +102,142 @@ pub fn handle(
             );
         }
     }
+    match transaction_check(&b, cx, v, &req) {
+        Err(code) => refuse_all(v, correlation_id, req, code),
+        Ok(None) => append_all(b, cx, v, correlation_id, throttle_time_ms, req, None),
+        Ok(Some(check)) => {
+            // The append waits for the coordinator, and the connection's next requests for
+            // the append.
+            let hold = cx.throttle.hold();
+            let cx = cx.clone();
+            Box::pin(async move {
+                let failed = b
+                    .add_to_transaction(
+                        &check.id,
+                        check.producer_id,
+                        check.epoch,
+                        check.partitions.clone(),
+                        check.verify_only,
+                    )
+                    .await
+                    .err()
+                    .map(|e| (check.partitions, produce_error(e, v)));
+                let pending = append_all(b, &cx, v, correlation_id, throttle_time_ms, req, failed);
+                drop(hold);
+                pending.await
+            })
+        }
+    }
+}
+
+/// Partitions of a transactional produce that its producer's transaction coordinator must
+/// know of before they are written.
+struct TxnCheck {
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+    /// Produce before v12 (KIP-890's first part): the partitions must be in the open
+    /// transaction already (INVALID_TXN_STATE otherwise), so a late or stray write cannot
+    /// open a transaction that nothing will ever end. From v12 (transaction version 2) the
+    /// produce itself adds them.
+    verify_only: bool,
+}
+
+/// The partitions of a transactional produce to check with the coordinator: those hosted
+/// here, writable by the caller, whose producer state shows no transaction of this producer
+/// epoch open yet (a partition already written in the transaction needs no check). Batches
+/// of two producers in one request are refused, as Kafka does.
+fn transaction_check(
+    b: &Node,
+    cx: &Caller,
+    v: i16,
+    req: &ProduceRequest,
+) -> Result<Option<TxnCheck>, ResponseError> {
+    let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) else {
+        return Ok(None);
+    };
+    let mut producer: Option<(i64, i16)> = None;
+    let mut partitions = Vec::new();
+    for td in &req.topic_data {
+        let name = td.name.0.as_str();
+        if !b
+            .security
+            .authorize(cx, Operation::Write, ResourceType::Topic, name)
+        {
+            continue;
+        }
+        for pd in &td.partition_data {
+            let data: &[u8] = pd.records.as_deref().unwrap_or_default();
+            let Ok(Some(h)) = batch::parse_header(data) else {
+                continue;
+            };
+            if !h.is_transactional() || h.is_control() {
+                continue;
+            }
+            match producer {
+                None => producer = Some((h.producer_id, h.producer_epoch)),
+                Some((pid, _)) if pid != h.producer_id => {
+                    return Err(ResponseError::InvalidProducerIdMapping)
+                }
+                Some(_) => {}
+            }
+            let Some(part) = b.broker.partition(name, pd.index) else {
+                continue;
+            };
+            let open = part
+                .log()
+                .producers()
+                .producers
+                .get(&h.producer_id)
+                .is_some_and(|e| e.epoch == h.producer_epoch && e.txn_first_offset.is_some());
+            if !open {
+                partitions.push((name.to_string(), pd.index));
+            }
+        }
+    }
+    Ok(match producer {
+        Some((producer_id, epoch)) if !partitions.is_empty() => Some(TxnCheck {
+            id,
+            producer_id,
+            epoch,
+            partitions,
+            verify_only: v < 12,
+        }),
+        _ => None,
+    })
+}
+
+/// How a failed check reaches the producer (Kafka's translation): a fence is
+/// INVALID_PRODUCER_EPOCH; a coordinator that could not be reached (and, before v12, one
+/// busy ending the previous transaction) is NOT_ENOUGH_REPLICAS, which every client retries
+/// without a metadata refresh; before v12 a partition not in the transaction is
+/// INVALID_TXN_STATE.
+fn produce_error(e: ResponseError, v: i16) -> ResponseError {
+    match e {
+        ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        ResponseError::NetworkException
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::NotCoordinator => ResponseError::NotEnoughReplicas,
+        ResponseError::ConcurrentTransactions if v < 12 => ResponseError::NotEnoughReplicas,
+        ResponseError::InvalidProducerIdMapping if v < 12 => ResponseError::InvalidTxnState,
+        e => e,
+    }
+}
+
+/// Append every partition's records now (those whose implicit add to a transaction
+/// failed get its error); the returned future waits for fsync and answers.
+fn append_all(
+    b: Arc<Node>,
+    cx: &Caller,
+    v: i16,
+    correlation_id: i32,
+    throttle_time_ms: i32,
+    req: ProduceRequest,
+    not_added: Option<(Vec<(String, i32)>, ResponseError)>,
+) -> Pending {
     let acks = req.acks;
-    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut to_sync: Vec<(usize, usize, Appended)> = Vec::new();
@@ -228,8 +312,16 @@ pub fn handle(
                     .map_err(|e: Error| (e.code(), e.to_string()))?;
                 // A slice of the request frame: the log writes it without copying it first.
                 let data: &[u8] = pd.records.as_deref().unwrap_or_default();
-                if let Some(id) = &transactional_id {
-                    verify_in_transaction(&b, id, &part, data)?;
+                if let Some((parts, code)) = &not_added {
+                    if parts.iter().any(|(t, p)| *t == view.name && *p == pd.index) {
+                        return Err((
+                            code.code(),
+                            format!(
+                                "{}-{} could not join the transaction: {code}",
+                                view.name, pd.index
+                            ),
+                        ));
+                    }
                 }
                 let (info, log_start) = b
                     .broker

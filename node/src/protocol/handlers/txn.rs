@@ -61,7 +61,8 @@ fn for_version(e: ResponseError, v: i16, since: i16) -> i16 {
 }
 
 /// AddPartitionsToTxn: a producer's (v0-3, one transaction) or a partition leader's
-/// verification (v4+, batched, ClusterAction).
+/// (v4+, batched, ClusterAction): a verification (KIP-890's first part) or, for a
+/// producer on transaction version 2, the implicit add of the partitions it writes.
 pub async fn add_partitions(
     b: &Arc<Node>,
     cx: &Caller,
@@ -79,6 +80,7 @@ pub async fn add_partitions(
             &req.v3_and_below_topics,
             false,
             true,
+            0,
         )
         .await;
         return build!(AddPartitionsToTxnResponse {
@@ -102,6 +104,7 @@ pub async fn add_partitions(
             &t.topics,
             t.verify_only,
             false,
+            2,
         )
         .await;
         results.push(build!(AddPartitionsToTxnResult {
@@ -125,6 +128,7 @@ async fn add_one(
     topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
     verify_only: bool,
     check_acls: bool,
+    client_version: i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let answer = |codes: &dyn Fn(&str, i32) -> i16| -> Vec<AddPartitionsToTxnTopicResult> {
         topics
@@ -174,13 +178,50 @@ async fn add_one(
         .collect();
     let code = match b
         .txns
-        .add_partitions(id, producer_id, epoch, partitions, verify_only)
+        .add_partitions(
+            id,
+            producer_id,
+            epoch,
+            partitions,
+            verify_only,
+            client_version,
+        )
         .await
     {
         Ok(()) => 0,
         Err(e) => for_version(e, v, 2),
     };
     answer(&|_, _| code)
+}
+
+/// The group's offsets partition joins the transaction of a producer on transaction
+/// version 2 (its TxnOffsetCommit v5 implies it).
+async fn add_offsets_partition(
+    b: &Arc<Node>,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    group: &str,
+) -> Result<(), i16> {
+    let t = b
+        .broker
+        .ensure_offsets_topic()
+        .await
+        .map_err(|_| ResponseError::CoordinatorNotAvailable.code())?;
+    let p = partition_for(group, t.meta.partitions);
+    b.add_to_transaction(
+        id,
+        producer_id,
+        epoch,
+        vec![(OFFSETS_TOPIC.to_string(), p)],
+        false,
+    )
+    .await
+    .map_err(|e| match e {
+        // What an older producer's AddOffsetsToTxn would have told it to retry on.
+        ResponseError::NetworkException => ResponseError::CoordinatorNotAvailable.code(),
+        e => e.code(),
+    })
 }
 
 /// AddOffsetsToTxn: the group's offsets partition joins the transaction.
@@ -213,6 +254,7 @@ pub async fn add_offsets(
                         req.producer_epoch,
                         vec![(OFFSETS_TOPIC.to_string(), p)],
                         false,
+                        0,
                     )
                     .await
                 {
@@ -225,30 +267,34 @@ pub async fn add_offsets(
     build!(AddOffsetsToTxnResponse { error_code: code })
 }
 
-/// EndTxn: commit or abort the producer's open transaction.
+/// EndTxn: commit or abort the producer's open transaction. From v5 (transaction
+/// version 2) every end bumps the producer epoch, and the answer carries the producer id
+/// and epoch of the next transaction.
 pub async fn end_txn(b: &Arc<Node>, cx: &Caller, v: i16, req: EndTxnRequest) -> EndTxnResponse {
     let id = req.transactional_id.0.as_str();
-    let code = if !txn_allowed(b, cx, Operation::Write, id) {
-        ResponseError::TransactionalIdAuthorizationFailed.code()
-    } else {
-        match b
-            .txns
-            .end_transaction(
-                id,
-                req.committed,
-                Some((req.producer_id.0, req.producer_epoch)),
-                false,
-            )
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    let result = if !txn_allowed(b, cx, Operation::Write, id) {
+        Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+    } else if v >= 5 {
+        b.txns
+            .end_transaction_v2(id, req.committed, pid, epoch)
             .await
-        {
-            Ok(()) => 0,
-            Err(e) => for_version(e, v, 2),
-        }
+            .map_err(|e| e.code())
+    } else {
+        b.txns
+            .end_transaction(id, req.committed, Some((pid, epoch)), false)
+            .await
+            .map(|()| (-1, -1))
+            .map_err(|e| for_version(e, v, 2))
+    };
+    let (code, (producer_id, producer_epoch)) = match result {
+        Ok(next) => (0, next),
+        Err(code) => (code, (-1, -1)),
     };
     build!(EndTxnResponse {
         error_code: code,
-        producer_id: ProducerId(-1),
-        producer_epoch: -1
+        producer_id: ProducerId(producer_id),
+        producer_epoch: producer_epoch
     })
 }
 
@@ -256,12 +302,12 @@ pub async fn end_txn(b: &Arc<Node>, cx: &Caller, v: i16, req: EndTxnRequest) -> 
 pub async fn txn_offset_commit(
     b: &Arc<Node>,
     cx: &Caller,
-    _v: i16,
+    v: i16,
     req: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let id = req.transactional_id.0.as_str();
     let group = req.group_id.0.as_str();
-    let whole = if !txn_allowed(b, cx, Operation::Write, id) {
+    let mut whole = if !txn_allowed(b, cx, Operation::Write, id) {
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if !b
         .security
@@ -271,6 +317,13 @@ pub async fn txn_offset_commit(
     } else {
         None
     };
+    if whole.is_none() && v >= 5 {
+        // Transaction version 2: this commit is also the AddOffsetsToTxn of older
+        // producers, the group's offsets partition joining the transaction.
+        whole = add_offsets_partition(b, id, req.producer_id.0, req.producer_epoch, group)
+            .await
+            .err();
+    }
     let refused: Vec<Option<i16>> = req
         .topics
         .iter()
