@@ -1,6 +1,6 @@
 """Transactions side by side: Strata and Apache Kafka on this machine, one run.
 
-    python bench/txn.py [--strata-bin PATH] [--records N] [--rounds R] [--smoke]
+    python bench/txn.py [--strata-bin PATH] [--records N] [--rounds R] [--java-txns N] [--smoke]
 
 For each broker (fresh data directory, one node): a transactional producer (confluent-kafka,
 1 KB records, acks=all, 3 partitions) commits transactions of 100 records and of 10,000
@@ -8,6 +8,11 @@ records; records/s over the whole run and the latency of `commit_transaction` (p
 are reported. Then a consumer reads the topic back with read_committed and with
 read_uncommitted (records/s). Brokers run one after the other, rounds alternate, and ratios
 Strata/Kafka are per round, so drift of the machine between rounds cancels out.
+
+Then the Java 4.1 producer (tests/java's Cli on kafka-clients 4.1) commits transactions of 10
+records one after the other, on Strata with transaction version 2 (its default: no
+AddPartitionsToTxn round trip, an epoch bump per EndTxn), on Strata held to version 1
+(`--transaction-version 0`), and on Kafka 3.9 (version 1): transactions/s.
 
 Strata runs with its default flush policy (acks=all writes fsynced before the answer);
 Kafka with its defaults (no fsync; the page cache). Kafka's transaction.state.log settings
@@ -58,8 +63,8 @@ def wait_port(port: int, timeout: float = 60):
 class Strata:
     name = "strata"
 
-    def __init__(self, binary: str, work: Path):
-        self.binary, self.work = binary, work
+    def __init__(self, binary: str, work: Path, args: tuple[str, ...] = (), name: str = "strata"):
+        self.binary, self.work, self.args, self.name = binary, work, args, name
 
     def start(self) -> str:
         self.dir = Path(tempfile.mkdtemp(dir=self.work, prefix="strata-"))
@@ -67,7 +72,7 @@ class Strata:
         self.log = open(self.dir / "node.log", "wb")
         self.proc = subprocess.Popen(
             [self.binary, "--data-dir", str(self.dir / "data"), "--listen",
-             f"127.0.0.1:{self.port}"],
+             f"127.0.0.1:{self.port}", *self.args],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.port)
         return f"127.0.0.1:{self.port}"
@@ -162,6 +167,31 @@ def consume(bs: str, topic: str, isolation: str, expect: int) -> float:
     return n / elapsed
 
 
+JAVA_CLI = REPO / "tests/java/target/strata-compat.jar"
+CLIENT_4 = REPO / "tests/java-streams/target/libs"
+
+
+def java_txns(broker, txns: int, per_txn: int = 10) -> float:
+    """Transactions/s of the Java 4.1 producer committing `txns` transactions in a row."""
+    bs = broker.start()
+    try:
+        topic = f"jtxn-{uuid.uuid4().hex[:6]}"
+        create(bs, topic)
+        r = subprocess.run(
+            ["java", "-cp", f"{JAVA_CLI}:{CLIENT_4}/*", "io.strata.compat.Cli", "txn-produce",
+             "--bootstrap", bs, "--topic", topic, "--transactional-id",
+             f"bench-{uuid.uuid4().hex}", "--plan", ",".join([f"commit:{per_txn}"] * txns),
+             "--quiet", "--timing"],
+            capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            raise RuntimeError(f"java txn-produce on {broker.name}: {r.stdout[-500:]}"
+                               f"{r.stderr[-2000:]}")
+        summary = json.loads(r.stdout.splitlines()[-1])
+        return txns / (summary["elapsed_ms"] / 1000)
+    finally:
+        broker.stop()
+
+
 def run_one(broker, records: int) -> dict:
     bs = broker.start()
     try:
@@ -185,11 +215,13 @@ def main():
         "STRATA_BIN", str(CACHE / "cargo-target/release/strata-node")))
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--java-txns", type=int, default=1000,
+                    help="transactions of the Java producer per broker and round")
     ap.add_argument("--smoke", action="store_true", help="a few seconds, one round")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     if args.smoke:
-        args.records, args.rounds = 20_000, 1
+        args.records, args.rounds, args.java_txns = 20_000, 1, 50
     work = Path(os.environ.get("BENCH_WORK_DIR", tempfile.gettempdir()))
     brokers = [Strata(args.strata_bin, work), Kafka(work)]
     rounds = []
@@ -233,8 +265,30 @@ def main():
     for iso in ("read_committed", "read_uncommitted"):
         print(f"| consume {iso}: records/s | {fig('strata', iso):,.0f} | {fig('kafka', iso):,.0f} "
               f"| {ratio(iso):.2f}× |")
+    java = []
+    if JAVA_CLI.is_file() and list(CLIENT_4.glob("kafka-clients-4.*.jar")):
+        jbrokers = [Strata(args.strata_bin, work, name="strata-tv2"),
+                    Strata(args.strata_bin, work, ("--transaction-version", "0"), "strata-tv1"),
+                    Kafka(work)]
+        for r in range(args.rounds):
+            order = jbrokers if r % 2 == 0 else list(reversed(jbrokers))
+            res = {b.name: java_txns(b, args.java_txns) for b in order}
+            java.append(res)
+            print(json.dumps({"java_round": r, **res}), file=sys.stderr)
+        med = {k: statistics.median(res[k] for res in java) for k in java[0]}
+        v2_v1 = statistics.median(res["strata-tv2"] / res["strata-tv1"] for res in java)
+        v2_kafka = statistics.median(res["strata-tv2"] / res["kafka"] for res in java)
+        print()
+        print(f"| Java 4.1 producer, {args.java_txns:,} transactions of 10 records, median "
+              "| Strata, transaction version 2 | Strata, version 1 | Kafka 3.9 (version 1) "
+              "| v2/v1 | Strata v2/Kafka |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        print(f"| transactions/s | {med['strata-tv2']:,.0f} | {med['strata-tv1']:,.0f} "
+              f"| {med['kafka']:,.0f} | {v2_v1:.2f}× | {v2_kafka:.2f}× |")
+    else:
+        print("\n(Java 4.1 producer skipped: run tests/testbed/install.sh)")
     if args.json:
-        Path(args.json).write_text(json.dumps(rounds, indent=1))
+        Path(args.json).write_text(json.dumps({"rounds": rounds, "java": java}, indent=1))
 
 
 if __name__ == "__main__":

@@ -60,9 +60,11 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *                   read until the position reaches the end offsets (the LSO if read_committed)
  *                   as of the start, then stop)
  * txn-produce       --bootstrap B --topic T --transactional-id X --plan commit:N,abort:N,...
- *                   [--partition P] [--value-prefix V]
+ *                   [--partition P] [--value-prefix V] [--quiet] [--timing]
  *                   (one transaction per plan step, values V0, V1, ... numbered across steps;
- *                   prints one line per step with the acked offsets and the step's outcome)
+ *                   prints one line per step with the acked offsets and the step's outcome;
+ *                   --quiet: the summary only; --timing: the summary has the milliseconds
+ *                   from initTransactions done to the last transaction ended)
  * txn-copy          --bootstrap B --input T --output U --group G --transactional-id X
  *                   --count N [--action commit|abort]
  *                   (consume-transform-produce: reads N records of T partition 0 from G's
@@ -386,8 +388,10 @@ public final class Cli {
         int partition = Integer.parseInt(a.get("partition", "0"));
         String valuePrefix = a.get("value-prefix", "value-");
         int n = 0;
+        long elapsedMs;
         try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(txnProducerProps(a))) {
             producer.initTransactions();
+            long t0 = System.nanoTime();
             int step = 0;
             for (String s : a.req("plan").split(",")) {
                 String[] parts = s.split(":");
@@ -409,10 +413,18 @@ public final class Cli {
                     case "abort" -> producer.abortTransaction();
                     default -> throw new IllegalArgumentException("plan step " + s);
                 }
-                out(obj("step", step++, "action", action, "offsets", offsets));
+                if (!a.has("quiet")) {
+                    out(obj("step", step, "action", action, "offsets", offsets));
+                }
+                step++;
             }
+            elapsedMs = (System.nanoTime() - t0) / 1_000_000;
         }
-        out(obj("summary", true, "produced", n));
+        if (a.has("timing")) {
+            out(obj("summary", true, "produced", n, "elapsed_ms", elapsedMs));
+        } else {
+            out(obj("summary", true, "produced", n));
+        }
         return 0;
     }
 
