@@ -28,20 +28,26 @@ from helpers import ck_admin, ck_produce, create_topic, kp_read
 from strata_testlib import KAFKA_LIBS, REPO
 
 # Kafka looks for timed-out transactions every 10 s by default; every 500 ms here so that the
-# timeout test is short.  Only the reference broker reads KAFKA_EXTRA_PROPS (tests/testbed/kafka.sh);
-# Strata is started as in every other module, and the timeout test waits up to 30 s for it.
-KAFKA_PROPS = "transaction.abort.timed.out.transaction.cleanup.interval.ms=500"
+# timeout test is short.  Both brokers look for logs to compact every 500 ms instead of every 15 s.
+# Only the reference broker reads KAFKA_EXTRA_PROPS (tests/testbed/kafka.sh), only Strata
+# STRATA_NODE_ARGS; the timeout test waits up to 30 s for Strata.
+KAFKA_PROPS = ("transaction.abort.timed.out.transaction.cleanup.interval.ms=500\n"
+               "log.cleaner.backoff.ms=500")
+STRATA_ARGS = "--compaction-interval-ms 500"
 
 
 @pytest.fixture(scope="module")
 def _kafka_txn_props():
-    old = os.environ.get("KAFKA_EXTRA_PROPS")
-    os.environ["KAFKA_EXTRA_PROPS"] = f"{old}\n{KAFKA_PROPS}" if old else KAFKA_PROPS
+    saved = {k: os.environ.get(k) for k in ("KAFKA_EXTRA_PROPS", "STRATA_NODE_ARGS")}
+    for key, value, sep in (("KAFKA_EXTRA_PROPS", KAFKA_PROPS, "\n"),
+                            ("STRATA_NODE_ARGS", STRATA_ARGS, " ")):
+        os.environ[key] = f"{saved[key]}{sep}{value}" if saved[key] else value
     yield
-    if old is None:
-        os.environ.pop("KAFKA_EXTRA_PROPS", None)
-    else:
-        os.environ["KAFKA_EXTRA_PROPS"] = old
+    for key, old in saved.items():
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +319,57 @@ def test_confluent_consume_transform_produce(broker, topic):
 
 
 # ---- kafka-python --------------------------------------------------------------------------
+
+
+def test_compaction_removes_aborted_records_and_keeps_committed_ones(broker, topic):
+    """A compacted topic with transactions: the cleaner removes the aborted records and the
+    committed records later ones supersede, keeps the latest committed value of every key, and
+    leaves the partition's transactions working (the last stable offset still advances)."""
+    create_topic(broker.bootstrap, topic, 1, {
+        "cleanup.policy": "compact", "segment.ms": "300", "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0", "delete.retention.ms": "1000"})
+    p = txn_producer(broker.bootstrap, f"compact-{topic}")
+
+    def txn(records, end):
+        p.begin_transaction()
+        for k, v in records:
+            p.produce(topic, key=k, value=v, partition=0)
+        assert p.flush(30) == 0
+        (p.commit_transaction if end == "commit" else p.abort_transaction)(30)
+
+    txn([(b"a", b"a-aborted"), (b"b", b"b-aborted")], "abort")
+    txn([(b"a", b"a-committed-1"), (b"c", b"c-committed")], "commit")
+    txn([(b"a", b"a-committed-2")], "commit")
+    txn([(b"d", b"d-aborted")], "abort")
+    gone = {b"a-aborted", b"b-aborted", b"d-aborted", b"a-committed-1"}
+    assert gone <= set(values_of(broker.bootstrap, topic, "read_uncommitted"))
+
+    # Segments close only when later records arrive after segment.ms, and the active one is
+    # never cleaned: keep writing fillers (a key of their own, so they compact to one).
+    filler = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    deadline = time.monotonic() + (60 if broker.target == "strata" else 120)
+    n = 0
+    while True:
+        filler.produce(topic, key=b"filler", value=b"%d" % n, partition=0)
+        filler.flush(10)
+        n += 1
+        seen = values_of(broker.bootstrap, topic, "read_uncommitted")
+        if not gone & set(seen):
+            break
+        assert time.monotonic() < deadline, f"not cleaned: {seen[:10]}"
+        time.sleep(0.5)
+    kept = [v for v in seen if not v.isdigit()]
+    assert kept == [b"c-committed", b"a-committed-2"], seen
+    # (fillers may be compacted away between the two reads)
+    committed = values_of(broker.bootstrap, topic, "read_committed")
+    assert [v for v in committed if not v.isdigit()] == kept, committed
+    # Transactions go on: the last stable offset reaches a new commit.
+    txn([(b"e", b"e-committed")], "commit")
+    filler.produce(topic, key=b"filler", value=b"last", partition=0)
+    filler.flush(10)
+    lso, hw = end_offsets(broker.bootstrap, topic)
+    assert lso == hw
+    assert b"e-committed" in values_of(broker.bootstrap, topic, "read_committed")
 
 
 def test_kafka_python_transactions(broker, topic):

@@ -110,6 +110,9 @@ pub struct PartitionLog {
     /// thousands of partitions touches no file until they are written, and a node hosting
     /// many never-written partitions keeps nothing of them on disk.
     on_disk: bool,
+    /// Compaction's memory between passes: when each marker it found removable was first
+    /// found so, by offset (see `compaction`).
+    removable_markers: BTreeMap<i64, i64>,
 }
 
 impl PartitionLog {
@@ -284,6 +287,7 @@ impl PartitionLog {
             meta_on_disk: None,
             entries_unsynced,
             on_disk: true,
+            removable_markers: BTreeMap::new(),
         }
     }
 
@@ -351,6 +355,11 @@ impl PartitionLog {
         }
         out.sort_unstable();
         Ok(out)
+    }
+
+    /// Offset of the oldest producer-state snapshot on disk.
+    pub(crate) fn oldest_snapshot(&self) -> Result<Option<i64>> {
+        Ok(self.snapshot_offsets()?.first().copied())
     }
 
     /// Load the newest usable producer-state snapshot, then replay batch headers after it.
@@ -1044,7 +1053,7 @@ impl PartitionLog {
             for loc in seg.batches()? {
                 if loc.header.last_offset() >= offset {
                     let raw = seg.read(loc.position, loc.header.total_len())?;
-                    super::compaction::note_keys(&raw, &mut latest)?;
+                    super::compaction::note_keys(&raw, &mut latest, None)?;
                 }
             }
         }
@@ -1126,13 +1135,33 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Drop a closed segment that compaction emptied (it held no markers: compaction
-    /// keeps control batches).
+    /// Drop a closed segment that compaction emptied.
     pub(crate) fn remove_segment(&mut self, base: i64) -> Result<()> {
         if let Some(seg) = self.segments.remove(&base) {
             seg.delete();
         }
         fsutil::sync_dir(&self.dir)
+    }
+
+    /// Forget the aborted transactions whose abort markers at `markers`, in the segment
+    /// `[base, next_offset)`, compaction removed.
+    pub(crate) fn forget_aborted(
+        &mut self,
+        base: i64,
+        next_offset: i64,
+        markers: &[i64],
+    ) -> Result<()> {
+        self.txns.remove(&self.dir, base..next_offset, markers)
+    }
+
+    /// When the markers compaction found removable were first found so (its memory
+    /// between passes; not persisted).
+    pub(crate) fn take_removable_markers(&mut self) -> BTreeMap<i64, i64> {
+        std::mem::take(&mut self.removable_markers)
+    }
+
+    pub(crate) fn set_removable_markers(&mut self, markers: BTreeMap<i64, i64>) {
+        self.removable_markers = markers;
     }
 
     /// Reset the dirty counter after a compaction pass.

@@ -311,6 +311,40 @@ impl TxnIndex {
         Ok(())
     }
 
+    /// Forget the entries of the markers at `markers` (compaction removed them), rewriting
+    /// the file of the segment covering `segment`.
+    pub fn remove(
+        &mut self,
+        dir: &Path,
+        segment: std::ops::Range<i64>,
+        markers: &[i64],
+    ) -> Result<()> {
+        let mut changed = false;
+        for m in markers {
+            changed |= self.entries.remove(m).is_some();
+        }
+        if !changed {
+            return Ok(());
+        }
+        let kept: Vec<u8> = self
+            .entries
+            .range(segment.clone())
+            .flat_map(|(_, e)| e.encode())
+            .collect();
+        let path = dir.join(index_name(segment.start));
+        if kept.is_empty() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path.display().to_string(), e)),
+            }
+        } else {
+            crate::fsutil::write_atomic(&path, &kept)?;
+        }
+        self.unsynced.retain(|b| *b != segment.start);
+        Ok(())
+    }
+
     /// Forget everything (the log restarted elsewhere; its files went with its segments).
     pub fn clear(&mut self) {
         self.entries.clear();

@@ -11,8 +11,10 @@
 //! manifest does not name, which the orphan check deletes.
 //!
 //! The latest offset of each key is taken over the whole partition (bucket and local log),
-//! the same rule as local compaction (`log::compaction::clean_batch`), so reads from the
-//! first offset see the latest value per key across both tiers.
+//! the same rule as local compaction (`log::compaction::Cleaner`), so reads from the
+//! first offset see the latest value per key across both tiers. Transactional batches and
+//! markers are kept whole in the bucket's copy: aborted records stay there, and
+//! read_committed consumers drop them through the uploaded transaction index.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -26,7 +28,7 @@ use super::uploader::PartState;
 use super::Tiering;
 use crate::error::{Error, Result};
 use crate::log::batch::{self, HEADER_LEN};
-use crate::log::compaction::{clean_batch, note_keys};
+use crate::log::compaction::{note_keys, Cleaner};
 use crate::log::segment::Segment;
 use crate::partition::Partition;
 
@@ -140,7 +142,7 @@ impl Tiering {
             let key = format!("{pp}{}", seg.object_name("log"));
             let data = self.segment_bytes(pp, seg).await?;
             for (pos, h) in batches_of(&key, &data)? {
-                note_keys(&data[pos..pos + h.total_len()], &mut latest)?;
+                note_keys(&data[pos..pos + h.total_len()], &mut latest, None)?;
             }
         }
         let local = {
@@ -157,6 +159,8 @@ impl Tiering {
         let dir = part.log().dir().join(COMPACT_DIR);
         let mut stats = RemoteCompactionStats::default();
         let mut rewritten: Vec<RemoteSegment> = Vec::new();
+        // Transactional batches stay whole in the bucket's copy.
+        let mut cleaner = Cleaner::new(&latest, now, cfg.delete_retention_ms);
         for seg in &m.segments {
             if seg.max_timestamp > lag_cutoff {
                 break;
@@ -166,15 +170,9 @@ impl Tiering {
             let mut out: Vec<u8> = Vec::with_capacity(data.len());
             let mut removed = 0usize;
             for (pos, h) in batches_of(&key, &data)? {
-                let (kept, gone) = clean_batch(
-                    &data[pos..pos + h.total_len()],
-                    &h,
-                    &latest,
-                    now,
-                    cfg.delete_retention_ms,
-                )?;
-                removed += gone;
-                out.extend_from_slice(&kept);
+                let cleaned = cleaner.clean(&data[pos..pos + h.total_len()], &h)?;
+                removed += cleaned.removed;
+                out.extend_from_slice(&cleaned.bytes);
             }
             if removed == 0 {
                 continue;

@@ -150,6 +150,7 @@ impl PartitionLog {
         self.epochs.clear();
         self.producers = ProducerStateTable::default();
         self.txns.clear();
+        self.removable_markers.clear();
         for off in self.snapshot_offsets()? {
             let _ = std::fs::remove_file(self.dir.join(snapshot_name(off)));
         }
@@ -193,6 +194,7 @@ impl PartitionLog {
             .map(|(b, _)| *b)
             .unwrap_or_else(|| self.first_segment_base());
         self.txns.truncate(&self.dir, leo, cut_segment)?;
+        self.removable_markers.split_off(&leo);
         self.load_producer_state()?;
         self.epochs.retain(|(_, start)| *start < leo);
         self.durable_offset = self.durable_offset.min(leo);
