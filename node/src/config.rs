@@ -145,6 +145,25 @@ pub struct Args {
     )]
     pub transactional_id_expiration_ms: i64,
 
+    /// How long a producer's state in a partition (its epoch, sequence numbers for
+    /// duplicate detection) is kept after its last write, when it has no transaction open
+    /// (producer.id.expiration.ms). A producer that writes again after that is taken as new.
+    #[arg(
+        long,
+        env = "STRATA_PRODUCER_ID_EXPIRATION_MS",
+        default_value_t = 86_400_000
+    )]
+    pub producer_id_expiration_ms: i64,
+
+    /// How often expired producer state is removed
+    /// (producer.id.expiration.check.interval.ms).
+    #[arg(
+        long,
+        env = "STRATA_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS",
+        default_value_t = 600_000
+    )]
+    pub producer_id_expiration_check_interval_ms: u64,
+
     /// The finalized `transaction.version` feature level clients are told (KIP-584):
     /// 2 lets Java 4.x producers use KIP-890's second part (an epoch bump at the end of
     /// every transaction, partitions added by produce), 0 keeps every client on the
@@ -271,6 +290,8 @@ pub struct NodeConfig {
     pub transaction_state_partitions: i32,
     pub transaction_max_timeout_ms: i32,
     pub transactional_id_expiration_ms: i64,
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
     pub transaction_version: i16,
     pub topic_defaults: BTreeMap<String, String>,
     pub retention_check_interval_ms: u64,
@@ -330,9 +351,10 @@ impl Args {
         if self.transaction_state_partitions < 1
             || self.transaction_max_timeout_ms < 1
             || self.transactional_id_expiration_ms < 1
+            || self.producer_id_expiration_ms < 1
         {
             return Err(
-                "--transaction-state-partitions, --transaction-max-timeout-ms and --transactional-id-expiration-ms must be at least 1"
+                "--transaction-state-partitions, --transaction-max-timeout-ms, --transactional-id-expiration-ms and --producer-id-expiration-ms must be at least 1"
                     .into(),
             );
         }
@@ -409,6 +431,10 @@ impl Args {
             transaction_state_partitions: self.transaction_state_partitions,
             transaction_max_timeout_ms: self.transaction_max_timeout_ms,
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
+            producer_id_expiration_check_interval_ms: self
+                .producer_id_expiration_check_interval_ms
+                .max(10),
             transaction_version: self.transaction_version,
             topic_defaults: defaults,
             retention_check_interval_ms: self.retention_check_interval_ms.max(10),

@@ -6,6 +6,7 @@
 #   ~/.m2            Maven's own cache of the jars
 #   tests/java/target/strata-compat.jar + target/libs/   Java client CLI (gitignored)
 #   tests/java-streams/target/strata-streams.jar + target/libs/   Kafka Streams app (gitignored)
+#   tests/java-flink/target/strata-flink.jar + target/libs/   Flink exactly-once job (gitignored)
 #   kcat             Debian package, installed only if missing
 # A warm run takes a few seconds and touches no network.
 set -euo pipefail
@@ -44,7 +45,7 @@ if [[ "$(cat "$CACHE/kafka-libs/.stamp" 2>/dev/null)" != "$want" ]]; then
   echo "$want" > "$CACHE/kafka-libs/.stamp"
 fi
 
-# ---- Java modules: client CLI (kafka-clients 3.9), Kafka Streams EOS app (4.x) ----------
+# ---- Java modules: client CLI (kafka-clients 3.9), Kafka Streams EOS app (4.x), Flink job --
 # Rebuilt when the jar or its libs are missing or the pom/sources are newer than the jar.
 java_module() {
   local dir="$1" jar="$1/target/$2" what="$3"
@@ -57,5 +58,6 @@ java_module() {
 }
 java_module "$TESTS/java" strata-compat.jar "java client CLI"
 java_module "$TESTS/java-streams" strata-streams.jar "kafka streams app"
+java_module "$TESTS/java-flink" strata-flink.jar "flink exactly-once job"
 
 log "ok (cache: $CACHE)"

@@ -844,6 +844,19 @@ impl Broker {
         }
     }
 
+    /// Forget the state of producers idle for `expiration_ms` in every partition
+    /// (producer.id.expiration.ms).
+    pub fn expire_producers(&self, expiration_ms: i64) {
+        let now = fsutil::now_ms();
+        let mut gone = 0;
+        for p in self.all_partitions() {
+            gone += p.log().expire_producers(now, expiration_ms);
+        }
+        if gone > 0 {
+            tracing::info!(producers = gone, "expired idle producer state");
+        }
+    }
+
     /// Compact every compacted partition whose dirty ratio is high enough.
     pub fn run_compaction(&self) {
         let now = fsutil::now_ms();

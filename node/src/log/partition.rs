@@ -798,6 +798,13 @@ impl PartitionLog {
         self.txns.overlapping(from, upto)
     }
 
+    /// Forget producers idle for `expiration_ms` with no transaction open
+    /// (producer.id.expiration.ms); returns how many went. The next snapshot leaves them
+    /// out; one loaded from before is expired again at the next check.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
     /// The producer state (DescribeProducers).
     pub fn producers(&self) -> &ProducerStateTable {
         &self.producers

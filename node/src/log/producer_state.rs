@@ -34,6 +34,20 @@ pub struct ProducerEntry {
     /// (a marker from an older coordinator is fenced).
     #[serde(default)]
     pub coordinator_epoch: i32,
+    /// Largest timestamp of the producer's last batch or marker here (what
+    /// producer.id.expiration.ms counts from, as in Kafka). Snapshots before it was kept
+    /// have 0: the last batch's timestamp stands in.
+    #[serde(default)]
+    pub last_timestamp: i64,
+}
+
+impl ProducerEntry {
+    /// When the producer last wrote here (a batch or a marker), as far as this state
+    /// knows.
+    pub fn last_write(&self) -> i64 {
+        let last_batch = self.batches.back().map_or(i64::MIN, |b| b.timestamp);
+        self.last_timestamp.max(last_batch)
+    }
 }
 
 /// A transaction a marker ended in this partition.
@@ -144,6 +158,17 @@ impl ProducerStateTable {
             .min()
     }
 
+    /// Forget the producers with no transaction open whose last write is
+    /// `expiration_ms` or more before `now_ms` (producer.id.expiration.ms). Returns how
+    /// many went.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_write()) < expiration_ms
+        });
+        before - self.producers.len()
+    }
+
     /// Record an appended batch (offsets already assigned); `marker` is what a control
     /// batch says. Returns the transaction a marker ended.
     pub fn record(
@@ -159,6 +184,7 @@ impl ProducerStateTable {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
         if let Some((marker, coordinator_epoch)) = marker {
             entry.coordinator_epoch = coordinator_epoch;
             return entry.txn_first_offset.take().map(|first| CompletedTxn {
@@ -321,6 +347,37 @@ mod tests {
             t.check(&hdr(1, 0, 3, -1, 1)).unwrap(),
             SequenceCheck::Duplicate(_)
         ));
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_a_transaction_is_open() {
+        let mut t = ProducerStateTable::default();
+        let mut idle = hdr(1, 0, 0, 0, 1);
+        idle.max_timestamp = 1_000;
+        t.record_plain(&idle);
+        let mut recent = hdr(2, 0, 0, 1, 1);
+        recent.max_timestamp = 9_000;
+        t.record_plain(&recent);
+        let mut open = hdr(3, 0, 0, 2, 1);
+        open.max_timestamp = 1_000;
+        open.attributes = super::super::batch::ATTR_TRANSACTIONAL;
+        t.record_plain(&open);
+        assert_eq!(t.expire(10_000, 5_000), 1);
+        assert!(!t.producers.contains_key(&1));
+        assert!(t.producers.contains_key(&2) && t.producers.contains_key(&3));
+        // An expired producer is a new one: any sequence is taken.
+        assert_eq!(
+            t.check(&hdr(1, 0, 7, -1, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+        // A marker counts as a write; once the transaction ends, the clock runs from it.
+        let mut m = hdr(3, 0, -1, 3, 1);
+        m.max_timestamp = 9_500;
+        m.attributes = super::super::batch::ATTR_TRANSACTIONAL | super::super::batch::ATTR_CONTROL;
+        assert!(t.record(&m, Some((Marker::Commit, 0))).is_some());
+        assert_eq!(t.expire(13_900, 5_000), 0);
+        assert_eq!(t.expire(14_600, 5_000), 2);
+        assert!(t.producers.is_empty());
     }
 
     #[test]

@@ -162,6 +162,12 @@ impl Node {
         self.periodic(every(self.config.compaction_interval_ms), move || {
             b.run_compaction()
         });
+        let b = self.broker.clone();
+        let expiration_ms = self.config.producer_id_expiration_ms;
+        self.periodic(
+            every(self.config.producer_id_expiration_check_interval_ms),
+            move || b.expire_producers(expiration_ms),
+        );
         self.tasks
             .spawn(self.security.clone().run(self.shutdown.clone()));
         let groups = self.groups.clone();

@@ -658,7 +658,9 @@ pub fn describe_producers(
                                 producer_id: ProducerId(*pid),
                                 producer_epoch: e.epoch as i32,
                                 last_sequence: last.map_or(-1, |l| l.last_seq),
-                                last_timestamp: last.map_or(-1, |l| l.timestamp),
+                                last_timestamp: Some(e.last_write())
+                                    .filter(|t| *t > 0)
+                                    .unwrap_or(-1),
                                 coordinator_epoch: e.coordinator_epoch,
                                 current_txn_start_offset: e.txn_first_offset.unwrap_or(-1)
                             })
