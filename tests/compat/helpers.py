@@ -8,10 +8,12 @@ used with assign(), explicit start offsets and no commits.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
@@ -209,3 +211,51 @@ def wait_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30)
 def topic_names(bootstrap: str) -> set[str]:
     """All topic names from a Metadata request for all topics (which never auto-creates)."""
     return set(ck_admin(bootstrap).list_topics(timeout=10).topics)
+
+
+# ---- brokers with settings of their own ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def broker_settings(kafka_props: str, strata_args: str):
+    """Brokers started inside start with these settings too: `kafka_props` lines for the
+    reference broker (KAFKA_EXTRA_PROPS, read by tests/testbed/kafka.sh), `strata_args` flags
+    for strata-node (STRATA_NODE_ARGS). A module wraps conftest's `broker` fixture in it."""
+    saved = {k: os.environ.get(k) for k in ("KAFKA_EXTRA_PROPS", "STRATA_NODE_ARGS")}
+    for key, value, sep in (("KAFKA_EXTRA_PROPS", kafka_props, "\n"),
+                            ("STRATA_NODE_ARGS", strata_args, " ")):
+        os.environ[key] = f"{saved[key]}{sep}{value}" if saved[key] else value
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def read_values(bootstrap: str, topic: str, isolation: str, partition: int = 0,
+                timeout: float = 60) -> list[bytes]:
+    """Every value of one partition from its start to its end as the consumer sees it (the
+    high watermark, or the last stable offset for read_committed)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"compat-read-{uuid.uuid4()}",
+                  "enable.auto.commit": False, "isolation.level": isolation,
+                  "enable.partition.eof": True, "fetch.wait.max.ms": 50,
+                  "socket.timeout.ms": 10000})
+    try:
+        c.assign([CkTopicPartition(topic, partition, 0)])
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise KafkaException(m.error())
+            out.append(m.value())
+        raise TimeoutError(f"no end of {topic}[{partition}] after {len(out)} records")
+    finally:
+        c.close()

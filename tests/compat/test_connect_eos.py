@@ -16,15 +16,13 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from helpers import create_topic
+from helpers import create_topic, read_values
 from strata_testlib import KAFKA_LIBS, wait_for
 
 
@@ -116,29 +114,6 @@ class Worker:
             return ""
 
 
-def read_all(bootstrap: str, topic: str, isolation: str) -> list[bytes]:
-    """Every value of partition 0 up to its end (the LSO for read_committed)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "connect-eos-reader",
-                  "enable.auto.commit": False, "isolation.level": isolation,
-                  "enable.partition.eof": True, "fetch.wait.max.ms": 50})
-    try:
-        c.assign([TopicPartition(topic, 0, 0)])
-        out = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    return out
-                raise KafkaException(m.error())
-            out.append(m.value())
-        raise TimeoutError(f"no end of {topic} after {len(out)} records")
-    finally:
-        c.close()
-
-
 @pytest.fixture
 def worker(broker, tmp_path):
     if not KAFKA_LIBS.is_dir():
@@ -163,7 +138,7 @@ def test_exactly_once_source_survives_a_sigkill(broker, topic, worker, tmp_path)
     })
 
     def count(iso):
-        return len(read_all(bs, topic, iso))
+        return len(read_values(bs, topic, iso))
 
     wait_for(lambda: count("read_committed") >= len(first), 90,
              lambda: f"first lines copied (worker log:\n{worker.log_tail()})", every=1)
@@ -181,9 +156,9 @@ def test_exactly_once_source_survives_a_sigkill(broker, topic, worker, tmp_path)
     expected = [ln.encode() for ln in first + more]
     wait_for(lambda: count("read_committed") >= len(expected), 120,
              lambda: f"every line copied (worker log:\n{worker.log_tail()})", every=1)
-    got = read_all(bs, topic, "read_committed")
+    got = read_values(bs, topic, "read_committed")
     assert got == expected, (len(got), len(expected), [
         (i, a, b) for i, (a, b) in enumerate(zip(got, expected)) if a != b][:3])
     # The transactions are real: the records of the killed worker's open transaction, if it
     # had sent any, are in the log but hidden from read_committed.
-    assert len(read_all(bs, topic, "read_uncommitted")) >= len(expected)
+    assert len(read_values(bs, topic, "read_uncommitted")) >= len(expected)

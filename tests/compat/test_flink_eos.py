@@ -14,38 +14,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from helpers import ck_produce, create_topic
+from helpers import ck_produce, create_topic, read_values
 from strata_testlib import REPO
 
 FLINK = REPO / "tests/java-flink/target"
-
-
-def read_all(bootstrap: str, topic: str, isolation: str) -> list[bytes]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"flink-reader-{uuid.uuid4()}",
-                  "enable.auto.commit": False, "isolation.level": isolation,
-                  "enable.partition.eof": True, "fetch.wait.max.ms": 50})
-    try:
-        c.assign([TopicPartition(topic, 0, 0)])
-        out = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    return out
-                raise KafkaException(m.error())
-            out.append(m.value())
-        raise TimeoutError(f"no end of {topic} after {len(out)} records")
-    finally:
-        c.close()
 
 
 def test_flink_exactly_once_sink_through_a_failure(broker, topic):
@@ -68,9 +44,9 @@ def test_flink_exactly_once_sink_through_a_failure(broker, topic):
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary == {"finished": True, "failed_once": True}, r.stdout
 
-    got = read_all(bs, dst, "read_committed")
+    got = read_values(bs, dst, "read_committed")
     expected = [b"copy-" + v for v in values]
     assert got == expected, (len(got), len(expected), [
         (i, a, b) for i, (a, b) in enumerate(zip(got, expected)) if a != b][:3])
     # What the failed attempt wrote after its last checkpoint is in the log, aborted.
-    assert len(read_all(bs, dst, "read_uncommitted")) >= len(expected)
+    assert len(read_values(bs, dst, "read_uncommitted")) >= len(expected)

@@ -6,13 +6,12 @@ minutes)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 from confluent_kafka import Producer
 
-from helpers import create_topic
+from helpers import broker_settings, create_topic
 from strata_testlib import KAFKA_LIBS, wait_for
 
 EXPIRATION_MS = 6000
@@ -24,16 +23,8 @@ STRATA_ARGS = (f"--producer-id-expiration-ms {EXPIRATION_MS} "
 
 @pytest.fixture(scope="module")
 def _expiry_props():
-    saved = {k: os.environ.get(k) for k in ("KAFKA_EXTRA_PROPS", "STRATA_NODE_ARGS")}
-    for key, value, sep in (("KAFKA_EXTRA_PROPS", KAFKA_PROPS, "\n"),
-                            ("STRATA_NODE_ARGS", STRATA_ARGS, " ")):
-        os.environ[key] = f"{saved[key]}{sep}{value}" if saved[key] else value
-    yield
-    for key, old in saved.items():
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+    with broker_settings(KAFKA_PROPS, STRATA_ARGS):
+        yield
 
 
 @pytest.fixture(scope="module")

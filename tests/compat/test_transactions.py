@@ -24,7 +24,7 @@ from confluent_kafka import (Consumer, IsolationLevel, KafkaError, KafkaExceptio
                              TopicPartition)
 from confluent_kafka.admin import OffsetSpec
 
-from helpers import ck_admin, ck_produce, create_topic, kp_read
+from helpers import broker_settings, ck_admin, ck_produce, create_topic, kp_read
 from strata_testlib import KAFKA_LIBS, REPO
 
 # Kafka looks for timed-out transactions every 10 s by default; every 500 ms here so that the
@@ -38,16 +38,8 @@ STRATA_ARGS = "--compaction-interval-ms 500"
 
 @pytest.fixture(scope="module")
 def _kafka_txn_props():
-    saved = {k: os.environ.get(k) for k in ("KAFKA_EXTRA_PROPS", "STRATA_NODE_ARGS")}
-    for key, value, sep in (("KAFKA_EXTRA_PROPS", KAFKA_PROPS, "\n"),
-                            ("STRATA_NODE_ARGS", STRATA_ARGS, " ")):
-        os.environ[key] = f"{saved[key]}{sep}{value}" if saved[key] else value
-    yield
-    for key, old in saved.items():
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+    with broker_settings(KAFKA_PROPS, STRATA_ARGS):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -315,11 +315,27 @@ pub(crate) mod tests {
 
     /// Build a batch of (key, value) records.
     pub fn make_batch_keyed(kv: Vec<KeyValue<'_>>, ts: i64, pid: i64, seq: i32) -> Vec<u8> {
+        encode_keyed(kv, ts, pid, seq, false)
+    }
+
+    /// Build a transactional batch of (key, value) records of producer `pid` (epoch 0)
+    /// from sequence `seq`.
+    pub fn make_txn_batch(kv: Vec<KeyValue<'_>>, ts: i64, pid: i64, seq: i32) -> Vec<u8> {
+        encode_keyed(kv, ts, pid, seq, true)
+    }
+
+    fn encode_keyed(
+        kv: Vec<KeyValue<'_>>,
+        ts: i64,
+        pid: i64,
+        seq: i32,
+        transactional: bool,
+    ) -> Vec<u8> {
         let records: Vec<Record> = kv
             .iter()
             .enumerate()
             .map(|(i, (k, v))| Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,

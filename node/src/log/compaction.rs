@@ -533,22 +533,7 @@ mod tests {
 
     /// One transactional record of `pid` with `key` and `value`.
     fn txn_keyed(pid: i64, seq: i32, key: &[u8], value: &[u8], ts: i64) -> Vec<u8> {
-        let r = kafka_protocol::records::Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: pid,
-            producer_epoch: 0,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: 0,
-            sequence: seq,
-            timestamp: ts,
-            key: Some(Bytes::copy_from_slice(key)),
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: Default::default(),
-        };
-        crate::log::records::encode(&[r], kafka_protocol::records::Compression::None).unwrap()
+        batch::tests::make_txn_batch(vec![(Some(key), Some(value))], ts, pid, seq)
     }
 
     #[test]

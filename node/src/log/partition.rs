@@ -1258,24 +1258,8 @@ mod tests {
 
     /// A transactional batch of `n` records of producer `pid` (epoch 0) from `seq`.
     fn txn_batch(pid: i64, seq: i32, n: usize) -> Vec<u8> {
-        let recs: Vec<_> = (0..n)
-            .map(|i| kafka_protocol::records::Record {
-                transactional: true,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: pid,
-                producer_epoch: 0,
-                timestamp_type: kafka_protocol::records::TimestampType::Creation,
-                offset: i as i64,
-                sequence: seq + i as i32,
-                timestamp: fsutil::now_ms(),
-                key: None,
-                value: Some(Bytes::from_static(b"v")),
-                headers: Default::default(),
-            })
-            .collect();
-        super::super::records::encode(&recs, kafka_protocol::records::Compression::None).unwrap()
+        let kv = vec![(None, Some(&b"v"[..])); n];
+        crate::log::batch::tests::make_txn_batch(kv, fsutil::now_ms(), pid, seq)
     }
 
     #[test]
